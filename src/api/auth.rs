@@ -1,0 +1,67 @@
+//! Access-token middleware (`X-EXECD-ACCESS-TOKEN`), applied to every route, the 404 fallback and
+//! the proxy alike (§2.2, DECISIONS D5, D51, D60).
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// The header SDKs send the token in.
+pub const TOKEN_HEADER: &str = "x-execd-access-token";
+/// Upstream's 401 text.
+pub const UNAUTHORIZED_MESSAGE: &str = "Unauthorized: invalid or missing header X-EXECD-ACCESS-TOKEN";
+
+/// Constant-time token comparison (D60). Length differences still return early, which leaks only
+/// the length.
+pub fn token_matches(configured: &str, given: &[u8]) -> bool {
+    configured.as_bytes().ct_eq(given).into()
+}
+
+fn is_websocket_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Browsers cannot set headers on a WebSocket, so an upgrade may carry `?access_token=` (D51).
+fn query_token(req: &Request) -> Option<String> {
+    let q = req.uri().query()?;
+    super::extract::url_decode_pairs(q).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+}
+
+/// Rejects the request with 401 unless the configured token (if any) is presented.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let configured = state.config.access_token.as_str();
+    if configured.is_empty() {
+        return next.run(req).await;
+    }
+    let ok = match req.headers().get(TOKEN_HEADER) {
+        Some(v) => token_matches(configured, v.as_bytes()),
+        None => {
+            is_websocket_upgrade(&req) && query_token(&req).is_some_and(|t| token_matches(configured, t.as_bytes()))
+        }
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, UNAUTHORIZED_MESSAGE).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        assert!(token_matches("abc", b"abc"));
+        assert!(!token_matches("abc", b"abd"));
+        assert!(!token_matches("abc", b"ab"));
+        assert!(!token_matches("abc", b""));
+    }
+}

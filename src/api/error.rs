@@ -1,0 +1,151 @@
+//! The one place where errors become HTTP: [`ApiError`] is `{code, message}` JSON with a status,
+//! and every domain error enum is mapped to it here (`impl From<XxxError> for ApiError`).
+//! 5xx causes are logged; the client gets a stable code and a message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Error codes on the wire (upstream's strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidRequestBody,
+    MissingQuery,
+    RuntimeError,
+    InvalidFile,
+    InvalidFileContent,
+    InvalidFileMetadata,
+    FileNotFound,
+    ContextNotFound,
+    NotSupported,
+    Unknown,
+    Unauthorized,
+    NotFound,
+    AlreadyConnected,
+    Conflict,
+    InsufficientStorage,
+    PayloadTooLarge,
+    BadGateway,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequestBody => "INVALID_REQUEST_BODY",
+            ErrorCode::MissingQuery => "MISSING_QUERY",
+            ErrorCode::RuntimeError => "RUNTIME_ERROR",
+            ErrorCode::InvalidFile => "INVALID_FILE",
+            ErrorCode::InvalidFileContent => "INVALID_FILE_CONTENT",
+            ErrorCode::InvalidFileMetadata => "INVALID_FILE_METADATA",
+            ErrorCode::FileNotFound => "FILE_NOT_FOUND",
+            ErrorCode::ContextNotFound => "CONTEXT_NOT_FOUND",
+            ErrorCode::NotSupported => "NOT_SUPPORTED",
+            ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyConnected => "ALREADY_CONNECTED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::BadGateway => "BAD_GATEWAY",
+        }
+    }
+}
+
+/// An HTTP error answer: status plus `{code, message}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    /// 400 `INVALID_REQUEST_BODY`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody, message)
+    }
+    /// 400 `MISSING_QUERY` for a missing required query parameter.
+    pub fn missing_query(name: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::MissingQuery, format!("missing query parameter '{name}'"))
+    }
+    /// 500 `RUNTIME_ERROR`.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError, message)
+    }
+    /// A JSON body decode failure, worded as upstream.
+    pub fn invalid_body(err: impl std::fmt::Display) -> Self {
+        Self::bad_request(format!("error parsing request, MAYBE invalid body format. {err}"))
+    }
+    /// A validation failure, worded as upstream.
+    pub fn validation(err: impl std::fmt::Display) -> Self {
+        Self::bad_request(format!("invalid request, validation error {err}"))
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+    /// Only on 401 (DECISIONS D5): upstream sends `{"error": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// `application/json; charset=utf-8`, as upstream.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// Serialises `value` as a JSON response with upstream's content type.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], body).into_response()
+        }
+        Err(e) => ApiError::runtime(format!("error encoding response: {e}")).into_response(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), code = self.code.as_str(), message = %self.message, "request failed");
+        }
+        let error = (self.code == ErrorCode::Unauthorized).then_some(self.message.as_str());
+        let body = ErrorBody { code: self.code.as_str(), message: &self.message, error };
+        json_response(self.status, &body)
+    }
+}
+
+/// An empty 200 with `Content-Length: 0` and no content type (upstream; openapi-fetch needs it).
+pub fn empty_ok() -> Response {
+    (StatusCode::OK, [(header::CONTENT_LENGTH, HeaderValue::from_static("0"))]).into_response()
+}
+
+// ---- domain error mappings (one impl per domain error enum; keep them all in this file) ----
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn error_body_has_code_and_message() {
+        let resp = ApiError::bad_request("nope").into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], JSON_CONTENT_TYPE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"code": "INVALID_REQUEST_BODY", "message": "nope"}));
+    }
+
+    #[tokio::test]
+    async fn unauthorized_carries_error_key() {
+        let resp = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "m").into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"code": "UNAUTHORIZED", "message": "m", "error": "m"}));
+    }
+}

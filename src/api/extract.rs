@@ -1,0 +1,172 @@
+//! Extractors whose rejections are our JSON errors, and the lenient JSON decoding upstream's Go
+//! `encoding/json` gives (§2.5): keys match case-insensitively, unknown keys are ignored, the first
+//! JSON value is read and trailing bytes ignored, `null` means "absent".
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// How deep the case folding of object keys goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFold {
+    /// The body is a struct: fold its keys (`{"Command": ..}`).
+    Struct,
+    /// The body is a map of user keys (paths) to structs: fold the inner keys only.
+    MapOfStructs,
+    /// The body is an array of structs: fold each element's keys.
+    ArrayOfStructs,
+}
+
+/// Reads the first JSON value of `body` (trailing bytes ignored, as Go's decoder does).
+pub fn first_json_value(body: &[u8]) -> Result<Value, ApiError> {
+    let mut it = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    match it.next() {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(ApiError::invalid_body(e)),
+        None => Err(ApiError::invalid_body("EOF")),
+    }
+}
+
+fn fold_struct(obj: &mut Map<String, Value>) {
+    let old = std::mem::take(obj);
+    for (k, v) in old {
+        if v.is_null() {
+            continue;
+        }
+        obj.insert(k.to_ascii_lowercase(), v);
+    }
+}
+
+/// Lowercases struct keys and drops `null` members, as selected by `fold`.
+pub fn fold_keys(value: &mut Value, fold: KeyFold) {
+    match (fold, value) {
+        (KeyFold::Struct, Value::Object(o)) => fold_struct(o),
+        (KeyFold::MapOfStructs, Value::Object(o)) => {
+            for v in o.values_mut() {
+                if let Value::Object(inner) = v {
+                    fold_struct(inner);
+                }
+            }
+        }
+        (KeyFold::ArrayOfStructs, Value::Array(a)) => {
+            for v in a.iter_mut() {
+                if let Value::Object(inner) = v {
+                    fold_struct(inner);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `body` leniently into `T`. Struct field names must be lowercase on the Rust side.
+pub fn decode_lenient<T: DeserializeOwned>(body: &[u8], fold: KeyFold) -> Result<T, ApiError> {
+    let mut value = first_json_value(body)?;
+    fold_keys(&mut value, fold);
+    serde_json::from_value(value).map_err(ApiError::invalid_body)
+}
+
+/// A JSON body decoded leniently as a struct (see module docs). Empty body: 400.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid_body(e.body_text()))?;
+        decode_lenient(&body, KeyFold::Struct).map(AppJson)
+    }
+}
+
+/// Like [`AppJson`] but an empty body decodes as `T::default()` (`POST /session`, `POST /pty`).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid_body(e.body_text()))?;
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(OptionalJson(T::default()));
+        }
+        decode_lenient(&body, KeyFold::Struct).map(OptionalJson)
+    }
+}
+
+/// The raw query pairs, in order, with repeated keys kept (`?path=a&path=b`).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    /// Every value of `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    }
+    /// The first value of `key`, or 400 `MISSING_QUERY`.
+    pub fn require(&self, key: &str) -> Result<&str, ApiError> {
+        self.get(key).ok_or_else(|| ApiError::missing_query(key))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(QueryPairs(url_decode_pairs(q)))
+    }
+}
+
+/// Decodes `a=b&c=d` with `+` as space and percent escapes; invalid UTF-8 is replaced.
+pub fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_component(k), decode_component(v))
+        })
+        .collect()
+}
+
+fn decode_component(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(default)]
+    struct Req {
+        command: String,
+        envs: std::collections::HashMap<String, String>,
+    }
+
+    #[test]
+    fn keys_fold_case_but_map_keys_do_not() {
+        let r: Req =
+            decode_lenient(br#"{"Command":"ls","ENVS":{"Foo":"x"},"junk":1} trailing"#, KeyFold::Struct).unwrap();
+        assert_eq!(r.command, "ls");
+        assert_eq!(r.envs["Foo"], "x");
+    }
+
+    #[test]
+    fn null_is_absent_and_empty_is_eof() {
+        let r: Req = decode_lenient(br#"{"command":null}"#, KeyFold::Struct).unwrap();
+        assert_eq!(r.command, "");
+        let e = decode_lenient::<Req>(b"", KeyFold::Struct).unwrap_err();
+        assert!(e.message.contains("EOF"), "{}", e.message);
+    }
+
+    #[test]
+    fn query_pairs_keep_repeats() {
+        let p = url_decode_pairs("path=a%20b&path=c+d&x=");
+        assert_eq!(p, vec![("path".into(), "a b".into()), ("path".into(), "c d".into()), ("x".into(), "".into())]);
+    }
+}

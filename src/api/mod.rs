@@ -1,0 +1,93 @@
+//! The HTTP layer: the only module that knows axum, http and tower-http. Each area file owns its
+//! routes and handlers; handlers extract, call one domain function and map the result.
+//!
+//! Layers, outermost first: panic → JSON 500, request log, access token, route (or JSON 404).
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::state::AppState;
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod ping;
+
+use error::{ApiError, ErrorCode};
+
+/// Largest JSON request body we buffer (uploads stream and are not bound by this).
+const JSON_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Every route execd serves, wrapped in the common layers.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new().merge(ping::routes());
+    with_layers(routes, state)
+}
+
+/// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
+/// request log, and panic → JSON 500 (the daemon keeps serving).
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn(log_request))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::runtime("internal error: the handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+/// Unknown path or wrong method: 404 (upstream has no 405), as JSON.
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "404 page not found")
+}
+
+/// One log line per request: method, path (query dropped: it may carry tokens), status, time.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        let dir = std::env::temp_dir().join(format!("execd-api-test-{}", std::process::id()));
+        AppState::new(crate::config::Config::for_tests(dir)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn panicking_handler_answers_json_500_and_router_keeps_serving() {
+        let routes = Router::new().route("/boom", get(|| async { panic!("boom") as &str })).merge(ping::routes());
+        let app = with_layers(routes, state());
+        let resp = app.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "RUNTIME_ERROR");
+        let resp = app.oneshot(Request::get("/ping").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}

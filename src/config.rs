@@ -1,0 +1,429 @@
+//! Daemon configuration: flags (Go `flag` syntax: `-x` or `--x`, `=v` or a separate argument) over
+//! environment variables over defaults, validated once at startup. See `execd --help`.
+//!
+//! Parsing is a pure function of the argument list and an environment lookup so it can be
+//! table-tested; `main.rs` turns a [`ConfigError`] into a one-line message and exit code 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen port (upstream execd's).
+pub const DEFAULT_PORT: u16 = 44772;
+/// Default bound on how long shutdown waits for open streams (`EXECD_API_GRACE_SHUTDOWN`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+/// Default Jupyter idle poll interval.
+pub const DEFAULT_JUPYTER_IDLE_POLL: Duration = Duration::from_millis(100);
+/// Finished command records (and journals) older than this are evicted (DECISIONS D12).
+pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(24 * 3600);
+/// At most this many finished command records are kept (DECISIONS D12).
+pub const DEFAULT_COMMAND_MAX: usize = 10_000;
+/// Idle bash and PTY sessions are collected after this long without a run or client (D51).
+pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Everything execd reads from its flags and environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (IPv4; upstream listens on `0.0.0.0`).
+    pub bind: std::net::Ipv4Addr,
+    pub port: u16,
+    /// Empty string: auth disabled.
+    pub access_token: String,
+    pub jupyter_host: String,
+    pub jupyter_token: String,
+    /// Go execd log level: 0-2 fatal, 3 error, 4 warn, 5-6 info, 7+ debug.
+    pub log_level: i64,
+    /// Upper bound on how long shutdown waits for streams and process groups.
+    pub graceful_shutdown_timeout: Duration,
+    pub jupyter_idle_poll_interval: Duration,
+    /// Where command journals and session state live.
+    pub state_dir: PathBuf,
+    pub command_retention_ttl: Duration,
+    pub command_retention_count: usize,
+    pub session_idle_ttl: Duration,
+    /// `EXECD_ENVS`: path of a `KEY=VALUE` file re-read for every command and session run.
+    pub envs_file: Option<String>,
+    /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
+    pub log_file: Option<PathBuf>,
+}
+
+/// Why the configuration was rejected. The message names the flag (or variable) and the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    InvalidValue { name: String, value: String, reason: String },
+    #[error("flag provided but not defined: {0}")]
+    UnknownFlag(String),
+    #[error("flag needs an argument: {0}")]
+    MissingArgument(String),
+    #[error("unexpected argument: {0}")]
+    UnexpectedArgument(String),
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// One configurable setting: flag name, env var, help text.
+struct Setting {
+    flag: &'static str,
+    env: Option<&'static str>,
+    default: &'static str,
+    help: &'static str,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting { flag: "port", env: Some("EXECD_PORT"), default: "44772", help: "TCP port to listen on" },
+    Setting { flag: "bind", env: Some("EXECD_BIND"), default: "0.0.0.0", help: "IPv4 address to listen on" },
+    Setting {
+        flag: "access-token",
+        env: Some("EXECD_ACCESS_TOKEN"),
+        default: "",
+        help: "require this value in the X-EXECD-ACCESS-TOKEN header on every request (empty: no auth)",
+    },
+    Setting {
+        flag: "jupyter-host",
+        env: Some("JUPYTER_HOST"),
+        default: "",
+        help: "Jupyter server base URL, e.g. http://127.0.0.1:44771 (env value must start with http:// or https://)",
+    },
+    Setting { flag: "jupyter-token", env: Some("JUPYTER_TOKEN"), default: "", help: "Jupyter server token" },
+    Setting { flag: "log-level", env: None, default: "6", help: "0-2 fatal, 3 error, 4 warn, 5-6 info, 7+ debug" },
+    Setting {
+        flag: "graceful-shutdown-timeout",
+        env: Some("EXECD_API_GRACE_SHUTDOWN"),
+        default: "1s",
+        help: "Go duration; how long shutdown waits for open streams after commands got SIGTERM",
+    },
+    Setting {
+        flag: "jupyter-idle-poll-interval",
+        env: Some("EXECD_JUPYTER_IDLE_POLL_INTERVAL"),
+        default: "100ms",
+        help: "Go duration; <=0 falls back to 100ms",
+    },
+    Setting {
+        flag: "state-dir",
+        env: Some("EXECD_STATE_DIR"),
+        default: "$TMPDIR/execd",
+        help: "directory for command journals and session state",
+    },
+    Setting {
+        flag: "command-retention-ttl",
+        env: Some("EXECD_COMMAND_RETENTION_TTL"),
+        default: "24h",
+        help: "Go duration; finished commands and their logs are evicted after this",
+    },
+    Setting {
+        flag: "command-retention-count",
+        env: Some("EXECD_COMMAND_RETENTION_COUNT"),
+        default: "10000",
+        help: "keep at most this many finished commands (oldest evicted first)",
+    },
+    Setting {
+        flag: "session-idle-ttl",
+        env: Some("EXECD_SESSION_IDLE_TTL"),
+        default: "24h",
+        help: "Go duration; idle bash/PTY sessions are collected after this",
+    },
+];
+
+/// Environment variables read without a flag.
+const EXTRA_ENV: &[(&str, &str)] = &[
+    ("EXECD_ENVS", "path of a KEY=VALUE file applied to every command and session run (re-read each time)"),
+    ("EXECD_LOG_FILE", "write JSON log lines to this file instead of stdout"),
+    (
+        "EXECD_CLONE3_COMPAT",
+        "1/true/yes/on: make clone3 fail with ENOSYS (seccomp); reexec: same, then re-exec; 0/false/off/no/empty: off",
+    ),
+    ("TMPDIR", "base of the default state directory (default /tmp)"),
+];
+
+/// The `--help` text: every flag and environment variable.
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "execd: execution daemon for sandbox containers (OpenSandbox execd compatible)\n\n\
+         Usage: execd [flags]\n\nFlags (-x and --x are equivalent; -x=v or -x v; a flag overrides its env var):\n",
+    );
+    for st in SETTINGS {
+        let env = st.env.map(|e| format!(" [env {e}]")).unwrap_or_default();
+        s.push_str(&format!("  --{:<28} {} (default {:?}){env}\n", st.flag, st.help, st.default));
+    }
+    s.push_str("  --help                         print this help\n  --version                      print the version\n\nEnvironment:\n");
+    for (k, v) in EXTRA_ENV {
+        s.push_str(&format!("  {k:<30} {v}\n"));
+    }
+    s
+}
+
+/// The version line printed by `--version` and logged at startup.
+pub fn version_text() -> String {
+    format!("execd {} ({} {})", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH)
+}
+
+fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue { name: name.to_string(), value: value.to_string(), reason: reason.into() }
+}
+
+/// Parses Go `time.ParseDuration` syntax (`300ms`, `1.5h`, `1m30s`, `-2s`, `0`).
+/// Negative durations are returned as `Err` when `allow_negative` is false; callers that accept
+/// "<= 0 means default" use [`parse_go_duration_signed`].
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    match parse_go_duration_signed(s)? {
+        (false, d) => Ok(d),
+        (true, d) if d.is_zero() => Ok(d),
+        (true, _) => Err("negative duration".into()),
+    }
+}
+
+/// Like [`parse_go_duration`] but returns `(negative, magnitude)`.
+pub fn parse_go_duration_signed(s: &str) -> Result<(bool, Duration), String> {
+    let mut rest = s;
+    let mut neg = false;
+    if let Some(r) = rest.strip_prefix('-') {
+        neg = true;
+        rest = r;
+    } else if let Some(r) = rest.strip_prefix('+') {
+        rest = r;
+    }
+    if rest == "0" {
+        return Ok((neg, Duration::ZERO));
+    }
+    if rest.is_empty() {
+        return Err("invalid duration".into());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num = &rest[..num_len];
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err("invalid duration".into());
+        }
+        let value: f64 = num.parse().map_err(|_| "invalid duration".to_string())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err("missing unit in duration".into()),
+            _ => return Err(format!("unknown unit {unit:?} in duration")),
+        };
+        total += value * nanos_per;
+    }
+    if !total.is_finite() || total > 9.2e18 {
+        return Err("duration out of range".into());
+    }
+    Ok((neg, Duration::from_nanos(total as u64)))
+}
+
+impl Config {
+    /// Parses `args` (without the program name) over the environment given by `env`.
+    pub fn parse<I, S>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Invocation, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut values: std::collections::HashMap<&'static str, (String, String)> = Default::default();
+        // Env first: it becomes the flag default.
+        for st in SETTINGS {
+            if let Some(var) = st.env {
+                if let Some(v) = env(var) {
+                    values.insert(st.flag, (var.to_string(), v));
+                }
+            }
+        }
+        let mut it = args.into_iter().map(Into::into);
+        while let Some(arg) = it.next() {
+            if arg == "--" {
+                if let Some(extra) = it.next() {
+                    return Err(ConfigError::UnexpectedArgument(extra));
+                }
+                break;
+            }
+            let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+                return Err(ConfigError::UnexpectedArgument(arg));
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (body.to_string(), None),
+            };
+            match name.as_str() {
+                "help" | "h" => return Ok(Invocation::Help),
+                "version" | "v" => return Ok(Invocation::Version),
+                _ => {}
+            }
+            let Some(st) = SETTINGS.iter().find(|s| s.flag == name) else {
+                return Err(ConfigError::UnknownFlag(format!("-{name}")));
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| ConfigError::MissingArgument(format!("-{name}")))?,
+            };
+            values.insert(st.flag, (format!("--{name}"), value));
+        }
+        let get = |flag: &str| values.get(flag).map(|(n, v)| (n.as_str(), v.as_str()));
+
+        let port = match get("port") {
+            Some((n, v)) => v.parse::<u16>().map_err(|_| invalid(n, v, "expected a port number 0-65535"))?,
+            None => DEFAULT_PORT,
+        };
+        let bind = match get("bind") {
+            Some((n, v)) => v.parse().map_err(|_| invalid(n, v, "expected an IPv4 address"))?,
+            None => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let jupyter_host = match get("jupyter-host") {
+            Some((n, v)) => {
+                // Upstream validates only the env value (a flag value is taken as is).
+                if n == "JUPYTER_HOST" && !v.is_empty() && !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(invalid(n, v, "must start with http:// or https://"));
+                }
+                v.trim_end_matches('/').to_string()
+            }
+            None => String::new(),
+        };
+        let log_level = match get("log-level") {
+            Some((n, v)) => v.parse::<i64>().map_err(|_| invalid(n, v, "expected an integer"))?,
+            None => 6,
+        };
+        let duration = |flag: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(flag) {
+                Some((n, v)) => parse_go_duration(v).map_err(|e| invalid(n, v, e)),
+                None => Ok(default),
+            }
+        };
+        let graceful_shutdown_timeout = duration("graceful-shutdown-timeout", DEFAULT_GRACE)?;
+        let jupyter_idle_poll_interval = match get("jupyter-idle-poll-interval") {
+            Some((n, v)) => match parse_go_duration_signed(v).map_err(|e| invalid(n, v, e))? {
+                (false, d) if !d.is_zero() => d,
+                _ => DEFAULT_JUPYTER_IDLE_POLL,
+            },
+            None => DEFAULT_JUPYTER_IDLE_POLL,
+        };
+        let command_retention_ttl = duration("command-retention-ttl", DEFAULT_COMMAND_TTL)?;
+        let session_idle_ttl = duration("session-idle-ttl", DEFAULT_SESSION_IDLE_TTL)?;
+        let command_retention_count = match get("command-retention-count") {
+            Some((n, v)) => v.parse::<usize>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
+            None => DEFAULT_COMMAND_MAX,
+        };
+        let state_dir = match get("state-dir") {
+            Some((n, v)) if v.is_empty() => return Err(invalid(n, v, "must not be empty")),
+            Some((_, v)) => PathBuf::from(v),
+            None => {
+                let tmp = env("TMPDIR").filter(|t| !t.is_empty()).unwrap_or_else(|| "/tmp".into());
+                PathBuf::from(tmp).join("execd")
+            }
+        };
+        Ok(Invocation::Run(Box::new(Config {
+            bind,
+            port,
+            access_token: get("access-token").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            jupyter_host,
+            jupyter_token: get("jupyter-token").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            log_level,
+            graceful_shutdown_timeout,
+            jupyter_idle_poll_interval,
+            state_dir,
+            command_retention_ttl,
+            command_retention_count,
+            session_idle_ttl,
+            envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
+            log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+        })))
+    }
+
+    /// A configuration with defaults and no environment, for tests.
+    pub fn for_tests(state_dir: PathBuf) -> Config {
+        match Config::parse(["--state-dir".to_string(), state_dir.display().to_string()], |_| None) {
+            Ok(Invocation::Run(c)) => *c,
+            _ => unreachable!("defaults always parse"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        match Config::parse(args.iter().map(|s| s.to_string()), |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })? {
+            Invocation::Run(c) => Ok(*c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("500ms", Some(500_000_000)),
+            ("1s", Some(1_000_000_000)),
+            ("1m30s", Some(90_000_000_000)),
+            ("1.5h", Some(5_400_000_000_000)),
+            ("0", Some(0)),
+            ("2us", Some(2_000)),
+            ("3µs", Some(3_000)),
+            ("7ns", Some(7)),
+            ("", None),
+            ("1", None),
+            ("abc", None),
+            ("1x", None),
+            ("-1s", None),
+            (".s", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_go_duration(input).ok().map(|d| d.as_nanos() as u64);
+            assert_eq!(got, *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.port, 44772);
+        assert_eq!(c.graceful_shutdown_timeout, Duration::from_secs(1));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/execd"));
+        assert!(c.access_token.is_empty());
+    }
+
+    #[test]
+    fn flag_forms_and_override() {
+        for args in [&["--port=7"][..], &["-port", "7"], &["-port=7"], &["--port", "7"]] {
+            assert_eq!(run(args, &[]).unwrap().port, 7, "{args:?}");
+        }
+        let c = run(&["--access-token=u"], &[("EXECD_ACCESS_TOKEN", "t")]).unwrap();
+        assert_eq!(c.access_token, "u");
+        let c = run(&[], &[("EXECD_ACCESS_TOKEN", "t")]).unwrap();
+        assert_eq!(c.access_token, "t");
+    }
+
+    #[test]
+    fn invalid_values_name_the_flag() {
+        let e = run(&["--port=abc"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--port") && e.to_string().contains("abc"), "{e}");
+        let e = run(&[], &[("EXECD_API_GRACE_SHUTDOWN", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("EXECD_API_GRACE_SHUTDOWN"), "{e}");
+        let e = run(&[], &[("JUPYTER_HOST", "foo")]).unwrap_err();
+        assert!(e.to_string().contains("JUPYTER_HOST"), "{e}");
+        assert!(run(&["--jupyter-host=foo"], &[]).is_ok());
+        assert!(matches!(run(&["--nope"], &[]), Err(ConfigError::UnknownFlag(_))));
+        assert!(matches!(run(&["--port"], &[]), Err(ConfigError::MissingArgument(_))));
+    }
+
+    #[test]
+    fn idle_poll_non_positive_falls_back() {
+        let c = run(&["--jupyter-idle-poll-interval=-5s"], &[]).unwrap();
+        assert_eq!(c.jupyter_idle_poll_interval, DEFAULT_JUPYTER_IDLE_POLL);
+        let c = run(&["--jupyter-idle-poll-interval=0"], &[]).unwrap();
+        assert_eq!(c.jupyter_idle_poll_interval, DEFAULT_JUPYTER_IDLE_POLL);
+    }
+}

@@ -1,0 +1,95 @@
+//! Logging: JSON lines (tracing) to stdout or `EXECD_LOG_FILE`, and the scrubber that keeps
+//! secrets in command text out of the log (§1.4).
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Maps upstream's numeric `--log-level` to a tracing filter directive.
+pub fn level_directive(level: i64) -> &'static str {
+    match level {
+        i64::MIN..=3 => "error",
+        4 => "warn",
+        5 | 6 => "info",
+        _ => "debug",
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides `--log-level` when set.
+pub fn init(config: &Config) -> std::io::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level_directive(config.log_level)));
+    let builder = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_target(false);
+    match &config.log_file {
+        Some(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stdout).init(),
+    }
+    Ok(())
+}
+
+static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    vec![
+        // scheme://user:password@host
+        (Regex::new(r"(?i)([a-z][a-z0-9+.-]*://)[^\s/@:]+:[^\s/@]*@").expect("valid regex"), "${1}***@"),
+        // --password=x, --token x, --secret=x, --api-key=x
+        (
+            Regex::new(r"(?i)(--?(?:password|passwd|pass|token|secret|api[-_]?key|access[-_]?key)(?:=|\s+))\S+")
+                .expect("valid regex"),
+            "${1}***",
+        ),
+        // FOO_TOKEN=x, AWS_SECRET_ACCESS_KEY=x, DB_PASSWORD=x
+        (
+            Regex::new(r"(?i)\b([A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)[A-Z0-9_]*=)\S+")
+                .expect("valid regex"),
+            "${1}***",
+        ),
+    ]
+});
+
+/// Replaces credentials in `text` with `***` before it is logged.
+pub fn scrub_secrets(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for (re, rep) in SECRET_PATTERNS.iter() {
+        if re.is_match(&out) {
+            out = Cow::Owned(re.replace_all(&out, *rep).into_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_common_secret_shapes() {
+        let cases = [
+            ("git clone https://bob:hunter2@example.com/r.git", "git clone https://***@example.com/r.git"),
+            ("mysql --password=hunter2 -u x", "mysql --password=*** -u x"),
+            ("GITHUB_TOKEN=abc123 make", "GITHUB_TOKEN=*** make"),
+            ("curl --token abc", "curl --token ***"),
+            ("echo hello", "echo hello"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(scrub_secrets(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_directive(0), "error");
+        assert_eq!(level_directive(4), "warn");
+        assert_eq!(level_directive(6), "info");
+        assert_eq!(level_directive(9), "debug");
+    }
+}

@@ -1,0 +1,363 @@
+//! Test harness shared by every integration test file: [`TestServer`] starts the real `execd`
+//! binary on a free loopback port with its own state directory, waits for `/ping` with a deadline,
+//! and stops it on drop. Also helpers to read execd's event streams.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The one deadline for "eventually" in tests.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the binary under test (built once by cargo for all test files).
+pub fn execd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_execd"))
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes. Returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async twin of [`wait_until`].
+pub async fn wait_until_async<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the small race is retried by `start`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Options for starting a [`TestServer`].
+#[derive(Default, Clone)]
+pub struct ServerOptions {
+    pub token: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    /// Do not pass `--bind 127.0.0.1` (tests of the default bind address).
+    pub default_bind: bool,
+}
+
+impl ServerOptions {
+    pub fn token(mut self, t: &str) -> Self {
+        self.token = Some(t.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn start(self) -> TestServer {
+        TestServer::start_with(self)
+    }
+}
+
+/// The real execd binary, running on `127.0.0.1:<port>`.
+pub struct TestServer {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub token: Option<String>,
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl TestServer {
+    /// Starts with defaults (no token).
+    pub fn start() -> TestServer {
+        ServerOptions::default().start()
+    }
+
+    pub fn options() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    pub fn start_with(opts: ServerOptions) -> TestServer {
+        let mut last_log = String::new();
+        // Retried only when execd exited early (the free port was taken in between).
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let state_dir = dir.path().join("state");
+            let log_path = dir.path().join("execd.log");
+            let port = free_port();
+            let mut cmd = Command::new(execd_bin());
+            cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(&state_dir);
+            if !opts.default_bind {
+                cmd.arg("--bind").arg("127.0.0.1");
+            }
+            cmd.args(&opts.args);
+            cmd.env_remove("EXECD_ACCESS_TOKEN").env_remove("EXECD_ENVS").env_remove("JUPYTER_HOST");
+            if let Some(t) = &opts.token {
+                cmd.env("EXECD_ACCESS_TOKEN", t);
+            }
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            let log = std::fs::File::create(&log_path).unwrap();
+            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+            let child = cmd.spawn().expect("spawn execd");
+            let mut server =
+                TestServer { child: Some(child), port, token: opts.token.clone(), dir, state_dir, log_path };
+            if server.wait_ready() {
+                return server;
+            }
+            let exited = matches!(server.child.as_mut().unwrap().try_wait(), Ok(Some(_)));
+            last_log = server.log();
+            server.kill();
+            if !exited {
+                break;
+            }
+        }
+        panic!("execd did not become ready; log:\n{last_log}");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let port = self.port;
+        let token = self.token.clone();
+        wait_until(TIMEOUT, || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return true;
+            }
+            blocking_ping(port, token.as_deref())
+        }) && self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
+    }
+
+    /// The execd process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
+    }
+
+    /// A reqwest client that sends the token (if any) on every request.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert("X-EXECD-ACCESS-TOKEN", t.parse().unwrap());
+        }
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
+    }
+
+    /// What execd printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (with [`TIMEOUT`]) for exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.child.is_some() && self.terminate().is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// One blocking `GET /ping` over a raw socket; true on 200.
+pub fn blocking_ping(port: u16, token: Option<&str>) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let auth = token.map(|t| format!("X-EXECD-ACCESS-TOKEN: {t}\r\n")).unwrap_or_default();
+    if s.write_all(format!("GET /ping HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// Parses a complete execd event stream body (`{json}\n\n` framing, §3.1) into events.
+/// Panics on any line that is not JSON, so framing bugs fail the test.
+pub fn parse_events(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter(|chunk| !chunk.is_empty())
+        .map(|chunk| {
+            assert!(!chunk.contains('\n'), "event spans lines: {chunk:?}");
+            serde_json::from_str::<Value>(chunk).unwrap_or_else(|e| panic!("bad event {chunk:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Events other than `ping`.
+pub fn without_pings(events: &[Value]) -> Vec<Value> {
+    events.iter().filter(|e| e["type"] != "ping").cloned().collect()
+}
+
+/// The `text` of every event of `kind`, in order.
+pub fn texts(events: &[Value], kind: &str) -> Vec<String> {
+    events.iter().filter(|e| e["type"] == kind).map(|e| e["text"].as_str().unwrap_or("").to_string()).collect()
+}
+
+/// Incremental reader of an event stream: yields one parsed event at a time.
+pub struct EventReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl EventReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        EventReader { resp, buf: Vec::new() }
+    }
+
+    /// The next event, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let chunk: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let text = String::from_utf8_lossy(&chunk[..pos]).to_string();
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad event {text:?}: {e}")));
+            }
+            match self.resp.chunk().await.expect("stream read") {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => {
+                    assert!(
+                        self.buf.iter().all(|b| b.is_ascii_whitespace()),
+                        "trailing bytes: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next event that is not a `ping`.
+    pub async fn next_non_ping(&mut self) -> Option<Value> {
+        loop {
+            let e = self.next().await?;
+            if e["type"] != "ping" {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Reads to the end of the stream.
+    pub async fn rest(&mut self) -> Vec<Value> {
+        let mut v = Vec::new();
+        while let Some(e) = self.next().await {
+            v.push(e);
+        }
+        v
+    }
+}
+
+/// Resident set size of `pid` in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_field(pid, "VmRSS:")
+}
+
+/// Peak resident set size of `pid` in KiB.
+pub fn hwm_kib(pid: u32) -> u64 {
+    proc_status_field(pid, "VmHWM:")
+}
+
+/// Number of threads of `pid`.
+pub fn threads(pid: u32) -> u64 {
+    proc_status_field(pid, "Threads:")
+}
+
+fn proc_status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Direct children of `pid` (from /proc/*/stat), with their state letter.
+pub fn children(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+            let Some(close) = stat.rfind(')') else { continue };
+            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            if fields.len() > 2 && fields[1].parse::<u32>().ok() == Some(pid) {
+                out.push((p, fields[0].chars().next().unwrap_or('?')));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).is_some_and(|c| c != 'Z'),
+        Err(_) => false,
+    }
+}
