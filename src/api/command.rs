@@ -1,0 +1,222 @@
+//! `/command` routes (reference §4): run (streamed), status, logs, resumable events, interrupt.
+//! Handlers translate between the wire and [`CommandManager`]; they decide nothing.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::error::{empty_ok, json_response, ApiError};
+use super::extract::{AppJson, AppPath, QueryPairs};
+use super::sse;
+use crate::command::{CommandEvents, CommandManager, CommandRequest, CommandStatus, ResumableEvents};
+use crate::state::AppState;
+
+/// Header carrying the next `/logs` cursor (Go spells it `Execd-Commands-Tail-Cursor`).
+pub const TAIL_CURSOR: &str = "EXECD-COMMANDS-TAIL-CURSOR";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/command", post(run_command).delete(interrupt))
+        .route("/command/status/{id}", get(status))
+        .route("/command/{id}/logs", get(logs))
+        .route("/command/{id}/events", get(events))
+}
+
+/// `POST /command` body (keys case-insensitive, unknown keys ignored: `AppJson`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RunCommandBody {
+    #[serde(deserialize_with = "de_command")]
+    command: String,
+    #[serde(deserialize_with = "de_cwd")]
+    cwd: String,
+    #[serde(deserialize_with = "de_background")]
+    background: bool,
+    #[serde(deserialize_with = "de_timeout")]
+    timeout: i64,
+    #[serde(deserialize_with = "de_uid")]
+    uid: Option<u32>,
+    #[serde(deserialize_with = "de_gid")]
+    gid: Option<u32>,
+    #[serde(deserialize_with = "de_envs")]
+    envs: BTreeMap<String, String>,
+}
+
+/// Decodes one field, prefixing a type error with the field's name (`uid: invalid value ...`).
+fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(name: &str, d: D) -> Result<T, D::Error> {
+    T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("{name}: {e}")))
+}
+
+macro_rules! named_field {
+    ($($f:ident: $t:ty = $name:literal),* $(,)?) => {
+        $(fn $f<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> { named($name, d) })*
+    };
+}
+
+named_field! {
+    de_command: String = "command",
+    de_cwd: String = "cwd",
+    de_background: bool = "background",
+    de_timeout: i64 = "timeout",
+    de_uid: Option<u32> = "uid",
+    de_gid: Option<u32> = "gid",
+    de_envs: BTreeMap<String, String> = "envs",
+}
+
+impl From<RunCommandBody> for CommandRequest {
+    fn from(b: RunCommandBody) -> Self {
+        CommandRequest {
+            command: b.command,
+            cwd: b.cwd,
+            background: b.background,
+            timeout_ms: b.timeout,
+            uid: b.uid,
+            gid: b.gid,
+            envs: b.envs,
+        }
+    }
+}
+
+async fn run_command(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<RunCommandBody>,
+) -> Result<Response, ApiError> {
+    start_stream(&state.commands, body.into())
+}
+
+/// Starts `req` and answers with its event stream (or a JSON error before any event).
+pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Response, ApiError> {
+    let command = crate::telemetry::scrub_secrets(&req.command).into_owned();
+    let background = req.background;
+    let started = commands.start(req)?;
+    tracing::info!(id = %started.id, %command, background, "command started");
+    Ok(sse::exec_stream(command_events(started.events)))
+}
+
+/// A domain event reader as a `Stream`.
+/// (`async_stream` keeps the reader in place; `unfold` would move it for every event.)
+fn command_events(mut events: CommandEvents) -> impl futures_util::Stream<Item = crate::process::ExecEvent> + Send {
+    async_stream::stream! {
+        while let Some(e) = events.next().await {
+            yield e;
+        }
+    }
+}
+
+fn resumable_events(
+    mut events: ResumableEvents,
+) -> impl futures_util::Stream<Item = (Option<u64>, crate::process::ExecEvent)> + Send {
+    async_stream::stream! {
+        while let Some(e) = events.next().await {
+            yield e;
+        }
+    }
+}
+
+/// `GET /command/status/{id}` body.
+#[derive(Serialize)]
+struct StatusBody {
+    id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    content: String,
+    running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+    started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+impl From<CommandStatus> for StatusBody {
+    fn from(s: CommandStatus) -> Self {
+        StatusBody {
+            id: s.id,
+            content: s.content,
+            running: s.running,
+            exit_code: if s.running { None } else { s.exit_code },
+            error: s.error,
+            started_at: rfc3339(s.started_at),
+            finished_at: s.finished_at.map(rfc3339),
+        }
+    }
+}
+
+async fn status(State(state): State<AppState>, AppPath(id): AppPath<String>) -> Result<Response, ApiError> {
+    let st = state.commands.status(&id)?;
+    Ok(json_response(StatusCode::OK, &StatusBody::from(st)))
+}
+
+/// `GET /command/{id}/logs?cursor=N`: raw bytes from N, next cursor in [`TAIL_CURSOR`]. Every
+/// failure is a 400 (upstream), including an unknown id.
+async fn logs(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    // Absent or not an integer: 0; negative: 400 (upstream's seek error).
+    let cursor = match q.get("cursor").map(|c| c.parse::<i64>()) {
+        Some(Ok(c)) if c < 0 => return Err(ApiError::bad_request(format!("cursor: must not be negative (got {c})"))),
+        Some(Ok(c)) => c as u64,
+        _ => 0,
+    };
+    let slice = state.commands.logs(&id, cursor).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let len = slice.end.saturating_sub(slice.start);
+    let mut file = tokio::fs::File::from_std(slice.file);
+    file.seek(std::io::SeekFrom::Start(slice.start)).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(TAIL_CURSOR, HeaderValue::from(slice.tail));
+    Ok(resp)
+}
+
+/// `GET /command/{id}/events` (DECISIONS D11): standard SSE; resume with `Last-Event-ID` or
+/// `?after=N` (byte offsets).
+async fn events(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let from_header = headers.get("last-event-id").map(|v| ("Last-Event-ID", v.to_str().unwrap_or("-").to_string()));
+    let from_query = q.get("after").map(|v| ("after", v.to_string()));
+    let after = match from_header.or(from_query) {
+        Some((name, v)) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("{name}: expected a byte offset, got {v:?}")))?,
+        None => 0,
+    };
+    let events = state.commands.events(&id, after)?;
+    Ok(sse::standard_sse(resumable_events(events)))
+}
+
+/// `DELETE /command?id=` (and `DELETE /code?id=`).
+pub async fn interrupt(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let id = q.require("id")?;
+    // Lookup order as upstream (§4.10): Jupyter context, command, bash session.
+    if state.code.interrupt(id).await? {
+        return Ok(empty_ok());
+    }
+    match state.commands.interrupt(id).await {
+        // Not a command: a bash session id deletes that session (reference §4.10 step 3, C83).
+        Err(crate::command::CommandError::NoSuchSession) if state.sessions.delete(id).is_ok() => {}
+        r => r?,
+    }
+    Ok(empty_ok())
+}

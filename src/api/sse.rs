@@ -1,0 +1,167 @@
+//! Stream framing. Two forms (DECISIONS D2):
+//! - [`exec_stream`]: upstream's bare framing for `/command`, `/code` and `/session/{id}/run`:
+//!   each event is one compact JSON object followed by an empty line (`{json}\n\n`), flushed per
+//!   event; a `ping` right after `init` and then every 3 s (reference §3.1, §3.3); the body ends
+//!   right after the last event (D3, no tail).
+//! - [`standard_sse`]: standard SSE (`id:`, `event:`, `data:`) for the resumable
+//!   `/command/{id}/events`, with a comment line as keep-alive.
+//!
+//! Both set the headers of §3.1: `Content-Type: text/event-stream`, `Cache-Control: no-cache`,
+//! `Connection: keep-alive`, `X-Accel-Buffering: no`, chunked body.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{FutureExt, Stream, StreamExt};
+
+use crate::process::{EventKind, ExecEvent};
+
+/// Heartbeat period of the bare stream (C23).
+pub const PING_EVERY: Duration = Duration::from_secs(3);
+/// Keep-alive comment period of the standard SSE stream.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
+/// Largest batch of ready events written at once by [`exec_stream`].
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// One event in the bare framing: `{json}\n\n`.
+pub fn frame(ev: &ExecEvent) -> Bytes {
+    Bytes::from(frame_vec(ev))
+}
+
+fn frame_vec(ev: &ExecEvent) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ev.text.len() + 96);
+    append_frame(&mut v, ev);
+    v
+}
+
+fn append_frame(buf: &mut Vec<u8>, ev: &ExecEvent) {
+    ev.write_json(buf);
+    buf.extend_from_slice(b"\n\n");
+}
+
+/// One event in standard SSE framing: `id: N\nevent: <type>\ndata: {json}\n\n`.
+pub fn sse_frame(id: Option<u64>, ev: &ExecEvent) -> Bytes {
+    let json = ev.to_json();
+    let mut v = Vec::with_capacity(json.len() + 48);
+    if let Some(id) = id {
+        v.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    v.extend_from_slice(b"event: ");
+    v.extend_from_slice(ev.kind.as_str().as_bytes());
+    v.extend_from_slice(b"\ndata: ");
+    v.extend_from_slice(&json);
+    v.extend_from_slice(b"\n\n");
+    Bytes::from(v)
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// The bare `{json}\n\n` stream of `events`. After the first event, if it is `init`, a ping
+/// follows at once and then every [`PING_EVERY`] until `events` ends. Dropping the body (client
+/// gone) drops `events`; what that means for the workload is the caller's business.
+pub fn exec_stream<S>(events: S) -> Response
+where
+    S: Stream<Item = ExecEvent> + Send + 'static,
+{
+    let body = async_stream::stream! {
+        let mut events = std::pin::pin!(events);
+        let Some(first) = events.next().await else { return };
+        let pinging = first.kind == EventKind::Init;
+        yield Ok::<Bytes, Infallible>(frame(&first));
+        if !pinging {
+            while let Some(ev) = events.next().await {
+                yield Ok(frame(&ev));
+            }
+            return;
+        }
+        yield Ok(frame(&ExecEvent::ping()));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Events win over a due ping so the terminal event is never delayed; the stream
+            // ends right after the last event (no tail, D3).
+            tokio::select! {
+                biased;
+                ev = events.next() => match ev {
+                    Some(ev) => {
+                        // Events that are already available go out in one write (up to
+                        // BATCH_BYTES); an event is never held back waiting for another.
+                        let mut buf = frame_vec(&ev);
+                        let mut ended = false;
+                        while buf.len() < BATCH_BYTES {
+                            match events.next().now_or_never() {
+                                Some(Some(ev)) => append_frame(&mut buf, &ev),
+                                Some(None) => { ended = true; break }
+                                None => break,
+                            }
+                        }
+                        yield Ok(Bytes::from(buf));
+                        if ended {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => yield Ok(frame(&ExecEvent::ping())),
+            }
+        }
+    };
+    stream_response(Body::from_stream(body))
+}
+
+/// The standard-SSE stream of `(id, event)` items, with a keep-alive comment every
+/// [`KEEPALIVE_EVERY`] while idle.
+pub fn standard_sse<S>(events: S) -> Response
+where
+    S: Stream<Item = (Option<u64>, ExecEvent)> + Send + 'static,
+{
+    let body = async_stream::stream! {
+        let mut events = std::pin::pin!(events);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                item = events.next() => match item {
+                    Some((id, ev)) => yield Ok::<Bytes, Infallible>(sse_frame(id, &ev)),
+                    None => break,
+                },
+                _ = tick.tick() => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+            }
+        }
+    };
+    stream_response(Body::from_stream(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        let ev = ExecEvent::stdout("a\nb").at(7);
+        assert_eq!(
+            &frame(&ev)[..],
+            br#"{"type":"stdout","text":"a\nb","timestamp":7}
+
+"#
+        );
+        assert_eq!(
+            &sse_frame(Some(12), &ev)[..],
+            b"id: 12\nevent: stdout\ndata: {\"type\":\"stdout\",\"text\":\"a\\nb\",\"timestamp\":7}\n\n"
+        );
+    }
+}

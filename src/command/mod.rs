@@ -1,0 +1,401 @@
+//! Commands (`/command`, stateless `/code`): [`CommandManager`] validates a [`CommandRequest`],
+//! spawns `bash -c` in its own process group, pumps its output into a per-command journal
+//! (DECISIONS D11) and keeps a registry of running and finished commands (D12).
+//!
+//! Every consumer is a journal reader: the foreground stream ([`CommandEvents`]), `/logs`
+//! ([`CommandManager::logs`]) and the resumable `/events` ([`CommandManager::events`]). So a slow or
+//! vanished client never blocks the process or another reader, and memory stays flat in output
+//! size. A client disconnect does not kill a foreground command (D13): its waiter task owns it.
+
+pub mod registry;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::process::event::COMMAND_EXEC_ERROR;
+use crate::process::pump::{pump_output, PumpOptions};
+use crate::process::{
+    child_env, expand_path, resolve_credentials, spawn, ChunkReader, ExecEvent, Journal, LineEventReader, OutputMode,
+    SpawnSpec, StreamKind,
+};
+pub use registry::CommandStatus;
+use registry::{Entry, Registry, Retention};
+
+/// Settings of the command subsystem (built from `Config` by `state.rs`).
+#[derive(Debug, Clone)]
+pub struct CommandOpts {
+    /// Directory for journals; emptied at startup (journals do not outlive the daemon).
+    pub journal_dir: PathBuf,
+    /// `EXECD_ENVS`: re-read for every command.
+    pub envs_file: Option<String>,
+    pub retention_ttl: Duration,
+    pub retention_count: usize,
+    /// Interrupt: SIGTERM, then SIGKILL after this (C44: 3 s).
+    pub interrupt_grace: Duration,
+    /// Longest line before it is split (D10).
+    pub max_line: usize,
+}
+
+/// A validated-on-start command request (the wire struct lives in `api/command.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct CommandRequest {
+    pub command: String,
+    /// Empty: execd's cwd.
+    pub cwd: String,
+    pub background: bool,
+    /// Milliseconds; 0 = none; negative is rejected.
+    pub timeout_ms: i64,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub envs: BTreeMap<String, String>,
+}
+
+/// Why a command operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A request field is invalid (message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("command not found: {0}")]
+    NotFound(String),
+    /// Interrupt of a finished command.
+    #[error("error interruptting code context. command session {0} is not running")]
+    NotRunning(String),
+    /// Interrupt of an unknown id.
+    #[error("error interruptting code context. no such session")]
+    NoSuchSession,
+    #[error("command {0} has no output log")]
+    NoLog(String),
+    #[error("error creating output journal for {id}: {source}")]
+    Journal { id: String, source: io::Error },
+    #[error("error reading output of {id}: {source}")]
+    Read { id: String, source: io::Error },
+    #[error("execd is shutting down")]
+    ShuttingDown,
+}
+
+/// A started command: its id and the events of its stream.
+pub struct Started {
+    pub id: String,
+    pub events: CommandEvents,
+}
+
+/// The event stream of `POST /command`: `init`, then (foreground) the output lines from the
+/// journal, then exactly one terminal event. Pings are added by the HTTP layer.
+pub struct CommandEvents {
+    queue: VecDeque<ExecEvent>,
+    lines: Option<LineEventReader>,
+}
+
+impl CommandEvents {
+    fn fixed(events: Vec<ExecEvent>) -> CommandEvents {
+        CommandEvents { queue: events.into(), lines: None }
+    }
+
+    /// The next event; `None` after the terminal event.
+    pub async fn next(&mut self) -> Option<ExecEvent> {
+        if let Some(e) = self.queue.pop_front() {
+            return Some(e);
+        }
+        self.lines.as_mut()?.next().await
+    }
+}
+
+/// Raw output of a command from a cursor (`/logs`).
+pub struct LogSlice {
+    pub file: File,
+    pub start: u64,
+    /// End of the bytes to send (the output length when the request was served).
+    pub end: u64,
+    /// The next cursor: `end`, or the given cursor when it is past the end (upstream echoes it).
+    pub tail: u64,
+}
+
+/// One `/events` item: the SSE `id` (byte offset after the event's bytes) and the event.
+pub type ResumableEvent = (Option<u64>, ExecEvent);
+
+/// Reader behind `GET /command/{id}/events`: `init`, raw output chunks (stdout/stderr events whose
+/// text is the chunk, terminators kept) with their end offsets, then the terminal event.
+pub struct ResumableEvents {
+    id: String,
+    init: Option<ExecEvent>,
+    chunks: Option<ChunkReader>,
+    journal: Option<Journal>,
+    terminal: Option<ExecEvent>,
+    done: bool,
+}
+
+impl ResumableEvents {
+    /// The next item; `None` after the terminal event.
+    pub async fn next(&mut self) -> Option<ResumableEvent> {
+        if let Some(init) = self.init.take() {
+            return Some((None, init));
+        }
+        if self.done {
+            return None;
+        }
+        if let Some(chunks) = self.chunks.as_mut() {
+            match chunks.next().await {
+                Ok(Some(c)) => {
+                    let text = String::from_utf8_lossy(&c.data).into_owned();
+                    let ev = match c.kind {
+                        StreamKind::Stdout => ExecEvent::stdout(text),
+                        StreamKind::Stderr => ExecEvent::stderr(text),
+                    };
+                    return Some((Some(c.end()), ev.at(c.timestamp)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.done = true;
+                    let msg = CommandError::Read { id: self.id.clone(), source: e }.to_string();
+                    return Some((None, ExecEvent::runtime_error(msg)));
+                }
+            }
+        }
+        self.done = true;
+        let len = self.journal.as_ref().map(|j| j.len()).unwrap_or(0);
+        let terminal = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.terminal())
+            .or_else(|| self.terminal.take())
+            .unwrap_or_else(|| ExecEvent::runtime_error("command ended without a result"));
+        Some((Some(len), terminal))
+    }
+}
+
+struct Inner {
+    opts: CommandOpts,
+    registry: Registry,
+    stopping: AtomicBool,
+}
+
+/// Cheap-to-clone handle to the command subsystem.
+#[derive(Clone)]
+pub struct CommandManager {
+    inner: Arc<Inner>,
+}
+
+impl CommandManager {
+    /// Creates (and empties) the journal directory and starts the retention sweeper. Must be
+    /// called inside a tokio runtime.
+    pub fn new(opts: CommandOpts) -> io::Result<CommandManager> {
+        if opts.journal_dir.exists() {
+            std::fs::remove_dir_all(&opts.journal_dir)?;
+        }
+        std::fs::create_dir_all(&opts.journal_dir)?;
+        let retention = Retention { ttl: opts.retention_ttl, max_finished: opts.retention_count };
+        let inner = Arc::new(Inner { opts, registry: Registry::new(retention), stopping: AtomicBool::new(false) });
+        spawn_sweeper(Arc::downgrade(&inner), inner.opts.retention_ttl);
+        Ok(CommandManager { inner })
+    }
+
+    /// Validates and starts a command. Validation failures come back before anything runs; a
+    /// spawn failure comes back as the stream `init` + `error` (foreground, not registered) or
+    /// `init` + `RUNTIME_ERROR` (background, registered with exit code 255).
+    pub fn start(&self, req: CommandRequest) -> Result<Started, CommandError> {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(CommandError::ShuttingDown);
+        }
+        if req.command.is_empty() {
+            return Err(CommandError::Invalid("command: must not be empty".into()));
+        }
+        if req.timeout_ms < 0 {
+            return Err(CommandError::Invalid(format!(
+                "timeout: must be a positive number of milliseconds or 0 (got {})",
+                req.timeout_ms
+            )));
+        }
+        if req.gid.is_some() && req.uid.is_none() {
+            return Err(CommandError::Invalid("gid: requires uid".into()));
+        }
+        let env = child_env(self.inner.opts.envs_file.as_deref(), &req.envs);
+        // Validated with the same merged env the command runs with (reference §4.3 recommendation).
+        let cwd = if req.cwd.is_empty() {
+            None
+        } else {
+            let path = expand_path(&req.cwd, |k| env.get(k).cloned());
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => Some(PathBuf::from(path)),
+                Ok(_) => return Err(CommandError::Invalid(format!("cwd: not a directory: {path}"))),
+                Err(_) => return Err(CommandError::Invalid(format!("cwd: working directory does not exist: {path}"))),
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let spec = SpawnSpec {
+            env: env.into_iter().collect(),
+            cwd,
+            credentials: req.uid.map(|u| resolve_credentials(u, req.gid)),
+            output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
+            ..SpawnSpec::shell(&req.command)
+        };
+        let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
+            .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
+        let started = Instant::now();
+        let (child, pipes) = match spawn(spec) {
+            Ok(c) => c,
+            Err(e) => {
+                journal.remove_files();
+                let msg = e.to_string();
+                tracing::warn!(id = %id, error = %msg, "command failed to start");
+                let terminal = if req.background {
+                    let entry = Entry::failed(id.clone(), req.command.clone(), msg.clone());
+                    self.inner.registry.insert(Arc::new(entry));
+                    ExecEvent::runtime_error(msg)
+                } else {
+                    ExecEvent::error(COMMAND_EXEC_ERROR, msg.clone(), vec![msg])
+                };
+                drop(writer);
+                return Ok(Started {
+                    id: id.clone(),
+                    events: CommandEvents::fixed(vec![ExecEvent::init(&id), terminal]),
+                });
+            }
+        };
+        let child = Arc::new(child);
+        let entry =
+            Arc::new(Entry::running(id.clone(), req.command.clone(), req.background, journal.clone(), child.clone()));
+        // Registered before `init` is produced: a status request right after `init` finds it (C43).
+        self.inner.registry.insert(entry.clone());
+        tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
+
+        let deadline = (req.timeout_ms > 0).then(|| started + Duration::from_millis(req.timeout_ms as u64));
+        let opts = PumpOptions { deadline, kill_group_on_exit: req.background };
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            // A journal write failure (disk full) was logged by the pump, which kept draining the
+            // pipes; the command's own result still stands.
+            let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts).await;
+            let outcome = result.outcome;
+            let terminal = if outcome.success() {
+                ExecEvent::complete(started.elapsed().as_millis() as u64)
+            } else {
+                ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()])
+            };
+            // Journal first, so readers see the terminal event no later than the status change.
+            writer.finish(Some(terminal));
+            entry.finish(outcome);
+            tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
+            if let Some(inner) = weak.upgrade() {
+                inner.registry.mark_finished(&entry.id);
+            }
+        });
+
+        let events = if req.background {
+            CommandEvents::fixed(vec![ExecEvent::init(&id), ExecEvent::complete(started.elapsed().as_millis() as u64)])
+        } else {
+            let lines = journal
+                .line_events(self.inner.opts.max_line)
+                .map_err(|source| CommandError::Read { id: id.clone(), source })?;
+            CommandEvents { queue: vec![ExecEvent::init(&id)].into(), lines: Some(lines) }
+        };
+        Ok(Started { id, events })
+    }
+
+    /// `GET /command/status/{id}`.
+    pub fn status(&self, id: &str) -> Result<CommandStatus, CommandError> {
+        self.entry(id).map(|e| e.status())
+    }
+
+    /// `GET /command/{id}/logs?cursor=`: the raw output (stdout and stderr merged in write order)
+    /// from byte `cursor` to the current end; works for foreground and background ids (D11).
+    pub fn logs(&self, id: &str, cursor: u64) -> Result<LogSlice, CommandError> {
+        let entry = self.entry(id)?;
+        let journal = entry.journal.as_ref().ok_or_else(|| CommandError::NoLog(id.to_string()))?;
+        let (file, start, end) =
+            journal.raw_range(cursor).map_err(|source| CommandError::Read { id: id.to_string(), source })?;
+        Ok(LogSlice { file, start, end, tail: end.max(cursor) })
+    }
+
+    /// `GET /command/{id}/events`: replay from byte offset `after`, then follow until the end.
+    pub fn events(&self, id: &str, after: u64) -> Result<ResumableEvents, CommandError> {
+        let entry = self.entry(id)?;
+        let (chunks, terminal) = match &entry.journal {
+            Some(j) => {
+                (Some(j.chunks(after).map_err(|source| CommandError::Read { id: id.to_string(), source })?), None)
+            }
+            None => (None, Some(ExecEvent::runtime_error(entry.status().error))),
+        };
+        let mut init = ExecEvent::init(id);
+        init.timestamp = crate::process::event::now_ms();
+        Ok(ResumableEvents {
+            id: id.to_string(),
+            init: Some(init),
+            chunks,
+            journal: entry.journal.clone(),
+            terminal,
+            done: false,
+        })
+    }
+
+    /// `DELETE /command?id=`: SIGTERM to the group, SIGKILL after the interrupt grace; returns when
+    /// the group is gone (C44).
+    pub async fn interrupt(&self, id: &str) -> Result<(), CommandError> {
+        let entry = self.inner.registry.get(id).ok_or(CommandError::NoSuchSession)?;
+        let child = entry.child().ok_or_else(|| CommandError::NotRunning(id.to_string()))?;
+        child.terminate_group(self.inner.opts.interrupt_grace).await;
+        Ok(())
+    }
+
+    /// Whether `id` is a known command (for routes that also accept other kinds of ids).
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner.registry.get(id).is_some()
+    }
+
+    /// Shutdown (D15): refuse new commands, SIGTERM every running group, SIGKILL after `grace`,
+    /// and wait (bounded) until every waiter has written its terminal event.
+    pub async fn stop(&self, grace: Duration) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let running = self.inner.registry.running();
+        if running.is_empty() {
+            return;
+        }
+        tracing::info!(count = running.len(), "stopping running commands");
+        let mut set = tokio::task::JoinSet::new();
+        for entry in running {
+            set.spawn(async move {
+                if let Some(child) = entry.child() {
+                    child.terminate_group(grace).await;
+                }
+                if let Some(j) = &entry.journal {
+                    // Bounded: the group is gone or SIGKILLed, so the waiter reaps at once.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), j.closed()).await;
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Number of known commands (running and retained finished ones).
+    pub fn len(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>, CommandError> {
+        self.inner.registry.get(id).ok_or_else(|| CommandError::NotFound(id.to_string()))
+    }
+}
+
+/// Evicts expired entries periodically (count limits are enforced at every finish). Ends when the
+/// manager is dropped.
+fn spawn_sweeper(inner: Weak<Inner>, ttl: Duration) {
+    let period = (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else { break };
+            inner.registry.evict(Instant::now());
+        }
+    });
+}

@@ -1,0 +1,200 @@
+//! The command registry: id → [`Entry`] for foreground and background commands, with retention of
+//! finished entries by age and count (DECISIONS D12). Evicting an entry deletes its journal.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::process::{ExitOutcome, GroupChild, Journal};
+
+/// What `GET /command/status/{id}` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandStatus {
+    pub id: String,
+    pub content: String,
+    pub running: bool,
+    /// `None` while running.
+    pub exit_code: Option<i32>,
+    /// `""`, `exit status N`, `signal: killed` or the start failure.
+    pub error: String,
+    pub started_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+}
+
+/// One command (running or finished).
+pub struct Entry {
+    pub id: String,
+    pub content: String,
+    pub background: bool,
+    pub started_at: SystemTime,
+    /// `None` when the start failed (nothing was ever written).
+    pub journal: Option<Journal>,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    /// Present while the command runs; cleared at exit, so a late interrupt signals nothing.
+    child: Option<Arc<GroupChild>>,
+    exit_code: Option<i32>,
+    error: String,
+    finished_at: Option<SystemTime>,
+}
+
+impl Entry {
+    /// A running command.
+    pub fn running(id: String, content: String, background: bool, journal: Journal, child: Arc<GroupChild>) -> Entry {
+        Entry {
+            id,
+            content,
+            background,
+            started_at: SystemTime::now(),
+            journal: Some(journal),
+            state: Mutex::new(EntryState {
+                child: Some(child),
+                exit_code: None,
+                error: String::new(),
+                finished_at: None,
+            }),
+        }
+    }
+
+    /// A background command whose start failed (upstream: exit code 255 and the error).
+    pub fn failed(id: String, content: String, error: String) -> Entry {
+        let now = SystemTime::now();
+        Entry {
+            id,
+            content,
+            background: true,
+            started_at: now,
+            journal: None,
+            state: Mutex::new(EntryState { child: None, exit_code: Some(255), error, finished_at: Some(now) }),
+        }
+    }
+
+    /// The process group while it runs.
+    pub fn child(&self) -> Option<Arc<GroupChild>> {
+        self.lock().child.clone()
+    }
+
+    /// Records the exit.
+    pub fn finish(&self, outcome: ExitOutcome) {
+        let mut st = self.lock();
+        st.child = None;
+        st.exit_code = Some(outcome.code());
+        st.error = if outcome.success() { String::new() } else { outcome.describe() };
+        st.finished_at = Some(SystemTime::now());
+    }
+
+    pub fn status(&self) -> CommandStatus {
+        let st = self.lock();
+        CommandStatus {
+            id: self.id.clone(),
+            content: self.content.clone(),
+            running: st.finished_at.is_none(),
+            exit_code: st.exit_code,
+            error: st.error.clone(),
+            started_at: self.started_at,
+            finished_at: st.finished_at,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        // Short critical sections only; never held across an await.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Retention limits for finished entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub ttl: Duration,
+    pub max_finished: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Arc<Entry>>,
+    /// Finished ids, oldest first, with the instant they finished.
+    finished: VecDeque<(Instant, String)>,
+}
+
+/// Thread-safe registry.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    retention: Retention,
+}
+
+impl Registry {
+    pub fn new(retention: Retention) -> Registry {
+        Registry { inner: Mutex::new(Inner::default()), retention }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Short critical sections only (map operations); never held across an await.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, entry: Arc<Entry>) {
+        let finished = entry.status().finished_at.is_some();
+        let id = entry.id.clone();
+        let mut g = self.lock();
+        g.entries.insert(id.clone(), entry);
+        if finished {
+            g.finished.push_back((Instant::now(), id));
+        }
+        drop(g);
+        if finished {
+            self.evict(Instant::now());
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.lock().entries.get(id).cloned()
+    }
+
+    /// Marks `id` finished (for retention) and enforces the limits.
+    pub fn mark_finished(&self, id: &str) {
+        self.lock().finished.push_back((Instant::now(), id.to_string()));
+        self.evict(Instant::now());
+    }
+
+    /// Every entry that still runs.
+    pub fn running(&self) -> Vec<Arc<Entry>> {
+        self.lock().entries.values().filter(|e| e.child().is_some()).cloned().collect()
+    }
+
+    /// Number of entries (running and finished).
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Evicts finished entries older than the TTL and beyond the count cap, oldest first, and
+    /// deletes their journals. Returns how many were evicted.
+    pub fn evict(&self, now: Instant) -> usize {
+        let mut victims = Vec::new();
+        {
+            let mut g = self.lock();
+            while let Some((at, _)) = g.finished.front() {
+                let expired = now.saturating_duration_since(*at) >= self.retention.ttl;
+                if !expired && g.finished.len() <= self.retention.max_finished {
+                    break;
+                }
+                let Some((_, id)) = g.finished.pop_front() else { break };
+                if let Some(e) = g.entries.remove(&id) {
+                    victims.push(e);
+                }
+            }
+        }
+        // File deletion outside the lock.
+        for e in &victims {
+            if let Some(j) = &e.journal {
+                j.remove_files();
+            }
+        }
+        victims.len()
+    }
+}

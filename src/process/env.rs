@@ -1,0 +1,295 @@
+//! Child environments and path expansion, as pure functions.
+//!
+//! - [`child_env`]: execd's own environment minus execd-internal variables (DECISIONS D17, C181),
+//!   then the `EXECD_ENVS` file (re-read on every call, format of reference §4.5), then the
+//!   request's envs; a later layer overrides an earlier one.
+//! - [`expand_vars`] / [`expand_path`]: `$VAR`, `${VAR}` and a leading `~` (reference §2.9) with
+//!   DECISIONS D31: an undefined variable, and a `$` not followed by a name, stay literal text.
+
+use std::collections::BTreeMap;
+
+/// Variables of execd itself that children never see (secrets and internal markers).
+pub const INTERNAL_VARS: &[&str] = &["EXECD_ACCESS_TOKEN", "JUPYTER_TOKEN", "_EXECD_CLONE3_COMPAT_APPLIED"];
+
+/// An environment: name → value, ordered by name (deterministic for tests and `env_clear` spawns).
+pub type EnvMap = BTreeMap<String, String>;
+
+/// execd's environment without [`INTERNAL_VARS`]; non-UTF-8 entries are converted lossily.
+pub fn base_env() -> EnvMap {
+    std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .filter(|(k, _)| !INTERNAL_VARS.contains(&k.as_str()))
+        .collect()
+}
+
+/// Parses an `EXECD_ENVS` file: blank and `#` lines skipped, split at the first `=`, lines without
+/// `=` skipped, values expanded against `lookup` with undefined names becoming empty (Go's
+/// `os.ExpandEnv`), no quote or `export` handling.
+pub fn parse_envs_file(content: &str, lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    content
+        .lines()
+        .filter_map(|raw| {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                return None;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                tracing::warn!(line = %line, "EXECD_ENVS: line without '=' skipped");
+                return None;
+            };
+            let v = match unquote_env_value(v) {
+                Quoted::Single(literal) => literal.to_string(),
+                Quoted::Double(unescaped) => expand_with(&unescaped, |name| Some(lookup(name).unwrap_or_default())),
+                Quoted::Bare(v) => expand_with(v, |name| Some(lookup(name).unwrap_or_default())),
+            };
+            Some((k.trim().to_string(), v))
+        })
+        .collect()
+}
+
+/// A value of the `EXECD_ENVS` file, by its quoting.
+enum Quoted<'a> {
+    /// `'...'`: taken literally, no expansion (the SDKs' `set_env` writes this form).
+    Single(&'a str),
+    /// `"..."`: `\\ \" \n \r \t` unescaped, then `$VAR` expanded.
+    Double(String),
+    /// Unquoted: `$VAR` expanded, as upstream 1.0.12.
+    Bare(&'a str),
+}
+
+/// Recognises the quoted forms that SDK `set_env` (opensandbox 1.1.x) appends to the file:
+/// `KEY='value'` when the value has no `'`, else `KEY="escaped value"`. Upstream 1.0.12 had no
+/// quote handling, so those quotes ended up in the value; a value that merely starts with a quote
+/// (no matching closing one) is still taken as it is.
+fn unquote_env_value(v: &str) -> Quoted<'_> {
+    let b = v.as_bytes();
+    if b.len() >= 2 && b[0] == b'\'' && b[b.len() - 1] == b'\'' {
+        return Quoted::Single(&v[1..v.len() - 1]);
+    }
+    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' {
+        let inner = &v[1..v.len() - 1];
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('\\') => out.push('\\'),
+                Some('"') => out.push('"'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        }
+        return Quoted::Double(out);
+    }
+    Quoted::Bare(v)
+}
+
+/// Reads the `EXECD_ENVS` file named by `path` (itself `~`/`$VAR`-expanded against `base`). A
+/// missing or unreadable file gives no entries.
+pub fn read_envs_file(path: Option<&str>, base: &EnvMap) -> Vec<(String, String)> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else { return Vec::new() };
+    let path = expand_path(path, |k| base.get(k).cloned());
+    match std::fs::read_to_string(&path) {
+        Ok(content) => parse_envs_file(&content, |k| base.get(k).cloned()),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path, error = %e, "EXECD_ENVS unreadable; ignored");
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// The environment for a command: [`base_env`] + the `EXECD_ENVS` file + `request`.
+pub fn child_env<'a>(envs_file: Option<&str>, request: impl IntoIterator<Item = (&'a String, &'a String)>) -> EnvMap {
+    let mut env = base_env();
+    for (k, v) in read_envs_file(envs_file, &env) {
+        env.insert(k, v);
+    }
+    for (k, v) in request {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+/// Expands `$NAME` and `${NAME}` (NAME = `[A-Za-z_][A-Za-z0-9_]*`) with `lookup`; an undefined name
+/// and any other `$` form stay literal (DECISIONS D31).
+pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    expand_with(s, lookup)
+}
+
+/// [`expand_vars`], then a leading `~`, `~/` or `~\` becomes `HOME` (from `lookup`).
+pub fn expand_path(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let expanded = expand_with(s, &lookup);
+    if expanded == "~" || expanded.starts_with("~/") || expanded.starts_with("~\\") {
+        if let Some(home) = lookup("HOME").filter(|h| !h.is_empty()) {
+            return format!("{home}{}", &expanded[1..]);
+        }
+    }
+    expanded
+}
+
+fn is_name_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut lit = 0; // start of the pending literal run
+    while i < b.len() {
+        if b[i] != b'$' || i + 1 >= b.len() {
+            i += 1;
+            continue;
+        }
+        let (name_start, name_end, next) = if b[i + 1] == b'{' {
+            let start = i + 2;
+            match s[start..].find('}') {
+                Some(len) => (start, start + len, start + len + 1),
+                None => {
+                    i += 1;
+                    continue;
+                }
+            }
+        } else {
+            let start = i + 1;
+            let mut end = start;
+            while end < b.len() && is_name_char(b[end]) {
+                end += 1;
+            }
+            (start, end, end)
+        };
+        let name = &s[name_start..name_end];
+        let valid = !name.is_empty() && is_name_start(name.as_bytes()[0]) && name.bytes().all(is_name_char);
+        match valid.then(|| lookup(name)).flatten() {
+            Some(value) => {
+                out.push_str(&s[lit..i]);
+                out.push_str(&value);
+                lit = next;
+                i = next;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&s[lit..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_set_env_quoted_forms_are_unquoted() {
+        let file = concat!(
+            "A='alpha beta'\n",
+            "B=\"it's \\\"x\\\" \\\\ \\n$HOME\"\n",
+            "C='$HOME stays'\n",
+            "D=$HOME\n",
+            "E='unbalanced\n",
+            "F=''\n",
+        );
+        let got = parse_envs_file(file, |k| (k == "HOME").then(|| "/root".to_string()));
+        let want: Vec<(String, String)> = [
+            ("A", "alpha beta"),
+            ("B", "it's \"x\" \\ \n/root"),
+            ("C", "$HOME stays"),
+            ("D", "/root"),
+            ("E", "'unbalanced"),
+            ("F", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    fn env() -> impl Fn(&str) -> Option<String> {
+        |k: &str| match k {
+            "HOME" => Some("/root".into()),
+            "A" => Some("x".into()),
+            "B_1" => Some("y".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expansion_table() {
+        let cases = [
+            ("", ""),
+            ("plain", "plain"),
+            ("$A", "x"),
+            ("${A}", "x"),
+            ("/p/$A/q", "/p/x/q"),
+            ("$A$B_1", "xy"),
+            ("${A}b", "xb"),
+            ("$Ab", "$Ab"),
+            ("$UNDEF/x", "$UNDEF/x"),
+            ("${UNDEF}", "${UNDEF}"),
+            ("a$1.txt", "a$1.txt"),
+            ("$$", "$$"),
+            ("$", "$"),
+            ("${A", "${A"),
+            ("x$EMPTY.y", "x.y"),
+            ("~", "/root"),
+            ("~/d", "/root/d"),
+            ("~user", "~user"),
+            ("a/~", "a/~"),
+            ("$HOME/x", "/root/x"),
+            ("é$A", "éx"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_path(input, env()), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn envs_file_format() {
+        let content = "# comment\n\nX1=from-file\nNOEQ\nP=$A:${UNDEF}:z\n  K=v=w \n";
+        let got = parse_envs_file(content, env());
+        assert_eq!(
+            got,
+            vec![
+                ("X1".to_string(), "from-file".to_string()),
+                ("P".to_string(), "x::z".to_string()),
+                ("K".to_string(), "v=w".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn internal_vars_never_reach_children() {
+        let env = child_env(None, std::iter::empty());
+        for k in INTERNAL_VARS {
+            assert!(!env.contains_key(*k));
+        }
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = std::env::temp_dir().join(format!("execd-envtest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("envs");
+        std::fs::write(&f, "L1=file\nL2=file\n").unwrap();
+        let req: BTreeMap<String, String> = [("L2".to_string(), "req".to_string())].into();
+        let env = child_env(Some(f.to_str().unwrap()), &req);
+        assert_eq!(env["L1"], "file");
+        assert_eq!(env["L2"], "req");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,337 @@
+//! [`ExecEvent`]: the stream event model shared by `/command`, `/code` and `/session/{id}/run`,
+//! serialised with serde to the exact wire JSON of the reference §3.2: `type` and `timestamp`
+//! (Unix ms) always, `text` omitted when empty, `execution_time` omitted when 0, and `error` as
+//! `{ename, evalue, traceback:[..]}`.
+
+use serde::Serialize;
+
+/// The `type` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Init,
+    Status,
+    Error,
+    Stdout,
+    Stderr,
+    Result,
+    ExecutionComplete,
+    ExecutionCount,
+    Ping,
+}
+
+impl EventKind {
+    /// The wire name (`"execution_complete"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Init => "init",
+            EventKind::Status => "status",
+            EventKind::Error => "error",
+            EventKind::Stdout => "stdout",
+            EventKind::Stderr => "stderr",
+            EventKind::Result => "result",
+            EventKind::ExecutionComplete => "execution_complete",
+            EventKind::ExecutionCount => "execution_count",
+            EventKind::Ping => "ping",
+        }
+    }
+}
+
+/// The `error` object of an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventError {
+    pub ename: String,
+    pub evalue: String,
+    pub traceback: Vec<String>,
+}
+
+/// One stream event. Build it with the constructors; they stamp `timestamp` with the wall clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecEvent {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub execution_count: u64,
+    /// Milliseconds; omitted when 0 (upstream omits the zero value).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub execution_time: u64,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+    /// MIME bundle of `result` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<EventError>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `ename` of a command that failed (non-zero exit, signal, start failure).
+pub const COMMAND_EXEC_ERROR: &str = "CommandExecError";
+/// `ename` of a runtime failure after the stream started (DECISIONS D4).
+pub const RUNTIME_ERROR: &str = "RUNTIME_ERROR";
+
+impl ExecEvent {
+    /// An event of `kind` with `text`, stamped now.
+    pub fn new(kind: EventKind, text: impl Into<String>) -> ExecEvent {
+        Self::new_at(kind, text, now_ms())
+    }
+    /// An event of `kind` with `text` and a given Unix-ms timestamp.
+    pub fn new_at(kind: EventKind, text: impl Into<String>, timestamp: i64) -> ExecEvent {
+        ExecEvent {
+            kind,
+            text: text.into(),
+            execution_count: 0,
+            execution_time: 0,
+            timestamp,
+            results: None,
+            error: None,
+        }
+    }
+    /// `init` with the execution id as text.
+    pub fn init(id: &str) -> ExecEvent {
+        Self::new(EventKind::Init, id)
+    }
+    /// `{"type":"ping","text":"pong"}`.
+    pub fn ping() -> ExecEvent {
+        Self::new(EventKind::Ping, "pong")
+    }
+    /// A `stdout` line.
+    pub fn stdout(text: impl Into<String>) -> ExecEvent {
+        Self::new(EventKind::Stdout, text)
+    }
+    /// A `stderr` line.
+    pub fn stderr(text: impl Into<String>) -> ExecEvent {
+        Self::new(EventKind::Stderr, text)
+    }
+    /// `execution_complete` with the run time in ms.
+    pub fn complete(execution_time_ms: u64) -> ExecEvent {
+        let mut e = Self::new(EventKind::ExecutionComplete, "");
+        e.execution_time = execution_time_ms;
+        e
+    }
+    /// An `error` event.
+    pub fn error(ename: impl Into<String>, evalue: impl Into<String>, traceback: Vec<String>) -> ExecEvent {
+        let mut e = Self::new(EventKind::Error, "");
+        e.error = Some(EventError { ename: ename.into(), evalue: evalue.into(), traceback });
+        e
+    }
+    /// DECISIONS D4: a failure after the stream started, as a real `error` event.
+    pub fn runtime_error(message: impl Into<String>) -> ExecEvent {
+        let m = message.into();
+        Self::error(RUNTIME_ERROR, m.clone(), vec![m])
+    }
+    /// Sets the timestamp (events replayed from a journal keep the time their bytes were read).
+    pub fn at(mut self, timestamp_ms: i64) -> ExecEvent {
+        self.timestamp = timestamp_ms;
+        self
+    }
+    /// Whether this event ends a command stream (`execution_complete` or `error`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.kind, EventKind::ExecutionComplete | EventKind::Error)
+    }
+    /// The compact JSON object (one line: newlines inside strings are escaped).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.text.len() + 96);
+        self.write_json(&mut v);
+        v
+    }
+
+    /// Appends the compact JSON object to `buf`. Events without `results`/`error` (every output
+    /// line) are written by hand, byte-identical to serde_json (see the tests); the rest by serde.
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        if self.results.is_none() && self.error.is_none() {
+            buf.reserve(self.text.len() + 80);
+            buf.extend_from_slice(b"{\"type\":\"");
+            buf.extend_from_slice(self.kind.as_str().as_bytes());
+            buf.push(b'"');
+            if !self.text.is_empty() {
+                buf.extend_from_slice(b",\"text\":\"");
+                escape_json_str(buf, &self.text);
+                buf.push(b'"');
+            }
+            if self.execution_count != 0 {
+                buf.extend_from_slice(b",\"execution_count\":");
+                write_u64(buf, self.execution_count);
+            }
+            if self.execution_time != 0 {
+                buf.extend_from_slice(b",\"execution_time\":");
+                write_u64(buf, self.execution_time);
+            }
+            buf.extend_from_slice(b",\"timestamp\":");
+            if self.timestamp < 0 {
+                buf.push(b'-');
+            }
+            write_u64(buf, self.timestamp.unsigned_abs());
+            buf.push(b'}');
+            return;
+        }
+        let start = buf.len();
+        // Serialising this struct cannot fail: every field is a plain value and map keys are
+        // strings; keep the output well-formed anyway.
+        if serde_json::to_writer(&mut *buf, self).is_err() {
+            buf.truncate(start);
+            buf.extend_from_slice(b"{}");
+        }
+    }
+}
+
+/// What serde_json writes for each byte of a string: 0 = as is, `u` = `\u00XX`, else `\<that>`.
+/// (serde_json escapes only `"`, `\\` and controls below 0x20; not 0x7F, not U+2028/2029.)
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0A] = b'n';
+    t[0x0C] = b'f';
+    t[0x0D] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends `s` JSON-escaped exactly as serde_json does (without the quotes); runs of plain bytes
+/// are copied at once.
+fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+        } else {
+            buf.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends `v` in decimal.
+fn write_u64(buf: &mut Vec<u8>, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn wire(e: &ExecEvent) -> serde_json::Value {
+        serde_json::from_slice(&e.to_json()).unwrap()
+    }
+
+    #[test]
+    fn wire_shapes() {
+        let cases = vec![
+            (ExecEvent::init("abc").at(5), json!({"type":"init","text":"abc","timestamp":5})),
+            (ExecEvent::ping().at(5), json!({"type":"ping","text":"pong","timestamp":5})),
+            (ExecEvent::stdout("").at(5), json!({"type":"stdout","timestamp":5})),
+            (ExecEvent::complete(0).at(5), json!({"type":"execution_complete","timestamp":5})),
+            (ExecEvent::complete(12).at(5), json!({"type":"execution_complete","execution_time":12,"timestamp":5})),
+            (
+                ExecEvent::error("CommandExecError", "3", vec!["exit status 3".into()]).at(5),
+                json!({"type":"error","timestamp":5,"error":{"ename":"CommandExecError","evalue":"3","traceback":["exit status 3"]}}),
+            ),
+        ];
+        for (ev, want) in cases {
+            assert_eq!(wire(&ev), want);
+        }
+    }
+
+    fn serde_bytes(e: &ExecEvent) -> Vec<u8> {
+        serde_json::to_vec(e).unwrap()
+    }
+
+    #[test]
+    fn hand_written_json_equals_serde() {
+        let mut texts: Vec<String> = vec![
+            String::new(),
+            "plain".into(),
+            "quote \" backslash \\ slash /".into(),
+            "\n\r\t\u{8}\u{c}".into(),
+            "\u{2028}\u{2029} line separators".into(),
+            "\u{7f} del, é, € and 🦀".into(),
+            String::from_utf8_lossy(b"bad \xff\xfe utf8 \xe2\x82").into_owned(),
+        ];
+        texts.push((0u8..0x80).map(char::from).collect());
+        texts.push((0u32..0x800).filter_map(char::from_u32).collect());
+        let kinds = [
+            EventKind::Init,
+            EventKind::Status,
+            EventKind::Stdout,
+            EventKind::Stderr,
+            EventKind::ExecutionComplete,
+            EventKind::ExecutionCount,
+            EventKind::Ping,
+            EventKind::Result,
+        ];
+        for text in &texts {
+            for kind in kinds {
+                for (count, time, ts) in
+                    [(0, 0, 0), (1, 12, 1_764_000_000_123), (u64::MAX, u64::MAX, i64::MIN), (7, 0, -5)]
+                {
+                    let mut e = ExecEvent::new_at(kind, text.clone(), ts);
+                    e.execution_count = count;
+                    e.execution_time = time;
+                    assert_eq!(e.to_json(), serde_bytes(&e), "{e:?}");
+                    let mut buf = b"prefix".to_vec();
+                    e.write_json(&mut buf);
+                    assert_eq!(&buf[6..], &serde_bytes(&e)[..]);
+                }
+            }
+        }
+        let e = ExecEvent::error("E", "v\"", vec!["a\u{1}".into()]).at(3);
+        assert_eq!(e.to_json(), serde_bytes(&e));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_written_json_equals_serde_for_any_text(text in ".*", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64), ts in proptest::num::i64::ANY) {
+            let e = ExecEvent::new_at(EventKind::Stdout, text, ts);
+            proptest::prop_assert_eq!(e.to_json(), serde_bytes(&e));
+            let e = ExecEvent::new_at(EventKind::Stderr, String::from_utf8_lossy(&raw).into_owned(), ts);
+            proptest::prop_assert_eq!(e.to_json(), serde_bytes(&e));
+        }
+    }
+
+    #[test]
+    fn json_is_one_line() {
+        let ev = ExecEvent::stdout("a\nb\r\u{2028}");
+        assert!(!ev.to_json().contains(&b'\n'));
+        assert!(ExecEvent::complete(1).is_terminal() && !ExecEvent::ping().is_terminal());
+        assert!((now_ms() - ExecEvent::ping().timestamp).abs() < 1000);
+    }
+}

@@ -1,0 +1,185 @@
+//! [`LineSplitter`]: turns a byte stream into line events exactly as upstream's tailer does
+//! (reference §4.2 step 3, C31–C33), with the 1 MiB cap of DECISIONS D10.
+//!
+//! Rules: `\n` and `\r` both end a line and are not part of it; an empty line is reported as
+//! `"\n"`; the `\n` of a `\r\n` pair is skipped, even when the pair is split across two pushes; a
+//! partial line is held until its terminator arrives or [`LineSplitter::finish`] is called; a line
+//! longer than `max_line` bytes is cut into pieces of at most `max_line` bytes (at a UTF-8 character
+//! boundary when one is near). Invalid UTF-8 becomes U+FFFD (lossy), so the JSON is never broken.
+
+/// Default longest line before it is split (DECISIONS D10).
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+/// Incremental line splitter; memory is bounded by `max_line`.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    /// The previous byte was `\r`: a following `\n` belongs to it.
+    skip_lf: bool,
+    max_line: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter::new(DEFAULT_MAX_LINE)
+    }
+}
+
+impl LineSplitter {
+    /// A splitter that cuts lines longer than `max_line` bytes (minimum 4).
+    pub fn new(max_line: usize) -> LineSplitter {
+        LineSplitter { buf: Vec::new(), skip_lf: false, max_line: max_line.max(4) }
+    }
+
+    /// Feeds `data`; calls `emit` with each completed line, in order.
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(String)) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.skip_lf {
+                self.skip_lf = false;
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match memchr::memchr2(b'\n', b'\r', rest) {
+                Some(i) if self.buf.is_empty() && i > 0 && i <= self.max_line => {
+                    // Fast path: the whole line is in this piece; one exact-size allocation.
+                    emit(lossy_slice(&rest[..i]));
+                    self.skip_lf = rest[i] == b'\r';
+                    rest = &rest[i + 1..];
+                }
+                Some(i) => {
+                    self.append(&rest[..i], &mut emit);
+                    self.skip_lf = rest[i] == b'\r';
+                    if self.buf.is_empty() {
+                        emit("\n".to_string());
+                    } else {
+                        let line = std::mem::take(&mut self.buf);
+                        emit(lossy(line));
+                    }
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.append(rest, &mut emit);
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    /// Flushes the held partial line, if any (the process ended).
+    pub fn finish(&mut self, mut emit: impl FnMut(String)) {
+        self.skip_lf = false;
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            emit(lossy(line));
+        }
+    }
+
+    /// Convenience for tests and small inputs: the lines completed by `data`.
+    pub fn push_collect(&mut self, data: &[u8]) -> Vec<String> {
+        let mut v = Vec::new();
+        self.push(data, |l| v.push(l));
+        v
+    }
+
+    /// Appends a terminator-free piece to the held line, cutting it at `max_line`.
+    fn append(&mut self, mut piece: &[u8], emit: &mut impl FnMut(String)) {
+        while self.buf.len() + piece.len() > self.max_line {
+            let room = self.max_line - self.buf.len();
+            self.buf.extend_from_slice(&piece[..room]);
+            piece = &piece[room..];
+            let cut = utf8_cut(&self.buf);
+            let tail = self.buf.split_off(cut);
+            let line = std::mem::replace(&mut self.buf, tail);
+            emit(lossy(line));
+        }
+        self.buf.extend_from_slice(piece);
+    }
+}
+
+/// Where to cut `buf` (which is full) so that an incomplete trailing UTF-8 sequence moves to the
+/// next piece. Returns `buf.len()` when the end is a boundary or the bytes are not UTF-8 anyway.
+fn utf8_cut(buf: &[u8]) -> usize {
+    let n = buf.len();
+    for back in 1..=3.min(n) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte: keep looking for the lead byte
+        }
+        let need = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return n,
+        };
+        return if need > back && n - back > 0 { n - back } else { n };
+    }
+    n
+}
+
+/// `from_utf8` first: its ASCII fast path beats the lossy decoder's, which only runs on bad input.
+fn lossy_slice(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<String> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, |l| out.push(l));
+        }
+        s.finish(|l| out.push(l));
+        out
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&[&[u8]], &[&str])] = &[
+            (&[b"a\n\nb\n\n\nc\n"], &["a", "\n", "b", "\n", "\n", "c"]),
+            (&[b"line1\nprog 10%\rprog 20%\rlast\n"], &["line1", "prog 10%", "prog 20%", "last"]),
+            (&[b"x\r\ny\r\n"], &["x", "y"]),
+            (&[b"x\r", b"\ny\r", b"\n"], &["x", "y"]),
+            (&[b"no-newline"], &["no-newline"]),
+            (&[b"ab", b"c\nd", b"e"], &["abc", "de"]),
+            (&[b"\r\r"], &["\n", "\n"]),
+            (&[b"\n\r\n"], &["\n", "\n"]),
+            (&[b"a\r", b"b"], &["a", "b"]),
+            (&[b""], &[]),
+            (&[b"\xff\n"], &["\u{fffd}"]),
+        ];
+        for (chunks, want) in cases {
+            assert_eq!(split(chunks, DEFAULT_MAX_LINE), *want, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_char_boundaries() {
+        assert_eq!(split(&[b"abcdefghij\n"], 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(split(&[b"abcd\n"], 4), ["abcd"]);
+        // "aaé" is 4 bytes; with max 4 and "aaaé" the é (2 bytes) must not be cut in half.
+        assert_eq!(split(&["aaaéb".as_bytes()], 4), ["aaa", "éb"]);
+        assert_eq!(split(&["€€".as_bytes()], 4), ["€", "€"]);
+    }
+
+    #[test]
+    fn split_utf8_across_pushes_survives() {
+        let bytes = "héllo\n".as_bytes();
+        assert_eq!(split(&[&bytes[..2], &bytes[2..]], DEFAULT_MAX_LINE), ["héllo"]);
+    }
+}

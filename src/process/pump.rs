@@ -1,0 +1,119 @@
+//! [`pump_output`]: the one loop that copies a child's output pipes into its journal as the bytes
+//! are produced (no polling), enforces the deadline, and reaps the leader.
+//!
+//! The loop ends when the **leader exits**, not at end of file: processes the command left behind
+//! may keep the pipe open forever (C183). Everything the leader wrote is in the pipe by the time
+//! its pidfd is readable, so a non-blocking drain after the exit loses nothing; later writes of
+//! left-behind processes are read and discarded ([`OutputPipe::discard_rest`]) so they never get
+//! SIGPIPE. The pump never waits for journal readers.
+
+use std::io;
+use std::time::Instant;
+
+use super::journal::{JournalWriter, StreamKind};
+use super::spawn::{ChildPipes, ExitOutcome, GroupChild, OutputPipe};
+
+/// Size of the one read buffer per running command.
+pub const PUMP_BUF: usize = 64 * 1024;
+
+/// What the pump should do besides copying.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PumpOptions {
+    /// At this instant the whole group gets SIGKILL (C41).
+    pub deadline: Option<Instant>,
+    /// SIGKILL the group once the leader has exited, before reaping (upstream's background mode).
+    pub kill_group_on_exit: bool,
+}
+
+/// How the pumped command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PumpResult {
+    pub outcome: ExitOutcome,
+    /// The deadline passed and the group was killed.
+    pub timed_out: bool,
+}
+
+/// Copies `pipes` into `writer` until the leader of `child` exits, then drains, optionally kills
+/// the group, and reaps. Journal write errors are logged (the pipes keep being drained so the
+/// child never blocks) and the first one is returned alongside the result.
+pub async fn pump_output(
+    child: &GroupChild,
+    pipes: ChildPipes,
+    writer: &mut JournalWriter,
+    opts: PumpOptions,
+) -> (PumpResult, Option<io::Error>) {
+    let ChildPipes { mut stdout, mut stderr } = pipes;
+    let mut buf = vec![0u8; PUMP_BUF];
+    let mut write_err: Option<io::Error> = None;
+    let mut timed_out = false;
+    let sleep = async {
+        match opts.deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+    loop {
+        // Readiness of either pipe, the leader's exit and the deadline race; reads happen after
+        // the select so no data is ever held by a cancelled branch.
+        let which = tokio::select! {
+            r = ready(&stdout), if stdout.is_some() => r.map(|_| StreamKind::Stdout),
+            r = ready(&stderr), if stderr.is_some() => r.map(|_| StreamKind::Stderr),
+            _ = child.exited() => break,
+            _ = &mut sleep, if !timed_out => {
+                child.kill_group();
+                timed_out = true;
+                continue;
+            }
+        };
+        let Ok(kind) = which else { continue };
+        let pipe = if kind == StreamKind::Stdout { &mut stdout } else { &mut stderr };
+        if let Some(p) = pipe.as_mut() {
+            match p.try_read(&mut buf) {
+                Ok(0) => *pipe = None,
+                Ok(n) => record(writer, kind, &buf[..n], &mut write_err),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => *pipe = None,
+            }
+        }
+    }
+    for (kind, pipe) in [(StreamKind::Stdout, &mut stdout), (StreamKind::Stderr, &mut stderr)] {
+        if let Some(p) = pipe.as_mut() {
+            loop {
+                match p.read_now(&mut buf) {
+                    Ok(Some(0)) => {
+                        *pipe = None;
+                        break;
+                    }
+                    Ok(Some(n)) => record(writer, kind, &buf[..n], &mut write_err),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+    if opts.kill_group_on_exit {
+        child.kill_group();
+    }
+    let outcome = child.wait().await;
+    for p in [stdout, stderr].into_iter().flatten() {
+        p.discard_rest();
+    }
+    (PumpResult { outcome, timed_out }, write_err)
+}
+
+async fn ready(p: &Option<OutputPipe>) -> io::Result<()> {
+    match p {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn record(writer: &mut JournalWriter, kind: StreamKind, data: &[u8], err: &mut Option<io::Error>) {
+    if let Err(e) = writer.append(kind, data) {
+        if err.is_none() {
+            tracing::warn!(error = %e, "journal write failed; output is being dropped");
+            *err = Some(e);
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! Spawning a command as the leader of its own process group, and everything that signals or
+//! waits for that group (DECISIONS D14, D16).
+//!
+//! [`spawn`] takes a [`SpawnSpec`] and returns a [`GroupChild`] plus its output pipes
+//! ([`ChildPipes`]). The leader is watched through a pidfd and **is not reaped until
+//! [`GroupChild::wait`]**; every group signal and the reap happen under one lock, and a reap waits
+//! for a running [`GroupChild::terminate_group`] to finish. So a pid or pgid is never signalled
+//! after the leader was reaped (a reaped pid may be recycled).
+//!
+//! Credentials come from `/etc/passwd` and `/etc/group` read directly (no NSS: the binary is
+//! static); a uid without a passwd entry runs with gid = uid and no supplementary groups (D16).
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::Notify;
+
+/// How often [`GroupChild::terminate_group`] checks whether the group is gone.
+const GROUP_POLL: Duration = Duration::from_millis(50);
+/// After SIGKILL, how long [`GroupChild::terminate_group`] still waits for the group to vanish.
+const AFTER_KILL_WAIT: Duration = Duration::from_secs(1);
+
+/// Where the child's stdout and stderr go. stdin is always `/dev/null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Two pipes: [`ChildPipes::stdout`] and [`ChildPipes::stderr`].
+    Separate,
+    /// One pipe shared by stdout and stderr (write order kept): [`ChildPipes::stdout`] only.
+    Merged,
+    /// Both to `/dev/null`.
+    Null,
+}
+
+/// uid, primary gid and supplementary groups to run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The complete environment (the child's env is cleared first).
+    pub env: Vec<(String, String)>,
+    /// Working directory; `None`: execd's.
+    pub cwd: Option<PathBuf>,
+    /// Switch to these credentials (needs root); `None`: execd's own.
+    pub credentials: Option<Credentials>,
+    pub output: OutputMode,
+}
+
+impl SpawnSpec {
+    /// `bash -c <command>` (or `sh -c` when there is no bash on execd's PATH), separate pipes,
+    /// empty environment, execd's cwd.
+    pub fn shell(command: &str) -> SpawnSpec {
+        SpawnSpec {
+            program: shell().to_path_buf(),
+            args: vec!["-c".into(), command.into()],
+            env: Vec::new(),
+            cwd: None,
+            credentials: None,
+            output: OutputMode::Separate,
+        }
+    }
+}
+
+/// Why a spawn failed. The message is what clients see in the `error` event.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("error creating output pipe: {0}")]
+    Pipe(#[source] io::Error),
+    #[error("fork/exec {program}: {source}")]
+    Exec { program: String, source: io::Error },
+    #[error("error watching process {pid}: {source}")]
+    Watch { pid: u32, source: io::Error },
+}
+
+/// How the group leader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitOutcome {
+    Exited(i32),
+    /// Killed by this signal number.
+    Signaled(i32),
+}
+
+impl ExitOutcome {
+    /// The exit code as upstream reports it: the code, or -1 for a signal.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitOutcome::Exited(c) => c,
+            ExitOutcome::Signaled(_) => -1,
+        }
+    }
+    /// Go's `ProcessState.String()`: `exit status 3`, `signal: killed`.
+    pub fn describe(self) -> String {
+        match self {
+            ExitOutcome::Exited(c) => format!("exit status {c}"),
+            ExitOutcome::Signaled(s) => format!("signal: {}", signal_name(s)),
+        }
+    }
+    pub fn success(self) -> bool {
+        self == ExitOutcome::Exited(0)
+    }
+}
+
+/// Go's names for signals (`signal: killed`).
+pub fn signal_name(sig: i32) -> String {
+    let name = match Signal::try_from(sig) {
+        Ok(Signal::SIGKILL) => "killed",
+        Ok(Signal::SIGTERM) => "terminated",
+        Ok(Signal::SIGINT) => "interrupt",
+        Ok(Signal::SIGHUP) => "hangup",
+        Ok(Signal::SIGQUIT) => "quit",
+        Ok(Signal::SIGPIPE) => "broken pipe",
+        Ok(Signal::SIGSEGV) => "segmentation fault",
+        Ok(Signal::SIGABRT) => "aborted",
+        Ok(Signal::SIGBUS) => "bus error",
+        Ok(Signal::SIGFPE) => "floating point exception",
+        Ok(Signal::SIGILL) => "illegal instruction",
+        Ok(Signal::SIGALRM) => "alarm clock",
+        Ok(Signal::SIGUSR1) => "user defined signal 1",
+        Ok(Signal::SIGUSR2) => "user defined signal 2",
+        Ok(Signal::SIGTRAP) => "trace/breakpoint trap",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+/// `bash` from execd's PATH, else `sh`, else `/bin/sh` (looked up once).
+pub fn shell() -> &'static Path {
+    static SHELL: OnceLock<PathBuf> = OnceLock::new();
+    SHELL.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        for name in ["bash", "sh"] {
+            for dir in std::env::split_paths(&path) {
+                let p = dir.join(name);
+                if is_executable(&p) {
+                    return p;
+                }
+            }
+        }
+        PathBuf::from("/bin/sh")
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Credentials for `uid` (and an explicit `gid`), from `/etc/passwd` and `/etc/group`.
+pub fn resolve_credentials(uid: u32, gid: Option<u32>) -> Credentials {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    credentials_from(&passwd, &group, uid, gid)
+}
+
+/// [`resolve_credentials`] over given file contents (pure, for tests).
+pub fn credentials_from(passwd: &str, group: &str, uid: u32, gid: Option<u32>) -> Credentials {
+    let entry = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| (f[0].to_string(), f[3].parse::<u32>().ok()))
+    });
+    match entry {
+        Some((name, primary)) => {
+            let primary = primary.unwrap_or(uid);
+            let mut groups = vec![primary];
+            for l in group.lines() {
+                let f: Vec<&str> = l.split(':').collect();
+                if f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name) {
+                    if let Ok(g) = f[2].parse::<u32>() {
+                        if !groups.contains(&g) {
+                            groups.push(g);
+                        }
+                    }
+                }
+            }
+            Credentials { uid, gid: gid.unwrap_or(primary), groups }
+        }
+        None => Credentials { uid, gid: gid.unwrap_or(uid), groups: Vec::new() },
+    }
+}
+
+/// The read ends of the child's output pipes (see [`OutputMode`]).
+#[derive(Debug, Default)]
+pub struct ChildPipes {
+    pub stdout: Option<OutputPipe>,
+    pub stderr: Option<OutputPipe>,
+}
+
+/// The read end of an output pipe.
+#[derive(Debug)]
+pub struct OutputPipe {
+    rx: pipe::Receiver,
+}
+
+impl OutputPipe {
+    /// Reads what is available, waiting for data; `Ok(0)` at end of file. Cancel-safe.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.rx.read(buf).await
+    }
+
+    /// Waits until the pipe is readable (data or end of file). Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.rx.readable().await
+    }
+
+    /// Reads without waiting; `WouldBlock` when nothing is there (use after [`Self::readable`]).
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.rx.try_read(buf)
+    }
+
+    /// One non-blocking read syscall, bypassing the reactor's readiness cache: `Some(n)` bytes
+    /// (`Some(0)` = end of file) or `None` when the pipe is empty right now. Used for the final
+    /// drain after the leader exited: everything it wrote is in the pipe by then.
+    pub fn read_now(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match nix::unistd::read(self.rx.as_raw_fd(), buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Keeps reading (and discarding) until end of file in a background task, so that processes
+    /// left behind by the command never get SIGPIPE; the task ends when the last writer closes.
+    pub fn discard_rest(self) {
+        let mut rx = self.rx;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn make_pipe() -> Result<(OutputPipe, OwnedFd), SpawnError> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
+    let rx = pipe::Receiver::from_owned_fd(r).map_err(SpawnError::Pipe)?;
+    Ok((OutputPipe { rx }, w))
+}
+
+/// Starts `spec` as the leader of a new process group. Must be called inside a tokio runtime.
+pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+    cmd.process_group(0);
+    // With credentials the chdir happens after the switch (in `pre_exec`), as Go does, so a
+    // directory the user cannot enter is a start failure instead of a cwd the user cannot use.
+    let chdir_as_user = match (&spec.cwd, &spec.credentials) {
+        (Some(cwd), Some(_)) => {
+            Some(std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str())).map_err(|e| {
+                SpawnError::Exec { program: spec.program.display().to_string(), source: io::Error::other(e) }
+            })?)
+        }
+        (Some(cwd), None) => {
+            cmd.current_dir(cwd);
+            None
+        }
+        (None, _) => None,
+    };
+    let mut pipes = ChildPipes::default();
+    match spec.output {
+        OutputMode::Separate => {
+            let (out, w_out) = make_pipe()?;
+            let (err, w_err) = make_pipe()?;
+            cmd.stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
+            pipes.stdout = Some(out);
+            pipes.stderr = Some(err);
+        }
+        OutputMode::Merged => {
+            let (out, w) = make_pipe()?;
+            let w2 = w.try_clone().map_err(SpawnError::Pipe)?;
+            cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
+            pipes.stdout = Some(out);
+        }
+        OutputMode::Null => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    if let Some(c) = spec.credentials.clone() {
+        let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));
+        // SAFETY: runs in the forked child before exec; it only makes the async-signal-safe
+        // setgroups/setgid/setuid/chdir syscalls on data prepared before the fork (no
+        // allocation). Order matters: groups and gid must change while we are still root.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                if let Some(dir) = &chdir_as_user {
+                    nix::unistd::chdir(dir.as_c_str())?;
+                }
+                Ok(())
+            });
+        }
+    }
+    let program = spec.program.display().to_string();
+    let child = cmd.spawn().map_err(|source| SpawnError::Exec { program, source })?;
+    // `cmd` still holds the write ends; drop them so EOF arrives when the child's side closes.
+    drop(cmd);
+    let pid = child.id();
+    // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
+    drop(child);
+    let watch = |source| SpawnError::Watch { pid, source };
+    let pidfd = pidfd_open(pid).map_err(watch)?;
+    // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| watch(e.into()))?;
+    let child = GroupChild {
+        pid: Pid::from_raw(pid as i32),
+        pidfd,
+        state: Mutex::new(State { outcome: None, holds: 0 }),
+        released: Notify::new(),
+    };
+    Ok((child, pipes))
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+struct State {
+    /// Set when the leader has been reaped; from then on nothing is signalled.
+    outcome: Option<ExitOutcome>,
+    /// Running `terminate_group` calls; the reap waits for them.
+    holds: usize,
+}
+
+/// A running process group whose leader we spawned. Share it with `Arc`; every method takes
+/// `&self`. Call [`GroupChild::wait`] once the work is done (dropping it unreaped SIGKILLs the
+/// group and reaps the leader on a helper thread).
+pub struct GroupChild {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    state: Mutex<State>,
+    released: Notify,
+}
+
+impl std::fmt::Debug for GroupChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupChild").field("pid", &self.pid).finish()
+    }
+}
+
+impl GroupChild {
+    /// The leader's pid (= the process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Sends `sig` to the whole group. Fails with ESRCH once the leader has been reaped.
+    pub fn signal_group(&self, sig: Signal) -> io::Result<()> {
+        // The lock orders this kill against the reap in `wait`: never signal a reaped pgid.
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.outcome.is_some() {
+            return Err(Errno::ESRCH.into());
+        }
+        killpg(self.pid, sig).map_err(io::Error::from)
+    }
+
+    /// SIGKILL to the whole group (errors ignored: the group may be gone already).
+    pub fn kill_group(&self) {
+        let _ = self.signal_group(Signal::SIGKILL);
+    }
+
+    /// Resolves when the leader has exited (it stays unreaped, so the group can still be signalled).
+    pub async fn exited(&self) {
+        // Level-triggered: once the pidfd is readable it stays readable, so the guard is not cleared.
+        if let Ok(guard) = self.pidfd.readable().await {
+            drop(guard);
+        }
+    }
+
+    /// Whether the leader has exited (non-blocking).
+    pub fn has_exited(&self) -> bool {
+        if self.state.lock().unwrap_or_else(|e| e.into_inner()).outcome.is_some() {
+            return true;
+        }
+        let mut fds =
+            [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(self.pidfd.get_ref()), nix::poll::PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// The outcome if the leader has been reaped.
+    pub fn outcome(&self) -> Option<ExitOutcome> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).outcome
+    }
+
+    /// Waits for the leader to exit and reaps it (after any running `terminate_group` finished).
+    /// Idempotent: later calls return the same outcome.
+    pub async fn wait(&self) -> ExitOutcome {
+        loop {
+            self.exited().await;
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(o) = st.outcome {
+                    return o;
+                }
+                if st.holds == 0 {
+                    let o = reap(self.pid);
+                    st.outcome = Some(o);
+                    return o;
+                }
+            }
+            released.await;
+        }
+    }
+
+    /// Interrupt (C44): SIGTERM to the group, then SIGKILL if it is still there after `grace`.
+    /// Returns when the group is gone or, after the SIGKILL, about one more second passed.
+    pub async fn terminate_group(&self, grace: Duration) {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.outcome.is_some() {
+                return;
+            }
+            st.holds += 1;
+        }
+        // Released on drop, so a cancelled interrupt (client gone) never blocks the reap.
+        let _hold = HoldGuard(self);
+        let _ = self.signal_group(Signal::SIGTERM);
+        let gone = self.wait_group_gone(Instant::now() + grace).await;
+        if !gone {
+            let _ = self.signal_group(Signal::SIGKILL);
+            self.wait_group_gone(Instant::now() + AFTER_KILL_WAIT).await;
+        }
+    }
+
+    async fn wait_group_gone(&self, deadline: Instant) -> bool {
+        loop {
+            if !self.group_alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(GROUP_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Whether any live (non-zombie) process is left in the group.
+    pub fn group_alive(&self) -> bool {
+        // EPERM (members under another uid) still means the group exists.
+        if let Err(Errno::ESRCH) = killpg(self.pid, None) {
+            return false;
+        }
+        if !self.has_exited() {
+            return true;
+        }
+        // The unreaped leader keeps the group "existing"; look for live members.
+        live_group_members(self.pid.as_raw()) > 0
+    }
+}
+
+struct HoldGuard<'a>(&'a GroupChild);
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).holds -= 1;
+        self.0.released.notify_waiters();
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if st.outcome.is_none() {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            let pid = self.pid;
+            std::thread::spawn(move || reap(pid));
+        }
+    }
+}
+
+fn reap(pid: Pid) -> ExitOutcome {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitOutcome::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitOutcome::Signaled(sig as i32),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(pid = pid.as_raw(), error = %e, "waitpid failed");
+                return ExitOutcome::Exited(1);
+            }
+        }
+    }
+}
+
+/// Non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
+pub fn live_group_members(pgid: i32) -> usize {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let mut f = stat[close + 1..].split_whitespace();
+        let state = f.next().unwrap_or("");
+        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/:/bin/false\nu:x:1000:100::/home/u:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nusers:x:100:\ndev:x:200:u,v\nother:x:300:v\n";
+
+    #[test]
+    fn credentials_table() {
+        assert_eq!(
+            credentials_from(PASSWD, GROUP, 1000, None),
+            Credentials { uid: 1000, gid: 100, groups: vec![100, 200] }
+        );
+        assert_eq!(
+            credentials_from(PASSWD, GROUP, 1000, Some(7)),
+            Credentials { uid: 1000, gid: 7, groups: vec![100, 200] }
+        );
+        assert_eq!(credentials_from(PASSWD, GROUP, 4242, None), Credentials { uid: 4242, gid: 4242, groups: vec![] });
+        assert_eq!(credentials_from(PASSWD, GROUP, 65534, None).gid, 65534);
+    }
+
+    #[test]
+    fn outcome_wording() {
+        assert_eq!(ExitOutcome::Exited(3).describe(), "exit status 3");
+        assert_eq!(ExitOutcome::Signaled(9).describe(), "signal: killed");
+        assert_eq!(ExitOutcome::Signaled(15).describe(), "signal: terminated");
+        assert_eq!(ExitOutcome::Signaled(9).code(), -1);
+    }
+
+    #[tokio::test]
+    async fn group_is_terminated_and_leader_reaped() {
+        let mut spec = SpawnSpec::shell("sleep 30 & sleep 30; echo never");
+        spec.env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        let (child, _pipes) = spawn(spec).unwrap();
+        let pgid = child.pid() as i32;
+        assert!(tokio::time::timeout(Duration::from_secs(5), async {
+            while live_group_members(pgid) < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok());
+        child.terminate_group(Duration::from_secs(3)).await;
+        assert_eq!(live_group_members(pgid), 0);
+        assert_eq!(child.wait().await, ExitOutcome::Signaled(15));
+        assert!(child.signal_group(Signal::SIGTERM).is_err(), "no signal after reap");
+    }
+
+    #[tokio::test]
+    async fn output_and_exit_code() {
+        let mut spec = SpawnSpec::shell("echo out; echo err >&2; exit 4");
+        spec.output = OutputMode::Merged;
+        let (child, mut pipes) = spawn(spec).unwrap();
+        let mut out = pipes.stdout.take().unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = out.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(all, b"out\nerr\n");
+        assert_eq!(child.wait().await, ExitOutcome::Exited(4));
+        assert_eq!(child.wait().await, ExitOutcome::Exited(4));
+    }
+}
