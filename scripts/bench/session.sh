@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Bash session run latency vs the `bash -c true` spawn floor (release build). Not part of the
+# test suite. Prints a markdown table (see BENCHMARKS.md, "Bash sessions").
+#
+#   scripts/bench/session.sh [RUNS]   (default 200)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${1:-200}
+cargo build --release --locked >&2
+echo "machine: $(nproc) cores, $(uname -sr), $(bash --version | head -1)"
+python3 scripts/bench/session.py target/release/execd "$runs"

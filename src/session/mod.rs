@@ -1,0 +1,454 @@
+//! Bash sessions (reference §5; DECISIONS D17, D20–D22, D51): [`SessionManager`] creates, runs in,
+//! deletes and collects sessions; [`SessionError`] says why not.
+//!
+//! A session is a directory `<state_dir>/sessions/<id>/` holding its shell state file
+//! (`state.<gen>.sh`, see [`bash`] for the handover design) and, while a run is in progress, that
+//! run's command file. No process lives between runs: every run is a fresh
+//! `bash --noprofile --norc` leading its own process group, started with an empty environment
+//! (the state file exports the session's variables), so `exit 7` or `exec` end the run, never the
+//! session (C75, C79).
+//!
+//! - The environment of a new session is execd's own minus internal variables
+//!   (`EXECD_ACCESS_TOKEN`, ...) plus the `EXECD_ENVS` file, read once at creation (D17).
+//! - Runs on one session are serialised (D21): a second run waits for the first; if it waited
+//!   longer than its own timeout it fails with [`SessionError::Busy`] before any event.
+//! - A run ends when bash ends, even if background children still hold the output pipe (C183);
+//!   timeout, delete, client disconnect and shutdown kill the run's whole process group (D22).
+//!   Children left holding the pipe after a normal end keep running, their output read and
+//!   discarded (so they never get SIGPIPE), until they close it or the session goes away (then
+//!   their group is killed).
+//! - Sessions with no run for `idle_ttl` are collected (D51). A deleted or collected session's
+//!   directory is removed as soon as no run uses it; a run's command file and raw save are
+//!   removed when it ends.
+//! - A client disconnect kills the run's group (upstream SIGKILLs the bash leader only), so the
+//!   session is free for the next run at once. A run's state is kept only if it ended by itself.
+//! - After each run execd reads the saved state once into memory to compact it
+//!   ([`bash::compact_state`]); its size is that of the session's variables and functions.
+
+pub mod bash;
+mod run;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{self, ExecEvent, OutputMode, SpawnError, SpawnSpec};
+
+/// A run without a timeout is bounded by this (upstream's default).
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Events buffered between the run and a slow client before the run stops reading its pipe.
+const EVENT_BUFFER: usize = 16;
+
+/// What the session manager needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionOpts {
+    /// Sessions live in `<state_dir>/sessions/`.
+    pub state_dir: PathBuf,
+    /// Sessions without a run for this long are collected (D51).
+    pub idle_ttl: Duration,
+    /// The `EXECD_ENVS` file, applied to new sessions (D17).
+    pub envs_file: Option<String>,
+    /// At shutdown, running groups get SIGTERM and then SIGKILL after this.
+    pub shutdown_grace: Duration,
+}
+
+/// One `POST /session/{id}/run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Bash source, parsed as written (aliases of earlier runs expand).
+    pub command: String,
+    /// Directory to run in (`~`/`$VAR` expanded; must exist); it persists for later runs.
+    pub cwd: Option<String>,
+    /// Bounds the wait for a busy session and, separately, the run; `None`: 24 h.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Delete (or lookup) of an id that is not a session.
+    #[error("session {id} not found")]
+    NotFound { id: String },
+    /// A run on an id that is not a session (upstream's wording, C81).
+    #[error("error running in session. context not found")]
+    RunContextNotFound { id: String },
+    /// D21: another run held the session for longer than this run's timeout.
+    #[error("session {id} is busy: another run did not finish within this run's timeout of {waited_ms} ms")]
+    Busy { id: String, waited_ms: u128 },
+    #[error("command must not be empty")]
+    EmptyCommand,
+    #[error("working directory does not exist: {path}")]
+    CwdMissing { path: String },
+    #[error("working directory is not a directory: {path}")]
+    CwdNotDir { path: String },
+    #[error("error creating directory {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error("error {op} {path}: {source}")]
+    Io { op: &'static str, path: String, source: std::io::Error },
+    #[error("bash sessions need bash on execd's PATH")]
+    NoBash,
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("execd is shutting down")]
+    ShuttingDown,
+}
+
+impl SessionError {
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> SessionError {
+        SessionError::Io { op, path: path.display().to_string(), source }
+    }
+}
+
+/// The events of one run: `init` (the session id), `stdout` lines (stderr merged, blank lines
+/// dropped), then `execution_complete` or `error`. Dropping it (client gone) kills the run.
+pub type RunEvents = tokio_stream::wrappers::ReceiverStream<ExecEvent>;
+
+/// Handle to every bash session; cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: SessionOpts,
+    root: PathBuf,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Cancelled by [`SessionManager::stop`]; every session's `closed` token is a child of it.
+    shutdown: CancellationToken,
+    /// Number of runs in progress (for `stop` to wait on).
+    active: watch::Sender<usize>,
+    collector: std::sync::Once,
+}
+
+/// One session. Dropped (and its directory removed) once it is out of the map and no run holds it.
+struct Session {
+    id: String,
+    dir: PathBuf,
+    /// Where bash starts before the state file's `cd` (the creation cwd), if it still exists.
+    start_dir: Option<PathBuf>,
+    /// The current state generation; held by the run in progress (serialises runs, D21).
+    slot: Arc<tokio::sync::Mutex<u64>>,
+    /// Cancelled on delete, collection and shutdown: kills the run and lingering groups.
+    closed: CancellationToken,
+    activity: Mutex<Activity>,
+}
+
+struct Activity {
+    last: Instant,
+    running: usize,
+}
+
+impl Session {
+    fn state_file(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("state.{generation}.sh"))
+    }
+    fn command_file(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("cmd.{generation}.sh"))
+    }
+    fn touch(&self, running_delta: isize) {
+        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        a.last = Instant::now();
+        a.running = a.running.saturating_add_signed(running_delta);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Last user gone: nothing reads these files any more.
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove session directory");
+            }
+        }
+    }
+}
+
+impl SessionManager {
+    /// A manager keeping sessions under `<state_dir>/sessions/` (left-overs of an earlier execd
+    /// there are removed).
+    pub fn new(opts: SessionOpts) -> SessionManager {
+        let root = opts.state_dir.join("sessions");
+        let _ = std::fs::remove_dir_all(&root);
+        let (active, _) = watch::channel(0);
+        SessionManager {
+            inner: Arc::new(Inner {
+                opts,
+                root,
+                sessions: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                active,
+                collector: std::sync::Once::new(),
+            }),
+        }
+    }
+
+    /// `POST /session`: a new session whose runs start in `cwd` (created like `mkdir -p`; `~` and
+    /// `$VAR` expanded). Returns the session id (a UUIDv4 with dashes). No process starts.
+    pub async fn create(&self, cwd: Option<String>) -> Result<String, SessionError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        self.start_collector();
+        let inner = self.inner.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        let session_id = id.clone();
+        // Small local file work (env file read, mkdir, one write): off the async workers.
+        let session = tokio::task::spawn_blocking(move || inner.new_session(session_id, cwd))
+            .await
+            .map_err(|e| SessionError::io("creating session", Path::new(""), std::io::Error::other(e)))??;
+        let mut map = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(id.clone(), Arc::new(session));
+        Ok(id)
+    }
+
+    /// `POST /session/{id}/run`: waits for the session to be free (D21), starts the run and
+    /// returns its events. Errors here come before any event (JSON answers).
+    pub async fn run(&self, id: &str, req: RunRequest) -> Result<RunEvents, SessionError> {
+        if req.command.is_empty() {
+            return Err(SessionError::EmptyCommand);
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let shell = process::shell();
+        if shell.file_name().and_then(|n| n.to_str()) != Some("bash") {
+            return Err(SessionError::NoBash);
+        }
+        let session = self.get(id).ok_or_else(|| SessionError::RunContextNotFound { id: id.to_string() })?;
+        let cwd = match req.cwd.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(resolve_run_cwd(c)?),
+            None => None,
+        };
+        let timeout = req.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_RUN_TIMEOUT);
+        // D21: wait for the run in progress, but not longer than this run's timeout, and not for
+        // a session that is deleted meanwhile.
+        let slot = session.slot.clone();
+        let guard = tokio::select! {
+            g = tokio::time::timeout(timeout, slot.lock_owned()) => {
+                g.map_err(|_| SessionError::Busy { id: id.to_string(), waited_ms: timeout.as_millis() })?
+            }
+            _ = session.closed.cancelled() => {
+                return Err(SessionError::RunContextNotFound { id: id.to_string() });
+            }
+        };
+        if session.closed.is_cancelled() {
+            return Err(SessionError::RunContextNotFound { id: id.to_string() });
+        }
+        let generation = *guard;
+        let state = session.state_file(generation);
+        let next = session.state_file(generation + 1);
+        let raw = session.dir.join(format!("save.{}.sh", generation + 1));
+        let cmd_path = session.command_file(generation + 1);
+        std::fs::write(&cmd_path, bash::command_file(&req.command))
+            .map_err(|e| SessionError::io("writing", &cmd_path, e))?;
+        let spec = SpawnSpec {
+            program: shell.to_path_buf(),
+            args: vec![
+                "--noprofile".into(),
+                "--norc".into(),
+                "-c".into(),
+                bash::driver(&state, &cmd_path, &raw, cwd.as_deref()).into(),
+            ],
+            // Empty: the state file exports the session's variables (so `unset` persists).
+            env: Vec::new(),
+            cwd: session.start_dir.clone().filter(|d| d.is_dir()),
+            credentials: None,
+            output: OutputMode::Merged,
+        };
+        let (child, mut pipes) = match process::spawn(spec) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cmd_path);
+                return Err(e.into());
+            }
+        };
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        // Cannot fail: the channel is new and has room.
+        let _ = tx.try_send(ExecEvent::init(id));
+        session.touch(1);
+        self.inner.active.send_modify(|n| *n += 1);
+        let ctx = run::RunCtx {
+            session_id: id.to_string(),
+            child: Arc::new(child),
+            pipe: pipes.stdout.take(),
+            started,
+            timeout,
+            closed: session.closed.clone(),
+            shutdown: self.inner.shutdown.clone(),
+            shutdown_grace: self.inner.opts.shutdown_grace,
+        };
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut guard = guard;
+            let finished = run::drive(ctx, tx).await;
+            // Adopt the state the run saved, or keep the old one (killed, exec'd, cut short).
+            let keep = finished.keep_state;
+            let adopt = move || {
+                let adopted = keep && run::state_complete(&raw) && compact(&raw, &next).is_ok();
+                let _ = std::fs::remove_file(&raw);
+                if adopted {
+                    let _ = std::fs::remove_file(&state);
+                } else {
+                    let _ = std::fs::remove_file(&next);
+                }
+                let _ = std::fs::remove_file(&cmd_path);
+                adopted
+            };
+            // Local file work of up to the state's size: off the async workers.
+            if tokio::task::spawn_blocking(adopt).await.unwrap_or(false) {
+                *guard += 1;
+            }
+            session.touch(-1);
+            drop(guard);
+            drop(session);
+            inner.active.send_modify(|n| *n -= 1);
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// `DELETE /session/{id}` (and `DELETE /command?id=<session id>`): removes the session; its
+    /// running run and any group it left holding the output pipe get SIGKILL. The run's stream
+    /// then ends with `error` `-1`. Unknown id: [`SessionError::NotFound`].
+    pub fn delete(&self, id: &str) -> Result<(), SessionError> {
+        let removed = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        match removed {
+            Some(s) => {
+                s.closed.cancel();
+                Ok(())
+            }
+            None => Err(SessionError::NotFound { id: id.to_string() }),
+        }
+    }
+
+    /// Whether `id` is a live session.
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether there is no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shutdown (D15): running groups get SIGTERM, then SIGKILL after the grace period; waits
+    /// (bounded) until every run delivered its terminal event, then drops every session.
+    pub async fn stop(&self) {
+        self.inner.shutdown.cancel();
+        let mut rx = self.inner.active.subscribe();
+        let bound = self.inner.opts.shutdown_grace + Duration::from_secs(2);
+        if tokio::time::timeout(bound, rx.wait_for(|n| *n == 0)).await.is_err() {
+            tracing::warn!("session runs did not finish in time at shutdown");
+        }
+        let sessions: Vec<_> = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        drop(sessions);
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Starts the idle collector (D51) once, from inside the runtime.
+    fn start_collector(&self) {
+        self.inner.collector.call_once(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let ttl = self.inner.opts.idle_ttl;
+            let every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let shutdown = self.inner.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.collect_idle(ttl);
+                }
+            });
+        });
+    }
+}
+
+impl Inner {
+    fn new_session(&self, id: String, cwd: Option<String>) -> Result<Session, SessionError> {
+        let env = process::child_env(self.opts.envs_file.as_deref(), std::iter::empty());
+        let start_dir = match cwd.filter(|c| !c.is_empty()) {
+            Some(c) => {
+                let expanded = process::expand_path(&c, |k| env.get(k).cloned());
+                let path = absolute(Path::new(&expanded));
+                std::fs::create_dir_all(&path)
+                    .map_err(|source| SessionError::CreateDir { path: path.display().to_string(), source })?;
+                Some(path)
+            }
+            None => None,
+        };
+        let dir = self.root.join(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| SessionError::io("creating", &dir, e))?;
+        let session = Session {
+            id,
+            dir,
+            start_dir,
+            slot: Arc::new(tokio::sync::Mutex::new(0)),
+            closed: self.shutdown.child_token(),
+            activity: Mutex::new(Activity { last: Instant::now(), running: 0 }),
+        };
+        let state = session.state_file(0);
+        std::fs::write(&state, bash::initial_state(session.start_dir.as_deref(), &env))
+            .map_err(|e| SessionError::io("writing", &state, e))?;
+        Ok(session)
+    }
+
+    /// Removes sessions with no run in progress and none for `ttl`.
+    fn collect_idle(&self, ttl: Duration) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let idle: Vec<String> = map
+            .values()
+            .filter(|s| {
+                let a = s.activity.lock().unwrap_or_else(|e| e.into_inner());
+                a.running == 0 && a.last.elapsed() >= ttl
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for id in idle {
+            if let Some(s) = map.remove(&id) {
+                tracing::info!(session = %id, "idle bash session collected");
+                s.closed.cancel();
+            }
+        }
+    }
+}
+
+/// The run's `cwd`: expanded against execd's environment, made absolute, and required to be an
+/// existing directory.
+fn resolve_run_cwd(cwd: &str) -> Result<PathBuf, SessionError> {
+    let env = process::env::base_env();
+    let expanded = process::expand_path(cwd, |k| env.get(k).cloned());
+    let path = absolute(Path::new(&expanded));
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(SessionError::CwdNotDir { path: expanded }),
+        Err(_) => Err(SessionError::CwdMissing { path: expanded }),
+    }
+}
+
+/// Writes the compacted form of the raw state file `raw` to `next` ([`bash::compact_state`]).
+fn compact(raw: &Path, next: &Path) -> std::io::Result<()> {
+    let mut reader = std::io::BufReader::new(std::fs::File::open(raw)?);
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(next)?);
+    bash::compact_state(&mut reader, &mut writer)?;
+    std::io::Write::flush(&mut writer)
+}
+
+/// `p` made absolute against execd's working directory (not resolving symlinks).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,308 @@
+//! One session run in progress: [`drive`] turns the bash process group's merged output into
+//! `stdout` events, enforces the timeout, reacts to delete / disconnect / shutdown, and ends with
+//! the terminal event as soon as bash itself has exited (C183).
+//!
+//! After the leader exited, everything it wrote is already in the pipe, so a non-blocking drain
+//! loses nothing. If the pipe is not at end of file then, processes the run left behind still hold
+//! it: the leader is left unreaped (a zombie keeps the pgid from being recycled) and a small task
+//! reads and discards their output until they close it, killing their group if the session goes
+//! away first ([`linger`]). The exit status is read without reaping (`waitid(WNOWAIT)`), an adapter
+//! over `process::GroupChild`, which only reports it when reaping.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::event::COMMAND_EXEC_ERROR;
+use crate::process::{ExecEvent, ExitOutcome, GroupChild, LineSplitter, OutputPipe};
+
+/// Read buffer per running run.
+const READ_BUF: usize = 64 * 1024;
+/// Bytes of lines waiting for a slow client before the run stops reading (the child then blocks
+/// on its pipe): memory stays bounded whatever the output.
+const MAX_PENDING_BYTES: usize = 4 << 20;
+/// After the group of a lingering run was killed, how long its pipe may stay open (holders that
+/// left the group) before execd stops reading it.
+const LINGER_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// Everything [`drive`] needs.
+pub(super) struct RunCtx {
+    pub session_id: String,
+    pub child: Arc<GroupChild>,
+    pub pipe: Option<OutputPipe>,
+    pub started: Instant,
+    pub timeout: Duration,
+    /// Session deleted or collected (or shutdown, its parent).
+    pub closed: CancellationToken,
+    pub shutdown: CancellationToken,
+    pub shutdown_grace: Duration,
+}
+
+/// Why execd ended a run itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Deleted,
+    Shutdown,
+    Disconnected,
+}
+
+/// How a run ended, for the state handover.
+pub(super) struct Finished {
+    /// The run ended by itself: the state it saved (if complete) becomes the session's.
+    pub keep_state: bool,
+}
+
+/// Runs to the end: streams lines, then the terminal event.
+pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished {
+    let RunCtx { session_id, child, mut pipe, started, timeout, closed, shutdown, shutdown_grace } = ctx;
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let mut splitter = LineSplitter::default();
+    let mut pending = Pending::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut stop: Option<Stop> = None;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+
+    loop {
+        // Every branch is cancel-safe: readiness, exit, timers and `reserve` hold no data, so
+        // whichever wins, nothing is lost. Reading pauses while too many lines wait for the client.
+        tokio::select! {
+            _ = child.exited() => break,
+            _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
+                child.kill_group();
+                stop = Some(Stop::Timeout);
+            }
+            _ = closed.cancelled(), if stop.is_none() => {
+                if shutdown.is_cancelled() {
+                    // D15: SIGTERM first, SIGKILL after the grace period.
+                    let _ = child.signal_group(Signal::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + shutdown_grace);
+                    stop = Some(Stop::Shutdown);
+                } else {
+                    child.kill_group();
+                    stop = Some(Stop::Deleted);
+                }
+            }
+            _ = sleep_until_opt(kill_at) => {
+                child.kill_group();
+                kill_at = None;
+            }
+            _ = tx.closed(), if stop.is_none() => {
+                // Client gone: nobody waits for this run; free the session for the next one.
+                child.kill_group();
+                stop = Some(Stop::Disconnected);
+            }
+            permit = tx.reserve(), if !pending.lines.is_empty() => {
+                if let (Ok(permit), Some(line)) = (permit, pending.pop()) {
+                    permit.send(ExecEvent::stdout(line));
+                }
+            }
+            r = readable(&pipe), if pending.bytes < MAX_PENDING_BYTES => {
+                if r.is_err() {
+                    pipe = None;
+                    continue;
+                }
+                if let Some(p) = pipe.as_mut() {
+                    match p.try_read(&mut buf) {
+                        Ok(0) => pipe = None,
+                        Ok(n) => push_lines(&mut splitter, &buf[..n], &mut pending),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => pipe = None,
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    // The leader is gone: what it wrote is in the pipe now.
+    let mut eof = pipe.is_none();
+    if let Some(p) = pipe.as_mut() {
+        loop {
+            match p.read_now(&mut buf) {
+                Ok(Some(0)) => {
+                    eof = true;
+                    break;
+                }
+                Ok(Some(n)) => push_lines(&mut splitter, &buf[..n], &mut pending),
+                Ok(None) => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+    }
+    splitter.finish(|l| pending.push(l));
+
+    let outcome = if eof {
+        child.wait().await
+    } else {
+        let outcome = peek_exit(child.pid()).unwrap_or(ExitOutcome::Exited(1));
+        if let Some(p) = pipe.take() {
+            linger(child.clone(), p, closed.clone());
+        }
+        outcome
+    };
+
+    let terminal = match stop {
+        Some(Stop::Timeout) => {
+            ExecEvent::runtime_error(format!("error running in session. timeout after {}", go_duration(timeout)))
+        }
+        _ if outcome.success() => ExecEvent::complete(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+        _ => ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()]),
+    };
+    if stop != Some(Stop::Disconnected) {
+        // Bounded: a client that stopped reading must not hold the session forever.
+        let flush = async {
+            for line in pending.lines {
+                if tx.send(ExecEvent::stdout(line)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(terminal).await;
+        };
+        let grace = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+        if tokio::time::timeout_at(grace, flush).await.is_err() {
+            tracing::warn!(session = %session_id, "client did not read the end of a session run; dropped");
+        }
+    }
+    Finished { keep_state: stop.is_none() }
+}
+
+/// Lines read but not yet handed to the client.
+#[derive(Default)]
+struct Pending {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Queues `line`, except blank ones: C77, sessions emit no blank lines (the splitter reports
+    /// them as `"\n"`).
+    fn push(&mut self, line: String) {
+        if line != "\n" {
+            self.bytes += line.len();
+            self.lines.push_back(line);
+        }
+    }
+    fn pop(&mut self) -> Option<String> {
+        let line = self.lines.pop_front()?;
+        self.bytes -= line.len();
+        Some(line)
+    }
+}
+
+fn push_lines(splitter: &mut LineSplitter, data: &[u8], pending: &mut Pending) {
+    splitter.push(data, |l| pending.push(l));
+}
+
+async fn readable(p: &Option<OutputPipe>) -> std::io::Result<()> {
+    match p {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit status of an exited, still unreaped child, without reaping it.
+fn peek_exit(pid: u32) -> Option<ExitOutcome> {
+    let id = Id::Pid(Pid::from_raw(i32::try_from(pid).ok()?));
+    match waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG) {
+        Ok(WaitStatus::Exited(_, code)) => Some(ExitOutcome::Exited(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitOutcome::Signaled(sig as i32)),
+        _ => None,
+    }
+}
+
+/// Reads and discards what processes left behind by a finished run write to its pipe, until they
+/// close it; kills their group if the session goes away first; then reaps the leader.
+fn linger(child: Arc<GroupChild>, mut pipe: OutputPipe, closed: CancellationToken) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut give_up: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                r = pipe.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                _ = closed.cancelled(), if give_up.is_none() => {
+                    child.kill_group();
+                    give_up = Some(tokio::time::Instant::now() + LINGER_AFTER_KILL);
+                }
+                _ = sleep_until_opt(give_up) => break,
+            }
+        }
+        drop(pipe);
+        child.wait().await;
+    });
+}
+
+/// Whether the state file at `path` was written to its end.
+pub(super) fn state_complete(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let n = super::bash::STATE_END.len() as i64;
+    if f.seek(SeekFrom::End(-n)).is_err() {
+        return false;
+    }
+    let mut tail = Vec::with_capacity(n as usize);
+    f.read_to_end(&mut tail).is_ok() && super::bash::is_complete(&tail)
+}
+
+/// Go's `time.Duration.String()` at millisecond precision: `300ms`, `5s`, `1.5s`, `1m30s`, `2h0m0s`.
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rem) = (rem / 60_000, rem % 60_000);
+    let (s, frac) = (rem / 1000, rem % 1000);
+    let secs = if frac == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{frac:03}").trim_end_matches('0')) };
+    if h > 0 {
+        format!("{h}h{m}m{secs}")
+    } else if m > 0 {
+        format!("{m}m{secs}")
+    } else {
+        secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        for (ms, want) in [
+            (300, "300ms"),
+            (5000, "5s"),
+            (1500, "1.5s"),
+            (1250, "1.25s"),
+            (90_000, "1m30s"),
+            (7_200_000, "2h0m0s"),
+            (0, "0s"),
+        ] {
+            assert_eq!(go_duration(Duration::from_millis(ms)), want);
+        }
+    }
+}
