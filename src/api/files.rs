@@ -1,0 +1,407 @@
+//! `/files/*` (§7.2–7.9): info, delete, permissions, mv, search, replace, upload, download.
+//! Handlers parse the request, call one `fs` function (blocking work on the blocking pool) and
+//! map the result. The multipart wire format of uploads is parsed here (multer) and each file's
+//! bytes are handed to `fs::upload`, which streams them to disk.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::{empty_ok, json_response, ApiError, ErrorCode, JSON_CONTENT_TYPE};
+use super::extract::{decode_lenient, KeyFold, QueryPairs};
+use crate::fs::ops::{Move, Permission};
+use crate::fs::range::{self, RangePlan};
+use crate::fs::upload::{SpooledFile, UploadSpec, UploadWriter, Written};
+use crate::fs::{self, download, FsError, InfoStream};
+use crate::state::AppState;
+
+/// Largest JSON body accepted by the JSON routes here.
+const JSON_LIMIT: usize = 32 * 1024 * 1024;
+/// Largest metadata part of an upload.
+const METADATA_LIMIT: usize = 64 * 1024;
+/// At most this many metadata parts (or spooled files) may wait for their partner.
+const MAX_UNPAIRED: usize = 1000;
+/// After a failed upload, at most this much of the rest of the body is read and discarded ...
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// ... for at most this long.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// JSON arrays (list, search) are buffered up to this size before the response starts, so an
+/// early error still gets a proper error status; longer results are streamed.
+const ARRAY_PREFIX: usize = 256 * 1024;
+/// Chunk size of a streamed JSON array.
+const ARRAY_CHUNK: usize = 64 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/files", axum::routing::delete(remove_files))
+        .route("/files/info", get(info))
+        .route("/files/permissions", post(permissions))
+        .route("/files/mv", post(move_files))
+        .route("/files/search", get(search))
+        .route("/files/replace", post(replace))
+        .route("/files/upload", post(upload))
+        .route("/files/download", get(download_file))
+}
+
+/// Reads a JSON body (bounded) and decodes it leniently (§2.5).
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(body: Body, fold: KeyFold) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, JSON_LIMIT).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit exceeded");
+        if too_large {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                super::error::ErrorCode::PayloadTooLarge,
+                format!("request body too large (limit {JSON_LIMIT} bytes)"),
+            )
+        } else {
+            ApiError::invalid_body(e)
+        }
+    })?;
+    decode_lenient(&bytes, fold)
+}
+
+/// A JSON array response fed by a walk. The first [`ARRAY_PREFIX`] bytes are collected before
+/// answering, so errors found early become a normal error response; after that the array is
+/// streamed, and an error cuts the body off (the client sees a broken transfer, never a
+/// silently truncated but valid array). Dropping the response stops the walk.
+pub(super) async fn json_array(mut rx: InfoStream) -> Response {
+    let mut buf = Vec::with_capacity(4096);
+    buf.push(b'[');
+    let mut first = true;
+    let push = |buf: &mut Vec<u8>, first: &mut bool, info: &fs::FileInfo| {
+        if !std::mem::take(first) {
+            buf.push(b',');
+        }
+        // FileInfo has only strings and numbers: serialisation cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, info);
+    };
+    while buf.len() < ARRAY_PREFIX {
+        match rx.recv().await {
+            None => {
+                buf.push(b']');
+                return ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], buf).into_response();
+            }
+            Some(Err(e)) => return ApiError::from(e).into_response(),
+            Some(Ok(batch)) => batch.iter().for_each(|info| push(&mut buf, &mut first, info)),
+        }
+    }
+    let stream = async_stream::stream! {
+        yield Ok::<_, std::io::Error>(Bytes::from(std::mem::take(&mut buf)));
+        let mut chunk = Vec::with_capacity(ARRAY_CHUNK + 1024);
+        loop {
+            match rx.recv().await {
+                None => {
+                    chunk.push(b']');
+                    yield Ok(Bytes::from(chunk));
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "walk failed after the response started; cutting it off");
+                    yield Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+                Some(Ok(batch)) => {
+                    batch.iter().for_each(|info| push(&mut chunk, &mut first, info));
+                    if chunk.len() >= ARRAY_CHUNK {
+                        yield Ok(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(ARRAY_CHUNK + 1024))));
+                    }
+                }
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], Body::from_stream(stream)).into_response()
+}
+
+/// `GET /files/info?path=A&path=B`: `{"A": FileInfo, "B": FileInfo}`.
+async fn info(q: QueryPairs) -> Result<Response, ApiError> {
+    let paths = q.all("path");
+    let infos = fs::blocking(move || fs::info::info_many(&paths)).await?;
+    let map: BTreeMap<String, fs::FileInfo> = infos.into_iter().collect();
+    Ok(json_response(StatusCode::OK, &map))
+}
+
+/// `DELETE /files?path=..`.
+async fn remove_files(q: QueryPairs) -> Result<Response, ApiError> {
+    let paths = q.all("path");
+    fs::blocking(move || fs::ops::remove_files(&paths)).await?;
+    Ok(empty_ok())
+}
+
+/// `POST /files/permissions {"<path>": {"owner","group","mode"}}`.
+async fn permissions(body: Body) -> Result<Response, ApiError> {
+    let items: BTreeMap<String, Permission> = read_json(body, KeyFold::MapOfStructs).await?;
+    let items: Vec<_> = items.into_iter().collect();
+    fs::blocking(move || fs::ops::set_permissions(&items)).await?;
+    Ok(empty_ok())
+}
+
+/// `POST /files/mv [{"src","dest"}]`.
+async fn move_files(body: Body) -> Result<Response, ApiError> {
+    let items: Vec<Move> = read_json(body, KeyFold::ArrayOfStructs).await?;
+    fs::blocking(move || fs::ops::move_all(&items)).await?;
+    Ok(empty_ok())
+}
+
+/// `GET /files/search?path=<dir>&pattern=<glob>` (pattern defaults to `**`).
+async fn search(q: QueryPairs) -> Result<Response, ApiError> {
+    let root = q.require("path")?;
+    let pattern = q.get("pattern").unwrap_or("**");
+    Ok(json_text_array(fs::search::search(root, pattern)).await)
+}
+
+/// [`json_array`] for a walk that writes the JSON itself (search): same prefix buffering and
+/// error handling, but the chunks are forwarded as they are.
+async fn json_text_array(mut rx: fs::search::SearchStream) -> Response {
+    let mut buf = Vec::with_capacity(ARRAY_PREFIX + 80 * 1024);
+    buf.push(b'[');
+    while buf.len() < ARRAY_PREFIX {
+        match rx.recv().await {
+            None => {
+                buf.push(b']');
+                return ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], buf).into_response();
+            }
+            Some(Err(e)) => return ApiError::from(e).into_response(),
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+        }
+    }
+    let stream = async_stream::stream! {
+        yield Ok::<_, std::io::Error>(Bytes::from(buf));
+        loop {
+            match rx.recv().await {
+                None => {
+                    yield Ok(Bytes::from_static(b"]"));
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "search failed after the response started; cutting it off");
+                    yield Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+                Some(Ok(chunk)) => yield Ok(Bytes::from(chunk)),
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], Body::from_stream(stream)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReplaceItem {
+    old: String,
+    new: String,
+}
+
+#[derive(serde::Serialize)]
+struct ReplaceCount {
+    #[serde(rename = "replacedCount")]
+    replaced_count: u64,
+}
+
+/// `POST /files/replace?verbose=true {"<path>": {"old","new"}}`.
+async fn replace(q: QueryPairs, body: Body) -> Result<Response, ApiError> {
+    let verbose = q.get("verbose") == Some("true");
+    let items: BTreeMap<String, ReplaceItem> = read_json(body, KeyFold::MapOfStructs).await?;
+    let counts = fs::blocking(move || {
+        items
+            .into_iter()
+            .map(|(p, item)| Ok((p.clone(), fs::replace::replace_in_file(&p, &item.old, &item.new)?)))
+            .collect::<Result<Vec<_>, FsError>>()
+    })
+    .await?;
+    if !verbose {
+        return Ok(empty_ok());
+    }
+    let map: BTreeMap<String, ReplaceCount> =
+        counts.into_iter().map(|(p, n)| (p, ReplaceCount { replaced_count: n })).collect();
+    Ok(json_response(StatusCode::OK, &map))
+}
+
+fn upload_error(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn form_error(e: multer::Error) -> ApiError {
+    upload_error(ErrorCode::InvalidFile, format!("error parsing multipart form: {e}"))
+}
+
+/// The metadata part of an upload.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UploadMetadata {
+    path: String,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: i64,
+}
+
+async fn read_metadata(mut field: multer::Field<'_>) -> Result<UploadSpec, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        if bytes.len() + chunk.len() > METADATA_LIMIT {
+            return Err(upload_error(ErrorCode::InvalidFileMetadata, "metadata part is too large"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let meta: UploadMetadata = decode_lenient(&bytes, KeyFold::Struct)
+        .map_err(|e| upload_error(ErrorCode::InvalidFileMetadata, format!("invalid metadata: {}", e.message)))?;
+    if meta.path.is_empty() {
+        return Err(upload_error(ErrorCode::InvalidFileMetadata, "metadata path is empty"));
+    }
+    Ok(UploadSpec { path: meta.path, perm: Permission { owner: meta.owner, group: meta.group, mode: meta.mode } })
+}
+
+/// `POST /files/upload`: multipart `metadata`/`file` pairs (paired by index), each file streamed
+/// to a temporary file and renamed into place (DECISIONS D33). Chunked bodies work.
+async fn upload(headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| upload_error(ErrorCode::InvalidFile, "multipart form is empty"))?;
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let result = receive_parts(&mut form).await;
+    if result.is_err() {
+        drain(form).await;
+    }
+    result
+}
+
+/// After an error, reads (and discards) what is left of the body, within limits, so that a
+/// client still sending gets to read our error answer instead of a reset connection.
+async fn drain(mut form: multer::Multipart<'static>) {
+    let mut drained = 0usize;
+    let discard = async {
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                drained += chunk.len();
+                if drained > DRAIN_LIMIT {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
+/// Reads every part, writing files as they arrive, and checks the pairing at the end.
+async fn receive_parts(form: &mut multer::Multipart<'static>) -> Result<Response, ApiError> {
+    let mut pending_meta: VecDeque<UploadSpec> = VecDeque::new();
+    let mut pending_files: VecDeque<SpooledFile> = VecDeque::new();
+    let (mut metas, mut files, mut parts) = (0usize, 0usize, 0usize);
+    while let Some(mut field) = form.next_field().await.map_err(form_error)? {
+        parts += 1;
+        match field.name() {
+            // A metadata part must be a file part (have a filename), as upstream.
+            Some("metadata") if field.file_name().is_some() => {
+                metas += 1;
+                let spec = read_metadata(field).await?;
+                match pending_files.pop_front() {
+                    Some(spooled) => fs::blocking(move || spooled.install(&spec)).await?,
+                    None if pending_meta.len() >= MAX_UNPAIRED => {
+                        return Err(upload_error(ErrorCode::InvalidFile, "too many metadata parts without a file"))
+                    }
+                    None => pending_meta.push_back(spec),
+                }
+            }
+            Some("file") => {
+                files += 1;
+                let mut writer = match pending_meta.pop_front() {
+                    Some(spec) => UploadWriter::to_target(spec),
+                    None if pending_files.len() >= MAX_UNPAIRED => {
+                        return Err(upload_error(ErrorCode::InvalidFile, "too many file parts without metadata"))
+                    }
+                    None => UploadWriter::to_spool(),
+                };
+                // An error here drops the writer, whose thread then removes the temporary file.
+                while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                    writer.write(chunk).await?;
+                }
+                if let Written::Spooled(s) = writer.finish().await? {
+                    pending_files.push_back(s);
+                }
+            }
+            _ => while field.chunk().await.map_err(form_error)?.is_some() {},
+        }
+    }
+    if parts == 0 {
+        return Err(upload_error(ErrorCode::InvalidFile, "multipart form is empty"));
+    }
+    if metas == 0 {
+        return Err(upload_error(ErrorCode::InvalidFileMetadata, "metadata file is missing"));
+    }
+    if files == 0 {
+        return Err(upload_error(ErrorCode::InvalidFileContent, "file is missing"));
+    }
+    if metas != files {
+        return Err(upload_error(
+            ErrorCode::InvalidFile,
+            format!("metadata and file count mismatch: {metas} vs {files}"),
+        ));
+    }
+    Ok(empty_ok())
+}
+
+/// `Last-Modified` value (IMF-fixdate).
+fn http_date(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn range_not_satisfiable(message: String, size: Option<u64>) -> Response {
+    let mut resp = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::Unknown, message).into_response();
+    if let Some(size) = size {
+        if let Ok(v) = HeaderValue::from_str(&range::unsatisfied_range(size)) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+/// `GET /files/download?path=..` with optional `Range` (DECISIONS D34).
+async fn download_file(q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
+    let given = q.require("path")?.to_string();
+    let dl = fs::blocking(move || download::open(&given)).await?;
+    let size = dl.size;
+    let range_header = match headers.get(header::RANGE).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return Ok(range_not_satisfiable("invalid range: not ASCII".into(), None)),
+    };
+    let plan = match range::plan(range_header, size) {
+        Ok(p) => p,
+        Err(e) => return Ok(range_not_satisfiable(e.to_string(), None)),
+    };
+    let (status, start) = match plan {
+        RangePlan::Full => (StatusCode::OK, 0),
+        RangePlan::Partial { start, .. } => (StatusCode::PARTIAL_CONTENT, start),
+        RangePlan::Unsatisfiable => {
+            return Ok(range_not_satisfiable(
+                format!("invalid range: no satisfiable range in {:?} for size {size}", range_header.unwrap_or("")),
+                Some(size),
+            ))
+        }
+    };
+    let len = plan.len(size);
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Ok(v) = HeaderValue::from_str(&download::content_disposition(&dl.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&http_date(dl.modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let RangePlan::Partial { start, end } = plan {
+        if let Ok(v) = HeaderValue::from_str(&range::content_range(start, end, size)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    let body = Body::from_stream(ReceiverStream::new(download::stream(dl, start, len)));
+    Ok((status, h, body).into_response())
+}

@@ -1,0 +1,195 @@
+//! The filesystem API's domain logic (§7, DECISIONS D30–D34): path expansion, FileInfo, simple
+//! operations (rm, mv, mkdir, chmod/chown), listing, search, replace, streamed upload and download.
+//! No HTTP here: functions take plain values, return [`FsError`], and `api/files.rs` /
+//! `api/directories.rs` translate.
+//!
+//! Everything that touches the disk is blocking; callers run it on `spawn_blocking` (or use the
+//! async wrappers here, which do).
+
+pub mod download;
+pub mod info;
+pub mod list;
+pub mod ops;
+pub mod path;
+pub mod range;
+pub mod replace;
+pub mod search;
+pub mod upload;
+
+use std::io;
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+pub use info::FileInfo;
+
+/// What went wrong in a filesystem operation. Messages name the path.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The path (or a parent) does not exist.
+    #[error("file not found: {path}: {op}: {source}")]
+    NotFound { op: &'static str, path: String, source: io::Error },
+    /// The disk or quota is full (ENOSPC, EDQUOT).
+    #[error("no space left on device: {op} {path}: {source}")]
+    NoSpace { op: &'static str, path: String, source: io::Error },
+    /// Any other I/O failure.
+    #[error("error {op} {path}: {source}")]
+    Io { op: &'static str, path: String, source: io::Error },
+    /// The request is wrong for this path (a symlink or file where a directory is needed, a
+    /// directory download, an empty `old`, a bad depth, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Deleting `/` is refused (DECISIONS D32).
+    #[error("refusing to delete the root directory: {0}")]
+    RootRefused(String),
+    /// The operation cannot be done as asked (a directory given to `DELETE /files`, an existing
+    /// mv destination, a non-octal mode, an invalid glob, ...). Upstream answers these with 500.
+    #[error("{0}")]
+    Failed(String),
+    /// A blocking task died (panicked or was cancelled).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FsError {
+    /// Classifies an I/O error on `path` during `op` (NotFound, NoSpace or Io).
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> FsError {
+        let path = path.display().to_string();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => FsError::NoSpace { op, path, source },
+            _ if source.kind() == io::ErrorKind::NotFound => FsError::NotFound { op, path, source },
+            // A path the kernel cannot even take (an interior NUL byte): the client's mistake.
+            _ if source.kind() == io::ErrorKind::InvalidInput && path.contains('\0') => {
+                FsError::Invalid(format!("invalid path {path:?}: {source}"))
+            }
+            _ => FsError::Io { op, path, source },
+        }
+    }
+
+    /// Like [`FsError::io`] but a missing path is a plain failure (routes where upstream answers
+    /// 500 rather than 404, such as chmod).
+    pub fn io_no_404(op: &'static str, path: &Path, source: io::Error) -> FsError {
+        match FsError::io(op, path, source) {
+            FsError::NotFound { op, path, source } => FsError::Io { op, path, source },
+            other => other,
+        }
+    }
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool.
+pub async fn blocking<T, F>(f: F) -> Result<T, FsError>
+where
+    F: FnOnce() -> Result<T, FsError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| FsError::Internal(e.to_string()))?
+}
+
+/// A stream of FileInfo batches produced by a walk (list, search) running on a blocking thread.
+/// An `Err` item ends the stream. Dropping the receiver stops the walk at its next batch.
+pub type InfoStream = mpsc::Receiver<Result<Vec<FileInfo>, FsError>>;
+
+/// Entries per batch: one channel hand-off (and reader wake-up) per batch, not per entry.
+const WALK_BATCH: usize = 256;
+/// Batches a walk may run ahead of its reader (bounds memory to about 1000 entries).
+const WALK_CHANNEL: usize = 4;
+
+/// Where a walk sends its entries. `send` returns false once the reader is gone.
+pub struct InfoSink {
+    tx: mpsc::Sender<Result<Vec<FileInfo>, FsError>>,
+    batch: Vec<FileInfo>,
+}
+
+impl InfoSink {
+    /// Queues one entry; sends a full batch, waiting while the channel is full.
+    /// False: the reader went away.
+    pub fn send(&mut self, info: FileInfo) -> bool {
+        self.batch.push(info);
+        self.batch.len() < WALK_BATCH || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WALK_BATCH));
+        self.tx.blocking_send(Ok(batch)).is_ok()
+    }
+}
+
+/// Runs `walk` on a blocking thread; its entries and its final error (if any) go to the stream.
+pub(crate) fn spawn_walk<F>(walk: F) -> InfoStream
+where
+    F: FnOnce(&mut InfoSink) -> Result<(), FsError> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(WALK_CHANNEL);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = InfoSink { tx, batch: Vec::with_capacity(WALK_BATCH) };
+        let res = walk(&mut sink);
+        // Entries found before an error are delivered first, as upstream would have listed them.
+        if sink.flush() {
+            if let Err(e) = res {
+                let _ = sink.tx.blocking_send(Err(e));
+            }
+        }
+    });
+    rx
+}
+
+/// A temporary file next to its final destination, removed on drop unless
+/// [`TempFile::persist`]ed: every exit path, including a panic or a dropped future's thread
+/// finishing, leaves nothing behind.
+pub(crate) struct TempFile {
+    path: Option<std::path::PathBuf>,
+}
+
+impl TempFile {
+    /// Creates `<dir>/.execd-<uuid>.tmp` exclusively with `mode` (before umask).
+    pub(crate) fn create_in(dir: &Path, mode: u32) -> Result<(TempFile, std::fs::File), FsError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(format!(".execd-{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| FsError::io("creating temporary file in", dir, e))?;
+        Ok((TempFile { path: Some(path) }, file))
+    }
+
+    /// Where the temporary file is.
+    pub(crate) fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Atomically renames it to `dest` (same filesystem) and keeps it.
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), FsError> {
+        let from = self.path.take().unwrap_or_default();
+        if let Err(e) = std::fs::rename(&from, dest) {
+            let _ = std::fs::remove_file(&from);
+            return Err(FsError::io("renaming into place", dest, e));
+        }
+        if let Some(dir) = dest.parent() {
+            // Best effort, as upstream: make the rename itself durable.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TempFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TempFile").field(&self.path()).finish()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Path expansion and resolution for every filesystem route (§2.9, DECISIONS D31): `$NAME` and
+//! `${NAME}` from execd's environment (an undefined name stays literal text), a leading `~` or
+//! `~/` becomes `$HOME`, and relative paths resolve against execd's working directory.
+//!
+//! The expander is a small pure function with its own table tests. `process/env.rs` has a similar
+//! one for command cwd; domain modules do not depend on each other, so the duplication is accepted.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Expands `s` with execd's own environment (see [`expand_with`]).
+pub fn expand(s: &str) -> String {
+    expand_with(s, |name| std::env::var(name).ok())
+}
+
+/// Expands `$NAME`, `${NAME}` (NAME = `[A-Za-z_][A-Za-z0-9_]*`) through `lookup`, then a leading
+/// `~` (alone or followed by `/`) to `lookup("HOME")`. Anything undefined or not of that form is
+/// kept literally: `a$1.txt`, `$`, `${x`, `$NOPE/x` stay as written.
+pub fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, consumed) = if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) if is_name(&inner[..end]) => (&inner[..end], end + 2),
+                _ => ("", 0),
+            }
+        } else {
+            let len = name_len(after);
+            (&after[..len], len)
+        };
+        match (consumed, lookup(name)) {
+            (1.., Some(value)) => {
+                out.push_str(&value);
+                rest = &after[consumed..];
+            }
+            (1.., None) => {
+                out.push_str(&rest[pos..pos + 1 + consumed]);
+                rest = &after[consumed..];
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    if out == "~" || out.starts_with("~/") {
+        if let Some(home) = lookup("HOME") {
+            return format!("{home}{}", &out[1..]);
+        }
+    }
+    out
+}
+
+fn name_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    if b.is_empty() || !(b[0].is_ascii_alphabetic() || b[0] == b'_') {
+        return 0;
+    }
+    1 + b[1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count()
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && name_len(s) == s.len()
+}
+
+/// Expands `s` and makes it absolute and lexically clean (Go's `filepath.Abs`). An empty string
+/// is execd's working directory.
+pub fn resolve(s: &str) -> PathBuf {
+    absolute(Path::new(&expand(s)))
+}
+
+/// Expands `s` without making it absolute (routes where upstream leaves the path relative).
+pub fn expanded(s: &str) -> PathBuf {
+    PathBuf::from(expand(s))
+}
+
+/// `p` joined onto the working directory if relative, then cleaned.
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        clean(p)
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        clean(&cwd.join(p))
+    }
+}
+
+/// Lexical cleaning of an absolute path: drops `.` and empty parts, resolves `..` (never above
+/// `/`). Relative input is cleaned the same way, keeping leading `..`.
+pub fn clean(p: &Path) -> PathBuf {
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
+/// Whether `p` names the root directory once made absolute and cleaned (DECISIONS D32).
+pub fn is_root(p: &Path) -> bool {
+    absolute(p) == Path::new("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME" => Some("/home/u".into()),
+            "A" => Some("aa".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expansion_table() {
+        let cases = [
+            ("", ""),
+            ("/plain/path", "/plain/path"),
+            ("~", "/home/u"),
+            ("~/x", "/home/u/x"),
+            ("~x", "~x"),
+            ("/a/~/b", "/a/~/b"),
+            ("$HOME/x", "/home/u/x"),
+            ("${HOME}/x", "/home/u/x"),
+            ("$A$A", "aaaa"),
+            ("${A}b", "aab"),
+            ("$Ab", "$Ab"),
+            ("$NOPE/x", "$NOPE/x"),
+            ("${NOPE}/x", "${NOPE}/x"),
+            ("a$1.txt", "a$1.txt"),
+            ("a$$b", "a$$b"),
+            ("cost$", "cost$"),
+            ("${A", "${A"),
+            ("${}", "${}"),
+            ("${1x}", "${1x}"),
+            ("x$EMPTY/y", "x/y"),
+            ("测试/$A", "测试/aa"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_with(input, env), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn tilde_without_home_stays() {
+        assert_eq!(expand_with("~/x", |_| None), "~/x");
+    }
+
+    #[test]
+    fn clean_table() {
+        let cases = [
+            ("/", "/"),
+            ("/a/b/../c", "/a/c"),
+            ("/a/./b//c/", "/a/b/c"),
+            ("/..", "/"),
+            ("/a/../..", "/"),
+            ("/tmp/..", "/"),
+            ("a/../..", ".."),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean(Path::new(input)), PathBuf::from(want), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn root_detection() {
+        assert!(is_root(Path::new("/")));
+        assert!(is_root(Path::new("/tmp/../")));
+        assert!(is_root(Path::new("//")));
+        assert!(!is_root(Path::new("/tmp")));
+    }
+}
