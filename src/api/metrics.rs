@@ -1,0 +1,48 @@
+//! `GET /metrics` (one record, answered at once) and `GET /metrics/watch` (one record per second,
+//! each `<json>\n\n`, until the client goes away or execd shuts down) — §8, DECISIONS D40.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::error::{json_response, ApiError};
+use crate::metrics::{Metrics, MetricsError};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics)).route("/metrics/watch", get(watch))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = state.metrics.current().await?;
+    Ok(json_response(StatusCode::OK, &m))
+}
+
+async fn watch(State(state): State<AppState>) -> Response {
+    let events = state.metrics.watch().map(|r| Ok::<Bytes, Infallible>(frame(r)));
+    let mut resp = Response::new(Body::from_stream(events));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// One event: the record, or `{"error": ...}` as upstream, followed by an empty line.
+fn frame(r: Result<Metrics, MetricsError>) -> Bytes {
+    let mut buf = match r {
+        Ok(m) => serde_json::to_vec(&m),
+        Err(e) => serde_json::to_vec(&serde_json::json!({ "error": e.to_string() })),
+    }
+    .unwrap_or_else(|_| b"{\"error\":\"encoding failed\"}".to_vec());
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
