@@ -1,0 +1,346 @@
+//! Starting and controlling a PTY session's shell (reference §11.2 step 6): PTY mode (a new
+//! pseudo-terminal that becomes the shell's controlling terminal) and pipe mode (three pipes).
+//!
+//! `process::spawn` does not fit here: its stdin is always `/dev/null` and a controlling terminal
+//! needs `setsid` + `TIOCSCTTY` in the child before exec. In both modes the shell leads a new
+//! **session** (and so its own process group), which lets [`ShellProc::kill_all`] find every
+//! process the shell started, even jobs that interactive bash moved to other process groups.
+//!
+//! The leader is watched through a pidfd and reaped only by [`ShellProc::reap`]; every signal and
+//! the reap happen under one lock, so a recycled pid is never signalled (DECISIONS D14).
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::pty::PtyMaster;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, nix::libc::TIOCSWINSZ, nix::libc::winsize);
+
+/// Columns of a new PTY (upstream: 80×24).
+pub const DEFAULT_COLS: u16 = 80;
+/// Rows of a new PTY.
+pub const DEFAULT_ROWS: u16 = 24;
+
+/// How the shell's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One pseudo-terminal for stdin, stdout and stderr; the shell is interactive.
+    Pty,
+    /// Three pipes; stdout and stderr stay apart; bash is non-interactive.
+    Pipe,
+}
+
+impl Mode {
+    /// The wire name (`connected.mode`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pty => "pty",
+            Mode::Pipe => "pipe",
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ShellSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The complete environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub mode: Mode,
+}
+
+/// The shell's input: the PTY master or the stdin pipe.
+pub enum StdinSink {
+    Pty(Arc<AsyncFd<PtyMaster>>),
+    Pipe(pipe::Sender),
+}
+
+impl StdinSink {
+    /// Writes all of `data` (waits while the terminal or pipe is full).
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            StdinSink::Pipe(p) => p.write_all(data).await,
+            StdinSink::Pty(m) => {
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let mut guard = m.writable().await?;
+                    match guard.try_io(|fd| fd.get_ref().write(rest)) {
+                        Ok(Ok(n)) => rest = &rest[n..],
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One of the shell's outputs: the PTY master (merged output) or a pipe.
+pub enum OutputSource {
+    Pty(Arc<AsyncFd<PtyMaster>>),
+    Pipe(pipe::Receiver),
+}
+
+impl OutputSource {
+    /// Reads what is available; `Ok(0)` is end of output. A PTY master answers `EIO` once every
+    /// slave descriptor is closed: that is end of output too.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            OutputSource::Pipe(p) => p.read(buf).await,
+            OutputSource::Pty(m) => loop {
+                let mut guard = m.readable().await?;
+                match guard.try_io(|fd| fd.get_ref().read(buf)) {
+                    Ok(Ok(n)) => return Ok(n),
+                    Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => return Ok(0),
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_would_block) => {}
+                }
+            },
+        }
+    }
+}
+
+/// A started shell: stdin, stdout and (pipe mode) stderr.
+pub struct ShellIo {
+    pub stdin: StdinSink,
+    pub stdout: OutputSource,
+    pub stderr: Option<OutputSource>,
+}
+
+/// The running shell process (leader of its own session), not reaped until [`ShellProc::reap`].
+pub struct ShellProc {
+    pid: Pid,
+    mode: Mode,
+    pidfd: AsyncFd<OwnedFd>,
+    master: Option<Arc<AsyncFd<PtyMaster>>>,
+    /// `Some(exit code)` once reaped. Signals are sent only while this is `None`, under the lock.
+    reaped: Mutex<Option<i32>>,
+}
+
+impl ShellProc {
+    /// The shell's pid (= its session id and process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// How the shell's streams are connected.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Resolves when the shell exited (it stays unreaped until [`ShellProc::reap`]).
+    pub async fn exited(&self) {
+        // Level-triggered: a pidfd stays readable once the process exited.
+        if let Ok(guard) = self.pidfd.readable().await {
+            drop(guard);
+        }
+    }
+
+    /// Sends `sig` to the shell's process group and, in PTY mode, also to the terminal's
+    /// foreground process group when that differs (interactive bash runs each job in its own
+    /// group, so this is what makes `SIGINT` interrupt a running `sleep`, as Ctrl-C would).
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if reaped.is_some() {
+            return Ok(());
+        }
+        if let Some(m) = &self.master {
+            if let Ok(fg) = nix::unistd::tcgetpgrp(m.get_ref()) {
+                if fg != self.pid && fg.as_raw() > 1 {
+                    let _ = killpg(fg, sig);
+                }
+            }
+        }
+        killpg(self.pid, sig).map_err(io::Error::from)
+    }
+
+    /// SIGKILLs the shell's process group and every other process of its session.
+    pub fn kill_all(&self) {
+        // The lock keeps the leader unreaped, so the session id still names our session.
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if reaped.is_some() {
+            return;
+        }
+        let _ = killpg(self.pid, Signal::SIGKILL);
+        for pid in session_members(self.pid.as_raw()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Sets the terminal size (`TIOCSWINSZ`); a no-op in pipe mode or when either is 0.
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        match &self.master {
+            Some(m) if cols > 0 && rows > 0 => set_winsize(m.get_ref().as_raw_fd(), cols, rows),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reaps the exited shell and returns its exit code (-1 when killed by a signal). Call after
+    /// [`ShellProc::exited`]; idempotent.
+    pub fn reap(&self) -> i32 {
+        let mut reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(code) = *reaped {
+            return code;
+        }
+        let code = loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, c)) => break c,
+                Ok(WaitStatus::Signaled(..)) => break -1,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(pid = self.pid.as_raw(), error = %e, "pty shell: waitpid failed");
+                    break -1;
+                }
+            }
+        };
+        *reaped = Some(code);
+        code
+    }
+}
+
+/// Pids of every process whose session id is `sid` (from `/proc/<pid>/stat`).
+fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            // Fields after the `(comm)`: state ppid pgrp session ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
+            rest.split_whitespace().nth(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
+        })
+        .collect()
+}
+
+fn set_winsize(fd: i32, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = nix::libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: `fd` is an open PTY master owned by the caller; `ws` lives across the call and
+    // TIOCSWINSZ only reads a `winsize` from the pointer.
+    unsafe { tiocswinsz(fd, &ws) }.map(drop).map_err(io::Error::from)
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn set_nonblocking(fd: i32) -> io::Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL)?;
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Starts the shell as `spec` says. Must run inside the tokio runtime.
+pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut master = None;
+    match spec.mode {
+        Mode::Pty => {
+            // O_CLOEXEC at open: no other concurrently spawned child inherits the master.
+            let m = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+            nix::pty::grantpt(&m)?;
+            nix::pty::unlockpt(&m)?;
+            let name = nix::pty::ptsname_r(&m)?;
+            // std opens with O_CLOEXEC; the child gets the slave only as fds 0–2 (dup2).
+            let slave =
+                std::fs::OpenOptions::new().read(true).write(true).custom_flags(nix::libc::O_NOCTTY).open(&name)?;
+            set_winsize(m.as_raw_fd(), DEFAULT_COLS, DEFAULT_ROWS)?;
+            set_nonblocking(m.as_raw_fd())?;
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            // SAFETY: the closure runs in the forked child before exec and only makes two raw
+            // syscalls (async-signal-safe); it touches no memory shared with the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if nix::libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // fd 0 is the slave now: make it the controlling terminal of the new session.
+                    if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            // SAFETY: a PtyMaster owns its descriptor for its whole life and always returns it.
+            master = Some(Arc::new(unsafe { AsyncFd::register(m) }?));
+        }
+        Mode::Pipe => {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            // SAFETY: runs in the forked child before exec; setsid is a single async-signal-safe
+            // syscall touching no shared memory.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if nix::libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+    let mut child = cmd.spawn()?;
+    // The slave copies in `cmd` are closed when `cmd` drops, so EOF/EIO arrives once the shell
+    // and its children have closed the terminal.
+    drop(cmd);
+    let pid = child.id();
+    let io = match &master {
+        Some(m) => ShellIo { stdin: StdinSink::Pty(m.clone()), stdout: OutputSource::Pty(m.clone()), stderr: None },
+        None => {
+            let (Some(stdin), Some(stdout), Some(stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
+                return Err(io::Error::other("pipes missing after spawn"));
+            };
+            ShellIo {
+                stdin: StdinSink::Pipe(pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?),
+                stdout: OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?),
+                stderr: Some(OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?)),
+            }
+        }
+    };
+    // Dropping std's Child neither waits nor kills: the pidfd below watches the leader.
+    drop(child);
+    // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
+    let register = |fd: OwnedFd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    let pidfd = match pidfd_open(pid).and_then(|fd| register(fd).map_err(io::Error::from)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid as i32), None);
+            return Err(e);
+        }
+    };
+    let proc = ShellProc { pid: Pid::from_raw(pid as i32), mode: spec.mode, pidfd, master, reaped: Mutex::new(None) };
+    Ok((proc, io))
+}
