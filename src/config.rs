@@ -55,8 +55,6 @@ pub enum ConfigError {
     UnknownFlag(String),
     #[error("flag needs an argument: {0}")]
     MissingArgument(String),
-    #[error("unexpected argument: {0}")]
-    UnexpectedArgument(String),
 }
 
 /// What the command line asks for.
@@ -242,14 +240,13 @@ impl Config {
         }
         let mut it = args.into_iter().map(Into::into);
         while let Some(arg) = it.next() {
-            if arg == "--" {
-                if let Some(extra) = it.next() {
-                    return Err(ConfigError::UnexpectedArgument(extra));
-                }
+            // Go's flag package stops at "--" or the first non-flag argument and leaves the rest
+            // alone; the Docker runtime starts the carrier image as `/execd tail -f /dev/null`.
+            if arg == "--" || arg == "-" || !arg.starts_with('-') {
                 break;
             }
             let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-                return Err(ConfigError::UnexpectedArgument(arg));
+                break;
             };
             let (name, inline) = match body.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -420,10 +417,45 @@ mod tests {
     }
 
     #[test]
+    fn parsing_stops_at_the_first_non_flag_like_go() {
+        let c = run(&["--port=9", "tail", "-f", "/dev/null"], &[]).unwrap();
+        assert_eq!(c.port, 9);
+        assert_eq!(run(&["--", "--port=9"], &[]).unwrap().port, DEFAULT_PORT);
+    }
+
+    #[test]
     fn idle_poll_non_positive_falls_back() {
         let c = run(&["--jupyter-idle-poll-interval=-5s"], &[]).unwrap();
         assert_eq!(c.jupyter_idle_poll_interval, DEFAULT_JUPYTER_IDLE_POLL);
         let c = run(&["--jupyter-idle-poll-interval=0"], &[]).unwrap();
         assert_eq!(c.jupyter_idle_poll_interval, DEFAULT_JUPYTER_IDLE_POLL);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any input: the parser returns, never panics, and never yields more than Go's range.
+        #[test]
+        fn duration_parser_never_panics(s in "\\PC{0,24}") {
+            let _ = parse_go_duration_signed(&s);
+        }
+
+        /// Well-formed `<n>h<n>m<n>s<n>ms` strings parse to the sum of their parts.
+        #[test]
+        fn duration_components_add_up(h in 0u64..100, m in 0u64..100, s in 0u64..100, ms in 0u64..1000) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            prop_assert_eq!(parse_go_duration(&text).unwrap(), want);
+        }
+
+        /// The flag parser never panics on arbitrary argument lists.
+        #[test]
+        fn flag_parser_never_panics(args in proptest::collection::vec("\\PC{0,12}", 0..6)) {
+            let _ = Config::parse(args, |_| None);
+        }
     }
 }

@@ -5,11 +5,20 @@
 //! - `config`: flags + env → [`config::Config`]; `telemetry`: JSON logs; `clone3`: seccomp compat.
 //! - `state`: [`state::AppState`], handles to every manager; `shutdown`: the SIGTERM/SIGINT future.
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
-//! - domain modules (no HTTP): `process`, `command`, `session`, `fs`, `metrics`, `proxy`.
+//! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
+//!   `command`, `session`, `pty`, `code`, `fs`, `metrics`. The port proxy is HTTP by nature and
+//!   lives in `api/proxy.rs`.
 
 pub mod api;
 pub mod clone3;
+pub mod code;
+pub mod command;
 pub mod config;
+pub mod fs;
+pub mod metrics;
+pub mod process;
+pub mod pty;
+pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
@@ -39,6 +48,11 @@ pub async fn run(
     let state = AppState::new(config)?;
     let app = api::router(state.clone());
     let token = state.shutdown.clone();
+    // TCP_NODELAY: event streams write small frames (init, ping, terminal); with Nagle and a
+    // keep-alive client's delayed ACK each one could wait ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { token.cancelled().await });
     let mut server = tokio::spawn(async move { server.await });

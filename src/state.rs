@@ -12,19 +12,52 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Cancelled once when shutdown starts; long-lived streams watch it.
     pub shutdown: CancellationToken,
+    /// Background CPU sampler behind `/metrics` (started on demand, stops on `shutdown`).
+    pub metrics: crate::metrics::MetricsSampler,
+    /// `/command` and stateless `/code`: running and finished commands with their journals.
+    pub commands: crate::command::CommandManager,
+    /// `/session`: bash sessions and their shell state.
+    pub sessions: crate::session::SessionManager,
+    /// `/pty`: interactive shells over WebSocket.
+    pub pty: crate::pty::PtyManager,
+    /// `/code` with a Jupyter language and `/code/context(s)`: Jupyter contexts and runs.
+    pub code: crate::code::CodeManager,
 }
 
 impl AppState {
     /// Builds every manager. Creates the state directory.
     pub fn new(config: Config) -> std::io::Result<AppState> {
         std::fs::create_dir_all(&config.state_dir)?;
+        let commands = crate::command::CommandManager::new(crate::command::CommandOpts {
+            journal_dir: config.state_dir.join("commands"),
+            envs_file: config.envs_file.clone(),
+            retention_ttl: config.command_retention_ttl,
+            retention_count: config.command_retention_count,
+            interrupt_grace: std::time::Duration::from_secs(3),
+            max_line: crate::process::DEFAULT_MAX_LINE,
+        })?;
+        let sessions = crate::session::SessionManager::new(crate::session::SessionOpts {
+            state_dir: config.state_dir.clone(),
+            idle_ttl: config.session_idle_ttl,
+            envs_file: config.envs_file.clone(),
+            shutdown_grace: config.graceful_shutdown_timeout,
+        });
+        let pty = crate::pty::PtyManager::new(crate::pty::PtyOpts { idle_ttl: config.session_idle_ttl });
+        let code =
+            crate::code::CodeManager::new(crate::code::CodeOpts::new(&config.jupyter_host, &config.jupyter_token));
         let config = Arc::new(config);
-        Ok(AppState { config, shutdown: CancellationToken::new() })
+        let shutdown = CancellationToken::new();
+        let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
     /// grace period) so that every open stream reaches its terminal event.
     pub async fn stop(&self) {
         self.shutdown.cancel();
+        // Concurrently: each waits up to the grace period for its processes.
+        tokio::join!(self.commands.stop(self.config.graceful_shutdown_timeout), self.sessions.stop());
+        self.pty.stop().await;
+        self.code.stop();
     }
 }

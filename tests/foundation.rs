@@ -184,3 +184,29 @@ async fn sigterm_exits_zero_promptly() {
     assert!(status.success(), "{status:?}");
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_with_one_line_per_request_and_scrubbed_commands() {
+    let server = TestServer::start();
+    let c = server.client();
+    let resp = c
+        .post(server.url("/command"))
+        .body(r#"{"command":"GITHUB_TOKEN=abc123secret true; mysql --password=hunter2 -e x || true"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.text().await.unwrap();
+    assert_eq!(c.get(server.url("/ping")).send().await.unwrap().status(), 200);
+    let mut log = String::new();
+    assert!(common::wait_until(common::TIMEOUT, || {
+        log = server.log();
+        log.lines().any(|l| l.contains("\"path\":\"/ping\""))
+    }));
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+    }
+    assert!(!log.contains("abc123secret") && !log.contains("hunter2"), "secret in log:\n{log}");
+    assert!(log.contains("GITHUB_TOKEN=***") && log.contains("--password=***"), "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains("\"path\":\"/command\"")).count(), 1, "{log}");
+}

@@ -34,10 +34,16 @@ fn query_token(req: &Request) -> Option<String> {
     super::extract::url_decode_pairs(q).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
 }
 
+/// Request extension marking a request that execd dispatches to itself after the outer request
+/// passed this middleware (the proxy to execd's own port, `api::proxy`). Only server code can
+/// insert extensions, so a client cannot forge it.
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated;
+
 /// Rejects the request with 401 unless the configured token (if any) is presented.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let configured = state.config.access_token.as_str();
-    if configured.is_empty() {
+    if configured.is_empty() || req.extensions().get::<Authenticated>().is_some() {
         return next.run(req).await;
     }
     let ok = match req.headers().get(TOKEN_HEADER) {

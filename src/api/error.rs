@@ -127,6 +127,138 @@ pub fn empty_ok() -> Response {
 
 // ---- domain error mappings (one impl per domain error enum; keep them all in this file) ----
 
+impl From<crate::fs::FsError> for ApiError {
+    fn from(e: crate::fs::FsError) -> Self {
+        use crate::fs::FsError;
+        let (status, code) = match &e {
+            FsError::NotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            FsError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::InsufficientStorage),
+            FsError::Invalid(_) | FsError::RootRefused(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody),
+            FsError::Io { .. } | FsError::Failed(_) | FsError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Command errors (reference §4): validation 400, unknown id 404 `INVALID_REQUEST_BODY` (sic),
+/// interrupt of a finished or unknown id 500. `/logs` maps every failure to 400 itself.
+impl From<crate::command::CommandError> for ApiError {
+    fn from(e: crate::command::CommandError) -> Self {
+        use crate::command::CommandError;
+        match &e {
+            CommandError::Invalid(m) => ApiError::validation(m),
+            CommandError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::InvalidRequestBody, e.to_string())
+            }
+            CommandError::NoLog(_) => ApiError::bad_request(e.to_string()),
+            CommandError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError, e.to_string())
+            }
+            CommandError::NotRunning(_)
+            | CommandError::NoSuchSession
+            | CommandError::Journal { .. }
+            | CommandError::Read { .. } => ApiError::runtime(e.to_string()),
+        }
+    }
+}
+
+/// Session errors (reference §5): unknown id on delete 404 `CONTEXT_NOT_FOUND`, on run 500 (C81);
+/// a busy session 409 (D21); bad run input 400; the rest 500.
+impl From<crate::session::SessionError> for ApiError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError;
+        match &e {
+            SessionError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ContextNotFound, e.to_string())
+            }
+            SessionError::Busy { .. } => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()),
+            SessionError::EmptyCommand | SessionError::CwdMissing { .. } | SessionError::CwdNotDir { .. } => {
+                ApiError::validation(&e)
+            }
+            SessionError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError, e.to_string())
+            }
+            SessionError::RunContextNotFound { .. }
+            | SessionError::CreateDir { .. }
+            | SessionError::Io { .. }
+            | SessionError::NoBash
+            | SessionError::Spawn(_) => ApiError::runtime(e.to_string()),
+        }
+    }
+}
+
+/// Proxy: a missing port is a missing path parameter (400 `MISSING_QUERY`), a bad port 400,
+/// an unreachable upstream 502 `BAD_GATEWAY`.
+impl From<crate::api::proxy::ProxyError> for ApiError {
+    fn from(e: crate::api::proxy::ProxyError) -> Self {
+        use crate::api::proxy::ProxyError;
+        let (status, code) = match &e {
+            ProxyError::MissingPort => (StatusCode::BAD_REQUEST, ErrorCode::MissingQuery),
+            ProxyError::InvalidPort(_) | ProxyError::BadPath(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody)
+            }
+            ProxyError::Unreachable { .. } | ProxyError::TooDeep => (StatusCode::BAD_GATEWAY, ErrorCode::BadGateway),
+            ProxyError::NotInitialised => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// PTY errors (reference §11): unknown session 404 `CONTEXT_NOT_FOUND`, a held session 409
+/// `ALREADY_CONNECTED`, the rest 500 (503 while shutting down).
+impl From<crate::pty::PtyError> for ApiError {
+    fn from(e: crate::pty::PtyError) -> Self {
+        use crate::pty::PtyError;
+        let (status, code) = match &e {
+            PtyError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::ContextNotFound),
+            PtyError::AlreadyConnected(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyConnected),
+            PtyError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError),
+            PtyError::CreateDir { .. } | PtyError::Start(_) | PtyError::StdinWrite(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Metrics collection failures are 500 `RUNTIME_ERROR` (upstream); 503 while shutting down.
+impl From<crate::metrics::MetricsError> for ApiError {
+    fn from(e: crate::metrics::MetricsError) -> Self {
+        let status = match e {
+            crate::metrics::MetricsError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, ErrorCode::RuntimeError, format!("error collecting metrics: {e}"))
+    }
+}
+
+/// Code interpreting (reference §6, D50): unknown context on get/delete 404 `CONTEXT_NOT_FOUND`;
+/// a busy context 409 `CONFLICT` (before `init`, §18.8); bad input 400; shutting down 503; every
+/// Jupyter failure (not configured, unreachable, no kernelspec, unknown run context) 500.
+impl From<crate::code::CodeError> for ApiError {
+    fn from(e: crate::code::CodeError) -> Self {
+        use crate::code::CodeError;
+        let (status, code) = match &e {
+            CodeError::ContextNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::ContextNotFound),
+            CodeError::Busy(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            CodeError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody),
+            CodeError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError),
+            CodeError::NotConfigured
+            | CodeError::BadHost(_)
+            | CodeError::Unreachable(_)
+            | CodeError::Jupyter(_)
+            | CodeError::Kernel(_)
+            | CodeError::NoKernelSpec(_)
+            | CodeError::UnsupportedLanguage(_)
+            | CodeError::RunContextNotFound(_)
+            | CodeError::CreateDir { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

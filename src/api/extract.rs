@@ -70,13 +70,26 @@ pub fn decode_lenient<T: DeserializeOwned>(body: &[u8], fold: KeyFold) -> Result
     serde_json::from_value(value).map_err(ApiError::invalid_body)
 }
 
+/// A body that could not be read: too large is 413, anything else a 400 decode error.
+fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            e.status(),
+            super::error::ErrorCode::PayloadTooLarge,
+            format!("request body too large: {}", e.body_text()),
+        )
+    } else {
+        ApiError::invalid_body(e.body_text())
+    }
+}
+
 /// A JSON body decoded leniently as a struct (see module docs). Empty body: 400.
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid_body(e.body_text()))?;
+        let body = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         decode_lenient(&body, KeyFold::Struct).map(AppJson)
     }
 }
@@ -87,11 +100,25 @@ pub struct OptionalJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid_body(e.body_text()))?;
+        let body = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(OptionalJson(T::default()));
         }
         decode_lenient(&body, KeyFold::Struct).map(OptionalJson)
+    }
+}
+
+/// A path parameter whose rejection (for example invalid UTF-8 after percent-decoding) is our
+/// JSON 400 rather than axum's plain text.
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(AppPath(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
     }
 }
 

@@ -15,9 +15,18 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod code;
+pub mod command;
+pub mod directories;
 pub mod error;
 pub mod extract;
+pub mod files;
+pub mod metrics;
 pub mod ping;
+pub mod proxy;
+pub mod pty;
+pub mod session;
+pub mod sse;
 
 use error::{ApiError, ErrorCode};
 
@@ -26,8 +35,17 @@ const JSON_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Every route execd serves, wrapped in the common layers.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new().merge(ping::routes());
-    with_layers(routes, state)
+    let routes = Router::new()
+        .merge(ping::routes())
+        .merge(command::routes())
+        .merge(session::routes())
+        .merge(code::routes())
+        .merge(metrics::routes())
+        .merge(proxy::routes())
+        .merge(pty::routes())
+        .merge(files::routes())
+        .merge(directories::routes());
+    proxy::with_self_dispatch(with_layers(routes, state))
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
