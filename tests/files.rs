@@ -340,7 +340,7 @@ async fn c122_permissions_set_mode_owner_group_and_bad_mode_is_500() {
 }
 
 #[tokio::test]
-async fn c123x_mode_only_chmod_keeps_the_owner() {
+async fn c123_mode_only_chmod_keeps_the_owner_d30() {
     // DECISIONS D30: upstream would chown to root here; we leave ownership unchanged.
     let fx = Fx::new();
     let f = fx.s("owned.txt");

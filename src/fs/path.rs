@@ -1,9 +1,6 @@
 //! Path expansion and resolution for every filesystem route (§2.9, DECISIONS D31): `$NAME` and
 //! `${NAME}` from execd's environment (an undefined name stays literal text), a leading `~` or
 //! `~/` becomes `$HOME`, and relative paths resolve against execd's working directory.
-//!
-//! The expander is a small pure function with its own table tests. `process/env.rs` has a similar
-//! one for command cwd; domain modules do not depend on each other, so the duplication is accepted.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -14,56 +11,10 @@ pub fn expand(s: &str) -> String {
 
 /// Expands `$NAME`, `${NAME}` (NAME = `[A-Za-z_][A-Za-z0-9_]*`) through `lookup`, then a leading
 /// `~` (alone or followed by `/`) to `lookup("HOME")`. Anything undefined or not of that form is
-/// kept literally: `a$1.txt`, `$`, `${x`, `$NOPE/x` stay as written.
+/// kept literally: `a$1.txt`, `$`, `${x`, `$NOPE/x` stay as written. The one expander lives in
+/// the `process` leaf module, shared with command and session cwds.
 pub fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        let (name, consumed) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) if is_name(&inner[..end]) => (&inner[..end], end + 2),
-                _ => ("", 0),
-            }
-        } else {
-            let len = name_len(after);
-            (&after[..len], len)
-        };
-        match (consumed, lookup(name)) {
-            (1.., Some(value)) => {
-                out.push_str(&value);
-                rest = &after[consumed..];
-            }
-            (1.., None) => {
-                out.push_str(&rest[pos..pos + 1 + consumed]);
-                rest = &after[consumed..];
-            }
-            _ => {
-                out.push('$');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    if out == "~" || out.starts_with("~/") {
-        if let Some(home) = lookup("HOME") {
-            return format!("{home}{}", &out[1..]);
-        }
-    }
-    out
-}
-
-fn name_len(s: &str) -> usize {
-    let b = s.as_bytes();
-    if b.is_empty() || !(b[0].is_ascii_alphabetic() || b[0] == b'_') {
-        return 0;
-    }
-    1 + b[1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count()
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty() && name_len(s) == s.len()
+    crate::process::env::expand_path(s, lookup)
 }
 
 /// Expands `s` and makes it absolute and lexically clean (Go's `filepath.Abs`). An empty string
