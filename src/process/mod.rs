@@ -46,6 +46,7 @@
 
 pub mod env;
 pub mod event;
+pub mod idle;
 pub mod journal;
 pub mod lines;
 pub mod pump;

@@ -418,20 +418,12 @@ impl PtyManager {
     fn start_collector(&self) {
         self.inner.collector.call_once(|| {
             let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-            let ttl = self.inner.opts.idle_ttl;
-            let every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
-            let shutdown = self.inner.shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    // Sleep or stop: whichever comes first.
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    PtyManager { inner }.collect_idle(ttl);
-                }
-            });
+            crate::process::idle::spawn_idle_collector(
+                weak,
+                self.inner.opts.idle_ttl,
+                self.inner.shutdown.clone(),
+                |inner, ttl| PtyManager { inner }.collect_idle(ttl),
+            );
         });
     }
 

@@ -360,20 +360,12 @@ impl SessionManager {
     /// Starts the idle collector (D51) once, from inside the runtime.
     fn start_collector(&self) {
         self.inner.collector.call_once(|| {
-            let weak = Arc::downgrade(&self.inner);
-            let ttl = self.inner.opts.idle_ttl;
-            let every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
-            let shutdown = self.inner.shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    inner.collect_idle(ttl);
-                }
-            });
+            crate::process::idle::spawn_idle_collector(
+                Arc::downgrade(&self.inner),
+                self.inner.opts.idle_ttl,
+                self.inner.shutdown.clone(),
+                |inner, ttl| inner.collect_idle(ttl),
+            );
         });
     }
 }
