@@ -50,6 +50,18 @@ def timed(cmd, setup=None, runs=3):
     return statistics.median(times)
 
 
+def timed_interleaved(cmds, runs=3):
+    """Median wall time of each command (lists), the commands taking turns RUNS times, so a
+    machine that speeds up or slows down during the run weighs on all of them alike."""
+    times = [[] for _ in cmds]
+    for _ in range(runs):
+        for i, cmd in enumerate(cmds):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def rm(path):
     def f():
         try:
@@ -140,27 +152,30 @@ def main():
             for i in range(1000):
                 open(os.path.join(dd, f"f{i:04}.{'log' if i % 10 == 0 else 'txt'}"), "w").close()
         subprocess.run(["find", tree], check=True, stdout=subprocess.DEVNULL)  # warm the dentry cache
-        t_find = timed(["find", tree, "-name", "*.txt"], runs=runs)
         url = f"http://127.0.0.1:{ep}/files/search?path={urllib.parse.quote(tree)}&pattern={urllib.parse.quote('*.txt')}"
-        t_search = timed(curl + [url], runs=runs)
         out = subprocess.run(["curl", "-sS", url], check=True, capture_output=True).stdout
         assert len(json.loads(out)) == 90000
+        # Floors that do the same lstat work per hit (find -name never stats).
+        t_find, t_search, t_stat, t_names, t_ls = timed_interleaved([
+            ["find", tree, "-name", "*.txt"],
+            curl + [url],
+            ["find", tree, "-name", "*.txt", "-printf", "%p %s %T@ %C@ %U %G %m\n"],
+            ["find", tree, "-name", "*.txt", "-printf", "%p %s %T@ %C@ %u %g %m\n"],
+            ["find", tree, "-name", "*.txt", "-ls"],
+        ], runs=max(runs, 9))
         rows.append(("search 100 000 files (90 000 hits)", t_search, "find -name", t_find, t_find / t_search,
                      "≥ 0.5× (≤ 2× find's time)", f"{len(out) / 1e6:.1f} MB JSON with FileInfo"))
-        # Floors that do the same lstat work per hit (find -name never stats).
-        t_stat = timed(["find", tree, "-name", "*.txt", "-printf", "%p %s %T@ %C@ %U %G %m\n"], runs=runs)
         rows.append(("", t_search, "find -printf (lstat fields, numeric ids)", t_stat, t_stat / t_search, "floor", ""))
-        t_names = timed(["find", tree, "-name", "*.txt", "-printf", "%p %s %T@ %C@ %u %g %m\n"], runs=runs)
         rows.append(("", t_search, "find -printf (lstat fields, owner names)", t_names, t_names / t_search, "floor", ""))
-        t_ls = timed(["find", tree, "-name", "*.txt", "-ls"], runs=runs)
         rows.append(("", t_search, "find -ls", t_ls, t_ls / t_search, "floor", ""))
 
         print()
         print("| operation | execd | reference | reference time | ratio (reference/execd) | goal | floor / note |")
         print("|---|---|---|---|---|---|---|")
         for name, te, ref, tr, ratio, goal, note in rows:
-            print(f"| {name} | {te:.2f} s | {ref} | {tr:.2f} s | {ratio:.2f}× | {goal} | {note} |")
-        print(f"\n(median of {runs} runs; ratio > 1 means execd is faster than the reference)")
+            print(f"| {name} | {te:.3f} s | {ref} | {tr:.3f} s | {ratio:.2f}× | {goal} | {note} |")
+        print(f"\n(median of {runs} runs, search rows of max({runs}, 9) runs taking turns; "
+              "ratio > 1 means execd is faster than the reference)")
     finally:
         for p in procs:
             p.terminate()
