@@ -169,7 +169,7 @@ async fn json_text_array(mut rx: fs::search::SearchStream) -> Response {
                 return ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], buf).into_response();
             }
             Some(Err(e)) => return ApiError::from(e).into_response(),
-            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Ok(chunk)) => buf.extend_from_slice(chunk.as_ref()),
         }
     }
     let stream = async_stream::stream! {
@@ -185,7 +185,7 @@ async fn json_text_array(mut rx: fs::search::SearchStream) -> Response {
                     yield Err(std::io::Error::other(e.to_string()));
                     break;
                 }
-                Some(Ok(chunk)) => yield Ok(Bytes::from(chunk)),
+                Some(Ok(chunk)) => yield Ok(Bytes::from_owner(chunk)),
             }
         }
     };

@@ -10,7 +10,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, CWD};
@@ -86,6 +86,49 @@ const MAX_OPEN_DIRS: usize = 48;
 /// Entries between checks that the reader is still there when nothing matches.
 const CLOSED_CHECK: u32 = 4096;
 
+/// Output buffers of one search, handed back by [`SearchChunk`]s once the reader is done with
+/// them. The static build's allocator (musl) maps and unmaps every block of this size, and a
+/// fresh mapping costs a page fault per 4 KiB: recycling them saved ~10% of a 100k search.
+#[derive(Clone, Default)]
+struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers a pool keeps: more than can be in flight at once.
+const POOL_MAX: usize = 16;
+
+impl BufPool {
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX && buf.capacity() <= 4 * BATCH * 256 {
+            pool.push(buf);
+        }
+    }
+}
+
+/// Part of the search result (JSON text); its buffer goes back to the search's pool when it
+/// is dropped.
+pub struct SearchChunk {
+    buf: Vec<u8>,
+    start: usize,
+    pool: BufPool,
+}
+
+impl AsRef<[u8]> for SearchChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl Drop for SearchChunk {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
 /// The result of one batch: comma-prefixed FileInfo objects, then the error that cut it short.
 struct BatchOut {
     json: Vec<u8>,
@@ -102,13 +145,14 @@ enum Piece {
 /// the brackets), in walk order. An `Err` item ends the stream. Dropping it stops the walk.
 pub struct SearchStream {
     rx: mpsc::Receiver<Piece>,
+    pool: BufPool,
     first: bool,
     error: Option<FsError>,
 }
 
 impl SearchStream {
     /// The next chunk; `None` at the end.
-    pub async fn recv(&mut self) -> Option<Result<Vec<u8>, FsError>> {
+    pub async fn recv(&mut self) -> Option<Result<SearchChunk, FsError>> {
         loop {
             if let Some(e) = self.error.take() {
                 self.rx.close();
@@ -122,14 +166,12 @@ impl SearchStream {
                 }),
             };
             self.error = out.error;
-            let mut json = out.json;
-            if json.is_empty() {
+            if out.json.is_empty() {
                 continue;
             }
-            if std::mem::take(&mut self.first) {
-                json.remove(0);
-            }
-            return Some(Ok(json));
+            // The first object has no comma before it.
+            let start = usize::from(std::mem::take(&mut self.first));
+            return Some(Ok(SearchChunk { buf: out.json, start, pool: self.pool.clone() }));
         }
     }
 }
@@ -147,11 +189,14 @@ pub fn search(root: &str, pattern: &str) -> SearchStream {
     let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) * 2;
     let (tx, rx) = mpsc::channel(in_flight);
     let runtime = tokio::runtime::Handle::current();
+    let pool = BufPool::default();
+    let walker_pool = pool.clone();
     runtime.clone().spawn_blocking(move || {
         let accounts = Arc::new(Accounts::load());
         let mut walker = Walker {
             matcher: Ok(NameMatcher::Glob(GlobSet::empty())),
             accounts,
+            pool: walker_pool,
             runtime,
             tx,
             batch: Batch::default(),
@@ -169,7 +214,7 @@ pub fn search(root: &str, pattern: &str) -> SearchStream {
             }
         }
     });
-    SearchStream { rx, first: true, error: None }
+    SearchStream { rx, pool, first: true, error: None }
 }
 
 /// A directory hits of a batch live in: its open fd (while the walk keeps one) and its path
@@ -192,9 +237,10 @@ struct Batch {
 impl Batch {
     /// `lstat` of every hit and its FileInfo JSON, each object preceded by a comma. Entries
     /// gone since the walk saw them are skipped; another error ends the batch.
-    fn run(&self, accounts: &Accounts) -> BatchOut {
+    fn run(&self, accounts: &Accounts, pool: &BufPool) -> BatchOut {
         let mut json = InfoJsonWriter::new(accounts);
-        let mut out = Vec::with_capacity(self.entries.len() * 240);
+        let mut out = pool.take();
+        out.reserve(self.entries.len() * 240);
         let mut path = Vec::with_capacity(256);
         for &(group, start, len, stat) in &self.entries {
             let group = &self.groups[group as usize];
@@ -304,6 +350,7 @@ struct Walker {
     /// The compiled pattern, or why it does not compile (reported at the first entry tested).
     matcher: Result<NameMatcher, FsError>,
     accounts: Arc<Accounts>,
+    pool: BufPool,
     runtime: tokio::runtime::Handle,
     tx: mpsc::Sender<Piece>,
     batch: Batch,
@@ -353,7 +400,8 @@ impl Walker {
         self.group = None;
         let batch = std::mem::take(&mut self.batch);
         let accounts = Arc::clone(&self.accounts);
-        let task = self.runtime.spawn_blocking(move || batch.run(&accounts));
+        let pool = self.pool.clone();
+        let task = self.runtime.spawn_blocking(move || batch.run(&accounts, &pool));
         self.dispatched = true;
         self.tx.blocking_send(Piece::Pending(task)).is_ok()
     }
@@ -367,7 +415,7 @@ impl Walker {
         if self.dispatched {
             return self.dispatch();
         }
-        let out = self.batch.run(&self.accounts);
+        let out = self.batch.run(&self.accounts, &self.pool);
         self.tx.blocking_send(Piece::Ready(out)).is_ok()
     }
 
@@ -531,7 +579,7 @@ mod tests {
         let mut stream = search(root.to_str().unwrap(), pattern);
         let mut text = b"[".to_vec();
         while let Some(chunk) = stream.recv().await {
-            text.extend_from_slice(&chunk.unwrap());
+            text.extend_from_slice(chunk.unwrap().as_ref());
         }
         text.push(b']');
         serde_json::from_slice::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
@@ -580,6 +628,20 @@ mod tests {
         let want: Vec<&String> = want.iter().filter(|p| p.ends_with('0') || p.ends_with('5')).collect();
         let paths: Vec<&str> = got.iter().map(|e| e["path"].as_str().unwrap()).collect();
         assert_eq!(paths, want);
+    }
+
+    #[test]
+    fn dropped_chunks_give_their_buffers_back_up_to_the_bound() {
+        let pool = BufPool::default();
+        let chunk = |text: &[u8]| SearchChunk { buf: text.to_vec(), start: 1, pool: pool.clone() };
+        let first = chunk(b",{}");
+        assert_eq!(first.as_ref(), b"{}");
+        drop(first);
+        let reused = pool.take();
+        assert!(reused.is_empty() && reused.capacity() >= 3, "the buffer came back, cleared");
+        let many: Vec<_> = (0..POOL_MAX + 5).map(|_| chunk(b",x")).collect();
+        drop(many);
+        assert_eq!(pool.0.lock().unwrap().len(), POOL_MAX);
     }
 
     #[test]
