@@ -66,11 +66,16 @@ impl Timestamp {
     /// Writes the RFC 3339 text into `buf`; returns its length. Years outside 0..=9999 are
     /// left to chrono (`None`).
     fn format(&self, buf: &mut [u8; 32]) -> Option<usize> {
+        self.format_secs(buf).then(|| self.format_fraction(buf))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS` into `buf[..19]`; false for years outside 0..=9999.
+    fn format_secs(&self, buf: &mut [u8; 32]) -> bool {
         let days = self.secs.div_euclid(86_400);
         let sod = self.secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
         if !(0..=9999).contains(&y) {
-            return None;
+            return false;
         }
         let two = |b: &mut [u8], v: i64| {
             b[0] = b'0' + (v / 10) as u8;
@@ -88,6 +93,12 @@ impl Timestamp {
         two(&mut buf[14..16], sod / 60 % 60);
         buf[16] = b':';
         two(&mut buf[17..19], sod % 60);
+        true
+    }
+
+    /// The fraction (0, 3, 6 or 9 digits, as Go prints it) and `Z` from `buf[19]` on; returns
+    /// the whole text's length.
+    fn format_fraction(&self, buf: &mut [u8; 32]) -> usize {
         let mut len = 19;
         let (digits, mut frac) = match self.nanos {
             0 => (0, 0),
@@ -104,7 +115,7 @@ impl Timestamp {
             len += 1 + digits;
         }
         buf[len] = b'Z';
-        Some(len + 1)
+        len + 1
     }
 }
 
@@ -217,11 +228,36 @@ pub(crate) struct InfoJsonWriter<'a> {
     accounts: &'a Accounts,
     owner_key: Option<(u32, u32)>,
     owner_text: Vec<u8>,
+    /// The second whose text is in `time_text[..19]` (files of a tree often share it, and a
+    /// file's two times nearly always do).
+    time_secs: Option<i64>,
+    time_text: [u8; 32],
 }
 
 impl<'a> InfoJsonWriter<'a> {
     pub(crate) fn new(accounts: &'a Accounts) -> InfoJsonWriter<'a> {
-        InfoJsonWriter { accounts, owner_key: None, owner_text: Vec::with_capacity(64) }
+        InfoJsonWriter {
+            accounts,
+            owner_key: None,
+            owner_text: Vec::with_capacity(64),
+            time_secs: None,
+            time_text: [0; 32],
+        }
+    }
+
+    /// What [`Timestamp::write_json`] writes, reusing the date and time of the last second.
+    fn write_time(&mut self, out: &mut Vec<u8>, t: &Timestamp) {
+        if self.time_secs != Some(t.secs) {
+            if !t.format_secs(&mut self.time_text) {
+                t.write_json(out);
+                return;
+            }
+            self.time_secs = Some(t.secs);
+        }
+        let len = t.format_fraction(&mut self.time_text);
+        out.push(b'"');
+        put(out, &self.time_text[..len]);
+        out.push(b'"');
     }
 
     /// Appends `{"path":..,..,"mode":..}` for `path` with lstat fields `st`.
@@ -241,9 +277,9 @@ impl<'a> InfoJsonWriter<'a> {
         out.extend_from_slice(b"\",\"size\":");
         json_u64(out, st.size);
         out.extend_from_slice(b",\"modified_at\":");
-        st.modified_at.write_json(out);
+        self.write_time(out, &st.modified_at);
         out.extend_from_slice(b",\"created_at\":");
-        st.created_at.write_json(out);
+        self.write_time(out, &st.created_at);
         put(out, &self.owner_text);
         out.extend_from_slice(b",\"mode\":");
         json_u64(out, u64::from(mode_to_wire(st.mode)));
@@ -254,20 +290,28 @@ impl<'a> InfoJsonWriter<'a> {
 /// Appends `bytes`, short pieces word by word. The static build's libc (musl) has a `memcpy`
 /// that costs about as much for 10 bytes as for 300, and a FileInfo is a dozen short pieces:
 /// this halves the CPU time of writing one.
-#[inline]
+#[inline(always)]
 pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.len() > 64 {
+    let n = bytes.len();
+    if n > 64 {
         out.extend_from_slice(bytes);
         return;
     }
-    out.reserve(bytes.len());
+    if n < 8 {
+        for &b in bytes {
+            out.push(b);
+        }
+        return;
+    }
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
-        let word: [u8; 8] = word.try_into().unwrap_or_default();
-        out.extend_from_slice(&word);
+        out.extend_from_slice(&<[u8; 8]>::try_from(word).unwrap_or_default());
     }
-    for &b in words.remainder() {
-        out.push(b);
+    let rest = words.remainder().len();
+    if rest > 0 {
+        // The last 8 bytes, over the `8 - rest` already written before them.
+        out.truncate(out.len() - (8 - rest));
+        out.extend_from_slice(&<[u8; 8]>::try_from(&bytes[n - 8..]).unwrap_or_default());
     }
 }
 
@@ -520,6 +564,20 @@ mod tests {
             out.clear();
             json_u64(&mut out, v);
             assert_eq!(out, v.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn put_appends_exactly_the_bytes_for_every_length() {
+        let source: Vec<u8> = (0..100u8).map(|b| b.wrapping_mul(7).wrapping_add(1)).collect();
+        for prefix in [0usize, 1, 9] {
+            for n in 0..=source.len() {
+                let mut out = vec![0xEE; prefix];
+                put(&mut out, &source[..n]);
+                let mut want = vec![0xEE; prefix];
+                want.extend_from_slice(&source[..n]);
+                assert_eq!(out, want, "prefix {prefix}, length {n}");
+            }
         }
     }
 
