@@ -148,14 +148,20 @@ pub struct SearchStream {
     pool: BufPool,
     first: bool,
     error: Option<FsError>,
+    /// After an error: nothing more comes, whatever the walk had queued.
+    ended: bool,
 }
 
 impl SearchStream {
     /// The next chunk; `None` at the end.
     pub async fn recv(&mut self) -> Option<Result<SearchChunk, FsError>> {
         loop {
+            if self.ended {
+                return None;
+            }
             if let Some(e) = self.error.take() {
                 self.rx.close();
+                self.ended = true;
                 return Some(Err(e));
             }
             let out = match self.rx.recv().await? {
@@ -214,7 +220,7 @@ pub fn search(root: &str, pattern: &str) -> SearchStream {
             }
         }
     });
-    SearchStream { rx, pool, first: true, error: None }
+    SearchStream { rx, pool, first: true, error: None, ended: false }
 }
 
 /// A directory hits of a batch live in: its open fd (while the walk keeps one) and its path
@@ -642,6 +648,15 @@ mod tests {
         let many: Vec<_> = (0..POOL_MAX + 5).map(|_| chunk(b",x")).collect();
         drop(many);
         assert_eq!(pool.0.lock().unwrap().len(), POOL_MAX);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_ends_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "").unwrap();
+        let mut stream = search(dir.path().to_str().unwrap(), "[");
+        assert!(matches!(stream.recv().await, Some(Err(FsError::Failed(_)))));
+        assert!(stream.recv().await.is_none());
     }
 
     #[test]
