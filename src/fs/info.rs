@@ -288,8 +288,8 @@ impl<'a> InfoJsonWriter<'a> {
 }
 
 /// Appends `bytes`, short pieces word by word. The static build's libc (musl) has a `memcpy`
-/// that costs about as much for 10 bytes as for 300, and a FileInfo is a dozen short pieces:
-/// this halves the CPU time of writing one.
+/// (`rep movsq` after a byte loop) that costs about 100 cycles a call however short, and a
+/// FileInfo is a dozen short pieces (a 100k-file search made ~1 000 000 calls before this).
 #[inline(always)]
 pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     let n = bytes.len();
