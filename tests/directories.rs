@@ -142,3 +142,23 @@ async fn d32_rmdir_refuses_root_and_dot() {
     assert_error(fx.delete("/directories?path=.").await, 500, "RUNTIME_ERROR").await;
     assert!(std::path::Path::new("/tmp").is_dir());
 }
+
+/// A listing longer than the part buffered before answering (256 KiB) is streamed in chunks and
+/// still arrives as one complete array, every entry once, in order.
+#[tokio::test]
+async fn list_longer_than_the_buffered_prefix_streams_whole() {
+    let fx = Fx::new();
+    let dir = fx.p("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<String> = (0..3000).map(|i| format!("entry-with-a-longish-name-{i:05}.txt")).collect();
+    for n in &names {
+        std::fs::File::create(dir.join(n)).unwrap();
+    }
+    let resp = fx.get(&format!("/directories/list?path={}", q(dir.to_str().unwrap()))).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    assert!(body.len() > 256 * 1024, "only {} bytes: the test would not cross the prefix", body.len());
+    let v: Value = serde_json::from_slice(&body).expect("complete JSON array");
+    let want: Vec<String> = names.iter().map(|n| dir.join(n).to_str().unwrap().to_string()).collect();
+    assert_eq!(paths(&v), want);
+}

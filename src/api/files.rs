@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -35,8 +36,6 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// JSON arrays (list, search) are buffered up to this size before the response starts, so an
 /// early error still gets a proper error status; longer results are streamed.
 const ARRAY_PREFIX: usize = 256 * 1024;
-/// Chunk size of a streamed JSON array.
-const ARRAY_CHUNK: usize = 64 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -68,39 +67,58 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(body: Body, fold: 
     decode_lenient(&bytes, fold)
 }
 
-/// A JSON array response fed by a walk. The first [`ARRAY_PREFIX`] bytes are collected before
-/// answering, so errors found early become a normal error response; after that the array is
-/// streamed, and an error cuts the body off (the client sees a broken transfer, never a
-/// silently truncated but valid array). Dropping the response stops the walk.
+/// `GET /directories/list`'s answer: each batch of FileInfo from the walk becomes one chunk of
+/// the array (a batch is at most 256 entries, about 60 KiB).
 pub(super) async fn json_array(mut rx: InfoStream) -> Response {
-    let mut buf = Vec::with_capacity(4096);
-    buf.push(b'[');
-    let mut first = true;
-    let push = |buf: &mut Vec<u8>, first: &mut bool, info: &fs::FileInfo| {
-        if !std::mem::take(first) {
-            buf.push(b',');
+    let chunks = async_stream::stream! {
+        let mut first = true;
+        while let Some(item) = rx.recv().await {
+            let batch = match item {
+                Ok(batch) => batch,
+                Err(e) => {
+                    yield Err(e);
+                    break;
+                }
+            };
+            let mut chunk = Vec::with_capacity(batch.len() * 256);
+            for info in &batch {
+                if !std::mem::take(&mut first) {
+                    chunk.push(b',');
+                }
+                // FileInfo has only strings and numbers: serialisation cannot fail.
+                let _ = serde_json::to_writer(&mut chunk, info);
+            }
+            yield Ok(Bytes::from(chunk));
         }
-        // FileInfo has only strings and numbers: serialisation cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, info);
     };
+    json_array_response(chunks).await
+}
+
+/// A JSON array response made of `chunks` of comma-separated elements, as a walk produces them.
+/// The first [`ARRAY_PREFIX`] bytes are collected before answering, so errors found early become
+/// a normal error response; after that the array is streamed, and an error cuts the body off
+/// (the client sees a broken transfer, never a silently truncated but valid array). Dropping
+/// the response stops the walk.
+async fn json_array_response(chunks: impl Stream<Item = Result<Bytes, FsError>> + Send + 'static) -> Response {
+    let mut chunks = Box::pin(chunks);
+    let mut buf = Vec::with_capacity(ARRAY_PREFIX + 80 * 1024);
+    buf.push(b'[');
     while buf.len() < ARRAY_PREFIX {
-        match rx.recv().await {
+        match chunks.next().await {
             None => {
                 buf.push(b']');
                 return ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], buf).into_response();
             }
             Some(Err(e)) => return ApiError::from(e).into_response(),
-            Some(Ok(batch)) => batch.iter().for_each(|info| push(&mut buf, &mut first, info)),
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
         }
     }
     let stream = async_stream::stream! {
-        yield Ok::<_, std::io::Error>(Bytes::from(std::mem::take(&mut buf)));
-        let mut chunk = Vec::with_capacity(ARRAY_CHUNK + 1024);
+        yield Ok::<_, std::io::Error>(Bytes::from(buf));
         loop {
-            match rx.recv().await {
+            match chunks.next().await {
                 None => {
-                    chunk.push(b']');
-                    yield Ok(Bytes::from(chunk));
+                    yield Ok(Bytes::from_static(b"]"));
                     break;
                 }
                 Some(Err(e)) => {
@@ -108,12 +126,7 @@ pub(super) async fn json_array(mut rx: InfoStream) -> Response {
                     yield Err(std::io::Error::other(e.to_string()));
                     break;
                 }
-                Some(Ok(batch)) => {
-                    batch.iter().for_each(|info| push(&mut chunk, &mut first, info));
-                    if chunk.len() >= ARRAY_CHUNK {
-                        yield Ok(Bytes::from(std::mem::replace(&mut chunk, Vec::with_capacity(ARRAY_CHUNK + 1024))));
-                    }
-                }
+                Some(Ok(chunk)) => yield Ok(chunk),
             }
         }
     };
@@ -154,42 +167,14 @@ async fn move_files(body: Body) -> Result<Response, ApiError> {
 async fn search(q: QueryPairs) -> Result<Response, ApiError> {
     let root = q.require("path")?;
     let pattern = q.get("pattern").unwrap_or("**");
-    Ok(json_text_array(fs::search::search(root, pattern)).await)
-}
-
-/// [`json_array`] for a walk that writes the JSON itself (search): same prefix buffering and
-/// error handling, but the chunks are forwarded as they are.
-async fn json_text_array(mut rx: fs::search::SearchStream) -> Response {
-    let mut buf = Vec::with_capacity(ARRAY_PREFIX + 80 * 1024);
-    buf.push(b'[');
-    while buf.len() < ARRAY_PREFIX {
-        match rx.recv().await {
-            None => {
-                buf.push(b']');
-                return ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], buf).into_response();
-            }
-            Some(Err(e)) => return ApiError::from(e).into_response(),
-            Some(Ok(chunk)) => buf.extend_from_slice(chunk.as_ref()),
-        }
-    }
-    let stream = async_stream::stream! {
-        yield Ok::<_, std::io::Error>(Bytes::from(buf));
-        loop {
-            match rx.recv().await {
-                None => {
-                    yield Ok(Bytes::from_static(b"]"));
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "search failed after the response started; cutting it off");
-                    yield Err(std::io::Error::other(e.to_string()));
-                    break;
-                }
-                Some(Ok(chunk)) => yield Ok(Bytes::from_owner(chunk)),
-            }
+    let mut rx = fs::search::search(root, pattern);
+    // The search writes the JSON itself; its buffers go back to it once sent.
+    let chunks = async_stream::stream! {
+        while let Some(item) = rx.recv().await {
+            yield item.map(Bytes::from_owner);
         }
     };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], Body::from_stream(stream)).into_response()
+    Ok(json_array_response(chunks).await)
 }
 
 #[derive(Debug, Default, Deserialize)]

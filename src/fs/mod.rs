@@ -85,7 +85,7 @@ where
     tokio::task::spawn_blocking(f).await.map_err(|e| FsError::Internal(e.to_string()))?
 }
 
-/// A stream of FileInfo batches produced by a walk (list, search) running on a blocking thread.
+/// A stream of FileInfo batches produced by a walk (list) running on a blocking thread.
 /// An `Err` item ends the stream. Dropping the receiver stops the walk at its next batch.
 pub type InfoStream = mpsc::Receiver<Result<Vec<FileInfo>, FsError>>;
 
