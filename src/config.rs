@@ -20,6 +20,13 @@ pub const DEFAULT_COMMAND_MAX: usize = 10_000;
 /// Idle bash and PTY sessions are collected after this long without a run or client (D51).
 pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Default cap on open connections (also at most half the file-descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default deadline for a request head (and for an idle keep-alive connection).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for a request body read or a socket write that makes no progress.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Everything execd reads from its flags and environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,11 +42,21 @@ pub struct Config {
     /// Upper bound on how long shutdown waits for streams and process groups.
     pub graceful_shutdown_timeout: Duration,
     pub jupyter_idle_poll_interval: Duration,
-    /// Where command journals and session state live.
+    /// Where command journals and session state live (private to execd's uid, see
+    /// [`crate::state_dir`]).
     pub state_dir: PathBuf,
+    /// Where to go instead when `state_dir` is the default and cannot be created (empty when
+    /// `--state-dir` was given).
+    pub state_dir_fallbacks: Vec<PathBuf>,
     pub command_retention_ttl: Duration,
     pub command_retention_count: usize,
     pub session_idle_ttl: Duration,
+    /// At most this many open connections (issue #13 finding 5).
+    pub max_connections: usize,
+    /// A request head must arrive within this; idle keep-alive connections close after it.
+    pub header_timeout: Duration,
+    /// A request body read or a response write with no progress for this long fails.
+    pub stall_timeout: Duration,
     /// `EXECD_ENVS`: path of a `KEY=VALUE` file re-read for every command and session run.
     pub envs_file: Option<String>,
     /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
@@ -88,7 +105,19 @@ const SETTINGS: &[Setting] = &[
         default: "",
         help: "Jupyter server base URL, e.g. http://127.0.0.1:44771 (env value must start with http:// or https://)",
     },
+    Setting {
+        flag: "access-token-file",
+        env: Some("EXECD_ACCESS_TOKEN_FILE"),
+        default: "",
+        help: "read the access token from this file (trailing newline dropped); keeps it out of argv and the environment",
+    },
     Setting { flag: "jupyter-token", env: Some("JUPYTER_TOKEN"), default: "", help: "Jupyter server token" },
+    Setting {
+        flag: "jupyter-token-file",
+        env: Some("JUPYTER_TOKEN_FILE"),
+        default: "",
+        help: "read the Jupyter token from this file (trailing newline dropped)",
+    },
     Setting { flag: "log-level", env: None, default: "6", help: "0-2 fatal, 3 error, 4 warn, 5-6 info, 7+ debug" },
     Setting {
         flag: "graceful-shutdown-timeout",
@@ -105,8 +134,8 @@ const SETTINGS: &[Setting] = &[
     Setting {
         flag: "state-dir",
         env: Some("EXECD_STATE_DIR"),
-        default: "$TMPDIR/execd",
-        help: "directory for command journals and session state",
+        default: "/var/lib/execd",
+        help: "directory for command journals and session state, private to execd's uid (default for root /var/lib/execd, else /run/execd, else $TMPDIR/execd-0; other uids $XDG_RUNTIME_DIR/execd, else $TMPDIR/execd-<uid>)",
     },
     Setting {
         flag: "command-retention-ttl",
@@ -126,7 +155,29 @@ const SETTINGS: &[Setting] = &[
         default: "24h",
         help: "Go duration; idle bash/PTY sessions are collected after this",
     },
+    Setting {
+        flag: "max-connections",
+        env: Some("EXECD_MAX_CONNECTIONS"),
+        default: "1024",
+        help: "at most this many open connections (never more than half the open-file limit); at the cap the longest-idle connection is closed",
+    },
+    Setting {
+        flag: "header-timeout",
+        env: Some("EXECD_HEADER_TIMEOUT"),
+        default: "30s",
+        help: "Go duration; a request head must arrive within this, and idle keep-alive connections close after it",
+    },
+    Setting {
+        flag: "stall-timeout",
+        env: Some("EXECD_STALL_TIMEOUT"),
+        default: "60s",
+        help: "Go duration; a request body or a response write that makes no progress for this long fails",
+    },
 ];
+
+/// Flags whose values are secrets: `main` overwrites them in the process's argv after parsing so
+/// they cannot be read from `/proc/<pid>/cmdline` (issue #13 finding 3).
+pub const SECRET_FLAGS: &[&str] = &["access-token", "jupyter-token"];
 
 /// Environment variables read without a flag.
 const EXTRA_ENV: &[(&str, &str)] = &[
@@ -136,7 +187,7 @@ const EXTRA_ENV: &[(&str, &str)] = &[
         "EXECD_CLONE3_COMPAT",
         "1/true/yes/on: make clone3 fail with ENOSYS (seccomp); reexec: same, then re-exec; 0/false/off/no/empty: off",
     ),
-    ("TMPDIR", "base of the default state directory (default /tmp)"),
+    ("TMPDIR", "base of the last-resort default state directory (default /tmp)"),
 ];
 
 /// The `--help` text: every flag and environment variable.
@@ -220,6 +271,60 @@ pub fn parse_go_duration_signed(s: &str) -> Result<(bool, Duration), String> {
         return Err("duration out of range".into());
     }
     Ok((neg, Duration::from_nanos(total as u64)))
+}
+
+/// A secret given either inline (`--access-token`) or as a file (`--access-token-file`), not both.
+/// The file's content loses one trailing newline (`\n` or `\r\n`).
+fn secret(inline: Option<(&str, &str)>, file: Option<(&str, &str)>) -> Result<String, ConfigError> {
+    match (inline, file) {
+        (Some((n, _)), Some((f, fv))) if !fv.is_empty() => {
+            Err(invalid(f, fv, format!("give either {n} or the file, not both")))
+        }
+        (_, Some((f, fv))) if !fv.is_empty() => {
+            let text = std::fs::read_to_string(fv).map_err(|e| invalid(f, fv, format!("cannot read: {e}")))?;
+            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            Ok(text.to_string())
+        }
+        (Some((_, v)), _) => Ok(v.to_string()),
+        _ => Ok(String::new()),
+    }
+}
+
+/// Where the values of [`SECRET_FLAGS`] sit in `args` (without the program name): `(index of the
+/// argument, byte range within it)`. Follows the parser's rules (Go flag syntax, parsing stops at
+/// `--` or the first non-flag), so it finds exactly the values [`Config::parse`] used.
+pub fn secret_arg_spans(args: &[String]) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--" || arg == "-" || !arg.starts_with('-') {
+            break;
+        }
+        let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).unwrap_or(arg);
+        let (name, inline) = match body.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (body, false),
+        };
+        let known = SETTINGS.iter().any(|s| s.flag == name);
+        if !known {
+            break;
+        }
+        let secret = SECRET_FLAGS.contains(&name);
+        if inline {
+            if secret {
+                let start = arg.len() - (body.len() - name.len() - 1);
+                out.push((i, start..arg.len()));
+            }
+        } else {
+            i += 1;
+            if secret && i < args.len() {
+                out.push((i, 0..args[i].len()));
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 impl Config {
@@ -306,31 +411,54 @@ impl Config {
         };
         let command_retention_ttl = duration("command-retention-ttl", DEFAULT_COMMAND_TTL)?;
         let session_idle_ttl = duration("session-idle-ttl", DEFAULT_SESSION_IDLE_TTL)?;
+        let positive = |flag: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let d = duration(flag, default)?;
+            match get(flag) {
+                Some((n, v)) if d.is_zero() => Err(invalid(n, v, "must be greater than zero")),
+                _ => Ok(d),
+            }
+        };
+        let header_timeout = positive("header-timeout", DEFAULT_HEADER_TIMEOUT)?;
+        let stall_timeout = positive("stall-timeout", DEFAULT_STALL_TIMEOUT)?;
+        let max_connections = match get("max-connections") {
+            Some((n, v)) => match v.parse::<usize>() {
+                Ok(c) if c > 0 => c,
+                _ => return Err(invalid(n, v, "expected a positive integer")),
+            },
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
         let command_retention_count = match get("command-retention-count") {
             Some((n, v)) => v.parse::<usize>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
             None => DEFAULT_COMMAND_MAX,
         };
-        let state_dir = match get("state-dir") {
+        let (state_dir, state_dir_fallbacks) = match get("state-dir") {
             Some((n, v)) if v.is_empty() => return Err(invalid(n, v, "must not be empty")),
-            Some((_, v)) => PathBuf::from(v),
+            Some((_, v)) => (PathBuf::from(v), Vec::new()),
             None => {
-                let tmp = env("TMPDIR").filter(|t| !t.is_empty()).unwrap_or_else(|| "/tmp".into());
-                PathBuf::from(tmp).join("execd")
+                let mut c = crate::state_dir::default_candidates(crate::state_dir::euid(), &env);
+                let first = c.remove(0);
+                (first, c)
             }
         };
+        let access_token = secret(get("access-token"), get("access-token-file"))?;
+        let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
             bind,
             port,
-            access_token: get("access-token").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            access_token,
             jupyter_host,
-            jupyter_token: get("jupyter-token").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            jupyter_token,
             log_level,
             graceful_shutdown_timeout,
             jupyter_idle_poll_interval,
             state_dir,
+            state_dir_fallbacks,
             command_retention_ttl,
             command_retention_count,
             session_idle_ttl,
+            max_connections,
+            header_timeout,
+            stall_timeout,
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
         })))
@@ -388,7 +516,9 @@ mod tests {
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.port, 44772);
         assert_eq!(c.graceful_shutdown_timeout, Duration::from_secs(1));
-        assert_eq!(c.state_dir, PathBuf::from("/tmp/execd"));
+        let mut want = crate::state_dir::default_candidates(crate::state_dir::euid(), |_| None);
+        assert_eq!(c.state_dir, want.remove(0));
+        assert_eq!(c.state_dir_fallbacks, want);
         assert!(c.access_token.is_empty());
     }
 
@@ -421,6 +551,35 @@ mod tests {
         let c = run(&["--port=9", "tail", "-f", "/dev/null"], &[]).unwrap();
         assert_eq!(c.port, 9);
         assert_eq!(run(&["--", "--port=9"], &[]).unwrap().port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn secret_spans_cover_exactly_the_token_values() {
+        let args: Vec<String> =
+            ["--port=1", "--access-token=s3cret", "-jupyter-token", "jt", "--bind", "x", "tail", "--access-token=no"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let spans = secret_arg_spans(&args);
+        let values: Vec<&str> = spans.iter().map(|(i, r)| &args[*i][r.clone()]).collect();
+        assert_eq!(values, ["s3cret", "jt"]);
+        assert!(secret_arg_spans(&["--access-token".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn token_files_are_read_and_conflicts_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let path = f.display().to_string();
+        let c = run(&[&format!("--access-token-file={path}")], &[]).unwrap();
+        assert_eq!(c.access_token, "from-file");
+        let c = run(&[], &[("JUPYTER_TOKEN_FILE", &path)]).unwrap();
+        assert_eq!(c.jupyter_token, "from-file");
+        let e = run(&["--access-token=x", &format!("--access-token-file={path}")], &[]).unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = run(&["--access-token-file=/nonexistent/tok"], &[]).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
     #[test]

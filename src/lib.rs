@@ -2,14 +2,17 @@
 //! execd (see `../shared/docs/execd-reference.md` and `DECISIONS.md`).
 //!
 //! # Layout
-//! - `config`: flags + env → [`config::Config`]; `telemetry`: JSON logs; `clone3`: seccomp compat.
+//! - `config`: flags + env → [`config::Config`]; `telemetry`: JSON logs; `clone3`: seccomp compat;
+//!   `argv`: secret flag values wiped from the process's argv.
 //! - `state`: [`state::AppState`], handles to every manager; `shutdown`: the SIGTERM/SIGINT future.
+//! - `state_dir`: the private state directory and how files in it are made and opened.
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
 //! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
 //!   `command`, `session`, `pty`, `code`, `fs`, `metrics`. The port proxy is HTTP by nature and
 //!   lives in `api/proxy.rs`.
 
 pub mod api;
+pub mod argv;
 pub mod clone3;
 pub mod code;
 pub mod command;
@@ -21,10 +24,10 @@ pub mod pty;
 pub mod session;
 pub mod shutdown;
 pub mod state;
+pub mod state_dir;
 pub mod telemetry;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -47,22 +50,20 @@ pub async fn run(
     let grace = config.graceful_shutdown_timeout;
     let state = AppState::new(config)?;
     let app = api::router(state.clone());
-    let token = state.shutdown.clone();
-    // TCP_NODELAY: event streams write small frames (init, ping, terminal); with Nagle and a
-    // keep-alive client's delayed ACK each one could wait ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { token.cancelled().await });
-    let mut server = tokio::spawn(async move { server.await });
+    let limits = api::server::ServerLimits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+        stall_timeout: state.config.stall_timeout,
+    };
+    let server = api::server::serve(listener, app, limits, state.shutdown.clone());
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        res = &mut server => return res.map_err(std::io::Error::other)?,
+        res = &mut server => return res.map_err(std::io::Error::other),
         _ = shutdown => {}
     }
     state.stop().await;
     match tokio::time::timeout(grace + SHUTDOWN_SLACK, server).await {
-        Ok(res) => res.map_err(std::io::Error::other)?,
+        Ok(res) => res.map_err(std::io::Error::other),
         Err(_) => {
             tracing::warn!("open connections did not finish in time; exiting anyway");
             Ok(())

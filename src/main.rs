@@ -14,7 +14,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = match Config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config = match Config::parse(args.iter().cloned(), |k| std::env::var(k).ok()) {
         Ok(Invocation::Run(c)) => *c,
         Ok(Invocation::Help) => {
             print!("{}", help_text());
@@ -29,9 +30,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Tokens given as flags: gone from /proc/<pid>/cmdline before any thread or child exists.
+    let hidden = execd::argv::overwrite(&args, &execd::config::secret_arg_spans(&args));
+    // Before anything is written there: a state directory someone else controls is refused.
+    let mut candidates = vec![config.state_dir.clone()];
+    candidates.extend(config.state_dir_fallbacks.iter().cloned());
+    match execd::state_dir::prepare_first(&candidates) {
+        Ok(dir) => config.state_dir = dir,
+        Err(e) => {
+            eprintln!("execd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = execd::telemetry::init(&config) {
         eprintln!("execd: cannot open log output: {e}");
         return ExitCode::from(2);
+    }
+    if let Err(e) = hidden {
+        tracing::warn!(error = %e, "could not hide token flags from /proc/self/cmdline; prefer --access-token-file or EXECD_ACCESS_TOKEN");
     }
     if clone3_active {
         tracing::warn!(

@@ -25,9 +25,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds every manager. Creates the state directory.
+    /// Builds every manager. Creates the state directory (refusing one that is not private to
+    /// execd's uid, [`crate::state_dir::prepare`]).
     pub fn new(config: Config) -> std::io::Result<AppState> {
-        std::fs::create_dir_all(&config.state_dir)?;
+        crate::state_dir::prepare(&config.state_dir).map_err(std::io::Error::other)?;
         let commands = crate::command::CommandManager::new(crate::command::CommandOpts {
             journal_dir: config.state_dir.join("commands"),
             envs_file: config.envs_file.clone(),

@@ -29,7 +29,10 @@ pub fn init(config: &Config) -> std::io::Result<()> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            // A new log file is private: command lines may carry what the scrubber misses.
+            let file =
+                std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
+                    .open(path)?;
             builder.with_writer(std::sync::Mutex::new(file)).init();
         }
         None => builder.with_writer(std::io::stdout).init(),
@@ -55,6 +58,24 @@ static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| 
         ),
     ]
 });
+
+/// At most this many bytes of a command's text go into a log line (issue #13 finding 8).
+pub const LOG_COMMAND_MAX: usize = 1024;
+
+/// The part of a command's text that is logged: at most [`LOG_COMMAND_MAX`] bytes (cut at a
+/// character boundary, marked `…` when cut), secrets scrubbed. Log its full length beside it.
+pub fn command_excerpt(text: &str) -> String {
+    if text.len() <= LOG_COMMAND_MAX {
+        return scrub_secrets(text).into_owned();
+    }
+    let mut end = LOG_COMMAND_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = scrub_secrets(&text[..end]).into_owned();
+    out.push('…');
+    out
+}
 
 /// Replaces credentials in `text` with `***` before it is logged.
 pub fn scrub_secrets(text: &str) -> Cow<'_, str> {
@@ -83,6 +104,15 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(scrub_secrets(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn h8_command_excerpt_is_bounded_and_scrubbed() {
+        assert_eq!(command_excerpt("echo hi"), "echo hi");
+        let long = format!("DB_PASSWORD=s3cret {}", "é".repeat(4000));
+        let e = command_excerpt(&long);
+        assert!(e.len() <= LOG_COMMAND_MAX + '…'.len_utf8(), "{}", e.len());
+        assert!(e.starts_with("DB_PASSWORD=*** ") && e.ends_with('…'), "{e}");
     }
 
     #[test]

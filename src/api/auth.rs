@@ -28,6 +28,24 @@ fn is_websocket_upgrade(req: &Request) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Whether `path` is a WebSocket route that takes the token from the query (issue #13 finding 4):
+/// the PTY socket `/pty/{id}/ws`, directly or through `/proxy/<execd's port>/`, and WebSockets of
+/// other local apps through `/proxy/<port>/` (a browser cannot set headers on those either; the
+/// proxy strips the parameter before forwarding). No other route accepts it, upgrade or not.
+pub fn takes_query_token(path: &str, own_port: u16) -> bool {
+    let mut path = path;
+    if let Some(rest) = path.strip_prefix("/proxy/") {
+        let (port, _) = rest.split_once('/').unwrap_or((rest, ""));
+        match port.parse::<u16>() {
+            Ok(p) if p == own_port => path = &rest[port.len()..],
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+    let mut segs = path.strip_prefix('/').unwrap_or("").split('/');
+    matches!((segs.next(), segs.next(), segs.next(), segs.next()), (Some("pty"), Some(id), Some("ws"), None) if !id.is_empty())
+}
+
 /// Browsers cannot set headers on a WebSocket, so an upgrade may carry `?access_token=` (D51).
 fn query_token(req: &Request) -> Option<String> {
     let q = req.uri().query()?;
@@ -49,7 +67,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     let ok = match req.headers().get(TOKEN_HEADER) {
         Some(v) => token_matches(configured, v.as_bytes()),
         None => {
-            is_websocket_upgrade(&req) && query_token(&req).is_some_and(|t| token_matches(configured, t.as_bytes()))
+            is_websocket_upgrade(&req)
+                && takes_query_token(req.uri().path(), state.config.port)
+                && query_token(&req).is_some_and(|t| token_matches(configured, t.as_bytes()))
         }
     };
     if ok {
@@ -62,6 +82,24 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h4_only_websocket_routes_take_the_query_token() {
+        for (path, want) in [
+            ("/pty/abc/ws", true),
+            ("/proxy/44772/pty/abc/ws", true),
+            ("/proxy/8080/anything", true),
+            ("/pty//ws", false),
+            ("/pty/abc/ws/x", false),
+            ("/pty/abc", false),
+            ("/files/download", false),
+            ("/command", false),
+            ("/proxy/44772/files/download", false),
+            ("/proxy/x/pty/a/ws", false),
+        ] {
+            assert_eq!(takes_query_token(path, 44772), want, "{path}");
+        }
+    }
 
     #[test]
     fn token_compare() {

@@ -93,10 +93,11 @@ async fn run_command(
 
 /// Starts `req` and answers with its event stream (or a JSON error before any event).
 pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Response, ApiError> {
-    let command = crate::telemetry::scrub_secrets(&req.command).into_owned();
+    let command = crate::telemetry::command_excerpt(&req.command);
+    let command_len = req.command.len();
     let background = req.background;
     let started = commands.start(req)?;
-    tracing::info!(id = %started.id, %command, background, "command started");
+    tracing::info!(id = %started.id, %command, command_len, background, "command started");
     Ok(sse::exec_stream(command_events(started.events)))
 }
 

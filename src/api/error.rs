@@ -27,6 +27,7 @@ pub enum ErrorCode {
     InsufficientStorage,
     PayloadTooLarge,
     BadGateway,
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -49,6 +50,7 @@ impl ErrorCode {
             ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::BadGateway => "BAD_GATEWAY",
+            ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
         }
     }
 }

@@ -70,17 +70,73 @@ pub fn decode_lenient<T: DeserializeOwned>(body: &[u8], fold: KeyFold) -> Result
     serde_json::from_value(value).map_err(ApiError::invalid_body)
 }
 
-/// A body that could not be read: too large is 413, anything else a 400 decode error.
-fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            e.status(),
-            super::error::ErrorCode::PayloadTooLarge,
-            format!("request body too large: {}", e.body_text()),
-        )
-    } else {
-        ApiError::invalid_body(e.body_text())
+/// A body above this size is "large": only [`LARGE_BODY_SLOTS`] of them are buffered and decoded
+/// at once (issue #13 finding 8: each costs a few times its size while it is decoded).
+pub const LARGE_BODY: usize = 1024 * 1024;
+/// How many large JSON bodies may be in memory at once.
+pub const LARGE_BODY_SLOTS: usize = 2;
+/// How long a large body waits for a slot before the request is refused with 429.
+const LARGE_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn large_body_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LARGE_BODY_SLOTS);
+    &SLOTS
+}
+
+async fn large_body_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    match tokio::time::timeout(LARGE_BODY_WAIT, large_body_slots().acquire()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            super::error::ErrorCode::TooManyRequests,
+            format!("too many large request bodies at once (more than {LARGE_BODY_SLOTS} over {LARGE_BODY} bytes); retry later"),
+        )),
     }
+}
+
+/// Reads the whole body of `req` (up to the router's body limit). A body that announces, or
+/// reaches, [`LARGE_BODY`] bytes first takes one of the [`LARGE_BODY_SLOTS`], held (the returned
+/// permit) until the caller has decoded it.
+pub async fn read_body(req: Request) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'static>>), ApiError> {
+    use http_body_util::BodyExt;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut permit = None;
+    if announced.is_some_and(|n| n > LARGE_BODY as u64) {
+        permit = Some(large_body_slot().await?);
+    }
+    // The router's DefaultBodyLimit, as `Bytes::from_request` would apply it.
+    let mut body = axum::RequestExt::into_limited_body(req);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(&*e.into_inner()))?;
+        if let Ok(data) = frame.into_data() {
+            if permit.is_none() && buf.len() + data.len() > LARGE_BODY {
+                permit = Some(large_body_slot().await?);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((buf.freeze(), permit))
+}
+
+/// A body read error: over the limit is 413, anything else a 400 decode error.
+fn body_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ApiError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e as &(dyn std::error::Error + 'static));
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                super::error::ErrorCode::PayloadTooLarge,
+                format!("request body too large: {e}"),
+            );
+        }
+        cur = err.source();
+    }
+    ApiError::invalid_body(e)
 }
 
 /// A JSON body decoded leniently as a struct (see module docs). Empty body: 400.
@@ -88,8 +144,8 @@ pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (body, _slot) = read_body(req).await?;
         decode_lenient(&body, KeyFold::Struct).map(AppJson)
     }
 }
@@ -99,8 +155,8 @@ pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (body, _slot) = read_body(req).await?;
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(OptionalJson(T::default()));
         }

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod ping;
 pub mod proxy;
 pub mod pty;
+pub mod server;
 pub mod session;
 pub mod sse;
 

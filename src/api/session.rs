@@ -63,7 +63,12 @@ async fn run(
         Ok(ms) => Some(Duration::from_millis(ms)),
         Err(_) => return Err(ApiError::validation("timeout must not be negative")),
     };
-    tracing::info!(session = %id, command = %crate::telemetry::scrub_secrets(&body.command), "session run");
+    tracing::info!(
+        session = %id,
+        command = %crate::telemetry::command_excerpt(&body.command),
+        command_len = body.command.len(),
+        "session run"
+    );
     let req = RunRequest { command: body.command, cwd: (!body.cwd.is_empty()).then_some(body.cwd), timeout };
     let events = state.sessions.run(&id, req).await?;
     Ok(sse::exec_stream(events))

@@ -188,7 +188,7 @@ impl CommandManager {
         if opts.journal_dir.exists() {
             std::fs::remove_dir_all(&opts.journal_dir)?;
         }
-        std::fs::create_dir_all(&opts.journal_dir)?;
+        crate::state_dir::create_dir(&opts.journal_dir)?;
         let retention = Retention { ttl: opts.retention_ttl, max_finished: opts.retention_count };
         let inner = Arc::new(Inner { opts, registry: Registry::new(retention), stopping: AtomicBool::new(false) });
         spawn_sweeper(Arc::downgrade(&inner), inner.opts.retention_ttl);

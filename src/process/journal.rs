@@ -101,8 +101,9 @@ impl Journal {
     pub fn create(dir: &Path, name: &str) -> io::Result<(Journal, JournalWriter)> {
         let out_path = dir.join(format!("{name}.out"));
         let idx_path = dir.join(format!("{name}.idx"));
-        let out = File::create(&out_path)?;
-        let idx = File::create(&idx_path)?;
+        // 0600, no symlinks: output may hold secrets (issue #13 finding 2).
+        let out = crate::state_dir::create_file(&out_path)?;
+        let idx = crate::state_dir::create_file(&idx_path)?;
         let (progress, _) = watch::channel(Progress::default());
         let journal = Journal { inner: Arc::new(Inner { out_path, idx_path, progress, terminal: Mutex::new(None) }) };
         let writer = JournalWriter { journal: journal.clone(), out, idx, len: 0, records: 0 };
@@ -144,14 +145,14 @@ impl Journal {
     /// `read_at`/seek) plus the published end offset. `from` beyond the end gives an empty range.
     pub fn raw_range(&self, from: u64) -> io::Result<(File, u64, u64)> {
         let end = self.len();
-        let file = File::open(&self.inner.out_path)?;
+        let file = crate::state_dir::open_file(&self.inner.out_path)?;
         Ok((file, from.min(end), end))
     }
 
     /// A reader of chunks starting at raw offset `from` (mid-chunk offsets give a partial chunk).
     pub fn chunks(&self, from: u64) -> io::Result<ChunkReader> {
-        let out = File::open(&self.inner.out_path)?;
-        let idx = File::open(&self.inner.idx_path)?;
+        let out = crate::state_dir::open_file(&self.inner.out_path)?;
+        let idx = crate::state_dir::open_file(&self.inner.idx_path)?;
         let rx = self.inner.progress.subscribe();
         let records = rx.borrow().records;
         let mut r = ChunkReader { out, idx, rx, pos: from, rec: 0 };

@@ -243,8 +243,11 @@ impl SessionManager {
         let next = session.state_file(generation + 1);
         let raw = session.dir.join(format!("save.{}.sh", generation + 1));
         let cmd_path = session.command_file(generation + 1);
-        std::fs::write(&cmd_path, bash::command_file(&req.command))
+        crate::state_dir::write_file(&cmd_path, bash::command_file(&req.command).as_bytes())
             .map_err(|e| SessionError::io("writing", &cmd_path, e))?;
+        // Made here 0600 so that bash's `>|` truncates a private file instead of creating one
+        // with the user's umask.
+        crate::state_dir::create_file(&raw).map_err(|e| SessionError::io("creating", &raw, e))?;
         let spec = SpawnSpec {
             program: shell.to_path_buf(),
             args: vec![
@@ -384,7 +387,7 @@ impl Inner {
             None => None,
         };
         let dir = self.root.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| SessionError::io("creating", &dir, e))?;
+        crate::state_dir::create_dir(&dir).map_err(|e| SessionError::io("creating", &dir, e))?;
         let session = Session {
             id,
             dir,
@@ -394,7 +397,7 @@ impl Inner {
             activity: Mutex::new(Activity { last: Instant::now(), running: 0 }),
         };
         let state = session.state_file(0);
-        std::fs::write(&state, bash::initial_state(session.start_dir.as_deref(), &env))
+        crate::state_dir::write_file(&state, bash::initial_state(session.start_dir.as_deref(), &env).as_bytes())
             .map_err(|e| SessionError::io("writing", &state, e))?;
         Ok(session)
     }
@@ -434,8 +437,8 @@ fn resolve_run_cwd(cwd: &str) -> Result<PathBuf, SessionError> {
 
 /// Writes the compacted form of the raw state file `raw` to `next` ([`bash::compact_state`]).
 fn compact(raw: &Path, next: &Path) -> std::io::Result<()> {
-    let mut reader = std::io::BufReader::new(std::fs::File::open(raw)?);
-    let mut writer = std::io::BufWriter::new(std::fs::File::create(next)?);
+    let mut reader = std::io::BufReader::new(crate::state_dir::open_file(raw)?);
+    let mut writer = std::io::BufWriter::new(crate::state_dir::create_file(next)?);
     bash::compact_state(&mut reader, &mut writer)?;
     std::io::Write::flush(&mut writer)
 }

@@ -256,7 +256,7 @@ fn linger(child: Arc<GroupChild>, mut pipe: OutputPipe, closed: CancellationToke
 /// Whether the state file at `path` was written to its end.
 pub(super) fn state_complete(path: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = crate::state_dir::open_file(path) else { return false };
     let n = super::bash::STATE_END.len() as i64;
     if f.seek(SeekFrom::End(-n)).is_err() {
         return false;

@@ -1,0 +1,398 @@
+//! The accept loop and per-connection limits (issue #13 finding 5: slowloris and friends).
+//!
+//! `axum::serve` has no timeouts and no connection cap; this is its replacement, on the same
+//! hyper-util connection builder (HTTP/1.1 with upgrades, and h2c):
+//!
+//! - **Header deadline.** A connection must deliver a complete request head within
+//!   `header_timeout` of hyper starting to read it; hyper starts that clock when it waits for a
+//!   head, so the same deadline closes idle keep-alive connections.
+//! - **Connection cap.** At most `max_connections` connections (including upgraded WebSockets)
+//!   are open, and never more than half the process's file-descriptor limit, so commands, journals
+//!   and files always find descriptors. When the cap is reached, the connection that has been idle
+//!   longest (no request in progress: a keep-alive connection between requests, or one that has
+//!   not finished sending its first head, which is what a slowloris client looks like) is closed
+//!   to make room; if every connection is busy, accepting pauses until one ends (at most
+//!   `header_timeout`, after which the new connection is dropped).
+//! - **Stall deadlines.** A request body that delivers no byte for `stall_timeout` while a handler
+//!   reads it fails with a timeout; a write to the socket that makes no progress for
+//!   `stall_timeout` (a client that stopped reading a download, a stream or a WebSocket) fails and
+//!   closes the connection.
+//!
+//! Each request carries `ConnectInfo<SocketAddr>` as `axum::serve` gave it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode};
+use axum::Router;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+
+/// The limits the accept loop enforces (flags `--max-connections`, `--header-timeout`,
+/// `--stall-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub stall_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// `max_connections` lowered to half the soft `RLIMIT_NOFILE` (the other half is kept for
+    /// commands, pipes, journals and files), and at least 1.
+    pub fn effective_max_connections(&self) -> usize {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let fd_room = nofile.map(|n| (n / 2) as usize).unwrap_or(usize::MAX);
+        self.max_connections.min(fd_room).max(1)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
+/// connection to finish its current request, and returns when all have closed.
+pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: CancellationToken) {
+    let conns =
+        Arc::new(Registry { slots: Mutex::new(HashMap::new()), next: AtomicU64::new(0), freed: Default::default() });
+    let epoch = Instant::now();
+    // Every connection task holds a receiver; `closed()` on the sender resolves when all are gone.
+    let (all_done_tx, all_done_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin (the cap should make
+                    // this rare); ECONNABORTED and the like: just go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Read each time: the descriptor limit can change under a running process (prlimit).
+        let cap = limits.effective_max_connections();
+        if !conns.make_room(cap, limits.header_timeout, &shutdown).await {
+            tracing::warn!(%peer, max_connections = cap, "every connection is busy; dropping a new one");
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        let slot = conns.register(epoch);
+        let io = ConnIo::new(tcp, limits.stall_timeout, Arc::clone(&conns), Arc::clone(&slot));
+        let svc =
+            ConnService { router: router.clone(), peer, slot: Arc::clone(&slot), epoch, stall: limits.stall_timeout };
+        let shutdown = shutdown.clone();
+        let done = all_done_rx.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+            let hyper_svc = hyper::service::service_fn(move |req| svc.clone().call(req));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_svc);
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.cancelled(), if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    // Evicted to make room: dropping the connection closes the socket.
+                    _ = slot.evict.cancelled() => break,
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(all_done_rx);
+    all_done_tx.closed().await;
+}
+
+/// The open connections, for the cap and for eviction.
+struct Registry {
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    next: AtomicU64,
+    /// Notified when a connection closes.
+    freed: tokio::sync::Notify,
+}
+
+/// One connection's state, shared by its task, its I/O and its requests.
+struct Slot {
+    id: u64,
+    /// Requests whose response has not been fully sent.
+    busy: AtomicUsize,
+    /// Upgraded (WebSocket): never idle.
+    upgraded: AtomicBool,
+    /// Milliseconds since the registry's epoch when the connection last went idle.
+    idle_since: AtomicU64,
+    evict: CancellationToken,
+}
+
+impl Registry {
+    fn register(&self, epoch: Instant) -> Arc<Slot> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            id,
+            busy: AtomicUsize::new(0),
+            upgraded: AtomicBool::new(false),
+            idle_since: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            evict: CancellationToken::new(),
+        });
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::clone(&slot));
+        slot
+    }
+
+    fn remove(&self, id: u64) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.freed.notify_waiters();
+    }
+
+    /// Below `cap` open connections: true at once. At the cap: closes the connection idle the
+    /// longest and returns true; with none idle, waits (up to `wait`) for one to close or go idle.
+    async fn make_room(&self, cap: usize, wait: Duration, shutdown: &CancellationToken) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                if slots.len() < cap {
+                    return true;
+                }
+                let victim = slots
+                    .values()
+                    .filter(|s| s.busy.load(Ordering::Acquire) == 0 && !s.upgraded.load(Ordering::Acquire))
+                    .min_by_key(|s| s.idle_since.load(Ordering::Relaxed))
+                    .map(|s| s.id);
+                if let Some(id) = victim {
+                    if let Some(s) = slots.remove(&id) {
+                        s.evict.cancel();
+                    }
+                    return true;
+                }
+            }
+            // Every connection is busy: a request ending or a connection closing may free one;
+            // poll as well, since a request finishing does not notify.
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+    }
+}
+
+/// The per-connection service: marks the connection busy for each request until its response
+/// has been sent, applies the request body stall deadline, adds `ConnectInfo`.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    epoch: Instant,
+    stall: Duration,
+}
+
+impl ConnService {
+    fn call(self, req: Request<Incoming>) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send {
+        self.slot.busy.fetch_add(1, Ordering::AcqRel);
+        let guard = BusyGuard { slot: Arc::clone(&self.slot), epoch: self.epoch };
+        let mut req = req.map(|b| Body::new(StallBody::new(b, self.stall)));
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let router = self.router;
+        async move {
+            let resp = match tower::ServiceExt::oneshot(router, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                guard.slot.upgraded.store(true, Ordering::Release);
+            }
+            Ok(resp.map(|b| Body::new(Tracked { inner: b, _guard: guard })))
+        }
+    }
+}
+
+/// Marks its connection idle again when the response body is done (or dropped).
+struct BusyGuard {
+    slot: Arc<Slot>,
+    epoch: Instant,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.slot.idle_since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.slot.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that holds its connection's [`BusyGuard`] until it ends.
+struct Tracked {
+    inner: Body,
+    _guard: BusyGuard,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that fails when no frame arrives for `stall` while it is being read.
+struct StallBody {
+    inner: Incoming,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallBody {
+    fn new(inner: Incoming, stall: Duration) -> StallBody {
+        StallBody { inner, stall, timer: None }
+    }
+}
+
+/// The error a stalled request body reads as.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body made no progress for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+impl hyper::body::Body for StallBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.timer = None;
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                ready!(timer.as_mut().poll(cx));
+                this.timer = None;
+                Poll::Ready(Some(Err(BodyStalled(stall).into())))
+            }
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket: writes that make no progress for `stall` fail with `TimedOut`;
+/// dropping it (also after an upgrade) frees its place under the connection cap.
+struct ConnIo {
+    tcp: TcpStream,
+    stall: Duration,
+    write_timer: Option<Pin<Box<Sleep>>>,
+    registry: Arc<Registry>,
+    slot: Arc<Slot>,
+}
+
+impl ConnIo {
+    fn new(tcp: TcpStream, stall: Duration, registry: Arc<Registry>, slot: Arc<Slot>) -> ConnIo {
+        ConnIo { tcp, stall, write_timer: None, registry, slot }
+    }
+
+    /// Called when a write-side operation is pending: arms the stall timer, fails once it fires.
+    fn pending_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let stall = self.stall;
+        let timer = self.write_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        ready!(timer.as_mut().poll(cx));
+        self.write_timer = None;
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, format!("the client read nothing for {stall:?}")))
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        self.registry.remove(self.slot.id);
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.tcp).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.write_timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_write(cx).map(Err),
+        }
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                self.write_timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_write(cx).map(Err),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.tcp).poll_flush(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => self.pending_write(cx).map(Err),
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.tcp).poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => self.pending_write(cx).map(Err),
+        }
+    }
+}
