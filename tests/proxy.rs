@@ -576,6 +576,18 @@ fn read_chunked(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// `body` chunked in pieces of `piece` bytes, with the last chunk.
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
 /// A raw HTTP/1.1 upstream on a loopback port that serves `conns` connections one after another:
 /// each request is read off the socket, sent to the returned channel, then `answer` gets the
 /// connection. The reads time out, so a test that fails half-way does not strand the thread.
@@ -709,4 +721,52 @@ fn h12_plain_request_is_sent_in_origin_form_with_host() {
     let req = seen.recv_timeout(TIMEOUT).unwrap();
     assert_eq!(req.line, "GET /old HTTP/1.1");
     assert_eq!(req.all("host"), [format!("127.0.0.1:{up}")]);
+}
+
+/// The 30-byte body of the h13 tests: distinct bytes, so a cut or a shift shows.
+fn body_30() -> Vec<u8> {
+    (b'A'..b'A' + 30).collect()
+}
+
+/// Finding 13: an upstream answering with both `Content-Length: 5` and `Transfer-Encoding:
+/// chunked` (30 bytes) had its length relayed beside the decoded body, so the client got 5 bytes.
+/// The transfer coding decides (RFC 9112 §6.3); the length must go.
+#[tokio::test]
+async fn h13_upstream_length_beside_chunked_is_dropped_and_every_byte_arrives() {
+    let (up, _seen) = raw_upstream(1, |_, conn| {
+        let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\
+                         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+        resp.extend_from_slice(&chunked(&body_30(), 10));
+        let _ = conn.into_inner().write_all(&resp);
+    });
+    let server = TestServer::start();
+    let resp = server.client().get(server.url(&format!("/proxy/{up}/both"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let length = resp.headers().get("content-length").cloned();
+    let body = tokio::time::timeout(TIMEOUT, resp.bytes()).await.unwrap().unwrap();
+    assert_eq!(body.as_ref(), body_30().as_slice(), "got {} of 30 bytes", body.len());
+    assert!(length.as_ref().is_none_or(|l| l == "30"), "relayed Content-Length: {length:?}");
+}
+
+/// Finding 13, request side: a request with both framings (either order) must reach the upstream
+/// with one of them, and with every byte. A guard: hyper's server already drops the length here.
+#[test]
+fn h13_request_with_both_framings_is_forwarded_with_one() {
+    let (up, seen) = raw_upstream(2, answer_ok);
+    let server = TestServer::start();
+    for framing in
+        ["Transfer-Encoding: chunked\r\nContent-Length: 5", "Content-Length: 5\r\nTransfer-Encoding: chunked"]
+    {
+        let mut request =
+            format!("POST /proxy/{up}/in HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{framing}\r\n\r\n", server.port)
+                .into_bytes();
+        request.extend_from_slice(&chunked(&body_30(), 7));
+        let head = raw_head(server.port, &request);
+        assert!(head.starts_with("HTTP/1.1 200"), "{framing:?}: {head}");
+        let req = seen.recv_timeout(TIMEOUT).unwrap();
+        let (te, cl) = (req.all("transfer-encoding"), req.all("content-length"));
+        assert!(te.is_empty() || cl.is_empty(), "{framing:?}: forwarded with both: {:?}", req.headers);
+        assert_eq!(req.body, body_30(), "{framing:?}");
+    }
 }

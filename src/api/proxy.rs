@@ -15,6 +15,9 @@
 //!   or `127.0.0.1:<port>` when the client sent none.
 //! * The upstream gets the request line in origin form (`GET /ws?x=1 HTTP/1.1`), WebSocket upgrades
 //!   included: apps route on the path and many refuse the absolute form.
+//! * Framing is re-decided per hop (RFC 9112 §6.3): a message carrying `Transfer-Encoding` loses its
+//!   `Content-Length` before relaying, in both directions, since the decoded body it stands beside
+//!   is not that length.
 //!
 //! The port must be a number from 1 to 65535 (400 otherwise; upstream dials anything and answers
 //! 502). A missing port is 400 `MISSING_QUERY` "port is required" (a missing path parameter, §2.3);
@@ -208,6 +211,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Drops `Content-Length` from a message that also carries `Transfer-Encoding`: the transfer coding
+/// decided how the body was read (RFC 9112 §6.3), so the length describes nothing this hop relays;
+/// kept, it would make the next hop cut the body short (or wait for bytes that never come). Must
+/// run before [`strip_hop_by_hop`], which removes `Transfer-Encoding` itself.
+fn drop_length_beside_transfer_encoding(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 /// Exactly one `Host` for the upstream: the client's own (upstream execd keeps it, §10; apps such
 /// as Jupyter compare it with `Origin`), else `127.0.0.1:<port>` (HTTP/1.0 or HTTP/2 clients send
 /// none, and an HTTP/1.1 request without it is invalid).
@@ -276,6 +289,7 @@ async fn forward(state: &AppState, ctx: Option<ProxyContext>, mut req: Request) 
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
     let headers = upstream_req.headers_mut();
+    drop_length_beside_transfer_encoding(headers);
     strip_hop_by_hop(headers);
     set_forwarding_headers(headers, peer);
     set_upstream_host(headers, port);
@@ -307,6 +321,7 @@ async fn forward(state: &AppState, ctx: Option<ProxyContext>, mut req: Request) 
 /// streamed as it arrives.
 fn relay_response(resp: HttpResponse<Incoming>) -> Response {
     let (mut parts, body) = resp.into_parts();
+    drop_length_beside_transfer_encoding(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, Body::new(body))
@@ -380,6 +395,9 @@ async fn dispatch_to_self(
     *inner.uri_mut() = path.parse().map_err(|e| ProxyError::BadPath(format!("{e}")))?;
     *inner.version_mut() = parts.version;
     *inner.headers_mut() = parts.headers;
+    // The body is handed over already decoded, so a length beside a transfer coding would lie to
+    // the inner handler as it would to an upstream.
+    drop_length_beside_transfer_encoding(inner.headers_mut());
     set_forwarding_headers(inner.headers_mut(), peer);
     let ext = inner.extensions_mut();
     ext.insert(Authenticated);
@@ -500,6 +518,21 @@ mod tests {
         assert_eq!(h["connection"], "Upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn length_goes_when_a_transfer_coding_is_present() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        drop_length_beside_transfer_encoding(&mut h);
+        assert!(h.get("content-length").is_none());
+        assert_eq!(h["transfer-encoding"], "chunked");
+
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("5"));
+        drop_length_beside_transfer_encoding(&mut h);
+        assert_eq!(h["content-length"], "5");
     }
 
     #[test]
