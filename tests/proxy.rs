@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -494,4 +495,278 @@ async fn proxy_1gib_upload_streams_with_equal_checksum_and_flat_memory() {
     let sent = hex(&sent_hash.lock().unwrap().clone().finalize());
     assert_eq!(v["sha256"], sent);
     assert!(peak < base_rss + 32 * 1024, "execd RSS grew from {base_rss} KiB to {peak} KiB");
+}
+
+// The bytes execd puts on the wire (issue #13, findings 12 and 13): a raw upstream that records the
+// request exactly as it arrived, and raw clients where reqwest would tidy the request up.
+
+/// One request as the raw upstream read it off its socket.
+#[derive(Clone, Debug)]
+struct RawRequest {
+    /// The request line without its CRLF, e.g. `GET /ws?x=1 HTTP/1.1`.
+    line: String,
+    /// Header lines in arrival order, names lowercased.
+    headers: Vec<(String, String)>,
+    /// The body as its headers frame it (chunked decoded).
+    body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// Every value of header `name` (lowercase), in order.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+fn invalid(what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads one request (head and body) from `r`.
+fn read_raw_request(r: &mut impl BufRead) -> std::io::Result<RawRequest> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Err(invalid("end of stream inside the head"));
+        }
+        let h = h.trim_end_matches(['\r', '\n']);
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').ok_or_else(|| invalid(h))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let mut req = RawRequest { line: line.trim_end().to_string(), headers, body: Vec::new() };
+    // Transfer-Encoding wins over Content-Length, as RFC 9112 §6.3 has a recipient decide.
+    if req.all("transfer-encoding").iter().any(|v| v.eq_ignore_ascii_case("chunked")) {
+        req.body = read_chunked(r)?;
+    } else if let Some(len) = req.all("content-length").first() {
+        let mut body = vec![0; len.parse().map_err(invalid)?];
+        r.read_exact(&mut body)?;
+        req.body = body;
+    }
+    Ok(req)
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1); trailer lines are read and dropped.
+fn read_chunked(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size)?;
+        let size = size.trim_end().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size.trim(), 16).map_err(invalid)?;
+        if size == 0 {
+            break;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+    }
+    loop {
+        let mut trailer = String::new();
+        if r.read_line(&mut trailer)? == 0 || trailer.trim_end().is_empty() {
+            return Ok(body);
+        }
+    }
+}
+
+/// `body` chunked in pieces of `piece` bytes, with the last chunk.
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A raw HTTP/1.1 upstream on a loopback port that serves `conns` connections one after another:
+/// each request is read off the socket, sent to the returned channel, then `answer` gets the
+/// connection. The reads time out, so a test that fails half-way does not strand the thread.
+fn raw_upstream(
+    conns: usize,
+    answer: impl Fn(&RawRequest, BufReader<std::net::TcpStream>) + Send + 'static,
+) -> (u16, std::sync::mpsc::Receiver<RawRequest>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..conns {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let _ = stream.set_read_timeout(Some(TIMEOUT));
+            let mut reader = BufReader::new(stream);
+            let Ok(req) = read_raw_request(&mut reader) else { return };
+            if tx.send(req.clone()).is_err() {
+                return;
+            }
+            answer(&req, reader);
+        }
+    });
+    (port, rx)
+}
+
+/// Answers `200 ok` and closes.
+fn answer_ok(_: &RawRequest, conn: BufReader<std::net::TcpStream>) {
+    let _ = conn.into_inner().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+}
+
+/// Accepts the WebSocket handshake and echoes text messages as `echo:<text>` until the peer
+/// closes or goes quiet for [`TIMEOUT`].
+fn answer_websocket_echo(req: &RawRequest, conn: BufReader<std::net::TcpStream>) {
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, WebSocket};
+    let Some(key) = req.all("sec-websocket-key").first().map(|k| derive_accept_key(k.as_bytes())) else { return };
+    // The client sends no frame before it has the 101, so nothing past the head was buffered.
+    assert!(conn.buffer().is_empty(), "bytes after the upgrade request");
+    let mut stream = conn.into_inner();
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {key}\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
+    // Ends on Close, a read error or timeout, or a failed send.
+    while let Ok(msg) = ws.read() {
+        let reply = match msg {
+            Message::Text(t) => Message::Text(format!("echo:{}", t.as_str()).into()),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        if ws.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends `request` to execd over a fresh connection and returns the response head (up to the
+/// blank line; a 101 leaves the connection open, so this does not read to the end).
+fn raw_head(port: u16, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Finding 12: the upgrade went out as `GET http://127.0.0.1:P/ws HTTP/1.1`, which path-routing
+/// apps (Jupyter, Python `websockets`) misroute. The upstream must see origin form, the client's
+/// `Host` (kept, §10) once, and the browser token gone; the exchange then works end to end.
+#[tokio::test]
+async fn h12_websocket_upgrade_is_sent_in_origin_form_with_host() {
+    let (up, seen) = raw_upstream(1, answer_websocket_echo);
+    let server = TestServer::options().token("tok").start();
+    let url = format!("ws://127.0.0.1:{}/proxy/{up}/ws?x=1&access_token=tok", server.port);
+    let (mut ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 101);
+    let req = seen.recv_timeout(TIMEOUT).expect("the upstream got the upgrade");
+    assert_eq!(req.line, "GET /ws?x=1 HTTP/1.1");
+    assert_eq!(req.all("host"), [format!("127.0.0.1:{}", server.port)]);
+    assert_eq!(req.all("upgrade"), ["websocket"]);
+    for i in 0..3 {
+        ws.send(Message::Text(format!("hi{i}").into())).await.unwrap();
+        let m = tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m, Message::Text(format!("echo:hi{i}").into()));
+    }
+    ws.close(None).await.unwrap();
+}
+
+/// Finding 12, a client without `Host` (hyper accepts it): the upgrade went out with no `Host` at
+/// all, which is not a valid HTTP/1.1 request; the upstream must get `127.0.0.1:<its port>`.
+#[test]
+fn h12_websocket_upgrade_without_client_host_gets_loopback_host() {
+    let (up, seen) = raw_upstream(1, answer_websocket_echo);
+    let server = TestServer::start();
+    let request = format!(
+        "GET /proxy/{up}/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let head = raw_head(server.port, request.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let req = seen.recv_timeout(TIMEOUT).expect("the upstream got the upgrade");
+    assert_eq!(req.line, "GET /ws HTTP/1.1");
+    assert_eq!(req.all("host"), [format!("127.0.0.1:{up}")]);
+}
+
+/// Finding 12's check of the plain path (a guard: it passed before the fix too, since the pooled
+/// client writes origin form itself): origin form, the client's `Host` once, else the loopback one.
+#[test]
+fn h12_plain_request_is_sent_in_origin_form_with_host() {
+    let (up, seen) = raw_upstream(2, answer_ok);
+    let server = TestServer::start();
+    let request = format!("GET /proxy/{up}/plain/p?y=2 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", server.port);
+    let head = raw_head(server.port, request.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let req = seen.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(req.line, "GET /plain/p?y=2 HTTP/1.1");
+    assert_eq!(req.all("host"), [format!("127.0.0.1:{}", server.port)]);
+
+    // HTTP/1.0 needs no Host; the upstream still gets one.
+    let head = raw_head(server.port, format!("GET /proxy/{up}/old HTTP/1.0\r\n\r\n").as_bytes());
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    let req = seen.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(req.line, "GET /old HTTP/1.1");
+    assert_eq!(req.all("host"), [format!("127.0.0.1:{up}")]);
+}
+
+/// The 30-byte body of the h13 tests: distinct bytes, so a cut or a shift shows.
+fn body_30() -> Vec<u8> {
+    (b'A'..b'A' + 30).collect()
+}
+
+/// Finding 13: an upstream answering with both `Content-Length: 5` and `Transfer-Encoding:
+/// chunked` (30 bytes) had its length relayed beside the decoded body, so the client got 5 bytes.
+/// The transfer coding decides (RFC 9112 §6.3); the length must go.
+#[tokio::test]
+async fn h13_upstream_length_beside_chunked_is_dropped_and_every_byte_arrives() {
+    let (up, _seen) = raw_upstream(1, |_, conn| {
+        let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\
+                         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+        resp.extend_from_slice(&chunked(&body_30(), 10));
+        let _ = conn.into_inner().write_all(&resp);
+    });
+    let server = TestServer::start();
+    let resp = server.client().get(server.url(&format!("/proxy/{up}/both"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let length = resp.headers().get("content-length").cloned();
+    let body = tokio::time::timeout(TIMEOUT, resp.bytes()).await.unwrap().unwrap();
+    assert_eq!(body.as_ref(), body_30().as_slice(), "got {} of 30 bytes", body.len());
+    assert!(length.as_ref().is_none_or(|l| l == "30"), "relayed Content-Length: {length:?}");
+}
+
+/// Finding 13, request side: a request with both framings (either order) must reach the upstream
+/// with one of them, and with every byte. A guard: hyper's server already drops the length here.
+#[test]
+fn h13_request_with_both_framings_is_forwarded_with_one() {
+    let (up, seen) = raw_upstream(2, answer_ok);
+    let server = TestServer::start();
+    for framing in
+        ["Transfer-Encoding: chunked\r\nContent-Length: 5", "Content-Length: 5\r\nTransfer-Encoding: chunked"]
+    {
+        let mut request =
+            format!("POST /proxy/{up}/in HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{framing}\r\n\r\n", server.port)
+                .into_bytes();
+        request.extend_from_slice(&chunked(&body_30(), 7));
+        let head = raw_head(server.port, &request);
+        assert!(head.starts_with("HTTP/1.1 200"), "{framing:?}: {head}");
+        let req = seen.recv_timeout(TIMEOUT).unwrap();
+        let (te, cl) = (req.all("transfer-encoding"), req.all("content-length"));
+        assert!(te.is_empty() || cl.is_empty(), "{framing:?}: forwarded with both: {:?}", req.headers);
+        assert_eq!(req.body, body_30(), "{framing:?}");
+    }
 }

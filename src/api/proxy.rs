@@ -11,7 +11,13 @@
 //!   WebSocket work through it exactly as they do directly.
 //! * Hop-by-hop headers are dropped in both directions as an HTTP proxy must (RFC 9110 §7.6.1), except
 //!   `Connection: Upgrade` + `Upgrade` on an upgrade. `X-Forwarded-For` and `X-Forwarded-Proto` are
-//!   set as upstream's Go proxy sets them; `X-Forwarded-Host` is removed; `Host` is kept.
+//!   set as upstream's Go proxy sets them; `X-Forwarded-Host` is removed; `Host` is kept (once),
+//!   or `127.0.0.1:<port>` when the client sent none.
+//! * The upstream gets the request line in origin form (`GET /ws?x=1 HTTP/1.1`), WebSocket upgrades
+//!   included: apps route on the path and many refuse the absolute form.
+//! * Framing is re-decided per hop (RFC 9112 §6.3): a message carrying `Transfer-Encoding` loses its
+//!   `Content-Length` before relaying, in both directions, since the decoded body it stands beside
+//!   is not that length.
 //!
 //! The port must be a number from 1 to 65535 (400 otherwise; upstream dials anything and answers
 //! 502). A missing port is 400 `MISSING_QUERY` "port is required" (a missing path parameter, §2.3);
@@ -24,7 +30,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Response as HttpResponse, StatusCode, Uri, Version};
+use axum::http::{Response as HttpResponse, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
@@ -205,6 +211,32 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Drops `Content-Length` from a message that also carries `Transfer-Encoding`: the transfer coding
+/// decided how the body was read (RFC 9112 §6.3), so the length describes nothing this hop relays;
+/// kept, it would make the next hop cut the body short (or wait for bytes that never come). Must
+/// run before [`strip_hop_by_hop`], which removes `Transfer-Encoding` itself.
+fn drop_length_beside_transfer_encoding(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
+/// Exactly one `Host` for the upstream: the client's own (upstream execd keeps it, §10; apps such
+/// as Jupyter compare it with `Origin`), else `127.0.0.1:<port>` (HTTP/1.0 or HTTP/2 clients send
+/// none, and an HTTP/1.1 request without it is invalid).
+fn set_upstream_host(headers: &mut HeaderMap, port: u16) {
+    let host = match headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        // Digits, dots and a colon: always a valid header value.
+        None => match HeaderValue::try_from(format!("127.0.0.1:{port}")) {
+            Ok(v) => v,
+            Err(_) => return,
+        },
+    };
+    // `insert` replaces every value: a second Host line never reaches the upstream.
+    headers.insert(header::HOST, host);
+}
+
 /// The forwarding headers of §10: the token is removed, `X-Forwarded-For` is
 /// `<first incoming X-Forwarded-For | X-Real-IP | peer ip:port>, <peer ip>`,
 /// `X-Forwarded-Proto: http`, and `X-Forwarded-Host` is removed.
@@ -251,19 +283,29 @@ async fn forward(state: &AppState, ctx: Option<ProxyContext>, mut req: Request) 
     // taken apart; the tunnel is set up once the upstream agreed (101).
     let client_upgrade = upgrade_protocol(req.headers()).is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let uri: Uri = format!("http://127.0.0.1:{port}{path}").parse().map_err(|e| ProxyError::BadPath(format!("{e}")))?;
+    let bad_path = |e: axum::http::uri::InvalidUri| ProxyError::BadPath(e.to_string());
     let mut upstream_req = axum::http::Request::new(body);
     *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
-    strip_hop_by_hop(upstream_req.headers_mut());
-    set_forwarding_headers(upstream_req.headers_mut(), peer);
+    let headers = upstream_req.headers_mut();
+    drop_length_beside_transfer_encoding(headers);
+    strip_hop_by_hop(headers);
+    set_forwarding_headers(headers, peer);
+    set_upstream_host(headers, port);
 
     let unreachable = |e: &dyn std::fmt::Display| ProxyError::Unreachable { port, reason: e.to_string() };
     let resp = match client_upgrade {
-        None => ctx.0.client.request(upstream_req).await.map_err(|e| unreachable(&error_chain(&e)))?,
+        None => {
+            // The pooled client dials the authority of an absolute URI and writes the request line
+            // in origin form itself (it is not configured for a forward proxy).
+            *upstream_req.uri_mut() = format!("http://127.0.0.1:{port}{path}").parse().map_err(bad_path)?;
+            ctx.0.client.request(upstream_req).await.map_err(|e| unreachable(&error_chain(&e)))?
+        }
         Some(client_upgrade) => {
+            // A bare connection writes the URI as given: origin form, or path-routing apps
+            // (Jupyter, Python `websockets`) see `http://127.0.0.1:P/ws` as the path.
+            *upstream_req.uri_mut() = path.parse().map_err(bad_path)?;
             let mut resp = send_upgrade(port, upstream_req).await?;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -279,6 +321,7 @@ async fn forward(state: &AppState, ctx: Option<ProxyContext>, mut req: Request) 
 /// streamed as it arrives.
 fn relay_response(resp: HttpResponse<Incoming>) -> Response {
     let (mut parts, body) = resp.into_parts();
+    drop_length_beside_transfer_encoding(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, Body::new(body))
@@ -352,6 +395,9 @@ async fn dispatch_to_self(
     *inner.uri_mut() = path.parse().map_err(|e| ProxyError::BadPath(format!("{e}")))?;
     *inner.version_mut() = parts.version;
     *inner.headers_mut() = parts.headers;
+    // The body is handed over already decoded, so a length beside a transfer coding would lie to
+    // the inner handler as it would to an upstream.
+    drop_length_beside_transfer_encoding(inner.headers_mut());
     set_forwarding_headers(inner.headers_mut(), peer);
     let ext = inner.extensions_mut();
     ext.insert(Authenticated);
@@ -472,6 +518,34 @@ mod tests {
         assert_eq!(h["connection"], "Upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn length_goes_when_a_transfer_coding_is_present() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        drop_length_beside_transfer_encoding(&mut h);
+        assert!(h.get("content-length").is_none());
+        assert_eq!(h["transfer-encoding"], "chunked");
+
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("5"));
+        drop_length_beside_transfer_encoding(&mut h);
+        assert_eq!(h["content-length"], "5");
+    }
+
+    #[test]
+    fn upstream_host_is_the_clients_once_or_loopback() {
+        let mut h = HeaderMap::new();
+        h.append("host", HeaderValue::from_static("sandbox.example:8080"));
+        h.append("host", HeaderValue::from_static("evil"));
+        set_upstream_host(&mut h, 3000);
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["sandbox.example:8080"]);
+
+        let mut h = HeaderMap::new();
+        set_upstream_host(&mut h, 3000);
+        assert_eq!(h["host"], "127.0.0.1:3000");
     }
 
     #[test]
