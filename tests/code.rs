@@ -47,7 +47,7 @@ fn jupyter() -> Option<&'static Jupyter> {
     match JUPYTER.get_or_init(start_jupyter) {
         Setup::Ready(j) => Some(j),
         Setup::Unavailable(why) => {
-            common::prerequisite_missing(&format!("no Jupyter venv ({why}); this Jupyter test is skipped"));
+            common::prerequisite_missing(&format!("no Jupyter venv ({why}); this Jupyter test cannot run"));
             None
         }
         Setup::Failed(why) => panic!("{why}"),
