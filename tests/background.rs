@@ -344,7 +344,7 @@ async fn c180_finished_commands_and_journals_are_evicted_by_ttl_and_count() {
 async fn background_start_failure_is_recorded_with_255_and_a_runtime_error_event() {
     let uid = std::process::Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        eprintln!("skipped: needs root");
+        common::prerequisite_missing("needs root");
         return;
     }
     let s = TestServer::start();

@@ -264,7 +264,7 @@ async fn c41_timeout_kills_the_whole_group() {
 #[tokio::test]
 async fn c42_uid_and_gid() {
     if nix_uid() != 0 {
-        eprintln!("skipped: needs root");
+        common::prerequisite_missing("needs root");
         return;
     }
     let s = TestServer::start();
@@ -280,7 +280,7 @@ async fn c42_uid_and_gid() {
 #[tokio::test]
 async fn start_failure_gives_init_then_error_and_no_record() {
     if nix_uid() != 0 {
-        eprintln!("skipped: needs root");
+        common::prerequisite_missing("needs root");
         return;
     }
     let s = TestServer::start();
@@ -457,7 +457,7 @@ const CLONE3_PROBE: &str = "python3 -c 'import ctypes,ctypes.util; l=ctypes.CDLL
 #[tokio::test]
 async fn c5_clone3_compat_makes_clone3_fail_with_enosys_in_children() {
     if std::process::Command::new("python3").arg("-c").arg("1").output().is_err() {
-        eprintln!("skipped: no python3");
+        common::prerequisite_missing("no python3");
         return;
     }
     let on = TestServer::options().env("EXECD_CLONE3_COMPAT", "1").start();

@@ -258,7 +258,7 @@ impl Drop for SmallTmpfs {
 #[tokio::test]
 async fn upload_to_a_full_filesystem_answers_507_and_leaves_nothing() {
     let Some(fs) = SmallTmpfs::mount() else {
-        println!("SKIPPED: cannot mount a tmpfs here (needs CAP_SYS_ADMIN); 507 not tested");
+        common::prerequisite_missing("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); 507 not tested");
         return;
     };
     let fx = Fx::new();

@@ -2,8 +2,9 @@
 //! started through bootstrap inside a bare busybox-only chroot, as the image flows of §1.5 do.
 //!
 //! The chroot tests need root (mount, chroot, a PID namespace) and busybox-static
-//! (`scripts/install-test-deps.sh`); without them they print why and return. They use the static
-//! binary `target/<arch>-unknown-linux-musl/release/execd` (`scripts/test.sh` builds it first with
+//! (`scripts/install-test-deps.sh`); without them they print why and return, and fail in CI
+//! (`common::prerequisite_missing`). They use the static binary
+//! `target/<arch>-unknown-linux-musl/release/execd` (`scripts/test.sh` builds it first with
 //! `scripts/build-static.sh`), or `$EXECD_STATIC_BIN`; when neither exists they build it once.
 
 mod common;
@@ -364,7 +365,7 @@ fn chroot_unavailable() -> Option<String> {
 macro_rules! require_chroot {
     ($name:literal) => {
         if let Some(why) = chroot_unavailable() {
-            eprintln!("SKIPPED {}: {why}", $name);
+            common::prerequisite_missing(&format!("{}: {why}", $name));
             return;
         }
     };

@@ -11,8 +11,13 @@
 //! | `execute_result` | `execution_count` (when > 0), then `result` |
 //! | `display_data` | `result` (D50; upstream drops it) |
 //! | `error` | `status` (`"error"`), then `error` |
-//! | `execute_reply` | none; an error reply without an earlier `error` message emits `status` + `error` |
+//! | `execute_reply` | none; an error reply with an `ename` and no earlier `error` message emits `status` + `error` |
 //! | `status` idle | the run is done once `execute_reply` is in too (or [`REPLY_GRACE`] passed) |
+//!
+//! An `execute_reply` with status `error` but no (or an empty) `ename` gives no event: tslab
+//! (TypeScript) fails that way, having already written the error to stderr, and an `error` event
+//! with an empty name would break clients that read `error.name` (issue #13). Upstream streams
+//! `init`, `stderr`, `execution_complete` there too; it never turns a reply into an event.
 //!
 //! MIME bundles are copied with `text/plain` renamed to `text` (the Python SDK reads only `text`).
 //! The run ends with `execution_complete`, whose `execution_time` is measured at idle.
@@ -203,19 +208,23 @@ impl RunTracker {
     }
 
     /// The closing events: an error reported only in `execute_reply` (some kernels send no
-    /// `error` message; `aborted` also counts), then `execution_complete`.
+    /// `error` message; `aborted` also counts) when the reply names it, then
+    /// `execution_complete`. An error reply without an `ename` adds nothing (module docs).
     pub fn finish(&mut self) -> Vec<ExecEvent> {
         let mut out = Vec::with_capacity(3);
         if let Some(reply) = &self.reply {
             let status = reply.get("status").and_then(Value::as_str).unwrap_or_default();
             if !self.saw_error && (status == "error" || status == "aborted") {
                 let mut content = reply.clone();
-                if status == "aborted" && content.get("ename").is_none() {
+                let named = |c: &Value| c.get("ename").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                if status == "aborted" && !named(&content) {
                     content["ename"] = Value::from("ExecutionAborted");
                     content["evalue"] = Value::from("the kernel aborted the execution");
                 }
-                out.extend(error_events(&content));
-                self.saw_error = true;
+                if named(&content) {
+                    out.extend(error_events(&content));
+                    self.saw_error = true;
+                }
             }
         }
         out.push(ExecEvent::complete(self.execution_ms));
@@ -309,5 +318,25 @@ mod tests {
         let ev = t.finish();
         assert_eq!(kinds(&ev), ["status", "error", "execution_complete"]);
         assert_eq!(ev[1].error.as_ref().unwrap().ename, "EvalException");
+    }
+
+    #[test]
+    fn error_reply_without_ename_adds_no_event() {
+        // tslab: stderr, then {"status": "error", "execution_count": n} and nothing else.
+        for reply in [json!({"status": "error", "execution_count": 2}), json!({"status": "error", "ename": ""})] {
+            let mut t = RunTracker::new("m");
+            let ev = t.on_message(&msg("m", "stream", json!({"name": "stderr", "text": "Error: x\n"})));
+            assert_eq!(kinds(&ev), ["stderr"]);
+            t.on_message(&msg("m", "execute_reply", reply));
+            t.on_message(&msg("m", "status", json!({"execution_state": "idle"})));
+            assert!(t.is_done());
+            assert_eq!(kinds(&t.finish()), ["execution_complete"]);
+        }
+        // An aborted execution is still reported, with a name of our own.
+        let mut t = RunTracker::new("m");
+        t.on_message(&msg("m", "execute_reply", json!({"status": "aborted"})));
+        let ev = t.finish();
+        assert_eq!(kinds(&ev), ["status", "error", "execution_complete"]);
+        assert_eq!(ev[1].error.as_ref().unwrap().ename, "ExecutionAborted");
     }
 }

@@ -1,6 +1,7 @@
 //! Test harness shared by every integration test file: [`TestServer`] starts the real `execd`
 //! binary on a free loopback port with its own state directory, waits for `/ping` with a deadline,
-//! and stops it on drop. Also helpers to read execd's event streams.
+//! and stops it on drop. Also helpers to read execd's event streams, and [`prerequisite_missing`],
+//! the one way a test skips (a failure in CI).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,34 @@ use serde_json::Value;
 
 /// The one deadline for "eventually" in tests.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether this run is CI: the `CI` environment variable is `true` or `1` (any case), as CI
+/// systems set it (`.ci/run` runs with `CI=true`).
+pub fn in_ci() -> bool {
+    ci_value_means_ci(std::env::var("CI").ok().as_deref())
+}
+
+/// Whether a value of the `CI` variable (`None`: unset) means "this is CI".
+pub fn ci_value_means_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A test cannot run because `what` (root, busybox, a Jupyter venv, a tmpfs mount...) is missing.
+/// In CI ([`in_ci`]) that is a failure: this panics, so a missing install step can never pass as
+/// a green run. Locally it prints `SKIPPED: <what>` and the caller returns. Call it at every
+/// skip: `if !ok { common::prerequisite_missing("needs root"); return; }`.
+pub fn prerequisite_missing(what: &str) {
+    prerequisite_missing_in(in_ci(), what)
+}
+
+/// [`prerequisite_missing`] with the CI decision passed in (for testing it without touching the
+/// process environment).
+pub fn prerequisite_missing_in(ci: bool, what: &str) {
+    if ci {
+        panic!("prerequisite missing in CI (CI is set, so this is a failure, not a skip): {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+}
 
 /// Path of the binary under test (built once by cargo for all test files).
 pub fn execd_bin() -> PathBuf {
