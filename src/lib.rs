@@ -50,8 +50,10 @@ pub async fn run(
     let token = state.shutdown.clone();
     // TCP_NODELAY: event streams write small frames (init, ping, terminal); with Nagle and a
     // keep-alive client's delayed ACK each one could wait ~40 ms.
+    // Every connection gets a stall watch, armed by file transfers (`fs::transfer`).
+    let listener = api::files::WatchedListener::new(listener, state.transfers.clone());
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
+        let _ = tcp.get_ref().set_nodelay(true);
     });
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { token.cancelled().await });

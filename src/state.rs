@@ -22,6 +22,8 @@ pub struct AppState {
     pub pty: crate::pty::PtyManager,
     /// `/code` with a Jupyter language and `/code/context(s)`: Jupyter contexts and runs.
     pub code: crate::code::CodeManager,
+    /// File transfer limits and the scratch space for temporary files (`fs::transfer`).
+    pub transfers: crate::fs::transfer::Transfers,
 }
 
 impl AppState {
@@ -45,10 +47,14 @@ impl AppState {
         let pty = crate::pty::PtyManager::new(crate::pty::PtyOpts { idle_ttl: config.session_idle_ttl });
         let code =
             crate::code::CodeManager::new(crate::code::CodeOpts::new(&config.jupyter_host, &config.jupyter_token));
+        // Limits from EXECD_MAX_TRANSFERS / EXECD_TRANSFER_STALL_TIMEOUT; sweeps the upload spool.
+        let limits = crate::fs::transfer::TransferLimits::from_env(|k| std::env::var(k).ok())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let transfers = crate::fs::transfer::Transfers::new(&config.state_dir, limits)?;
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

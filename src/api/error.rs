@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InsufficientStorage,
     PayloadTooLarge,
     BadGateway,
+    TooManyRequests,
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -49,6 +51,8 @@ impl ErrorCode {
             ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::BadGateway => "BAD_GATEWAY",
+            ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 }
@@ -137,6 +141,8 @@ impl From<crate::fs::FsError> for ApiError {
             FsError::Io { .. } | FsError::Failed(_) | FsError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
             }
+            FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
         };
         ApiError::new(status, code, e.to_string())
     }

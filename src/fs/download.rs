@@ -1,22 +1,35 @@
-//! Downloads (§7.9, DECISIONS D34): open a file (following symlinks; a directory is refused),
-//! read a byte range on a blocking thread into a bounded channel, and build the
+//! Downloads (§7.9, DECISIONS D34): open a regular file (following symlinks; a directory, FIFO or
+//! device is refused), read a byte range into a bounded channel, and build the
 //! `Content-Disposition` value with escaped (D60) or RFC 5987-encoded names.
+//!
+//! The reading never waits for the client on a blocking thread (issue #13 finding 6): an async
+//! task waits until the channel has room for a few chunks, then lends the file to the blocking
+//! pool, which reads until the channel is full and returns. A client that stops reading holds a
+//! channel's worth of chunks and no thread; the connection's stall watch
+//! ([`super::transfer`]) ends it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::mpsc;
 
+use super::transfer::TransferPermit;
 use super::{path, FsError};
 
 /// Read size per chunk.
 pub const CHUNK: usize = 64 * 1024;
 /// Chunks read ahead of the network.
 const READ_AHEAD: usize = 8;
+/// The reader goes back to the blocking pool once this many chunks have room (so each trip
+/// reads at least this many).
+const REFILL: usize = READ_AHEAD / 2;
 /// Chunks are carved out of a few reusable buffers of this size ...
 const POOL_BUFFER: usize = 512 * 1024;
 /// ... this many. A buffer is reused once every chunk carved from it has been sent and dropped
@@ -35,65 +48,130 @@ pub struct Download {
     pub name: String,
 }
 
-/// Opens `given` (expanded, not made absolute) for reading. Missing: NotFound; a directory:
-/// Invalid (400; upstream broke off mid-body).
+/// Opens `given` (expanded, not made absolute) for reading. Empty: Invalid; missing: NotFound;
+/// a directory or any other non-regular file: Invalid (400; upstream broke off mid-body on a
+/// directory and blocked forever on a FIFO).
 pub fn open(given: &str) -> Result<Download, FsError> {
-    let p = path::expanded(given);
-    let file = File::open(&p).map_err(|e| FsError::io("open", &p, e))?;
-    let meta = file.metadata().map_err(|e| FsError::io("stat", &p, e))?;
-    if meta.is_dir() {
-        return Err(FsError::Invalid(format!("path is a directory, not a file: {}", p.display())));
-    }
+    let p = path::expanded_checked(given)?;
+    let (file, meta) =
+        super::open_regular(&p, || FsError::Invalid(format!("path is a directory, not a file: {}", p.display())))?;
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Download { file, size: meta.len(), modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name, path: p })
 }
 
-/// Reads `len` bytes from `offset` on a blocking thread, `CHUNK` at a time, into a bounded
-/// channel. The thread stops when the receiver is dropped (client gone) or at the end. A file
-/// that shrinks underneath ends the stream with an error (the body is then cut, never padded).
-pub fn stream(download: Download, offset: u64, len: u64) -> mpsc::Receiver<std::io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut pool: Vec<BytesMut> = (0..POOL).map(|_| BytesMut::new()).collect();
-        let mut slot = 0;
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let want = ((end - pos) as usize).min(CHUNK);
-            let buf = &mut pool[slot];
+/// The body of a download: chunks of the file, in order. Holds the transfer's permit until it
+/// is dropped (sent, or the connection is gone).
+pub struct DownloadBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    _permit: TransferPermit,
+}
+
+impl Stream for DownloadBody {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The file, where it is, and the reusable buffers: lent to the blocking pool for each refill.
+struct Reader {
+    download: Download,
+    pool: Vec<BytesMut>,
+    slot: usize,
+    pos: u64,
+    end: u64,
+}
+
+impl Reader {
+    /// Reads chunks while the channel has room (never waiting for it). False when the stream is
+    /// over: the end, an error (sent), or the receiver gone.
+    fn fill(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
+        while self.pos < self.end {
+            let Ok(permit) = tx.try_reserve() else {
+                // Full: give the thread back. Closed: the client is gone.
+                return !tx.is_closed();
+            };
+            let res = self.read_chunk();
+            let failed = res.is_err();
+            permit.send(res);
+            if failed {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// One chunk at `pos`. A file that shrank underneath is an error (the body is then cut, never
+    /// padded).
+    fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            let want = ((self.end - self.pos) as usize).min(CHUNK);
+            let buf = &mut self.pool[self.slot];
             if buf.capacity() < want && !buf.try_reclaim(want) {
                 // Still in flight (or first use): a fresh buffer; the old one is freed when its
                 // last chunk is dropped.
                 *buf = BytesMut::with_capacity(POOL_BUFFER);
             }
             buf.resize(want, 0);
-            let res = match download.file.read_at(&mut buf[..], pos) {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being sent", download.path.display()),
-                )),
+            match self.download.file.read_at(&mut buf[..], self.pos) {
+                Ok(0) => {
+                    buf.clear();
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being sent", self.download.path.display()),
+                    ));
+                }
                 Ok(n) => {
                     buf.truncate(n);
-                    pos += n as u64;
+                    self.pos += n as u64;
                     let chunk = buf.split().freeze();
                     if buf.capacity() < CHUNK {
-                        slot = (slot + 1) % POOL;
+                        self.slot = (self.slot + 1) % POOL;
                     }
-                    Ok(chunk)
+                    return Ok(chunk);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.clear(),
+                Err(e) => {
                     buf.clear();
-                    continue;
+                    return Err(e);
                 }
-                Err(e) => Err(e),
-            };
-            let failed = res.is_err();
-            if tx.blocking_send(res).is_err() || failed {
-                return;
+            }
+        }
+    }
+}
+
+/// Streams `len` bytes from `offset`, `CHUNK` at a time, read ahead by up to `READ_AHEAD`
+/// chunks (see the module docs). Stops when the body is dropped (client gone) or at the end.
+pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit) -> DownloadBody {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let mut reader = Reader {
+        download,
+        pool: (0..POOL).map(|_| BytesMut::new()).collect(),
+        slot: 0,
+        pos: offset,
+        end: offset + len,
+    };
+    tokio::spawn(async move {
+        loop {
+            // Waiting for room is async: no thread is held while the client is slow or gone.
+            match tx.reserve_many(REFILL).await {
+                Ok(permits) => drop(permits),
+                Err(_) => return,
+            }
+            let tx2 = tx.clone();
+            match tokio::task::spawn_blocking(move || {
+                let more = reader.fill(&tx2);
+                (reader, more)
+            })
+            .await
+            {
+                Ok((r, true)) => reader = r,
+                _ => return,
             }
         }
     });
-    rx
+    DownloadBody { rx, _permit: permit }
 }
 
 /// RFC 5987 `attr-char`s stay; everything else is percent-encoded.
