@@ -481,6 +481,7 @@ async fn download_file(
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    let body = Body::from_stream(download::stream(dl, start, len, permit));
+    let stall = state.transfers.limits().stall_timeout;
+    let body = Body::from_stream(download::stream(dl, start, len, permit, stall));
     Ok((status, h, body).into_response())
 }

@@ -5,15 +5,19 @@
 //! The reading never waits for the client on a blocking thread (issue #13 finding 6): an async
 //! task waits until the channel has room for a few chunks, then lends the file to the blocking
 //! pool, which reads until the channel is full and returns. A client that stops reading holds a
-//! channel's worth of chunks and no thread; the connection's stall watch
-//! ([`super::transfer`]) ends it.
+//! channel's worth of chunks and no thread. Over HTTP/1 the connection's stall watch
+//! ([`super::transfer`]) then closes the connection. Over HTTP/2 flow control can stall one
+//! stream while the connection stays healthy, so the task also watches the channel: when no
+//! chunk is taken for the stall timeout it abandons the download (file, buffered chunks and
+//! permit are released; the body fails if it is ever polled again).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -60,17 +64,58 @@ pub fn open(given: &str) -> Result<Download, FsError> {
 }
 
 /// The body of a download: chunks of the file, in order. Holds the transfer's permit until it
-/// is dropped (sent, or the connection is gone).
+/// is dropped (sent, or the connection is gone) or the download is abandoned as stalled.
 pub struct DownloadBody {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    _permit: TransferPermit,
+    shared: Arc<Mutex<BodyState>>,
+}
+
+impl Drop for DownloadBody {
+    fn drop(&mut self) {
+        // The reading task holds the shared state too: close the channel (so it stops at once)
+        // and give the permit back now, not when the task notices.
+        let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        state.rx = None;
+        state.permit = None;
+    }
+}
+
+/// What the body and the reading task share: `None`s once the download is abandoned or the body
+/// dropped.
+struct BodyState {
+    rx: Option<mpsc::Receiver<std::io::Result<Bytes>>>,
+    permit: Option<TransferPermit>,
 }
 
 impl Stream for DownloadBody {
     type Item = std::io::Result<Bytes>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match state.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            // Abandoned: the body is cut, never ended as if complete.
+            None => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "download abandoned: the client took nothing for the stall timeout",
+            )))),
+        }
+    }
+}
+
+/// Waits until the channel has room for `REFILL` chunks. False when the body is gone, or when
+/// the client took no chunk for `stall` (zero: wait forever).
+async fn wait_for_room(tx: &mpsc::Sender<std::io::Result<Bytes>>, stall: Duration) -> bool {
+    if stall.is_zero() {
+        return tx.reserve_many(REFILL).await.is_ok();
+    }
+    let mut room = tx.capacity();
+    loop {
+        match tokio::time::timeout(stall, tx.reserve_many(REFILL)).await {
+            Ok(res) => return res.is_ok(),
+            // Some chunks were taken meanwhile: progress, keep waiting.
+            Err(_) if tx.capacity() > room => room = tx.capacity(),
+            Err(_) => return false,
+        }
     }
 }
 
@@ -142,9 +187,12 @@ impl Reader {
 }
 
 /// Streams `len` bytes from `offset`, `CHUNK` at a time, read ahead by up to `READ_AHEAD`
-/// chunks (see the module docs). Stops when the body is dropped (client gone) or at the end.
-pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit) -> DownloadBody {
+/// chunks (see the module docs). Stops when the body is dropped (client gone), at the end, or
+/// when the client takes nothing for `stall` (zero: never).
+pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit, stall: Duration) -> DownloadBody {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let shared = Arc::new(Mutex::new(BodyState { rx: Some(rx), permit: Some(permit) }));
+    let watched = shared.clone();
     let mut reader = Reader {
         download,
         pool: (0..POOL).map(|_| BytesMut::new()).collect(),
@@ -155,9 +203,14 @@ pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit)
     tokio::spawn(async move {
         loop {
             // Waiting for room is async: no thread is held while the client is slow or gone.
-            match tx.reserve_many(REFILL).await {
-                Ok(permits) => drop(permits),
-                Err(_) => return,
+            if !wait_for_room(&tx, stall).await {
+                if !tx.is_closed() {
+                    tracing::info!(path = %reader.download.path.display(), "download stalled; abandoning it");
+                    let mut state = watched.lock().unwrap_or_else(|e| e.into_inner());
+                    state.rx = None;
+                    state.permit = None;
+                }
+                return;
             }
             let tx2 = tx.clone();
             match tokio::task::spawn_blocking(move || {
@@ -171,7 +224,7 @@ pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit)
             }
         }
     });
-    DownloadBody { rx, _permit: permit }
+    DownloadBody { shared }
 }
 
 /// RFC 5987 `attr-char`s stay; everything else is percent-encoded.
