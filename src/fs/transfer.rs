@@ -256,6 +256,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let res = Pin::new(&mut self.io).poll_flush(cx);
+        if res.is_ready() {
+            // A finished flush moved no byte: it stops no stall clock.
+            return res;
+        }
         self.check(cx, res)
     }
 
