@@ -245,6 +245,68 @@ fn h6_stalled_uploads_are_capped_answered_408_after_the_stall_timeout_and_pin_no
     assert!(files_in(&s.state_dir().join("uploads")).is_empty());
 }
 
+#[tokio::test]
+async fn h6_a_client_that_leaves_gives_its_permit_back_at_once() {
+    // Permits must come back when the client goes, not at the stall timeout.
+    let s = limited_server();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    let url = s.url(&format!("/files/download?path={}", q(&big.display().to_string())));
+    let fill = || async {
+        let mut held = Vec::new();
+        for _ in 0..CAP {
+            // A fresh client each: a connection per download, closed when it is dropped.
+            let mut r = reqwest::get(&url).await.unwrap();
+            if r.status() != 200 {
+                return None;
+            }
+            r.chunk().await.unwrap();
+            held.push(r);
+        }
+        Some(held)
+    };
+    let first = fill().await.expect("the cap admits CAP downloads");
+    drop(first);
+    let t = Instant::now();
+    let again = common::wait_until_async(STALL / 2, || async { fill().await.is_some() }).await;
+    assert!(again, "permits not back {:?} after the clients left", t.elapsed());
+}
+
+#[tokio::test]
+async fn h6_stalled_http2_downloads_give_their_permit_back_after_the_stall_timeout() {
+    // Over HTTP/2 a stream stalls by flow control while its connection stays healthy (nothing
+    // fills the socket), so the connection watch cannot see it: the download itself must.
+    let s = TestServer::options().env("EXECD_MAX_TRANSFERS", "2").env("EXECD_TRANSFER_STALL_TIMEOUT", "2s").start();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    std::fs::write(dir.path().join("small.txt"), b"hello").unwrap();
+    let url = |name: &str| s.url(&format!("/files/download?path={}", q(&dir.path().join(name).display().to_string())));
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    // Two downloads whose bodies are never read: the client grants no more window.
+    let stalled_a = h2.get(url("big.bin")).send().await.unwrap();
+    let stalled_b = h2.get(url("big.bin")).send().await.unwrap();
+    assert_eq!(stalled_a.version(), reqwest::Version::HTTP_2);
+    assert_eq!((stalled_a.status().as_u16(), stalled_b.status().as_u16()), (200, 200));
+    let h1 = s.client();
+    assert_error(h1.get(url("small.txt")).send().await.unwrap(), 429, "TOO_MANY_REQUESTS").await;
+    // After the stall timeout execd abandons both streams, which are still open...
+    let abandoned =
+        common::wait_until_async(TIMEOUT, || async { s.log().matches("download stalled").count() >= 2 }).await;
+    assert!(abandoned, "the stalled HTTP/2 downloads were not abandoned; log:\n{}", s.log());
+    // ... and both permits are back: two downloads run at once again.
+    let held = h1.get(url("big.bin")).send().await.unwrap();
+    assert_eq!(held.status(), 200);
+    let r = h1.get(url("small.txt")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "hello".to_string()));
+    drop(held);
+    // An abandoned download fails; it never ends as if it were complete.
+    let rest = stalled_a.bytes().await;
+    assert!(rest.is_err(), "{:?}", rest.map(|b| b.len()));
+    drop(stalled_b);
+}
+
 #[test]
 fn h6_stalled_transfers_hold_no_thread() {
     // A generous cap and a long stall timeout: 24 stalled downloads and 24 stalled uploads stay
@@ -449,6 +511,44 @@ async fn h10_a_form_with_a_missing_or_bad_part_writes_no_file() {
     assert_empty_ok(r).await;
     assert_eq!(std::fs::read(&a).unwrap(), b"new a");
     assert_eq!(std::fs::read(&b).unwrap(), b"new b");
+}
+
+#[tokio::test]
+async fn h10_a_form_with_many_files_writes_them_all_once_complete() {
+    // More files than stay open while they wait for the end of the form (the rest are parked
+    // under journaled names), some spooled before their metadata, some on another filesystem.
+    let fx = Fx::new();
+    let shm = Path::new("/dev/shm");
+    use std::os::unix::fs::MetadataExt;
+    let other_fs =
+        shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(fx.dir.path()).unwrap().dev();
+    let shm_dir = other_fs.then(|| tempfile::tempdir_in(shm).unwrap());
+    let mut parts = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let target = match (&shm_dir, i % 10) {
+            (Some(d), 0) => d.path().join(format!("f{i}.txt")),
+            _ => fx.p(&format!("many/f{i}.txt")),
+        };
+        let content = format!("content {i}").repeat(i + 1);
+        let meta = Part::metadata(json!({"path": target.display().to_string(), "mode": 640}));
+        let file = Part::file(content.clone().into_bytes());
+        // Every third pair sends its file first (spooled until its metadata comes).
+        if i % 3 == 0 {
+            parts.extend([file, meta]);
+        } else {
+            parts.extend([meta, file]);
+        }
+        want.push((target, content));
+    }
+    assert_empty_ok(fx.upload(&parts).await).await;
+    for (target, content) in &want {
+        assert_eq!(std::fs::read_to_string(target).unwrap(), *content, "{}", target.display());
+        assert_eq!(fsutil::mode_of(target), 0o640, "{}", target.display());
+    }
+    assert!(temp_files(&fx.p("many")).is_empty());
+    let uploads = fx.server.state_dir().join("uploads");
+    assert!(files_in(&uploads).is_empty() && files_in(&uploads.join("journal")).is_empty());
 }
 
 // ------------------------------------------------------------------------------ finding 11
