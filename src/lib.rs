@@ -48,10 +48,10 @@ pub async fn run(
     let state = AppState::new(config)?;
     let app = api::router(state.clone());
     let token = state.shutdown.clone();
-    // TCP_NODELAY: event streams write small frames (init, ping, terminal); with Nagle and a
-    // keep-alive client's delayed ACK each one could wait ~40 ms.
     // Every connection gets a stall watch, armed by file transfers (`fs::transfer`).
     let listener = api::files::WatchedListener::new(listener, state.transfers.clone());
+    // TCP_NODELAY: event streams write small frames (init, ping, terminal); with Nagle and a
+    // keep-alive client's delayed ACK each one could wait ~40 ms.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.get_ref().set_nodelay(true);
     });

@@ -48,9 +48,7 @@ impl AppState {
         let code =
             crate::code::CodeManager::new(crate::code::CodeOpts::new(&config.jupyter_host, &config.jupyter_token));
         // Limits from EXECD_MAX_TRANSFERS / EXECD_TRANSFER_STALL_TIMEOUT; sweeps the upload spool.
-        let limits = crate::fs::transfer::TransferLimits::from_env(|k| std::env::var(k).ok())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let transfers = crate::fs::transfer::Transfers::new(&config.state_dir, limits)?;
+        let transfers = crate::fs::transfer::Transfers::from_env(&config.state_dir)?;
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());

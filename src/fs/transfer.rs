@@ -93,7 +93,9 @@ struct Inner {
 
 /// Held while a transfer runs; dropping it lets the next one in.
 #[derive(Debug)]
-pub struct TransferPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct TransferPermit {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Transfers {
     /// Limits plus the scratch space under `state_dir` (prepared and swept, see
@@ -106,6 +108,14 @@ impl Transfers {
             conns: Mutex::new(HashMap::new()),
             scratch,
         })))
+    }
+
+    /// [`Transfers::new`] with the limits from execd's environment; a bad value is an
+    /// `InvalidInput` error (execd does not start).
+    pub fn from_env(state_dir: &Path) -> io::Result<Transfers> {
+        let limits = TransferLimits::from_env(|k| std::env::var(k).ok())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Transfers::new(state_dir, limits)
     }
 
     /// The limits in force.
@@ -130,7 +140,7 @@ impl Transfers {
         if let Some(peer) = peer {
             self.guard_connection(peer);
         }
-        Ok(TransferPermit(permit))
+        Ok(TransferPermit { _permit: permit })
     }
 
     /// Arms the write-stall timeout of the connection from `peer`, for the rest of it.
