@@ -24,6 +24,8 @@ pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default deadline for a request head (and for an idle keep-alive connection).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on file transfers at once.
+pub const DEFAULT_MAX_TRANSFERS: usize = 256;
 /// Default deadline for a request body read or a socket write that makes no progress.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,6 +59,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// A request body read or a response write with no progress for this long fails.
     pub stall_timeout: Duration,
+    /// At most this many file transfers (downloads, uploads, long listings) at once.
+    pub max_transfers: usize,
     /// `EXECD_ENVS`: path of a `KEY=VALUE` file re-read for every command and session run.
     pub envs_file: Option<String>,
     /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
@@ -166,6 +170,12 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_HEADER_TIMEOUT"),
         default: "30s",
         help: "Go duration; a request head must arrive within this, and idle keep-alive connections close after it",
+    },
+    Setting {
+        flag: "max-transfers",
+        env: Some("EXECD_MAX_TRANSFERS"),
+        default: "256",
+        help: "at most this many file transfers (downloads, uploads, long listings) at once; more get 429",
     },
     Setting {
         flag: "stall-timeout",
@@ -420,13 +430,17 @@ impl Config {
         };
         let header_timeout = positive("header-timeout", DEFAULT_HEADER_TIMEOUT)?;
         let stall_timeout = positive("stall-timeout", DEFAULT_STALL_TIMEOUT)?;
-        let max_connections = match get("max-connections") {
-            Some((n, v)) => match v.parse::<usize>() {
-                Ok(c) if c > 0 => c,
-                _ => return Err(invalid(n, v, "expected a positive integer")),
-            },
-            None => DEFAULT_MAX_CONNECTIONS,
+        let count = |flag: &str, default: usize| -> Result<usize, ConfigError> {
+            match get(flag) {
+                Some((n, v)) => match v.parse::<usize>() {
+                    Ok(c) if (1..=1 << 24).contains(&c) => Ok(c),
+                    _ => Err(invalid(n, v, "expected a positive integer")),
+                },
+                None => Ok(default),
+            }
         };
+        let max_connections = count("max-connections", DEFAULT_MAX_CONNECTIONS)?;
+        let max_transfers = count("max-transfers", DEFAULT_MAX_TRANSFERS)?;
         let command_retention_count = match get("command-retention-count") {
             Some((n, v)) => v.parse::<usize>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
             None => DEFAULT_COMMAND_MAX,
@@ -459,6 +473,7 @@ impl Config {
             max_connections,
             header_timeout,
             stall_timeout,
+            max_transfers,
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
         })))

@@ -22,6 +22,8 @@ pub struct AppState {
     pub pty: crate::pty::PtyManager,
     /// `/code` with a Jupyter language and `/code/context(s)`: Jupyter contexts and runs.
     pub code: crate::code::CodeManager,
+    /// File transfer limits and the scratch space for temporary files (`fs::transfer`).
+    pub transfers: crate::fs::transfer::Transfers,
 }
 
 impl AppState {
@@ -46,10 +48,18 @@ impl AppState {
         let pty = crate::pty::PtyManager::new(crate::pty::PtyOpts { idle_ttl: config.session_idle_ttl });
         let code =
             crate::code::CodeManager::new(crate::code::CodeOpts::new(&config.jupyter_host, &config.jupyter_token));
+        // Sweeps the upload spool and the journaled temporary names of an earlier run.
+        let transfers = crate::fs::transfer::Transfers::new(
+            &config.state_dir,
+            crate::fs::transfer::TransferLimits {
+                max_concurrent: config.max_transfers,
+                stall_timeout: config.stall_timeout,
+            },
+        )?;
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
 use super::error::{empty_ok, ApiError};
 use super::extract::{KeyFold, QueryPairs};
-use super::files::{json_array, read_json};
+use super::files::{admit_stream, json_array, read_json};
 use crate::fs::{self, ops::Permission};
 use crate::state::AppState;
 
@@ -20,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /directories/list?path=<dir>&depth=<n>` (depth defaults to 1; 0 gives `[]`).
-async fn list(q: QueryPairs) -> Result<Response, ApiError> {
+async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let root = q.require("path")?;
     let depth = match q.get("depth") {
         None => 1,
@@ -28,7 +29,7 @@ async fn list(q: QueryPairs) -> Result<Response, ApiError> {
             .parse::<u32>()
             .map_err(|_| ApiError::bad_request(format!("invalid depth {d:?}: must be a non-negative integer")))?,
     };
-    Ok(json_array(fs::list::list(root, depth)).await)
+    Ok(json_array(fs::list::list(root, depth), admit_stream(&state)).await)
 }
 
 /// `POST /directories {"<dir>": {"owner","group","mode"}}`.

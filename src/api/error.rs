@@ -28,6 +28,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     BadGateway,
     TooManyRequests,
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -51,6 +52,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::BadGateway => "BAD_GATEWAY",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 }
@@ -139,6 +141,8 @@ impl From<crate::fs::FsError> for ApiError {
             FsError::Io { .. } | FsError::Failed(_) | FsError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
             }
+            FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
         };
         ApiError::new(status, code, e.to_string())
     }

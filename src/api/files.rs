@@ -2,10 +2,17 @@
 //! Handlers parse the request, call one `fs` function (blocking work on the blocking pool) and
 //! map the result. The multipart wire format of uploads is parsed here (multer) and each file's
 //! bytes are handed to `fs::upload`, which streams them to disk.
+//!
+//! Transfers (downloads, uploads, long list/search answers) are admitted by the transfer limits
+//! (`fs::transfer`, issue #13 finding 6): 429 beyond the cap, 408 for an upload whose client
+//! stops sending, and a connection whose client stops reading is closed by its stall watch,
+//! which [`WatchedListener`] puts on every connection.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,13 +20,14 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{empty_ok, json_response, ApiError, ErrorCode, JSON_CONTENT_TYPE};
 use super::extract::{decode_lenient, KeyFold, QueryPairs};
 use crate::fs::ops::{Move, Permission};
 use crate::fs::range::{self, RangePlan};
-use crate::fs::upload::{SpooledFile, UploadSpec, UploadWriter, Written};
+use crate::fs::temp::Scratch;
+use crate::fs::transfer::TransferPermit;
+use crate::fs::upload::{Received, SpooledFile, StagedSet, UploadSpec, UploadWriter};
 use crate::fs::{self, download, FsError, InfoStream};
 use crate::state::AppState;
 
@@ -67,9 +75,18 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(body: Body, fold: 
     decode_lenient(&bytes, fold)
 }
 
+/// Admits a streamed answer as a transfer (see [`json_array_response`]).
+pub(super) fn admit_stream(state: &AppState) -> impl FnOnce() -> Result<TransferPermit, FsError> {
+    let transfers = state.transfers.clone();
+    move || transfers.admit()
+}
+
 /// `GET /directories/list`'s answer: each batch of FileInfo from the walk becomes one chunk of
 /// the array (a batch is at most 256 entries, about 60 KiB).
-pub(super) async fn json_array(mut rx: InfoStream) -> Response {
+pub(super) async fn json_array(
+    mut rx: InfoStream,
+    admit: impl FnOnce() -> Result<TransferPermit, FsError>,
+) -> Response {
     let chunks = async_stream::stream! {
         let mut first = true;
         while let Some(item) = rx.recv().await {
@@ -91,15 +108,20 @@ pub(super) async fn json_array(mut rx: InfoStream) -> Response {
             yield Ok(Bytes::from(chunk));
         }
     };
-    json_array_response(chunks).await
+    json_array_response(chunks, admit).await
 }
 
 /// A JSON array response made of `chunks` of comma-separated elements, as a walk produces them.
 /// The first [`ARRAY_PREFIX`] bytes are collected before answering, so errors found early become
 /// a normal error response; after that the array is streamed, and an error cuts the body off
 /// (the client sees a broken transfer, never a silently truncated but valid array). Dropping
-/// the response stops the walk.
-async fn json_array_response(chunks: impl Stream<Item = Result<Bytes, FsError>> + Send + 'static) -> Response {
+/// the response stops the walk. A streamed answer is a transfer: `admit` must let it in (else
+/// 429), and its permit is held until the stream ends, so that walkers waiting for slow readers
+/// are bounded like downloads.
+async fn json_array_response(
+    chunks: impl Stream<Item = Result<Bytes, FsError>> + Send + 'static,
+    admit: impl FnOnce() -> Result<TransferPermit, FsError>,
+) -> Response {
     let mut chunks = Box::pin(chunks);
     let mut buf = Vec::with_capacity(ARRAY_PREFIX + 80 * 1024);
     buf.push(b'[');
@@ -113,7 +135,12 @@ async fn json_array_response(chunks: impl Stream<Item = Result<Bytes, FsError>> 
             Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
         }
     }
+    let permit = match admit() {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let stream = async_stream::stream! {
+        let _permit = permit;
         yield Ok::<_, std::io::Error>(Bytes::from(buf));
         loop {
             match chunks.next().await {
@@ -164,7 +191,7 @@ async fn move_files(body: Body) -> Result<Response, ApiError> {
 }
 
 /// `GET /files/search?path=<dir>&pattern=<glob>` (pattern defaults to `**`).
-async fn search(q: QueryPairs) -> Result<Response, ApiError> {
+async fn search(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let root = q.require("path")?;
     let pattern = q.get("pattern").unwrap_or("**");
     let mut rx = fs::search::search(root, pattern);
@@ -174,7 +201,7 @@ async fn search(q: QueryPairs) -> Result<Response, ApiError> {
             yield item.map(Bytes::from_owner);
         }
     };
-    Ok(json_array_response(chunks).await)
+    Ok(json_array_response(chunks, admit_stream(&state)).await)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,14 +217,17 @@ struct ReplaceCount {
     replaced_count: u64,
 }
 
-/// `POST /files/replace?verbose=true {"<path>": {"old","new"}}`.
-async fn replace(q: QueryPairs, body: Body) -> Result<Response, ApiError> {
+/// `POST /files/replace?verbose=true {"<path>": {"old","new"}}`. An empty path anywhere is
+/// refused before any file is touched.
+async fn replace(State(state): State<AppState>, q: QueryPairs, body: Body) -> Result<Response, ApiError> {
     let verbose = q.get("verbose") == Some("true");
     let items: BTreeMap<String, ReplaceItem> = read_json(body, KeyFold::MapOfStructs).await?;
+    let scratch = state.transfers.scratch().clone();
     let counts = fs::blocking(move || {
+        fs::path::check_all(items.keys().map(String::as_str))?;
         items
             .into_iter()
-            .map(|(p, item)| Ok((p.clone(), fs::replace::replace_in_file(&p, &item.old, &item.new)?)))
+            .map(|(p, item)| Ok((p.clone(), fs::replace::replace_in_file(&p, &item.old, &item.new, &scratch)?)))
             .collect::<Result<Vec<_>, FsError>>()
     })
     .await?;
@@ -214,6 +244,15 @@ fn upload_error(code: ErrorCode, message: impl Into<String>) -> ApiError {
 }
 
 fn form_error(e: multer::Error) -> ApiError {
+    // The server's request-body stall deadline (`api::server`) shows through multer as a read
+    // failure: that is the client's stall, 408 like the transfer's own.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        if let Some(stalled) = c.downcast_ref::<super::server::BodyStalled>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout, stalled.to_string());
+        }
+        cause = c.source();
+    }
     upload_error(ErrorCode::InvalidFile, format!("error parsing multipart form: {e}"))
 }
 
@@ -237,20 +276,28 @@ async fn read_metadata(mut field: multer::Field<'_>) -> Result<UploadSpec, ApiEr
     }
     let meta: UploadMetadata = decode_lenient(&bytes, KeyFold::Struct)
         .map_err(|e| upload_error(ErrorCode::InvalidFileMetadata, format!("invalid metadata: {}", e.message)))?;
-    if meta.path.is_empty() {
+    // Also a path that expands to nothing (`$UNSET_OR_EMPTY`): it would mean execd's cwd.
+    if meta.path.is_empty() || fs::path::expand(&meta.path).is_empty() {
         return Err(upload_error(ErrorCode::InvalidFileMetadata, "metadata path is empty"));
     }
     Ok(UploadSpec { path: meta.path, perm: Permission { owner: meta.owner, group: meta.group, mode: meta.mode } })
 }
 
 /// `POST /files/upload`: multipart `metadata`/`file` pairs (paired by index), each file streamed
-/// to a temporary file and renamed into place (DECISIONS D33). Chunked bodies work.
-async fn upload(headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// to a temporary file; all are renamed into place once the whole form is read and valid
+/// (DECISIONS D33, issue #13 finding 10). Chunked bodies work. A transfer: 429 beyond the cap,
+/// 408 when the client stops sending for the stall timeout.
+async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| upload_error(ErrorCode::InvalidFile, "multipart form is empty"))?;
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
-    let result = receive_parts(&mut form).await;
+    let _permit = state.transfers.admit()?;
+    let (stream, stall) = state.transfers.stall_guard(body.into_data_stream());
+    let mut form = multer::Multipart::new(stream, boundary);
+    let result = receive_parts(&mut form, state.transfers.scratch()).await;
+    if stall.stalled() {
+        return Err(FsError::Stalled(state.transfers.limits().stall_timeout).into());
+    }
     if result.is_err() {
         drain(form).await;
     }
@@ -274,10 +321,12 @@ async fn drain(mut form: multer::Multipart<'static>) {
     let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
-/// Reads every part, writing files as they arrive, and checks the pairing at the end.
-async fn receive_parts(form: &mut multer::Multipart<'static>) -> Result<Response, ApiError> {
+/// Reads every part, writing files as they arrive (each to a temporary file), checks the pairing
+/// at the end, and only then moves the files into place. Any error drops the staged files.
+async fn receive_parts(form: &mut multer::Multipart<'static>, scratch: &Arc<Scratch>) -> Result<Response, ApiError> {
     let mut pending_meta: VecDeque<UploadSpec> = VecDeque::new();
     let mut pending_files: VecDeque<SpooledFile> = VecDeque::new();
+    let mut staged = StagedSet::default();
     let (mut metas, mut files, mut parts) = (0usize, 0usize, 0usize);
     while let Some(mut field) = form.next_field().await.map_err(form_error)? {
         parts += 1;
@@ -287,7 +336,10 @@ async fn receive_parts(form: &mut multer::Multipart<'static>) -> Result<Response
                 metas += 1;
                 let spec = read_metadata(field).await?;
                 match pending_files.pop_front() {
-                    Some(spooled) => fs::blocking(move || spooled.install(&spec)).await?,
+                    Some(spooled) => {
+                        let scratch = scratch.clone();
+                        staged.push(fs::blocking(move || spooled.stage(&spec, &scratch)).await?).await?
+                    }
                     None if pending_meta.len() >= MAX_UNPAIRED => {
                         return Err(upload_error(ErrorCode::InvalidFile, "too many metadata parts without a file"))
                     }
@@ -297,18 +349,19 @@ async fn receive_parts(form: &mut multer::Multipart<'static>) -> Result<Response
             Some("file") => {
                 files += 1;
                 let mut writer = match pending_meta.pop_front() {
-                    Some(spec) => UploadWriter::to_target(spec),
+                    Some(spec) => UploadWriter::to_target(spec, scratch).await?,
                     None if pending_files.len() >= MAX_UNPAIRED => {
                         return Err(upload_error(ErrorCode::InvalidFile, "too many file parts without metadata"))
                     }
-                    None => UploadWriter::to_spool(),
+                    None => UploadWriter::to_spool(scratch).await?,
                 };
-                // An error here drops the writer, whose thread then removes the temporary file.
+                // An error here drops the writer, and with it the temporary file.
                 while let Some(chunk) = field.chunk().await.map_err(form_error)? {
                     writer.write(chunk).await?;
                 }
-                if let Written::Spooled(s) = writer.finish().await? {
-                    pending_files.push_back(s);
+                match writer.finish().await? {
+                    Received::Staged(s) => staged.push(s).await?,
+                    Received::Spooled(s) => pending_files.push_back(s),
                 }
             }
             _ => while field.chunk().await.map_err(form_error)?.is_some() {},
@@ -329,6 +382,8 @@ async fn receive_parts(form: &mut multer::Multipart<'static>) -> Result<Response
             format!("metadata and file count mismatch: {metas} vs {files}"),
         ));
     }
+    // Every pair is complete and valid: only now is any target replaced.
+    fs::blocking(move || staged.commit()).await?;
     Ok(empty_ok())
 }
 
@@ -347,9 +402,11 @@ fn range_not_satisfiable(message: String, size: Option<u64>) -> Response {
     resp
 }
 
-/// `GET /files/download?path=..` with optional `Range` (DECISIONS D34).
-async fn download_file(q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `GET /files/download?path=..` with optional `Range` (DECISIONS D34). A transfer: 429 beyond
+/// the cap; the connection's stall watch ends it if the client stops reading.
+async fn download_file(State(state): State<AppState>, q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
     let given = q.require("path")?.to_string();
+    let permit = state.transfers.admit()?;
     let dl = fs::blocking(move || download::open(&given)).await?;
     let size = dl.size;
     let range_header = match headers.get(header::RANGE).map(|v| v.to_str()) {
@@ -387,6 +444,7 @@ async fn download_file(q: QueryPairs, headers: HeaderMap) -> Result<Response, Ap
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    let body = Body::from_stream(ReceiverStream::new(download::stream(dl, start, len)));
+    let stall = state.transfers.limits().stall_timeout;
+    let body = Body::from_stream(download::stream(dl, start, len, permit, stall));
     Ok((status, h, body).into_response())
 }

@@ -1,22 +1,39 @@
-//! Downloads (§7.9, DECISIONS D34): open a file (following symlinks; a directory is refused),
-//! read a byte range on a blocking thread into a bounded channel, and build the
+//! Downloads (§7.9, DECISIONS D34): open a regular file (following symlinks; a directory, FIFO or
+//! device is refused), read a byte range into a bounded channel, and build the
 //! `Content-Disposition` value with escaped (D60) or RFC 5987-encoded names.
+//!
+//! The reading never waits for the client on a blocking thread (issue #13 finding 6): an async
+//! task waits until the channel has room for a few chunks, then lends the file to the blocking
+//! pool, which reads until the channel is full and returns. A client that stops reading holds a
+//! channel's worth of chunks and no thread. Over HTTP/1 the connection's stall watch
+//! ([`super::transfer`]) then closes the connection. Over HTTP/2 flow control can stall one
+//! stream while the connection stays healthy, so the task also watches the channel: when no
+//! chunk is taken for the stall timeout it abandons the download (file, buffered chunks and
+//! permit are released; the body fails if it is ever polled again).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::mpsc;
 
+use super::transfer::TransferPermit;
 use super::{path, FsError};
 
 /// Read size per chunk.
 pub const CHUNK: usize = 64 * 1024;
 /// Chunks read ahead of the network.
 const READ_AHEAD: usize = 8;
+/// The reader goes back to the blocking pool once this many chunks have room (so each trip
+/// reads at least this many).
+const REFILL: usize = READ_AHEAD / 2;
 /// Chunks are carved out of a few reusable buffers of this size ...
 const POOL_BUFFER: usize = 512 * 1024;
 /// ... this many. A buffer is reused once every chunk carved from it has been sent and dropped
@@ -35,65 +52,179 @@ pub struct Download {
     pub name: String,
 }
 
-/// Opens `given` (expanded, not made absolute) for reading. Missing: NotFound; a directory:
-/// Invalid (400; upstream broke off mid-body).
+/// Opens `given` (expanded, not made absolute) for reading. Empty: Invalid; missing: NotFound;
+/// a directory or any other non-regular file: Invalid (400; upstream broke off mid-body on a
+/// directory and blocked forever on a FIFO).
 pub fn open(given: &str) -> Result<Download, FsError> {
-    let p = path::expanded(given);
-    let file = File::open(&p).map_err(|e| FsError::io("open", &p, e))?;
-    let meta = file.metadata().map_err(|e| FsError::io("stat", &p, e))?;
-    if meta.is_dir() {
-        return Err(FsError::Invalid(format!("path is a directory, not a file: {}", p.display())));
-    }
+    let p = path::expanded_checked(given)?;
+    let (file, meta) =
+        super::open_regular(&p, || FsError::Invalid(format!("path is a directory, not a file: {}", p.display())))?;
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Download { file, size: meta.len(), modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name, path: p })
 }
 
-/// Reads `len` bytes from `offset` on a blocking thread, `CHUNK` at a time, into a bounded
-/// channel. The thread stops when the receiver is dropped (client gone) or at the end. A file
-/// that shrinks underneath ends the stream with an error (the body is then cut, never padded).
-pub fn stream(download: Download, offset: u64, len: u64) -> mpsc::Receiver<std::io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut pool: Vec<BytesMut> = (0..POOL).map(|_| BytesMut::new()).collect();
-        let mut slot = 0;
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let want = ((end - pos) as usize).min(CHUNK);
-            let buf = &mut pool[slot];
+/// The body of a download: chunks of the file, in order. Holds the transfer's permit until it
+/// is dropped (sent, or the connection is gone) or the download is abandoned as stalled.
+pub struct DownloadBody {
+    shared: Arc<Mutex<BodyState>>,
+}
+
+impl Drop for DownloadBody {
+    fn drop(&mut self) {
+        // The reading task holds the shared state too: close the channel (so it stops at once)
+        // and give the permit back now, not when the task notices.
+        let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        state.rx = None;
+        state.permit = None;
+    }
+}
+
+/// What the body and the reading task share: `None`s once the download is abandoned or the body
+/// dropped.
+struct BodyState {
+    rx: Option<mpsc::Receiver<std::io::Result<Bytes>>>,
+    permit: Option<TransferPermit>,
+}
+
+impl Stream for DownloadBody {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match state.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            // Abandoned: the body is cut, never ended as if complete.
+            None => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "download abandoned: the client took nothing for the stall timeout",
+            )))),
+        }
+    }
+}
+
+/// Waits until the channel has room for `REFILL` chunks. False when the body is gone, or when
+/// the client took no chunk for `stall` (zero: wait forever).
+async fn wait_for_room(tx: &mpsc::Sender<std::io::Result<Bytes>>, stall: Duration) -> bool {
+    if stall.is_zero() {
+        return tx.reserve_many(REFILL).await.is_ok();
+    }
+    let mut room = tx.capacity();
+    loop {
+        match tokio::time::timeout(stall, tx.reserve_many(REFILL)).await {
+            Ok(res) => return res.is_ok(),
+            // Some chunks were taken meanwhile: progress, keep waiting.
+            Err(_) if tx.capacity() > room => room = tx.capacity(),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The file, where it is, and the reusable buffers: lent to the blocking pool for each refill.
+struct Reader {
+    download: Download,
+    pool: Vec<BytesMut>,
+    slot: usize,
+    pos: u64,
+    end: u64,
+}
+
+impl Reader {
+    /// Reads chunks while the channel has room (never waiting for it). False when the stream is
+    /// over: the end, an error (sent), or the receiver gone.
+    fn fill(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
+        while self.pos < self.end {
+            let Ok(permit) = tx.try_reserve() else {
+                // Full: give the thread back. Closed: the client is gone.
+                return !tx.is_closed();
+            };
+            let res = self.read_chunk();
+            let failed = res.is_err();
+            permit.send(res);
+            if failed {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// One chunk at `pos`. A file that shrank underneath is an error (the body is then cut, never
+    /// padded).
+    fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            let want = ((self.end - self.pos) as usize).min(CHUNK);
+            let buf = &mut self.pool[self.slot];
             if buf.capacity() < want && !buf.try_reclaim(want) {
                 // Still in flight (or first use): a fresh buffer; the old one is freed when its
                 // last chunk is dropped.
                 *buf = BytesMut::with_capacity(POOL_BUFFER);
             }
             buf.resize(want, 0);
-            let res = match download.file.read_at(&mut buf[..], pos) {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being sent", download.path.display()),
-                )),
+            match self.download.file.read_at(&mut buf[..], self.pos) {
+                Ok(0) => {
+                    buf.clear();
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being sent", self.download.path.display()),
+                    ));
+                }
                 Ok(n) => {
                     buf.truncate(n);
-                    pos += n as u64;
+                    self.pos += n as u64;
                     let chunk = buf.split().freeze();
                     if buf.capacity() < CHUNK {
-                        slot = (slot + 1) % POOL;
+                        self.slot = (self.slot + 1) % POOL;
                     }
-                    Ok(chunk)
+                    return Ok(chunk);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.clear(),
+                Err(e) => {
                     buf.clear();
-                    continue;
+                    return Err(e);
                 }
-                Err(e) => Err(e),
-            };
-            let failed = res.is_err();
-            if tx.blocking_send(res).is_err() || failed {
+            }
+        }
+    }
+}
+
+/// Streams `len` bytes from `offset`, `CHUNK` at a time, read ahead by up to `READ_AHEAD`
+/// chunks (see the module docs). Stops when the body is dropped (client gone), at the end, or
+/// when the client takes nothing for `stall` (zero: never).
+pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit, stall: Duration) -> DownloadBody {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let shared = Arc::new(Mutex::new(BodyState { rx: Some(rx), permit: Some(permit) }));
+    let watched = shared.clone();
+    let mut reader = Reader {
+        download,
+        pool: (0..POOL).map(|_| BytesMut::new()).collect(),
+        slot: 0,
+        pos: offset,
+        end: offset + len,
+    };
+    tokio::spawn(async move {
+        loop {
+            // Waiting for room is async: no thread is held while the client is slow or gone.
+            if !wait_for_room(&tx, stall).await {
+                if !tx.is_closed() {
+                    tracing::info!(path = %reader.download.path.display(), "download stalled; abandoning it");
+                    let mut state = watched.lock().unwrap_or_else(|e| e.into_inner());
+                    state.rx = None;
+                    state.permit = None;
+                }
                 return;
+            }
+            let tx2 = tx.clone();
+            match tokio::task::spawn_blocking(move || {
+                let more = reader.fill(&tx2);
+                (reader, more)
+            })
+            .await
+            {
+                Ok((r, true)) => reader = r,
+                _ => return,
             }
         }
     });
-    rx
+    DownloadBody { shared }
 }
 
 /// RFC 5987 `attr-char`s stay; everything else is percent-encoded.

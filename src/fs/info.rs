@@ -485,9 +485,11 @@ pub fn lstat_info(abs: &Path, accounts: &Accounts) -> Result<FileInfo, FsError> 
 }
 
 /// `GET /files/info`: each path (as given) with its FileInfo, in order; the first failure stops.
+/// An empty path is refused (400) before anything is looked at.
 pub fn info_many(paths: &[String]) -> Result<Vec<(String, FileInfo)>, FsError> {
+    path::check_all(paths.iter().map(String::as_str))?;
     let accounts = Accounts::load();
-    paths.iter().map(|p| Ok((p.clone(), lstat_info(&path::resolve(p), &accounts)?))).collect()
+    paths.iter().map(|p| Ok((p.clone(), lstat_info(&path::resolve_checked(p)?, &accounts)?))).collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{path, spawn_walk, FsError, InfoSink, InfoStream};
 pub fn list(root: &str, depth: u32) -> InfoStream {
     let root_given = root.to_string();
     spawn_walk(move |sink| {
-        let abs = path::resolve(&root_given);
+        let abs = path::resolve_checked(&root_given)?;
         let meta = std::fs::symlink_metadata(&abs).map_err(|e| FsError::io("lstat", &abs, e))?;
         if meta.file_type().is_symlink() {
             return Err(FsError::Invalid(format!("path is a symbolic link, refusing to traverse: {}", abs.display())));

@@ -4,7 +4,8 @@
 //! `api/directories.rs` translate.
 //!
 //! Everything that touches the disk is blocking; callers run it on `spawn_blocking` (or use the
-//! async wrappers here, which do).
+//! async wrappers here, which do). Nothing that waits for the network runs on a blocking thread
+//! (issue #13): transfers hand the blocking pool one chunk or batch at a time ([`transfer`]).
 
 pub mod download;
 pub mod info;
@@ -14,9 +15,13 @@ pub mod path;
 pub mod range;
 pub mod replace;
 pub mod search;
+pub mod temp;
+pub mod transfer;
 pub mod upload;
 
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use tokio::sync::mpsc;
@@ -49,6 +54,12 @@ pub enum FsError {
     /// A blocking task died (panicked or was cancelled).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Already `max` transfers in flight (issue #13 finding 6): try again later.
+    #[error("too many transfers in progress (limit {0}); try again later")]
+    TooManyTransfers(usize),
+    /// The client sent nothing for the stall timeout.
+    #[error("no data received for {0:?}: transfer abandoned")]
+    Stalled(std::time::Duration),
 }
 
 impl FsError {
@@ -136,60 +147,36 @@ where
     rx
 }
 
-/// A temporary file next to its final destination, removed on drop unless
-/// [`TempFile::persist`]ed: every exit path, including a panic or a dropped future's thread
-/// finishing, leaves nothing behind.
-pub(crate) struct TempFile {
-    path: Option<std::path::PathBuf>,
-}
-
-impl TempFile {
-    /// Creates `<dir>/.execd-<uuid>.tmp` exclusively with `mode` (before umask).
-    pub(crate) fn create_in(dir: &Path, mode: u32) -> Result<(TempFile, std::fs::File), FsError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(format!(".execd-{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .map_err(|e| FsError::io("creating temporary file in", dir, e))?;
-        Ok((TempFile { path: Some(path) }, file))
+/// Opens `p` (following symlinks) for reading, but only if it is a regular file (issue #13
+/// finding 7): a FIFO would block the open (and later reads) forever, a device can have side
+/// effects on open or never end. The type is checked on an `O_PATH` handle, which opens nothing,
+/// and the file is then reopened through that very handle (`/proc/self/fd`), so a swap in between
+/// cannot slip another file in; `O_NONBLOCK` covers the fallback without `/proc`. A directory
+/// gives `dir_error()`, any other non-regular file 400.
+pub(crate) fn open_regular(p: &Path, dir_error: impl FnOnce() -> FsError) -> Result<(File, Metadata), FsError> {
+    use rustix::fs::{FileType, Mode, OFlags, CWD};
+    let not_regular = || FsError::Invalid(format!("not a regular file: {}", p.display()));
+    let handle = rustix::fs::openat(CWD, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| FsError::io("open", p, e.into()))?;
+    let st = rustix::fs::fstat(&handle).map_err(|e| FsError::io("stat", p, e.into()))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Directory => return Err(dir_error()),
+        _ => return Err(not_regular()),
     }
-
-    /// Where the temporary file is.
-    pub(crate) fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new(""))
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let via_handle = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let fd = match rustix::fs::openat(CWD, via_handle.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(_) => rustix::fs::openat(CWD, p, flags, Mode::empty()).map_err(|e| FsError::io("open", p, e.into()))?,
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| FsError::io("stat", p, e))?;
+    if meta.is_dir() {
+        return Err(dir_error());
     }
-
-    /// Atomically renames it to `dest` (same filesystem) and keeps it.
-    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), FsError> {
-        let from = self.path.take().unwrap_or_default();
-        if let Err(e) = std::fs::rename(&from, dest) {
-            let _ = std::fs::remove_file(&from);
-            return Err(FsError::io("renaming into place", dest, e));
-        }
-        if let Some(dir) = dest.parent() {
-            // Best effort, as upstream: make the rename itself durable.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+    if !meta.is_file() {
+        return Err(not_regular());
     }
-}
-
-impl std::fmt::Debug for TempFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TempFile").field(&self.path()).finish()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    Ok((file, meta))
 }

@@ -55,18 +55,21 @@ pub fn apply_permission(abs: &Path, perm: &Permission, accounts: &Accounts) -> R
 
 /// `POST /files/permissions`.
 pub fn set_permissions(items: &[(String, Permission)]) -> Result<(), FsError> {
+    path::check_all(items.iter().map(|(p, _)| p.as_str()))?;
     let accounts = Accounts::load();
     for (p, perm) in items {
-        apply_permission(&path::resolve(p), perm, &accounts)?;
+        apply_permission(&path::resolve_checked(p)?, perm, &accounts)?;
     }
     Ok(())
 }
 
 /// `DELETE /files`: unlink each path. Missing paths (stat, following symlinks, so a dangling link
-/// too) are skipped; directories (or links to them) are refused; `/` is refused (D32).
+/// too) are skipped; directories (or links to them) are refused; `/` is refused (D32), and so is
+/// an empty path (before anything is removed).
 pub fn remove_files(paths: &[String]) -> Result<(), FsError> {
+    path::check_all(paths.iter().map(String::as_str))?;
     for p in paths {
-        let abs = path::resolve(p);
+        let abs = path::resolve_checked(p)?;
         if abs == Path::new("/") {
             return Err(FsError::RootRefused(p.clone()));
         }
@@ -82,14 +85,13 @@ pub fn remove_files(paths: &[String]) -> Result<(), FsError> {
     Ok(())
 }
 
-/// `DELETE /directories`: `rm -rf` each path (plain files too). Missing paths and empty strings
-/// are fine; `/` is refused (D32); a path ending in `.` or `..` is an error, as in Go.
+/// `DELETE /directories`: `rm -rf` each path (plain files too). Missing paths are fine; `/` is
+/// refused (D32), and so is an empty path (upstream: a no-op; refused here before anything is
+/// removed, like every empty path); a path ending in `.` or `..` is an error, as in Go.
 pub fn remove_dirs(paths: &[String]) -> Result<(), FsError> {
+    path::check_all(paths.iter().map(String::as_str))?;
     for p in paths {
-        if p.is_empty() {
-            continue;
-        }
-        let target = path::expanded(p);
+        let target = path::expanded_checked(p)?;
         if path::is_root(&target) {
             return Err(FsError::RootRefused(p.clone()));
         }
@@ -121,11 +123,13 @@ pub struct Move {
 }
 
 /// `POST /files/mv`: for each item, src must exist (404), the parent of dest is created, dest must
-/// not exist (500, no overwrite), then rename(2).
+/// not exist (500, no overwrite), then rename(2). An empty `src` or `dest` anywhere in the list is
+/// refused before the first item is moved.
 pub fn move_all(items: &[Move]) -> Result<(), FsError> {
+    path::check_all(items.iter().flat_map(|m| [m.src.as_str(), m.dest.as_str()]))?;
     for m in items {
-        let src = path::resolve(&m.src);
-        let dest = path::resolve(&m.dest);
+        let src = path::resolve_checked(&m.src)?;
+        let dest = path::resolve_checked(&m.dest)?;
         std::fs::metadata(&src).map_err(|e| FsError::io("stat", &src, e))?;
         if let Some(parent) = dest.parent() {
             mkdir_p(parent, 0o755).map_err(|e| FsError::io_no_404("mkdir", parent, e))?;
@@ -146,9 +150,10 @@ pub fn mkdir_p(dir: &Path, mode: u32) -> std::io::Result<()> {
 /// `POST /directories`: `mkdir -p` each (0777 &^ umask), then apply the permission to the leaf.
 /// An existing directory is fine; an existing file is an error.
 pub fn make_dirs(items: &[(String, Permission)]) -> Result<(), FsError> {
+    path::check_all(items.iter().map(|(p, _)| p.as_str()))?;
     let accounts = Accounts::load();
     for (p, perm) in items {
-        let abs = path::resolve(p);
+        let abs = path::resolve_checked(p)?;
         mkdir_p(&abs, 0o777).map_err(|e| FsError::io("mkdir", &abs, e))?;
         apply_permission(&abs, perm, &accounts)?;
     }

@@ -1,8 +1,14 @@
 //! Path expansion and resolution for every filesystem route (§2.9, DECISIONS D31): `$NAME` and
 //! `${NAME}` from execd's environment (an undefined name stays literal text), a leading `~` or
 //! `~/` becomes `$HOME`, and relative paths resolve against execd's working directory.
+//!
+//! Routes take paths through the `*_checked` functions, which refuse an empty path (as given, or
+//! once expanded): it would silently mean execd's own working directory (issue #13 finding 9;
+//! refused with 400 like `/` in DECISIONS D32).
 
 use std::path::{Component, Path, PathBuf};
+
+use super::FsError;
 
 /// Expands `s` with execd's own environment (see [`expand_with`]).
 pub fn expand(s: &str) -> String {
@@ -26,6 +32,31 @@ pub fn resolve(s: &str) -> PathBuf {
 /// Expands `s` without making it absolute (routes where upstream leaves the path relative).
 pub fn expanded(s: &str) -> PathBuf {
     PathBuf::from(expand(s))
+}
+
+/// Expands `s`, refusing an empty result (400).
+pub fn non_empty(s: &str) -> Result<String, FsError> {
+    let expanded = expand(s);
+    if expanded.is_empty() {
+        return Err(FsError::Invalid(format!("empty path {s:?}: refusing to act on execd's working directory")));
+    }
+    Ok(expanded)
+}
+
+/// [`resolve`], refusing an empty path.
+pub fn resolve_checked(s: &str) -> Result<PathBuf, FsError> {
+    Ok(absolute(Path::new(&non_empty(s)?)))
+}
+
+/// [`expanded`], refusing an empty path.
+pub fn expanded_checked(s: &str) -> Result<PathBuf, FsError> {
+    Ok(PathBuf::from(non_empty(s)?))
+}
+
+/// Checks every path of a request before any of them is acted on, so that a refused path does not
+/// leave the earlier items applied.
+pub fn check_all<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<(), FsError> {
+    paths.into_iter().try_for_each(|p| non_empty(p).map(drop))
 }
 
 /// `p` joined onto the working directory if relative, then cleaned.
@@ -128,6 +159,18 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(clean(Path::new(input)), PathBuf::from(want), "input {input:?}");
         }
+    }
+
+    #[test]
+    fn empty_paths_are_refused_as_given_and_once_expanded() {
+        assert!(matches!(non_empty(""), Err(FsError::Invalid(m)) if m.contains("empty path")));
+        std::env::set_var("EXECD_PATH_TEST_EMPTY", "");
+        assert!(resolve_checked("$EXECD_PATH_TEST_EMPTY").is_err());
+        assert!(expanded_checked("${EXECD_PATH_TEST_EMPTY}").is_err());
+        assert!(check_all(["/a", "", "/b"]).is_err());
+        assert_eq!(resolve_checked("/a/../b").unwrap(), PathBuf::from("/b"));
+        assert_eq!(expanded_checked("x").unwrap(), PathBuf::from("x"));
+        assert!(check_all(["/a", " ", "."]).is_ok());
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! renamed over it (symlinks are followed: the link's target is replaced). Memory does not grow
 //! with the file size, and readers never see a half-rewritten file. A file without a match is not
 //! rewritten. (Renaming gives the path a new inode, so other hard links keep the old content.)
+//! Only regular files are rewritten: a FIFO or device is refused before it is opened for
+//! reading (issue #13 finding 7). The temporary file is anonymous where the filesystem allows,
+//! so a crash leaves nothing beside the file ([`super::temp`]).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::{path, FsError, TempFile};
+use super::temp::{Scratch, TempFile};
+use super::{path, FsError};
 
 /// Bytes read per step.
 const CHUNK: usize = 256 * 1024;
@@ -59,26 +64,26 @@ impl Replacer {
     }
 }
 
-/// Replaces in the file at `given` (expanded, made absolute). Missing file: NotFound (404),
-/// checked before the empty-`old` check (400) as upstream. Returns the number of replacements.
-pub fn replace_in_file(given: &str, old: &str, new: &str) -> Result<u64, FsError> {
-    let abs = path::resolve(given);
+/// Replaces in the file at `given` (expanded, made absolute; empty: 400). Missing file: NotFound
+/// (404), checked before the empty-`old` check (400) as upstream; not a regular file: 400.
+/// Returns the number of replacements.
+pub fn replace_in_file(given: &str, old: &str, new: &str, scratch: &Arc<Scratch>) -> Result<u64, FsError> {
+    let abs = path::resolve_checked(given)?;
     std::fs::metadata(&abs).map_err(|e| FsError::io("stat", &abs, e))?;
     if old.is_empty() {
         return Err(FsError::Invalid("old content must not be empty".into()));
     }
     let target = std::fs::canonicalize(&abs).map_err(|e| FsError::io("resolving", &abs, e))?;
-    let mut src = std::fs::File::open(&target).map_err(|e| FsError::io_no_404("open", &target, e))?;
-    let meta = src.metadata().map_err(|e| FsError::io_no_404("stat", &target, e))?;
-    if meta.is_dir() {
-        return Err(FsError::Failed(format!("error replacing in {given}: is a directory: {}", target.display())));
-    }
+    let (mut src, meta) = super::open_regular(&target, || {
+        FsError::Failed(format!("error replacing in {given}: is a directory: {}", target.display()))
+    })?;
     let dir = target.parent().unwrap_or(std::path::Path::new("/"));
-    let (tmp, mut dst) = TempFile::create_in(dir, 0o600)?;
+    let tmp = TempFile::beside(dir, 0o600, scratch)?;
+    let mut dst = tmp.file()?;
     let mut replacer = Replacer::new(old, new)?;
     let mut inbuf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK * 2);
-    let write_err = |e| FsError::io("writing", tmp.path(), e);
+    let write_err = |e| FsError::io("writing", dir, e);
     loop {
         let n = match src.read(&mut inbuf) {
             Ok(0) => break,
@@ -96,12 +101,11 @@ pub fn replace_in_file(given: &str, old: &str, new: &str) -> Result<u64, FsError
         return Ok(0);
     }
     dst.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(|e| FsError::io("chmod", tmp.path(), e))?;
-    if let Err(e) = std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid())) {
+        .map_err(|e| FsError::io("chmod", dir, e))?;
+    if let Err(e) = std::os::unix::fs::fchown(dst, Some(meta.uid()), Some(meta.gid())) {
         tracing::warn!(path = %target.display(), error = %e, "replace: could not keep the owner");
     }
     dst.sync_all().map_err(write_err)?;
-    drop(dst);
     tmp.persist(&target)?;
     Ok(replacer.count)
 }

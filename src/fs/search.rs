@@ -492,7 +492,7 @@ impl Walker {
 
 fn run(root_given: &str, pattern: &str, walker: &mut Walker) -> Result<(), FsError> {
     walker.matcher = NameMatcher::new(pattern);
-    let abs = path::resolve(root_given);
+    let abs = path::resolve_checked(root_given)?;
     std::fs::metadata(&abs).map_err(|e| FsError::io("stat", &abs, e))?;
     // The root itself by lstat: a symlink (even to a directory) or a file is one entry, tested
     // by its base name; only a real directory is walked.

@@ -1,36 +1,42 @@
-//! Streamed, atomic uploads (§7.8, DECISIONS D33). Each file is written by its own blocking
-//! thread into a temporary file in the target's directory, fed through a small bounded channel;
-//! on [`UploadWriter::finish`] the temporary file gets its mode and owner, is fsynced and renamed
-//! over the target. A reader sees the old file or the new one, never a prefix. If the writer is
-//! dropped without `finish` (client gone, parse error, handler cancelled) or any step fails, the
-//! thread removes the temporary file: nothing is left behind. Memory per upload is the channel
-//! plus one write buffer, whatever the file size.
+//! Streamed, atomic uploads (§7.8, DECISIONS D33; issue #13 findings 6, 10, 11).
 //!
-//! A file part that arrives before its metadata part is spooled to a temporary file in the
-//! system temp directory and installed (renamed, or copied across filesystems) once its
-//! metadata arrives ([`SpooledFile::install`]).
+//! Each file is written to a temporary file in its target's directory (anonymous where the
+//! filesystem allows, see [`super::temp`]) that already has the mode and owner the result must
+//! have. The network side copies chunks into a batch buffer; each full batch is written by one
+//! short task on the blocking pool while the next batch fills, so no thread ever waits for the
+//! client. A finished file is fsynced and *staged*: it replaces its target only when the whole
+//! form has been read and every part paired and validated ([`StagedSet::commit`]), so a form with
+//! a missing or bad part writes nothing. A reader sees the old file or the new one, never a
+//! prefix. Whatever ends an upload early (client gone, parse error, handler cancelled) drops its
+//! temporary files, which removes them.
+//!
+//! A file part that arrives before its metadata part is spooled (0600) to the private spool
+//! directory under the state directory and staged once its metadata arrives: on the same
+//! filesystem it is given the target's mode and owner and later renamed into place, otherwise
+//! copied into a prepared temporary file beside the target.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::info::{mode_from_wire, Accounts};
 use super::ops::{mkdir_p, Permission};
-use super::{path, FsError, TempFile};
+use super::temp::{Scratch, TempFile};
+use super::{path, FsError};
 
-/// Batches buffered between the network and the writer thread.
-const CHANNEL: usize = 4;
-/// Network chunks are copied into batches of this many bytes, handed to the writer thread one
-/// batch at a time (one wake-up and one write per batch, not per chunk).
+/// Network chunks are copied into batches of this many bytes; each batch is one write on the
+/// blocking pool. Copying (instead of passing the network's `Bytes` on) lets hyper reuse its
+/// read buffer at once, and the two batch buffers are reused for the whole file: no fresh,
+/// page-faulting allocation per batch (with musl's allocator that was 40% of an upload's CPU
+/// time).
 const BATCH: usize = 256 * 1024;
-/// Batches are carved from this many reusable buffers of `BATCH` bytes. Copying (instead of
-/// passing the network's `Bytes` on) lets hyper reuse its read buffer at once, and reusing our
-/// own buffers (`try_reclaim`) means no fresh, page-faulting allocation per batch; with musl's
-/// allocator that was 40% of an upload's CPU time. Memory per upload: about `POOL * BATCH`.
-const POOL: usize = 6;
+/// Finished files waiting for the end of the form keep their descriptor open up to this many;
+/// beyond, they are parked under a journaled name (see [`TempFile::park`]).
+const MAX_OPEN_STAGED: usize = 16;
 
 /// Where one uploaded file goes and with what permissions (the metadata part).
 #[derive(Debug, Clone, Default)]
@@ -40,120 +46,138 @@ pub struct UploadSpec {
     pub perm: Permission,
 }
 
-/// The result of a finished write.
+/// A complete file, ready to replace its target.
 #[derive(Debug)]
-pub enum Written {
-    /// Renamed into place at its target.
-    Installed,
-    /// Spooled; waiting for its metadata.
-    Spooled(SpooledFile),
+pub struct Staged {
+    tmp: TempFile,
+    target: PathBuf,
 }
 
 /// A complete uploaded file waiting for its metadata; removed on drop.
 #[derive(Debug)]
 pub struct SpooledFile(TempFile);
 
-enum Msg {
-    Data(Bytes),
-    Finish,
+/// What a finished [`UploadWriter`] produced.
+#[derive(Debug)]
+pub enum Received {
+    /// Written beside its target.
+    Staged(Staged),
+    /// Spooled; waiting for its metadata.
+    Spooled(SpooledFile),
 }
+
+/// A batch write in flight on the blocking pool; gives the file and the emptied buffer back.
+type InFlight = JoinHandle<Result<(TempFile, BytesMut), FsError>>;
 
 /// Writes one uploaded file; see the module docs.
 pub struct UploadWriter {
-    tx: mpsc::Sender<Msg>,
-    result: oneshot::Receiver<Result<Written, FsError>>,
-    pool: Vec<BytesMut>,
-    slot: usize,
-}
-
-/// A target prepared for writing: the temporary file and what to do at the end.
-struct Prepared {
-    tmp: TempFile,
-    file: std::fs::File,
+    /// The file, while no write is in flight.
+    tmp: Option<TempFile>,
+    in_flight: Option<InFlight>,
+    /// The batch being filled.
+    buf: BytesMut,
+    /// The other batch buffer, while no write is in flight.
+    spare: Option<BytesMut>,
     /// `None` for a spool file.
     target: Option<PathBuf>,
 }
 
 impl UploadWriter {
-    /// Starts writing a file for `spec`.
-    pub fn to_target(spec: UploadSpec) -> UploadWriter {
-        Self::start(move || prepare_target(&spec))
+    /// Starts writing a file for `spec`: resolves and prepares the target (on the blocking pool).
+    pub async fn to_target(spec: UploadSpec, scratch: &Arc<Scratch>) -> Result<UploadWriter, FsError> {
+        let scratch = scratch.clone();
+        let (tmp, target) = super::blocking(move || prepare_target(&spec, &scratch)).await?;
+        Ok(Self::new(tmp, Some(target)))
     }
 
     /// Starts spooling a file whose metadata has not arrived yet.
-    pub fn to_spool() -> UploadWriter {
-        Self::start(|| {
-            let (tmp, file) = TempFile::create_in(&std::env::temp_dir(), 0o777)?;
-            Ok(Prepared { tmp, file, target: None })
-        })
+    pub async fn to_spool(scratch: &Arc<Scratch>) -> Result<UploadWriter, FsError> {
+        let scratch = scratch.clone();
+        let tmp = super::blocking(move || TempFile::spool(&scratch)).await?;
+        Ok(Self::new(tmp, None))
     }
 
-    fn start(prepare: impl FnOnce() -> Result<Prepared, FsError> + Send + 'static) -> UploadWriter {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let (result_tx, result) = oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            // If the receiver is gone nobody cares about the result; the temp file is removed
-            // by TempFile's drop either way.
-            let _ = result_tx.send(prepare().and_then(|p| write_all(p, rx)));
-        });
-        UploadWriter { tx, result, pool: (0..POOL).map(|_| BytesMut::new()).collect(), slot: 0 }
+    fn new(tmp: TempFile, target: Option<PathBuf>) -> UploadWriter {
+        UploadWriter {
+            tmp: Some(tmp),
+            in_flight: None,
+            buf: BytesMut::with_capacity(BATCH),
+            spare: Some(BytesMut::with_capacity(BATCH)),
+            target,
+        }
     }
 
-    /// Queues one chunk (waits while the writer is behind). On error the temporary file is
-    /// already gone.
+    /// Queues one chunk; writes a full batch (waiting only for the previous batch's write).
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FsError> {
         let mut data = &chunk[..];
         while !data.is_empty() {
-            let buf = &mut self.pool[self.slot];
-            if buf.capacity() == buf.len() && !buf.try_reclaim(BATCH) {
-                // Still being written (or first use): a fresh buffer; the old one is freed when
-                // the writer drops its last batch.
-                *buf = BytesMut::with_capacity(BATCH);
-            }
-            let n = (buf.capacity() - buf.len()).min(data.len());
-            buf.extend_from_slice(&data[..n]);
+            let n = (BATCH - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if buf.len() >= BATCH {
+            if self.buf.len() >= BATCH {
                 self.send_batch().await?;
             }
         }
         Ok(())
     }
 
-    async fn send_batch(&mut self) -> Result<(), FsError> {
-        let batch = self.pool[self.slot].split().freeze();
-        self.slot = (self.slot + 1) % POOL;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if self.tx.send(Msg::Data(batch)).await.is_err() {
-            return Err(self.failure().await);
+    /// Waits for the write in flight, if any, and takes the file and the spare buffer back.
+    async fn settle(&mut self) -> Result<(), FsError> {
+        if let Some(task) = self.in_flight.take() {
+            let (tmp, spare) = task.await.map_err(|e| FsError::Internal(e.to_string()))??;
+            self.tmp = Some(tmp);
+            self.spare = Some(spare);
         }
         Ok(())
     }
 
-    /// Completes the file: permissions, fsync, rename into place (or spool).
-    pub async fn finish(mut self) -> Result<Written, FsError> {
-        self.send_batch().await?;
-        if self.tx.send(Msg::Finish).await.is_err() {
-            return Err(self.failure().await);
+    /// Hands the current batch to the blocking pool and continues with the other buffer.
+    async fn send_batch(&mut self) -> Result<(), FsError> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
-        (&mut self.result).await.unwrap_or_else(|_| Err(FsError::Internal("upload writer stopped".into())))
+        self.settle().await?;
+        let (Some(tmp), Some(spare)) = (self.tmp.take(), self.spare.take()) else {
+            return Err(FsError::Internal("upload writer lost its file".into()));
+        };
+        let mut batch = std::mem::replace(&mut self.buf, spare);
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            // On an error the file is dropped here, which removes it.
+            tmp.file()?.write_all(&batch).map_err(|e| FsError::io("writing", tmp.location(), e))?;
+            batch.clear();
+            Ok((tmp, batch))
+        }));
+        Ok(())
     }
 
-    async fn failure(&mut self) -> FsError {
-        match (&mut self.result).await {
-            Ok(Err(e)) => e,
-            _ => FsError::Internal("upload writer stopped".into()),
-        }
+    /// Completes the file: writes the rest and fsyncs it. It replaces nothing yet.
+    pub async fn finish(mut self) -> Result<Received, FsError> {
+        self.send_batch().await?;
+        self.settle().await?;
+        let tmp = self.tmp.take().ok_or_else(|| FsError::Internal("upload writer lost its file".into()))?;
+        let target = self.target.take();
+        super::blocking(move || {
+            let mut tmp = tmp;
+            tmp.file()?.sync_all().map_err(|e| FsError::io("fsync", tmp.location(), e))?;
+            Ok(match target {
+                Some(target) => Received::Staged(Staged { tmp, target }),
+                None => {
+                    // A spool file is named: its descriptor is not needed any more.
+                    tmp.park()?;
+                    Received::Spooled(SpooledFile(tmp))
+                }
+            })
+        })
+        .await
     }
 }
 
 /// Resolves the target (following an existing symlink), creates its parent directories
-/// (0777 &^ umask), validates the mode, and creates the temporary file next to it with the mode
-/// and owner the result must have.
-fn prepare_target(spec: &UploadSpec) -> Result<Prepared, FsError> {
-    let given = path::expanded(&spec.path);
+/// (0777 &^ umask), validates the mode, refuses a directory (500, as upstream) or another
+/// non-regular file (400: renaming over a FIFO or device node is never what was meant), and
+/// creates the temporary file beside it with the owner and mode the result must have.
+fn prepare_target(spec: &UploadSpec, scratch: &Arc<Scratch>) -> Result<(TempFile, PathBuf), FsError> {
+    let given = path::expanded_checked(&spec.path)?;
     let target = match std::fs::symlink_metadata(&given) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&given).unwrap_or(given),
         _ => given,
@@ -162,68 +186,103 @@ fn prepare_target(spec: &UploadSpec) -> Result<Prepared, FsError> {
     let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
     mkdir_p(&dir, 0o777).map_err(|e| FsError::io_no_404("mkdir", &dir, e))?;
     let existing = std::fs::metadata(&target).ok();
-    if existing.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display())));
+    match &existing {
+        Some(m) if m.is_dir() => {
+            return Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display())))
+        }
+        Some(m) if !m.is_file() => {
+            return Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())))
+        }
+        _ => {}
     }
     let mode = match spec.perm.mode {
         0 => existing.as_ref().map(|m| m.mode() & 0o7777),
         m => Some(mode_from_wire(m)?),
     };
     // A new file without a mode gets 0777 &^ umask, like upstream's create.
-    let (tmp, file) = TempFile::create_in(&dir, 0o777)?;
-    if let Some(mode) = mode {
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| FsError::io("chmod", tmp.path(), e))?;
-    }
+    let tmp = TempFile::beside(&dir, 0o777, scratch)?;
+    let file = tmp.file()?;
     let (uid, gid) = spec.perm.ids(&Accounts::load());
     // Ownership unchanged when not asked for (D30): an existing file keeps its owner.
     let uid = uid.or(existing.as_ref().map(|m| m.uid()));
     let gid = gid.or(existing.as_ref().map(|m| m.gid()));
+    // Owner first: a chown clears set-id bits, which the mode may ask for.
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| FsError::io("chown", tmp.path(), e))?;
+        std::os::unix::fs::fchown(file, uid, gid).map_err(|e| FsError::io("chown", &dir, e))?;
     }
-    Ok(Prepared { tmp, file, target: Some(target) })
-}
-
-/// The writer thread's loop: write chunks until `Finish` (install) or a closed channel (abort).
-fn write_all(p: Prepared, mut rx: mpsc::Receiver<Msg>) -> Result<Written, FsError> {
-    let Prepared { tmp, mut file, target } = p;
-    let werr = |e| FsError::io("writing", tmp.path(), e);
-    loop {
-        match rx.blocking_recv() {
-            Some(Msg::Data(batch)) => file.write_all(&batch).map_err(werr)?,
-            Some(Msg::Finish) => break,
-            // The request ended without finishing: drop the temporary file.
-            None => return Err(FsError::Failed("upload aborted".into())),
-        }
+    if let Some(mode) = mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| FsError::io("chmod", &dir, e))?;
     }
-    let Some(target) = target else { return Ok(Written::Spooled(SpooledFile(tmp))) };
-    file.sync_all().map_err(werr)?;
-    drop(file);
-    tmp.persist(&target)?;
-    Ok(Written::Installed)
+    Ok((tmp, target))
 }
 
 impl SpooledFile {
-    /// Installs the spooled file at `spec`'s target with its permissions (blocking).
-    pub fn install(self, spec: &UploadSpec) -> Result<(), FsError> {
-        let Prepared { tmp, file, target } = prepare_target(spec)?;
-        let target = target.unwrap_or_default();
-        let spooled = &self.0;
-        // Same filesystem: the spooled file itself gets the prepared mode/owner and is renamed.
-        let meta = file.metadata().map_err(|e| FsError::io("stat", tmp.path(), e))?;
-        if std::fs::rename(spooled.path(), tmp.path()).is_ok() {
-            std::fs::set_permissions(tmp.path(), meta.permissions())
-                .map_err(|e| FsError::io("chmod", tmp.path(), e))?;
-            std::os::unix::fs::chown(tmp.path(), Some(meta.uid()), Some(meta.gid()))
-                .map_err(|e| FsError::io("chown", tmp.path(), e))?;
-        } else {
-            // Another filesystem: copy into the prepared temporary file (keeps its mode/owner).
-            let mut src = std::fs::File::open(spooled.path()).map_err(|e| FsError::io("open", spooled.path(), e))?;
-            let mut dst = &file;
-            std::io::copy(&mut src, &mut dst).map_err(|e| FsError::io("writing", tmp.path(), e))?;
+    /// Pairs the spooled file with its metadata (blocking): prepares the target as for any
+    /// upload, then either gives the spool file the prepared mode and owner (same filesystem: it
+    /// will be renamed into place) or copies it into the prepared file (another filesystem).
+    pub fn stage(self, spec: &UploadSpec, scratch: &Arc<Scratch>) -> Result<Staged, FsError> {
+        let (prepared, target) = prepare_target(spec, scratch)?;
+        let spool = self.0;
+        let spool_name =
+            spool.name().map(Path::to_path_buf).ok_or_else(|| FsError::Internal("spool file has no name".into()))?;
+        if spool.dev()? == prepared.dev()? {
+            let meta = prepared.file()?.metadata().map_err(|e| FsError::io("stat", &target, e))?;
+            // By name, safely: the spool directory is private (0700, execd's own).
+            std::os::unix::fs::chown(&spool_name, Some(meta.uid()), Some(meta.gid()))
+                .map_err(|e| FsError::io("chown", &spool_name, e))?;
+            std::fs::set_permissions(&spool_name, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(|e| FsError::io("chmod", &spool_name, e))?;
+            return Ok(Staged { tmp: spool, target });
         }
-        file.sync_all().map_err(|e| FsError::io("fsync", tmp.path(), e))?;
-        drop(file);
-        tmp.persist(&target)
+        let mut src = std::fs::File::open(&spool_name).map_err(|e| FsError::io("open", &spool_name, e))?;
+        let mut dst = prepared.file()?;
+        std::io::copy(&mut src, &mut dst).map_err(|e| FsError::io("writing", &target, e))?;
+        dst.sync_all().map_err(|e| FsError::io("fsync", &target, e))?;
+        Ok(Staged { tmp: prepared, target })
+    }
+}
+
+/// The staged files of one form, in pair order, committed together once the form is complete
+/// and valid. Dropping the set (an error, a cancelled request) removes every temporary file.
+#[derive(Debug, Default)]
+pub struct StagedSet {
+    staged: Vec<Staged>,
+}
+
+impl StagedSet {
+    /// Adds a staged file; parks it if too many already hold a descriptor (on the blocking
+    /// pool).
+    pub async fn push(&mut self, mut s: Staged) -> Result<(), FsError> {
+        if self.staged.iter().filter(|s| s.tmp.is_open()).count() >= MAX_OPEN_STAGED {
+            s = super::blocking(move || {
+                let mut s = s;
+                s.tmp.park()?;
+                Ok(s)
+            })
+            .await?;
+        }
+        self.staged.push(s);
+        Ok(())
+    }
+
+    /// Moves every file into place, in order (blocking). An I/O failure here stops at that file;
+    /// the earlier ones stay in place (nothing is left to validate at this point).
+    pub fn commit(mut self) -> Result<(), FsError> {
+        for s in std::mem::take(&mut self.staged) {
+            s.tmp.persist(&s.target)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedSet {
+    fn drop(&mut self) {
+        // Removing named temporary files is disk work: off the async threads when possible.
+        let staged = std::mem::take(&mut self.staged);
+        if staged.iter().any(|s| s.tmp.name().is_some()) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(move || drop(staged));
+            }
+        }
     }
 }
