@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{parse_events, texts, without_pings, EventReader, TestServer, TIMEOUT};
+use common::{parse_events, raw_texts, texts, without_pings, EventReader, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
@@ -141,31 +141,59 @@ async fn c30_stdout_stderr_then_execution_complete() {
     assert!(ev.iter().all(|e| e["type"] != "error"));
 }
 
+// C31–C33 as the newer upstream contract has them (docs/COMPATIBILITY.md): each event keeps its
+// line ending, so the events joined are the output exactly. The 1.0.12 rule (`["a","\n","b"]`,
+// endings stripped) lost blank lines in the SDKs' `Execution.text` and could not give back `\r\n`.
+
 #[tokio::test]
-async fn c31_blank_lines_become_newline_events() {
+async fn c31_blank_lines_are_kept_with_their_endings() {
     let s = TestServer::start();
     let ev = run_cmd(&s, r"printf 'a\n\nb\n\n\nc\n'").await;
-    assert_eq!(texts(&ev, "stdout"), ["a", "\n", "b", "\n", "\n", "c"]);
+    assert_eq!(raw_texts(&ev, "stdout"), ["a\n", "\n", "b\n", "\n", "\n", "c\n"]);
+    assert_eq!(raw_texts(&ev, "stdout").concat(), "a\n\nb\n\n\nc\n");
 }
 
 #[tokio::test]
-async fn c32_carriage_returns_end_lines_and_crlf_counts_once() {
+async fn c32_carriage_returns_and_crlf_are_kept() {
     let s = TestServer::start();
     let ev = run_cmd(&s, r"printf 'line1\nprog 10%%\rprog 20%%\rlast\n'").await;
-    assert_eq!(texts(&ev, "stdout"), ["line1", "prog 10%", "prog 20%", "last"]);
+    assert_eq!(raw_texts(&ev, "stdout"), ["line1\n", "prog 10%\r", "prog 20%\r", "last\n"]);
     let ev = run_cmd(&s, r"printf 'x\r\ny\r\n'").await;
-    assert_eq!(texts(&ev, "stdout"), ["x", "y"]);
-    // The \r\n pair split across two writes (and two pipe reads) still counts once.
+    assert_eq!(raw_texts(&ev, "stdout"), ["x\r\n", "y\r\n"]);
+    // The \r\n pair split across two writes (and two pipe reads): the joined text is still exact.
     let ev = run_cmd(&s, r"printf 'p\r'; sleep 0.3; printf '\nq\n'").await;
-    assert_eq!(texts(&ev, "stdout"), ["p", "q"]);
+    assert_eq!(raw_texts(&ev, "stdout").concat(), "p\r\nq\n");
+    let ev = run_cmd(&s, r"printf 'a\r\nb\rc'").await;
+    assert_eq!(raw_texts(&ev, "stdout"), ["a\r\n", "b\r", "c"]);
 }
 
 #[tokio::test]
-async fn c33_partial_line_is_sent_before_execution_complete() {
+async fn c33_partial_line_is_sent_unterminated_before_execution_complete() {
     let s = TestServer::start();
     let ev = run_cmd(&s, "printf 'no-newline'").await;
-    assert_eq!(texts(&ev, "stdout"), ["no-newline"]);
+    assert_eq!(raw_texts(&ev, "stdout"), ["no-newline"]);
     assert_eq!(ev.last().unwrap()["type"], "execution_complete");
+}
+
+/// Issue #24 part 2: stderr keeps its endings too, and the streams stay apart.
+#[tokio::test]
+async fn sdk24_output_stderr_keeps_endings_and_joins_exactly() {
+    let s = TestServer::start();
+    let ev = run_cmd(&s, r"printf 'e1\r\n\ne2' >&2; printf 'o1\n\n'").await;
+    assert_eq!(raw_texts(&ev, "stderr"), ["e1\r\n", "\n", "e2"]);
+    assert_eq!(raw_texts(&ev, "stdout"), ["o1\n", "\n"]);
+}
+
+/// Issue #24 part 2: a line over the cap is cut into pieces; only the last keeps the ending, and
+/// the pieces joined are the line.
+#[tokio::test]
+async fn sdk24_output_long_line_pieces_join_exactly() {
+    let s = TestServer::start();
+    let ev = run_cmd(&s, "head -c 2500000 /dev/zero | tr '\\0' x; printf '\\r\\nend\\n'").await;
+    let out = raw_texts(&ev, "stdout");
+    let lens: Vec<usize> = out.iter().map(String::len).collect();
+    assert_eq!(lens, [1 << 20, 1 << 20, 2_500_000 - 2 * (1 << 20) + 2, 4]);
+    assert_eq!(out.concat(), format!("{}\r\nend\n", "x".repeat(2_500_000)));
 }
 
 #[tokio::test]
@@ -214,7 +242,7 @@ async fn c38_request_envs_reach_the_command() {
     let ev = without_pings(&run(&s, json!({"command": "echo $FOO", "envs": {"FOO": "bar"}})).await);
     assert_eq!(texts(&ev, "stdout"), ["bar"]);
     let ev = run_cmd(&s, "echo $FOO").await;
-    assert_eq!(texts(&ev, "stdout"), ["\n"]);
+    assert_eq!(raw_texts(&ev, "stdout"), ["\n"]);
 }
 
 #[tokio::test]
@@ -335,7 +363,7 @@ async fn c44_interrupt_terminates_the_group_and_the_stream_ends_with_minus_1() {
     let child: i32 = loop {
         let e = r.next_non_ping().await.unwrap();
         if e["type"] == "stdout" {
-            break e["text"].as_str().unwrap().parse().unwrap();
+            break e["text"].as_str().unwrap().trim_end().parse().unwrap();
         }
     };
     let t = Instant::now();
@@ -488,4 +516,163 @@ async fn c182_sigterm_to_execd_ends_commands_and_streams_and_exits_0() {
     let ev = reader.await.unwrap();
     assert_eq!(texts(&ev, "stdout"), ["got-term"]);
     assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+}
+
+// Issue #24 part 1: `argv` on `POST /command` (the current SDKs' `commands.run([...])`).
+
+fn write_exe(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn sdk24_argv_runs_without_a_shell_and_passes_arguments_exactly() {
+    let s = TestServer::start();
+    let argv = json!(["printf", "<%s>", "", "a b", "'q' \"d\"", "$HOME", "*", "x;y", "\\n"]);
+    let ev = without_pings(&run(&s, json!({ "argv": argv })).await);
+    assert_eq!(raw_texts(&ev, "stdout"), ["<><a b><'q' \"d\"><$HOME><*><x;y><\\n>"], "{ev:?}");
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete");
+    // argv[0] reaches the program as given, not as the resolved path.
+    let ev = without_pings(&run(&s, json!({"argv": ["sh", "-c", "echo $0"]})).await);
+    assert_eq!(texts(&ev, "stdout"), ["sh"]);
+}
+
+#[tokio::test]
+async fn sdk24_argv_relative_executable_resolves_against_cwd() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    write_exe(&dir.path().join("bin/tool"), "#!/bin/sh\necho \"tool $1 $(pwd)\"\n");
+    let cwd = dir.path().to_str().unwrap();
+    let ev = without_pings(&run(&s, json!({"argv": ["bin/tool", "x"], "cwd": cwd})).await);
+    assert_eq!(texts(&ev, "stdout"), [format!("tool x {cwd}")]);
+    let ev = without_pings(&run(&s, json!({"argv": ["./bin/tool", "y"], "cwd": cwd})).await);
+    assert_eq!(texts(&ev, "stdout"), [format!("tool y {cwd}")]);
+    // Not looked up in PATH: a relative name with a `/` that is not under cwd fails.
+    let ev = without_pings(&run(&s, json!({"argv": ["bin/tool"], "cwd": "/"})).await);
+    assert_eq!(terminal(&ev)["type"], "error", "{ev:?}");
+}
+
+#[tokio::test]
+async fn sdk24_argv_bare_name_uses_absolute_entries_of_the_child_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, from_req) = (dir.path().join("file"), dir.path().join("req"));
+    std::fs::create_dir(&from_file).unwrap();
+    std::fs::create_dir(&from_req).unwrap();
+    write_exe(&from_file.join("mytool"), "#!/bin/sh\necho file\n");
+    write_exe(&from_req.join("mytool"), "#!/bin/sh\necho req\n");
+    // Not executable: skipped in favour of a later entry.
+    std::fs::write(from_req.join("plain"), "#!/bin/sh\necho plain\n").unwrap();
+    let envs = dir.path().join("envs");
+    std::fs::write(&envs, format!("PATH={}:/usr/bin:/bin\n", from_file.display())).unwrap();
+    let s = TestServer::options().env("EXECD_ENVS", envs.to_str().unwrap()).start();
+    // EXECD_ENVS' PATH is the child's PATH.
+    let ev = without_pings(&run(&s, json!({"argv": ["mytool"]})).await);
+    assert_eq!(texts(&ev, "stdout"), ["file"]);
+    // The request's envs win over EXECD_ENVS.
+    let path = format!("{}:/usr/bin:/bin", from_req.display());
+    let ev = without_pings(&run(&s, json!({"argv": ["mytool"], "envs": {"PATH": path}})).await);
+    assert_eq!(texts(&ev, "stdout"), ["req"]);
+    // A relative PATH entry is never searched, even when the tool is right there in cwd.
+    let cwd = from_req.to_str().unwrap();
+    let ev = without_pings(&run(&s, json!({"argv": ["mytool"], "cwd": cwd, "envs": {"PATH": ".:bin"}})).await);
+    assert_eq!(terminal(&ev)["type"], "error", "{ev:?}");
+    let ev = without_pings(&run(&s, json!({"argv": ["plain"], "envs": {"PATH": path}})).await);
+    assert!(terminal(&ev)["error"]["evalue"].as_str().unwrap().contains("not found"), "{ev:?}");
+}
+
+#[tokio::test]
+async fn sdk24_argv_missing_executable_is_a_terminal_error_event() {
+    let s = TestServer::start();
+    let ev = without_pings(&run(&s, json!({"argv": ["no-such-tool-xyz", "a"]})).await);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[0]["type"], "init");
+    assert_eq!(ev[1]["type"], "error");
+    assert_eq!(ev[1]["error"]["ename"], "CommandExecError");
+    let msg = r#"exec: "no-such-tool-xyz": executable file not found in $PATH"#;
+    assert_eq!(ev[1]["error"]["evalue"], msg);
+    assert_eq!(ev[1]["error"]["traceback"], json!([msg]));
+    // A path that does not exist: the exec failure, naming the path.
+    let dir = tempfile::tempdir().unwrap();
+    let ev = without_pings(&run(&s, json!({"argv": ["./nope"], "cwd": dir.path()})).await);
+    let evalue = terminal(&ev)["error"]["evalue"].as_str().unwrap().to_string();
+    assert!(
+        evalue.contains(&format!("{}/./nope", dir.path().display())) && evalue.contains("No such file"),
+        "{evalue}"
+    );
+    // In the background: registered as failed (exit code 255), as a failed shell spawn.
+    let ev = without_pings(&run(&s, json!({"argv": ["no-such-tool-xyz"], "background": true})).await);
+    let id = ev[0]["text"].as_str().unwrap();
+    let st: Value = s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(st["exit_code"], 255, "{st}");
+    assert!(st["error"].as_str().unwrap().contains("executable file not found"), "{st}");
+    assert_eq!(st["content"], r#"["no-such-tool-xyz"]"#);
+}
+
+#[tokio::test]
+async fn sdk24_argv_with_command_or_neither_or_bad_argv_is_json_400() {
+    let s = TestServer::start();
+    let cases = [
+        (json!({"command": "echo a", "argv": ["echo", "b"]}), "argv"),
+        (json!({}), "command"),
+        (json!({"argv": null}), "command"),
+        (json!({"argv": []}), "argv"),
+        (json!({"argv": [""]}), "argv"),
+        (json!({"argv": ["echo", "a\u{0}b"]}), "argv[1]"),
+        (json!({"argv": "echo a"}), "argv"),
+        (json!({"argv": ["echo", 1]}), "argv"),
+    ];
+    for (body, field) in cases {
+        let v = error_json(post(&s, "/command", body.clone()).await, 400).await;
+        assert_eq!(v["code"], "INVALID_REQUEST_BODY", "{body}");
+        assert!(v["message"].as_str().unwrap().contains(field), "{body}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn sdk24_argv_takes_cwd_envs_timeout_and_background_like_command() {
+    let s = TestServer::start();
+    let ev = without_pings(&run(&s, json!({"argv": ["pwd"], "cwd": "/tmp"})).await);
+    assert_eq!(texts(&ev, "stdout"), ["/tmp"]);
+    // envs reach the program, and argv text is never expanded with them.
+    let ev = without_pings(&run(&s, json!({"argv": ["printenv", "FOO"], "envs": {"FOO": "bar"}})).await);
+    assert_eq!(raw_texts(&ev, "stdout"), ["bar\n"]);
+    let ev = without_pings(&run(&s, json!({"argv": ["echo", "$FOO"], "envs": {"FOO": "bar"}})).await);
+    assert_eq!(texts(&ev, "stdout"), ["$FOO"]);
+    let t = Instant::now();
+    let ev = without_pings(&run(&s, json!({"argv": ["sleep", "30"], "timeout": 300})).await);
+    assert_eq!(terminal(&ev)["type"], "error", "{ev:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Background: init + complete at once; status `content` is the argv as a JSON array.
+    let ev = without_pings(&run(&s, json!({"argv": ["sh", "-c", "echo bg-$0", "x y"], "background": true})).await);
+    let id = ev[0]["text"].as_str().unwrap().to_string();
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete");
+    let status = || async {
+        s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    assert!(common::wait_until_async(TIMEOUT, || async { status().await["exit_code"] == 0 }).await);
+    assert_eq!(status().await["content"], r#"["sh","-c","echo bg-$0","x y"]"#);
+    let logs = s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!(logs, "bg-x y\n");
+}
+
+#[tokio::test]
+async fn sdk24_argv_runs_as_uid() {
+    if nix_uid() != 0 {
+        common::prerequisite_missing("needs root");
+        return;
+    }
+    let s = TestServer::start();
+    let ev = without_pings(&run(&s, json!({"argv": ["id", "-u"], "uid": 65534})).await);
+    assert_eq!(texts(&ev, "stdout"), ["65534"]);
+}
+
+/// Issue #24 part 2 on `/code`'s shell path: the same framing as `/command`.
+#[tokio::test]
+async fn sdk24_output_code_shell_path_keeps_line_endings() {
+    let s = TestServer::start();
+    let resp = post(&s, "/code", json!({"code": r"printf 'a\n\nb\r\nc'"})).await;
+    let ev = without_pings(&parse_events(&resp.text().await.unwrap()));
+    assert_eq!(raw_texts(&ev, "stdout"), ["a\n", "\n", "b\r\n", "c"]);
 }

@@ -417,7 +417,7 @@ async fn output_faster_than_the_client_reads_does_not_block_the_command_or_grow_
     let mut lines = 0usize;
     for_each_event(r, |e| {
         if e["type"] == "stdout" {
-            assert_eq!(e["text"], "x");
+            assert_eq!(e["text"], "x\n");
             lines += 1;
         }
     })

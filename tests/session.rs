@@ -1,4 +1,5 @@
-//! Bash sessions against the real binary: the reference's checklist C70–C83 and C183, and the
+//! Bash sessions against the real binary: the reference's checklist C70–C83 (C77 replaced by the
+//! newer line-ending rule) and C183, and the
 //! shell state that DECISIONS D17, D20–D22 and D51 add (functions, aliases, options, unexported
 //! variables, arrays, `unset`, serialised runs, group kills, idle collection).
 
@@ -6,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{texts, without_pings, EventReader, TestServer, TIMEOUT};
+use common::{raw_texts, texts, without_pings, EventReader, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 
 /// `POST /session` with `body` (None: empty body); returns the session id.
@@ -86,7 +87,7 @@ async fn c71_run_streams_init_with_session_id_stdout_and_complete() {
     assert_eq!(ev.len(), 3, "{ev:?}");
     assert_eq!(ev[0]["type"], "init");
     assert_eq!(ev[0]["text"], id);
-    assert_eq!(ev[1], json!({"type": "stdout", "text": "/tmp", "timestamp": ev[1]["timestamp"]}));
+    assert_eq!(ev[1], json!({"type": "stdout", "text": "/tmp\n", "timestamp": ev[1]["timestamp"]}));
     assert!(ev[1]["timestamp"].is_i64());
     assert_eq!(ev[2]["type"], "execution_complete");
     // The init id is the same on every run.
@@ -151,11 +152,17 @@ async fn c76_stderr_arrives_as_stdout() {
     assert!(!ev.iter().any(|e| e["type"] == "stderr"));
 }
 
+/// Replaces the 1.0.12 rule C77 (blank lines dropped): session runs frame output as `/command`
+/// does, each event with its line ending, so the events joined are the output exactly
+/// (docs/COMPATIBILITY.md, issue #24 part 2).
 #[tokio::test]
-async fn c77_blank_lines_are_not_emitted() {
+async fn sdk24_output_session_keeps_blank_lines_and_line_endings() {
     let server = TestServer::start();
     let id = create(&server, None).await;
-    assert_eq!(out(&server, &id, r"printf 'a\n\nb\n'").await, ["a", "b"]);
+    let ev = run(&server, &id, r"printf 'a\n\nb\n'").await;
+    assert_eq!(raw_texts(&ev, "stdout"), ["a\n", "\n", "b\n"]);
+    let ev = run(&server, &id, r"printf 'x\r\ny\rz'; printf 'e\n\n' >&2").await;
+    assert_eq!(raw_texts(&ev, "stdout").concat(), "x\r\ny\rze\n\n");
 }
 
 #[tokio::test]
@@ -194,7 +201,7 @@ async fn c80_delete_during_a_run_ends_the_stream_and_a_second_delete_is_404() {
     let id = create(&server, None).await;
     let mut reader = EventReader::new(start(&server, &id, json!({ "command": "echo go; sleep 30" })).await);
     assert_eq!(reader.next_non_ping().await.unwrap()["type"], "init");
-    assert_eq!(reader.next_non_ping().await.unwrap()["text"], "go");
+    assert_eq!(reader.next_non_ping().await.unwrap()["text"], "go\n");
     let t0 = Instant::now();
     let resp = delete(&server, &id).await;
     assert_eq!(resp.status(), 200);
@@ -367,7 +374,7 @@ async fn d22_delete_during_a_run_leaves_no_process_of_that_run_alive() {
     let id = create(&server, None).await;
     let mut reader = EventReader::new(start(&server, &id, json!({ "command": "sleep 30 & echo $!; wait" })).await);
     assert_eq!(reader.next_non_ping().await.unwrap()["type"], "init");
-    let pid: i32 = reader.next_non_ping().await.unwrap()["text"].as_str().unwrap().parse().unwrap();
+    let pid: i32 = reader.next_non_ping().await.unwrap()["text"].as_str().unwrap().trim_end().parse().unwrap();
     assert!(common::pid_alive(pid));
     assert_eq!(delete(&server, &id).await.status(), 200);
     let rest = without_pings(&reader.rest().await);
@@ -467,7 +474,7 @@ async fn d15_sigterm_during_a_run_ends_the_stream_and_execd_exits_0() {
     let id = create(&server, None).await;
     let mut reader = EventReader::new(start(&server, &id, json!({ "command": "echo up; sleep 30" })).await);
     assert_eq!(reader.next_non_ping().await.unwrap()["type"], "init");
-    assert_eq!(reader.next_non_ping().await.unwrap()["text"], "up");
+    assert_eq!(reader.next_non_ping().await.unwrap()["text"], "up\n");
     let status = server.terminate().expect("execd exited");
     assert_eq!(status.code(), Some(0));
     let rest = without_pings(&reader.rest().await);

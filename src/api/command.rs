@@ -1,4 +1,5 @@
-//! `/command` routes (reference §4): run (streamed), status, logs, resumable events, interrupt.
+//! `/command` routes (reference §4): run (streamed; shell `command` or native `argv`), status, logs,
+//! resumable events, interrupt.
 //! Handlers translate between the wire and [`CommandManager`]; they decide nothing.
 
 use std::collections::BTreeMap;
@@ -35,6 +36,9 @@ pub fn routes() -> Router<AppState> {
 struct RunCommandBody {
     #[serde(deserialize_with = "de_command")]
     command: String,
+    /// Native arguments instead of `command` (the newer upstream contract).
+    #[serde(deserialize_with = "de_argv")]
+    argv: Option<Vec<String>>,
     #[serde(deserialize_with = "de_cwd")]
     cwd: String,
     #[serde(deserialize_with = "de_background")]
@@ -62,6 +66,7 @@ macro_rules! named_field {
 
 named_field! {
     de_command: String = "command",
+    de_argv: Option<Vec<String>> = "argv",
     de_cwd: String = "cwd",
     de_background: bool = "background",
     de_timeout: i64 = "timeout",
@@ -74,6 +79,7 @@ impl From<RunCommandBody> for CommandRequest {
     fn from(b: RunCommandBody) -> Self {
         CommandRequest {
             command: b.command,
+            argv: b.argv,
             cwd: b.cwd,
             background: b.background,
             timeout_ms: b.timeout,
@@ -93,8 +99,12 @@ async fn run_command(
 
 /// Starts `req` and answers with its event stream (or a JSON error before any event).
 pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Response, ApiError> {
-    let command = crate::telemetry::command_excerpt(&req.command);
-    let command_len = req.command.len();
+    let text = match &req.argv {
+        Some(argv) => std::borrow::Cow::Owned(argv.join(" ")),
+        None => std::borrow::Cow::Borrowed(req.command.as_str()),
+    };
+    let command = crate::telemetry::command_excerpt(&text);
+    let command_len = text.len();
     let background = req.background;
     let started = commands.start(req)?;
     tracing::info!(id = %started.id, %command, command_len, background, "command started");

@@ -1,5 +1,6 @@
 //! Commands (`/command`, stateless `/code`): [`CommandManager`] validates a [`CommandRequest`],
-//! spawns `bash -c` in its own process group, pumps its output into a per-command journal
+//! spawns `bash -c` (or, for an `argv` request, the executable itself: [`resolve_executable`]) in
+//! its own process group, pumps its output into a per-command journal
 //! (DECISIONS D11) and keeps a registry of running and finished commands (D12).
 //!
 //! Every consumer is a journal reader: the foreground stream ([`CommandEvents`]), `/logs`
@@ -12,7 +13,7 @@ pub mod registry;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +45,11 @@ pub struct CommandOpts {
 /// A validated-on-start command request (the wire struct lives in `api/command.rs`).
 #[derive(Debug, Clone, Default)]
 pub struct CommandRequest {
+    /// Shell text for `bash -c`; empty when `argv` is given.
     pub command: String,
+    /// Native arguments, run without a shell (`argv[0]` is the executable); exactly one of
+    /// `command` and `argv` is given.
+    pub argv: Option<Vec<String>>,
     /// Empty: execd's cwd.
     pub cwd: String,
     pub background: bool,
@@ -202,8 +207,13 @@ impl CommandManager {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(CommandError::ShuttingDown);
         }
-        if req.command.is_empty() {
-            return Err(CommandError::Invalid("command: must not be empty".into()));
+        match (&req.argv, req.command.is_empty()) {
+            (None, true) => return Err(CommandError::Invalid("command: must not be empty".into())),
+            (Some(_), false) => {
+                return Err(CommandError::Invalid("command, argv: give exactly one of the two, not both".into()))
+            }
+            (Some(argv), true) => validate_argv(argv)?,
+            (None, false) => {}
         }
         if req.timeout_ms < 0 {
             return Err(CommandError::Invalid(format!(
@@ -227,24 +237,44 @@ impl CommandManager {
             }
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let spec = SpawnSpec {
+        // `/command/status` `content`: the shell text, or the argv as a JSON array (as upstream).
+        let content = match &req.argv {
+            Some(argv) => serde_json::to_string(argv).unwrap_or_default(),
+            None => req.command.clone(),
+        };
+        // An argv executable that cannot be found is a start failure, reported like a failed spawn.
+        let program = match &req.argv {
+            Some(argv) => resolve_executable(&argv[0], cwd.as_deref(), env.get("PATH").map(String::as_str))
+                .map(|p| Some((p, argv))),
+            None => Ok(None),
+        };
+        let base = match program {
+            Ok(Some((path, argv))) => Ok(SpawnSpec {
+                program: path,
+                arg0: Some(argv[0].clone().into()),
+                args: argv[1..].iter().map(Into::into).collect(),
+                ..SpawnSpec::shell("")
+            }),
+            Ok(None) => Ok(SpawnSpec::shell(&req.command)),
+            Err(msg) => Err(msg),
+        };
+        let base = base.map(|base| SpawnSpec {
             env: env.into_iter().collect(),
             cwd,
             credentials: req.uid.map(|u| resolve_credentials(u, req.gid)),
             output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
-            ..SpawnSpec::shell(&req.command)
-        };
+            ..base
+        });
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
-        let (child, pipes) = match spawn(spec) {
+        let (child, pipes) = match base.and_then(|spec| spawn(spec).map_err(|e| e.to_string())) {
             Ok(c) => c,
-            Err(e) => {
+            Err(msg) => {
                 journal.remove_files();
-                let msg = e.to_string();
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
                 let terminal = if req.background {
-                    let entry = Entry::failed(id.clone(), req.command.clone(), msg.clone());
+                    let entry = Entry::failed(id.clone(), content, msg.clone());
                     self.inner.registry.insert(Arc::new(entry));
                     ExecEvent::runtime_error(msg)
                 } else {
@@ -258,8 +288,7 @@ impl CommandManager {
             }
         };
         let child = Arc::new(child);
-        let entry =
-            Arc::new(Entry::running(id.clone(), req.command.clone(), req.background, journal.clone(), child.clone()));
+        let entry = Arc::new(Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()));
         // Registered before `init` is produced: a status request right after `init` finds it (C43).
         self.inner.registry.insert(entry.clone());
         tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
@@ -385,6 +414,46 @@ impl CommandManager {
     }
 }
 
+/// Checks an `argv` request: a non-empty `argv[0]`, no NUL byte anywhere (it cannot reach exec).
+fn validate_argv(argv: &[String]) -> Result<(), CommandError> {
+    if argv.first().is_none_or(|a| a.is_empty()) {
+        return Err(CommandError::Invalid("argv: requires a non-empty executable in argv[0]".into()));
+    }
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return Err(CommandError::Invalid(format!("argv: argv[{i}] contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// The executable an `argv` request runs (as upstream's `resolveExecutable`): an absolute `name`
+/// as is; a name with a `/` relative to `cwd` (execd's own directory when `None`); a bare name
+/// looked up in the **absolute** entries of the child's `path` (after `EXECD_ENVS` and the
+/// request's `envs`), taking the first regular file with an execute bit. The error is the
+/// message of the terminal `error` event, Go's wording: `exec: "x": executable file not found in
+/// $PATH`.
+pub fn resolve_executable(name: &str, cwd: Option<&Path>, path: Option<&str>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.starts_with('/') {
+        return Ok(PathBuf::from(name));
+    }
+    if name.contains('/') {
+        let base = match cwd {
+            Some(c) => c.to_path_buf(),
+            None => std::env::current_dir().map_err(|e| format!("exec: {name:?}: current directory: {e}"))?,
+        };
+        return Ok(base.join(name));
+    }
+    for dir in path.unwrap_or("").split(':').filter(|d| d.starts_with('/')) {
+        let candidate = Path::new(dir).join(name);
+        if let Ok(m) = std::fs::metadata(&candidate) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!("exec: {name:?}: executable file not found in $PATH"))
+}
+
 /// Evicts expired entries periodically (count limits are enforced at every finish). Ends when the
 /// manager is dropped.
 fn spawn_sweeper(inner: Weak<Inner>, ttl: Duration) {
@@ -398,4 +467,54 @@ fn spawn_sweeper(inner: Weak<Inner>, ttl: Duration) {
             inner.registry.evict(Instant::now());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn exe(path: &Path, mode: u32) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn sdk24_argv_resolution_follows_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("a")).unwrap();
+        std::fs::create_dir(d.join("b")).unwrap();
+        std::fs::create_dir(d.join("b/dirtool")).unwrap();
+        exe(&d.join("a/tool"), 0o644); // not executable: skipped
+        exe(&d.join("b/tool"), 0o755);
+        exe(&d.join("a/only"), 0o700);
+        let path = format!("rel:{}:{}:", d.join("a").display(), d.join("b").display());
+        assert_eq!(resolve_executable("tool", None, Some(&path)), Ok(d.join("b/tool")));
+        assert_eq!(resolve_executable("only", None, Some(&path)), Ok(d.join("a/only")));
+        // A directory is not an executable.
+        assert!(resolve_executable("dirtool", None, Some(&path)).is_err());
+        // Relative PATH entries are never searched, even from a cwd holding the tool.
+        assert_eq!(
+            resolve_executable("tool", Some(&d.join("b")), Some(".:rel")),
+            Err(r#"exec: "tool": executable file not found in $PATH"#.to_string())
+        );
+        assert!(resolve_executable("tool", None, None).is_err());
+        // Absolute as is (existence is the spawn's business); with a slash, against cwd.
+        assert_eq!(resolve_executable("/no/such", None, Some(&path)), Ok(PathBuf::from("/no/such")));
+        assert_eq!(resolve_executable("./b/tool", Some(d), Some("")), Ok(d.join("./b/tool")));
+        assert_eq!(resolve_executable("b/tool", Some(d), Some("")), Ok(d.join("b/tool")));
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(resolve_executable("x/y", None, None), Ok(here.join("x/y")));
+    }
+
+    #[test]
+    fn sdk24_argv_validation() {
+        let v =
+            |a: &[&str]| validate_argv(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(|e| e.to_string());
+        assert!(v(&["echo", "", "a b"]).is_ok());
+        assert!(v(&[]).unwrap_err().contains("argv[0]"));
+        assert!(v(&["", "x"]).unwrap_err().contains("argv[0]"));
+        assert_eq!(v(&["echo", "a\0b"]).unwrap_err(), "argv: argv[1] contains a NUL byte");
+    }
 }

@@ -160,7 +160,7 @@ impl Journal {
         Ok(r)
     }
 
-    /// Line events (stdout/stderr per reference §4.2, C31–C33) from the start, then the terminal
+    /// Line events (stdout/stderr, line endings kept: see `lines.rs`) from the start, then the terminal
     /// event: what a foreground stream shows.
     pub fn line_events(&self, max_line: usize) -> io::Result<LineEventReader> {
         Ok(LineEventReader {
@@ -404,8 +404,8 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                ("stderr", "err".to_string()),
-                ("stdout", "hello world".to_string()),
+                ("stderr", "err\n".to_string()),
+                ("stdout", "hello world\n".to_string()),
                 ("execution_complete", String::new())
             ]
         );

@@ -1,11 +1,16 @@
-//! [`LineSplitter`]: turns a byte stream into line events exactly as upstream's tailer does
-//! (reference §4.2 step 3, C31–C33), with the 1 MiB cap of DECISIONS D10.
+//! [`LineSplitter`]: turns a byte stream into stdout/stderr events that keep their line endings
+//! (docs/COMPATIBILITY.md "Output framing"), with the 1 MiB cap of DECISIONS D10.
 //!
-//! Rules: `\n` and `\r` both end a line and are not part of it; an empty line is reported as
-//! `"\n"`; the `\n` of a `\r\n` pair is skipped, even when the pair is split across two pushes; a
-//! partial line is held until its terminator arrives or [`LineSplitter::finish`] is called; a line
-//! longer than `max_line` bytes is cut into pieces of at most `max_line` bytes (at a UTF-8 character
-//! boundary when one is near). Invalid UTF-8 becomes U+FFFD (lossy), so the JSON is never broken.
+//! Rules (the newer upstream contract, replacing reference C31–C33): an event is one line **with
+//! its terminator**: `\n`, `\r\n` or a lone `\r` (a progress-bar redraw); a blank line is just its
+//! terminator (`"\n"`); a partial line is held until its terminator arrives or
+//! [`LineSplitter::finish`] is called, which emits it unterminated. So joining a stream's events
+//! gives its bytes exactly. A `\r` that ends one push and a `\n` that starts the next become two
+//! events (`"x\r"`, `"\n"`): the `\r` is not held back waiting for a byte that may never come, and
+//! the joined text is the same. A line longer than `max_line` bytes (terminator not counted) is cut
+//! into pieces of at most `max_line` bytes (at a UTF-8 character boundary when one is near); only
+//! the last piece carries the terminator. Invalid UTF-8 becomes U+FFFD per event (lossy), so the
+//! JSON is never broken.
 
 /// Default longest line before it is split (DECISIONS D10).
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
@@ -14,8 +19,6 @@ pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 #[derive(Debug)]
 pub struct LineSplitter {
     buf: Vec<u8>,
-    /// The previous byte was `\r`: a following `\n` belongs to it.
-    skip_lf: bool,
     max_line: usize,
 }
 
@@ -28,37 +31,27 @@ impl Default for LineSplitter {
 impl LineSplitter {
     /// A splitter that cuts lines longer than `max_line` bytes (minimum 4).
     pub fn new(max_line: usize) -> LineSplitter {
-        LineSplitter { buf: Vec::new(), skip_lf: false, max_line: max_line.max(4) }
+        LineSplitter { buf: Vec::new(), max_line: max_line.max(4) }
     }
 
-    /// Feeds `data`; calls `emit` with each completed line, in order.
+    /// Feeds `data`; calls `emit` with each completed line (terminator included), in order.
     pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(String)) {
         let mut rest = data;
         while !rest.is_empty() {
-            if self.skip_lf {
-                self.skip_lf = false;
-                if rest[0] == b'\n' {
-                    rest = &rest[1..];
-                    continue;
-                }
-            }
             match memchr::memchr2(b'\n', b'\r', rest) {
-                Some(i) if self.buf.is_empty() && i > 0 && i <= self.max_line => {
-                    // Fast path: the whole line is in this piece; one exact-size allocation.
-                    emit(lossy_slice(&rest[..i]));
-                    self.skip_lf = rest[i] == b'\r';
-                    rest = &rest[i + 1..];
-                }
                 Some(i) => {
-                    self.append(&rest[..i], &mut emit);
-                    self.skip_lf = rest[i] == b'\r';
-                    if self.buf.is_empty() {
-                        emit("\n".to_string());
+                    // The terminator: `\n`, `\r\n` (when both are in this piece) or a lone `\r`.
+                    let end = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+                    if self.buf.is_empty() && i <= self.max_line {
+                        // Fast path: the whole line is in this piece; one exact-size allocation.
+                        emit(lossy_slice(&rest[..end]));
                     } else {
-                        let line = std::mem::take(&mut self.buf);
+                        self.append(&rest[..i], &mut emit);
+                        let mut line = std::mem::take(&mut self.buf);
+                        line.extend_from_slice(&rest[i..end]);
                         emit(lossy(line));
                     }
-                    rest = &rest[i + 1..];
+                    rest = &rest[end..];
                 }
                 None => {
                     self.append(rest, &mut emit);
@@ -68,9 +61,8 @@ impl LineSplitter {
         }
     }
 
-    /// Flushes the held partial line, if any (the process ended).
+    /// Flushes the held partial line, if any (the process ended), without a terminator.
     pub fn finish(&mut self, mut emit: impl FnMut(String)) {
-        self.skip_lf = false;
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
             emit(lossy(line));
@@ -151,27 +143,41 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&[&[u8]], &[&str])] = &[
-            (&[b"a\n\nb\n\n\nc\n"], &["a", "\n", "b", "\n", "\n", "c"]),
-            (&[b"line1\nprog 10%\rprog 20%\rlast\n"], &["line1", "prog 10%", "prog 20%", "last"]),
-            (&[b"x\r\ny\r\n"], &["x", "y"]),
-            (&[b"x\r", b"\ny\r", b"\n"], &["x", "y"]),
+            (&[b"a\n\nb\n\n\nc\n"], &["a\n", "\n", "b\n", "\n", "\n", "c\n"]),
+            (&[b"line1\nprog 10%\rprog 20%\rlast\n"], &["line1\n", "prog 10%\r", "prog 20%\r", "last\n"]),
+            (&[b"x\r\ny\r\n"], &["x\r\n", "y\r\n"]),
+            // A pair split across pushes: two events, same joined text.
+            (&[b"x\r", b"\ny\r", b"\n"], &["x\r", "\n", "y\r", "\n"]),
             (&[b"no-newline"], &["no-newline"]),
-            (&[b"ab", b"c\nd", b"e"], &["abc", "de"]),
-            (&[b"\r\r"], &["\n", "\n"]),
-            (&[b"\n\r\n"], &["\n", "\n"]),
-            (&[b"a\r", b"b"], &["a", "b"]),
+            (&[b"ab", b"c\nd", b"e"], &["abc\n", "de"]),
+            (&[b"\r\r"], &["\r", "\r"]),
+            (&[b"\n\r\n"], &["\n", "\r\n"]),
+            (&[b"a\r", b"b"], &["a\r", "b"]),
             (&[b""], &[]),
-            (&[b"\xff\n"], &["\u{fffd}"]),
+            (&[b"\xff\n"], &["\u{fffd}\n"]),
         ];
         for (chunks, want) in cases {
             assert_eq!(split(chunks, DEFAULT_MAX_LINE), *want, "{chunks:?}");
         }
     }
 
+    /// Whatever the pushes, the events joined are the input (valid UTF-8 input).
+    #[test]
+    fn joined_events_are_the_input() {
+        let input = b"a\n\nb\r\n\r\nprog\rprog2\r\rend\n\nlast";
+        for cut in 0..=input.len() {
+            for max in [4, 5, 7, DEFAULT_MAX_LINE] {
+                let got = split(&[&input[..cut], &input[cut..]], max).concat();
+                assert_eq!(got.as_bytes(), input, "cut {cut} max {max}");
+            }
+        }
+    }
+
     #[test]
     fn long_lines_are_cut_at_char_boundaries() {
-        assert_eq!(split(&[b"abcdefghij\n"], 4), ["abcd", "efgh", "ij"]);
-        assert_eq!(split(&[b"abcd\n"], 4), ["abcd"]);
+        assert_eq!(split(&[b"abcdefghij\n"], 4), ["abcd", "efgh", "ij\n"]);
+        assert_eq!(split(&[b"abcd\r\n"], 4), ["abcd\r\n"]);
+        assert_eq!(split(&[b"ab", b"cdefg\n"], 4), ["abcd", "efg\n"]);
         // "aaé" is 4 bytes; with max 4 and "aaaé" the é (2 bytes) must not be cut in half.
         assert_eq!(split(&["aaaéb".as_bytes()], 4), ["aaa", "éb"]);
         assert_eq!(split(&["€€".as_bytes()], 4), ["€", "€"]);
@@ -180,6 +186,6 @@ mod tests {
     #[test]
     fn split_utf8_across_pushes_survives() {
         let bytes = "héllo\n".as_bytes();
-        assert_eq!(split(&[&bytes[..2], &bytes[2..]], DEFAULT_MAX_LINE), ["héllo"]);
+        assert_eq!(split(&[&bytes[..2], &bytes[2..]], DEFAULT_MAX_LINE), ["héllo\n"]);
     }
 }

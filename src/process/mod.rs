@@ -3,7 +3,7 @@
 //!
 //! # Public API (stable; `session/` codes against it)
 //! - [`spawn`]: `spawn::spawn(SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError>`
-//!   - `SpawnSpec { program: PathBuf, args: Vec<OsString>, env: Vec<(String, String)> /* complete,
+//!   - `SpawnSpec { program: PathBuf, arg0: Option<OsString>, args: Vec<OsString>, env: Vec<(String, String)> /* complete,
 //!     env_clear */, cwd: Option<PathBuf>, credentials: Option<Credentials>, output: OutputMode }`,
 //!     `SpawnSpec::shell(cmd)` = `bash -c cmd` (or `sh -c`), separate pipes, empty env.
 //!   - `OutputMode::{Separate, Merged /* one pipe for both */, Null}`; stdin is always `/dev/null`.
@@ -22,7 +22,7 @@
 //!   - `resolve_credentials(uid, Option<gid>) -> Credentials { uid, gid, groups }` (D16),
 //!     `shell() -> &'static Path`, `live_group_members(pgid) -> usize`.
 //! - [`lines`]: `LineSplitter::new(max_line)` / `default()` (1 MiB); `push(&[u8], FnMut(String))`,
-//!   `finish(FnMut(String))`, `push_collect(&[u8]) -> Vec<String>` (C31–C33, D10).
+//!   `finish(FnMut(String))`, `push_collect(&[u8]) -> Vec<String>` (line endings kept, D10).
 //! - [`event`]: `ExecEvent { kind: EventKind, text, execution_count, execution_time, timestamp,
 //!   results, error: Option<EventError { ename, evalue, traceback }> }`; constructors `init(id)`,
 //!   `ping()`, `stdout(t)`, `stderr(t)`, `complete(ms)`, `error(ename, evalue, tb)`,

@@ -58,6 +58,8 @@ pub struct Credentials {
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
     pub program: PathBuf,
+    /// The child's `argv[0]`; `None`: `program` as given.
+    pub arg0: Option<OsString>,
     pub args: Vec<OsString>,
     /// The complete environment (the child's env is cleared first).
     pub env: Vec<(String, String)>,
@@ -74,6 +76,7 @@ impl SpawnSpec {
     pub fn shell(command: &str) -> SpawnSpec {
         SpawnSpec {
             program: shell().to_path_buf(),
+            arg0: None,
             args: vec!["-c".into(), command.into()],
             env: Vec::new(),
             cwd: None,
@@ -267,6 +270,9 @@ fn make_pipe() -> Result<(OutputPipe, OwnedFd), SpawnError> {
 /// Starts `spec` as the leader of a new process group. Must be called inside a tokio runtime.
 pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
     let mut cmd = std::process::Command::new(&spec.program);
+    if let Some(arg0) = &spec.arg0 {
+        cmd.arg0(arg0);
+    }
     cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
     cmd.process_group(0);
     // With credentials the chdir happens after the switch (in `pre_exec`), as Go does, so a

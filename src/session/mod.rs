@@ -250,6 +250,7 @@ impl SessionManager {
         crate::state_dir::create_file(&raw).map_err(|e| SessionError::io("creating", &raw, e))?;
         let spec = SpawnSpec {
             program: shell.to_path_buf(),
+            arg0: None,
             args: vec![
                 "--noprofile".into(),
                 "--norc".into(),

@@ -186,13 +186,11 @@ struct Pending {
 }
 
 impl Pending {
-    /// Queues `line`, except blank ones: C77, sessions emit no blank lines (the splitter reports
-    /// them as `"\n"`).
+    /// Queues `line`. Blank lines are kept (`"\n"`): events keep their line endings, so joining
+    /// them gives the output exactly (docs/COMPATIBILITY.md; replaces reference C77).
     fn push(&mut self, line: String) {
-        if line != "\n" {
-            self.bytes += line.len();
-            self.lines.push_back(line);
-        }
+        self.bytes += line.len();
+        self.lines.push_back(line);
     }
     fn pop(&mut self) -> Option<String> {
         let line = self.lines.pop_front()?;

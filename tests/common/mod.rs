@@ -275,8 +275,21 @@ pub fn without_pings(events: &[Value]) -> Vec<Value> {
     events.iter().filter(|e| e["type"] != "ping").cloned().collect()
 }
 
-/// The `text` of every event of `kind`, in order.
+/// The `text` of every event of `kind`, in order, each without its one line ending (`\r\n`, `\n`
+/// or `\r`): output events keep their endings (docs/COMPATIBILITY.md), and most tests compare
+/// lines. Tests of the framing itself use [`raw_texts`].
 pub fn texts(events: &[Value], kind: &str) -> Vec<String> {
+    raw_texts(events, kind)
+        .into_iter()
+        .map(|t| {
+            let line = t.strip_suffix("\r\n").or_else(|| t.strip_suffix('\n')).or_else(|| t.strip_suffix('\r'));
+            line.unwrap_or(&t).to_string()
+        })
+        .collect()
+}
+
+/// The exact `text` of every event of `kind`, in order.
+pub fn raw_texts(events: &[Value], kind: &str) -> Vec<String> {
     events.iter().filter(|e| e["type"] == kind).map(|e| e["text"].as_str().unwrap_or("").to_string()).collect()
 }
 

@@ -20,7 +20,21 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 DEADLINE_S = 20
 
 
+def line(text: str) -> str:
+    """`text` without its one line ending: output events keep theirs (issue #24)."""
+    for end in ("\r\n", "\n", "\r"):
+        if text.endswith(end):
+            return text[: -len(end)]
+    return text
+
+
 def texts(messages) -> list[str]:
+    """The lines of the events, endings removed (most tests compare lines)."""
+    return [line(m.text) for m in messages]
+
+
+def raw_texts(messages) -> list[str]:
+    """The exact event texts (tests of the framing itself)."""
     return [m.text for m in messages]
 
 
@@ -90,7 +104,7 @@ async def test_run_echo_with_handlers(commands: CommandsAdapter):
     # Handlers: exactly one init (first) and one complete (last), stdout in between.
     assert rec.kinds() == ["init", "stdout", "complete"]
     assert rec.of("init")[0].id == ex.id
-    assert rec.of("stdout")[0].text == "Hello OpenSandbox E2E"
+    assert rec.of("stdout")[0].text == "Hello OpenSandbox E2E\n"
     assert rec.of("stdout")[0].is_error is False
     now_ms = int(time.time() * 1000)
     for _, v in rec.calls:
@@ -103,7 +117,7 @@ async def test_stderr_handler_and_is_error(commands: CommandsAdapter):
     assert texts(ex.logs.stdout) == ["out"]
     assert texts(ex.logs.stderr) == ["err"]
     assert ex.logs.stderr[0].is_error is True
-    assert [m.text for m in rec.of("stderr")] == ["err"]
+    assert [m.text for m in rec.of("stderr")] == ["err\n"]
     assert ex.exit_code == 0
 
 
@@ -162,8 +176,30 @@ async def test_c41_timeout_kills_with_minus_one(commands: CommandsAdapter):
 
 
 async def test_c31_blank_lines_and_order(commands: CommandsAdapter):
+    """C31 as the newer contract has it: events keep their endings, so joined they are exact."""
     ex = await commands.run("printf 'a\\n\\nb\\n\\n\\nc\\n'")
-    assert texts(ex.logs.stdout) == ["a", "\n", "b", "\n", "\n", "c"]
+    assert raw_texts(ex.logs.stdout) == ["a\n", "\n", "b\n", "\n", "\n", "c\n"]
+    assert ex.text == "a\n\nb\n\n\nc"
+
+
+async def test_sdk24_output_execution_text_is_exact(commands: CommandsAdapter):
+    """`Execution.text` (SDK 1.1.1) gives the output with blank lines; it normalises `\\r\\n` and
+    `\\r` to `\\n` and drops trailing newlines by its own rule, so the raw events are checked too."""
+    ex = await commands.run("printf 'a\\n\\nb\\n'")
+    assert ex.text == "a\n\nb"
+    ex = await commands.run("printf 'a\\r\\nb\\rc\\n\\n\\nd'")
+    assert raw_texts(ex.logs.stdout) == ["a\r\n", "b\r", "c\n", "\n", "\n", "d"]
+    assert "".join(raw_texts(ex.logs.stdout)) == "a\r\nb\rc\n\n\nd"
+    assert ex.text == "a\nb\nc\n\n\nd"
+    ex = await commands.run("printf '  indented\\n\\n\\ttab\\n'; printf 'e1\\n\\ne2' >&2")
+    assert ex.text == "  indented\n\n\ttab"
+    assert "".join(raw_texts(ex.logs.stderr)) == "e1\n\ne2"
+    assert str(ex) == "  indented\n\n\ttab\n[stderr]\ne1\n\ne2"
+
+
+def test_sdk24_output_sync_execution_text_is_exact(sync_commands):
+    ex = sync_commands.run("printf 'x\\n\\n\\ny\\n'")
+    assert ex.text == "x\n\n\ny"
 
 
 async def test_many_lines_arrive_complete_in_order(commands: CommandsAdapter):
@@ -177,7 +213,7 @@ async def test_many_lines_arrive_complete_in_order(commands: CommandsAdapter):
     )
     assert ex.exit_code == 0
     assert ex.logs.stdout == []  # skip_accumulation honoured
-    assert seen == [str(i) for i in range(1, 20001)]
+    assert seen == [f"{i}\n" for i in range(1, 20001)]
 
 
 async def test_partial_last_line_is_flushed(commands: CommandsAdapter):
@@ -353,7 +389,7 @@ async def test_c171_output_streams_incrementally(commands: CommandsAdapter):
     arrivals: dict[str, float] = {}
 
     async def on_stdout(m):
-        arrivals[m.text] = time.monotonic()
+        arrivals[line(m.text)] = time.monotonic()
 
     ex = await commands.run("echo first; sleep 1; echo second", handlers=ExecutionHandlers(on_stdout=on_stdout))
     assert ex.exit_code == 0 and set(arrivals) == {"first", "second"}
@@ -372,7 +408,58 @@ async def test_d3_stream_closes_after_terminal_event(commands: CommandsAdapter):
 
 async def test_c181_child_env_has_no_access_token(commands: CommandsAdapter, execd):
     ex = await commands.run("env")
-    lines = [m.text for m in ex.logs.stdout]
+    lines = texts(ex.logs.stdout)
     assert any(line.startswith("HOME=") for line in lines)
     assert not any(line.startswith("EXECD_ACCESS_TOKEN=") for line in lines)
     assert all(execd.token not in line for line in lines)
+
+
+# ---- argv (issue #24 part 1): the SDK's list form of `run` sends {"argv": [...]} ----
+
+
+async def test_sdk24_argv_list_runs_without_a_shell(commands: CommandsAdapter):
+    ex = await commands.run(["printf", "<%s>", "", "a b", "'q' \"d\"", "$HOME", "*"])
+    assert ex.exit_code == 0 and ex.error is None
+    assert raw_texts(ex.logs.stdout) == ["<><a b><'q' \"d\"><$HOME><*>"]
+    st = await commands.get_command_status(ex.id)
+    assert st.content == '["printf","<%s>","","a b","\'q\' \\"d\\"","$HOME","*"]'
+
+
+async def test_sdk24_argv_list_with_cwd_envs_and_relative_executable(commands: CommandsAdapter, work):
+    tool = work / "bin" / "tool"
+    tool.parent.mkdir(parents=True, exist_ok=True)
+    tool.write_text('#!/bin/sh\necho "tool $1 $FOO $(pwd)"\n')
+    tool.chmod(0o755)
+    opts = RunCommandOpts(working_directory=str(work), envs={"FOO": "bar"})
+    ex = await commands.run(["./bin/tool", "x y"], opts=opts)
+    assert texts(ex.logs.stdout) == [f"tool x y bar {work}"]
+    # A bare name is looked up in the child's PATH (the request's envs apply).
+    opts = RunCommandOpts(envs={"PATH": f"{tool.parent}:/usr/bin:/bin"})
+    ex = await commands.run(["tool", "z"], opts=opts)
+    assert texts(ex.logs.stdout)[0].startswith("tool z ")
+
+
+async def test_sdk24_argv_missing_executable_is_an_error(commands: CommandsAdapter):
+    rec = Recorder()
+    ex = await commands.run(["no-such-tool-xyz", "a"], handlers=rec.handlers())
+    assert ex.error is not None and ex.error.name == "CommandExecError"
+    assert ex.error.value == 'exec: "no-such-tool-xyz": executable file not found in $PATH'
+    assert ex.complete is None and ex.logs.stdout == []
+    assert rec.kinds() == ["init", "error"]
+
+
+async def test_sdk24_argv_background_and_timeout(commands: CommandsAdapter):
+    bg = await commands.run(["sh", "-c", "echo bg-$0", "x"], opts=RunCommandOpts(background=True))
+    st = await wait_status(commands, bg.id, lambda s: s.running is False)
+    assert st.exit_code == 0 and st.content == '["sh","-c","echo bg-$0","x"]'
+    logs = await commands.get_background_command_logs(bg.id)
+    assert logs.content == "bg-x\n"
+    started = time.monotonic()
+    ex = await commands.run(["sleep", "10"], opts=RunCommandOpts(timeout=timedelta(milliseconds=300)))
+    assert time.monotonic() - started < 8
+    assert ex.error is not None and ex.exit_code == -1
+
+
+def test_sdk24_argv_list_sync(sync_commands):
+    ex = sync_commands.run(["echo", "sync", "$X"])
+    assert raw_texts(ex.logs.stdout) == ["sync $X\n"] and ex.exit_code == 0

@@ -83,8 +83,9 @@ async def test_sandbox_connect_end_to_end(lifecycle, work):
         assert await sandbox.is_healthy() is True
 
         ex = await sandbox.commands.run("echo from-sandbox; echo err 1>&2")
-        assert [m.text for m in ex.logs.stdout] == ["from-sandbox"]
-        assert [m.text for m in ex.logs.stderr] == ["err"]
+        assert [m.text for m in ex.logs.stdout] == ["from-sandbox\n"]  # endings kept (issue #24)
+        assert ex.text == "from-sandbox"
+        assert [m.text for m in ex.logs.stderr] == ["err\n"]
         assert ex.exit_code == 0
 
         bg = await sandbox.commands.run("sleep 0.2; echo bg", opts=RunCommandOpts(background=True))
@@ -92,9 +93,9 @@ async def test_sandbox_connect_end_to_end(lifecycle, work):
 
         sid = await sandbox.commands.create_session(working_directory=str(work))
         run = await sandbox.commands.run_in_session(sid, "export S=1; pwd")
-        assert [m.text for m in run.logs.stdout] == [str(work)]
+        assert [m.text for m in run.logs.stdout] == [f"{work}\n"]
         run = await sandbox.commands.run_in_session(sid, "echo $S")
-        assert [m.text for m in run.logs.stdout] == ["1"]
+        assert [m.text for m in run.logs.stdout] == ["1\n"]
         await sandbox.commands.delete_session(sid)
 
         p = str(work / "via-sandbox.txt")

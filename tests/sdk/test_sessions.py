@@ -19,8 +19,17 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 DEADLINE_S = 20
 
 
+def line(text: str) -> str:
+    """`text` without its one line ending: output events keep theirs (issue #24)."""
+    for end in ("\r\n", "\n", "\r"):
+        if text.endswith(end):
+            return text[: -len(end)]
+    return text
+
+
 def texts(messages) -> list[str]:
-    return [m.text for m in messages]
+    """The lines of the events, endings removed (most tests compare lines)."""
+    return [line(m.text) for m in messages]
 
 
 @pytest.fixture
@@ -103,6 +112,15 @@ async def test_c76_stderr_arrives_as_stdout(commands: CommandsAdapter, session):
 async def test_c78_no_marker_leaks(commands: CommandsAdapter, session):
     ex = await commands.run_in_session(session, "printf '{\"foo\":1}'")
     assert texts(ex.logs.stdout) == ['{"foo":1}']
+
+
+async def test_sdk24_output_session_text_keeps_blank_lines(commands: CommandsAdapter, session):
+    """Session runs frame output as `/command` does (issue #24; replaces C77's dropped blanks)."""
+    ex = await commands.run_in_session(session, "printf 'a\\n\\nb\\n'")
+    assert [m.text for m in ex.logs.stdout] == ["a\n", "\n", "b\n"]
+    assert ex.text == "a\n\nb"
+    ex = await commands.run_in_session(session, "printf 'x\\r\\ny\\rz'")
+    assert "".join(m.text for m in ex.logs.stdout) == "x\r\ny\rz"
 
 
 async def test_d20_unexported_state_and_functions_persist(commands: CommandsAdapter, session):
