@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default deadline for a request head (and for an idle keep-alive connection).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on file transfers at once.
-pub const DEFAULT_MAX_TRANSFERS: usize = 256;
+pub const DEFAULT_MAX_TRANSFERS: usize = 64;
 /// Default deadline for a request body read or a socket write that makes no progress.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -174,7 +174,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         flag: "max-transfers",
         env: Some("EXECD_MAX_TRANSFERS"),
-        default: "256",
+        default: "64",
         help: "at most this many file transfers (downloads, uploads, long listings) at once; more get 429",
     },
     Setting {

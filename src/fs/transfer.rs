@@ -44,7 +44,10 @@ pub struct TransferLimits {
 
 impl Default for TransferLimits {
     fn default() -> Self {
-        TransferLimits { max_concurrent: 256, stall_timeout: Duration::from_secs(60) }
+        TransferLimits {
+            max_concurrent: crate::config::DEFAULT_MAX_TRANSFERS,
+            stall_timeout: crate::config::DEFAULT_STALL_TIMEOUT,
+        }
     }
 }
 
