@@ -329,9 +329,12 @@ mod tests {
         sent
     }
 
+    /// Input, first line, limit, expected body.
+    type SliceCase = (&'static [u8], u64, Option<u64>, &'static [u8]);
+
     #[test]
     fn line_slicer_table() {
-        let cases: &[(&[u8], u64, Option<u64>, &[u8])] = &[
+        let cases: &[SliceCase] = &[
             (b"line1\nline2\nline3\nline4\nline5", 2, Some(2), b"line2\nline3"),
             (b"line1\nline2\nline3", 2, None, b"line2\nline3"),
             (b"line1\nline2\nline3", 1, Some(2), b"line1\nline2"),
