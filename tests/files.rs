@@ -756,3 +756,52 @@ async fn sdk24_lines_200_mb_file_lines_near_the_end_and_a_huge_line_in_flat_memo
     eprintln!("200 MiB line file: skip to line 3 in {skip_time:?}; RSS base {base} KiB, grew {grew} KiB");
     assert!(grew < 16 * 1024, "RSS grew {grew} KiB over {base} KiB");
 }
+
+#[test]
+fn sdk24_lines_clients_that_stop_reading_a_huge_line_pin_no_thread() {
+    use std::io::{Read, Write};
+
+    const CLIENTS: usize = 12;
+    let fx = Fx::new();
+    let pid = fx.server.pid();
+    // One 1 GiB line (a sparse hole), then a short one.
+    let p = fx.p("giant-line.txt");
+    std::fs::File::create(&p).unwrap().set_len(1 << 30).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"\nend").unwrap();
+    let threads0 = common::threads(pid);
+    let req = format!(
+        "GET /files/download?path={}&offset=1&limit=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        q(&p.display().to_string())
+    );
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", fx.server.port)).unwrap();
+        c.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        // Read just the head (and whatever body came with it), then stop reading.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/plain; charset=utf-8"), "{head}");
+        conns.push(c);
+    }
+    // Each stalled download holds its few buffered chunks and no blocking thread: the pool's
+    // threads that read the first chunks go idle and leave (after tokio's 10 s keep-alive).
+    let settled = common::wait_until(common::TIMEOUT, || common::threads(pid) <= threads0 + 4);
+    assert!(settled, "threads {threads0} -> {} with {CLIENTS} stalled line downloads", common::threads(pid));
+    eprintln!("threads {threads0} -> {} with {CLIENTS} stalled line downloads", common::threads(pid));
+    // The rest of the API still answers, line ranges included.
+    let small = fx.s("small.txt");
+    std::fs::write(&small, "a\nb\n").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(lines_text(&fx, &small, "offset=2").await, (200, b"b".to_vec()));
+    });
+    drop(conns);
+}
