@@ -582,3 +582,226 @@ async fn upload_over_existing_file_keeps_its_mode_when_none_given_and_follows_sy
     assert_error(r, 500, "RUNTIME_ERROR").await;
     assert!(temp_files(fx.dir.path()).is_empty());
 }
+
+// ---- Line ranges: `GET /files/download?offset=N&limit=M` (issue #24 part 3, upstream 1.0.19) ----
+
+/// GETs the line range `query` (e.g. `offset=2&limit=1`) of `path`.
+async fn lines(fx: &Fx, path: &str, query: &str) -> reqwest::Response {
+    fx.get(&format!("/files/download?path={}&{query}", q(path))).await
+}
+
+/// Status and body of a line-range answer that must be `text/plain` without attachment headers.
+async fn lines_text(fx: &Fx, path: &str, query: &str) -> (u16, Vec<u8>) {
+    let r = lines(fx, path, query).await;
+    let status = r.status().as_u16();
+    if status == 200 {
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8", "{query}");
+        assert!(!r.headers().contains_key("content-disposition"), "{query}");
+        assert!(!r.headers().contains_key("content-range"), "{query}");
+    }
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn sdk24_lines_offset_and_limit_pick_lines_alone_or_together() {
+    let fx = Fx::new();
+    let p = fx.s("five.txt");
+    std::fs::write(&p, "line1\nline2\nline3\nline4\nline5").unwrap();
+    // Upstream's own cases: chosen lines joined by "\n", no trailing line break.
+    for (query, want) in [
+        ("offset=2&limit=2", "line2\nline3"),
+        ("offset=4", "line4\nline5"),
+        ("limit=2", "line1\nline2"),
+        ("offset=2&limit=100", "line2\nline3\nline4\nline5"),
+        ("offset=1&limit=1", "line1"),
+        ("offset=%2B3&limit=1", "line3"),
+        ("offset=&limit=1", "line1"),
+        ("offset=5", "line5"),
+    ] {
+        let (status, body) = lines_text(&fx, &p, query).await;
+        assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, want), "{query}");
+    }
+    // Both empty: not a line read, the plain download (octet-stream, whole file).
+    let r = lines(&fx, &p, "offset=&limit=").await;
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().await.unwrap().len(), 29);
+}
+
+#[tokio::test]
+async fn sdk24_lines_crlf_blank_lines_and_unterminated_last_line() {
+    let fx = Fx::new();
+    let crlf = fx.s("crlf.txt");
+    std::fs::write(&crlf, "a\r\nb\r\n\r\nd\r\n").unwrap();
+    for (query, want) in
+        [("offset=1", "a\nb\n\nd"), ("offset=2&limit=1", "b"), ("offset=3&limit=1", ""), ("offset=3&limit=2", "\nd")]
+    {
+        let (status, body) = lines_text(&fx, &crlf, query).await;
+        assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, want), "{query}");
+    }
+    // A last line without a newline is a line; a lone `\r` inside a line stays; trailing `\r`s
+    // go with the line ending (upstream trims "\r\n" characters at the end of each line).
+    let last = fx.s("last.txt");
+    std::fs::write(&last, b"one\nt\rwo\r\r\nthree\r").unwrap();
+    for (query, want) in
+        [("offset=3", &b"three"[..]), ("offset=2&limit=1", b"t\rwo"), ("limit=5", b"one\nt\rwo\nthree")]
+    {
+        let (status, body) = lines_text(&fx, &last, query).await;
+        assert_eq!((status, &body[..]), (200, want), "{query}");
+    }
+    // Bytes that are not UTF-8 pass through untouched.
+    let bin = fx.s("bin.txt");
+    std::fs::write(&bin, b"\xff\xfe\n\x00\x80x\n").unwrap();
+    assert_eq!(lines_text(&fx, &bin, "offset=2").await, (200, b"\x00\x80x".to_vec()));
+}
+
+#[tokio::test]
+async fn sdk24_lines_offset_past_the_end_or_empty_file_is_an_empty_200() {
+    let fx = Fx::new();
+    let p = fx.s("two.txt");
+    std::fs::write(&p, "line1\nline2\n").unwrap();
+    assert_eq!(lines_text(&fx, &p, "offset=3").await, (200, vec![]));
+    assert_eq!(lines_text(&fx, &p, "offset=100&limit=5").await, (200, vec![]));
+    assert_eq!(lines_text(&fx, &p, "offset=9223372036854775807").await, (200, vec![]));
+    let empty = fx.s("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    assert_eq!(lines_text(&fx, &empty, "offset=1&limit=1").await, (200, vec![]));
+}
+
+#[tokio::test]
+async fn sdk24_lines_bad_values_and_range_together_are_json_400() {
+    let fx = Fx::new();
+    let p = fx.s("one.txt");
+    std::fs::write(&p, "line1\n").unwrap();
+    for query in [
+        "offset=0",
+        "offset=-1",
+        "offset=abc",
+        "offset=1.5",
+        "offset=9223372036854775808",
+        "limit=0",
+        "limit=-3",
+        "offset=1&limit=x",
+    ] {
+        let msg = assert_error(lines(&fx, &p, query).await, 400, "INVALID_REQUEST_BODY").await;
+        let name = if query.starts_with("limit") || query.contains("limit=x") { "limit" } else { "offset" };
+        assert!(msg.contains(&format!("'{name}'")), "{query}: {msg}");
+    }
+    // Range with any line parameter: 400 (before the file is even opened).
+    let url = fx.url(&format!("/files/download?path={}&offset=1&limit=1", q(&p)));
+    let r = fx.client.get(&url).header("range", "bytes=0-2").send().await.unwrap();
+    let msg = assert_error(r, 400, "INVALID_REQUEST_BODY").await;
+    assert!(msg.contains("mutually exclusive"), "{msg}");
+    let url = fx.url(&format!("/files/download?path={}&limit=1", q(&fx.s("missing.txt"))));
+    let r = fx.client.get(&url).header("range", "bytes=0-2").send().await.unwrap();
+    assert_error(r, 400, "INVALID_REQUEST_BODY").await;
+    // An empty Range header is no Range (upstream checks for a non-empty value).
+    let url = fx.url(&format!("/files/download?path={}&limit=1", q(&p)));
+    let r = fx.client.get(&url).header("range", "").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"line1");
+    // A missing file is a 404 and a directory a 400, as for plain downloads.
+    assert_error(lines(&fx, &fx.s("missing.txt"), "offset=1").await, 404, "FILE_NOT_FOUND").await;
+    assert_error(lines(&fx, &fx.s(""), "offset=1").await, 400, "INVALID_REQUEST_BODY").await;
+}
+
+#[tokio::test]
+async fn sdk24_lines_200_mb_file_lines_near_the_end_and_a_huge_line_in_flat_memory() {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const HOLE: u64 = 200 * 1024 * 1024;
+    let fx = Fx::new();
+    let pid = fx.server.pid();
+    // Line 1 "first", line 2 a 200 MiB run of zero bytes (a sparse hole), then three short lines.
+    let p = fx.s("huge.txt");
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(b"first\n").unwrap();
+    f.set_len(6 + HOLE).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(b"\nnear-end-1\r\nnear-end-2\nlast").unwrap();
+    drop(f);
+    // Warm up (first request allocations), then take the baseline.
+    assert_eq!(lines_text(&fx, &p, "limit=1").await, (200, b"first".to_vec()));
+    let base = common::rss_kib(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(base));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(common::rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    };
+    let t0 = std::time::Instant::now();
+    assert_eq!(lines_text(&fx, &p, "offset=3").await, (200, b"near-end-1\nnear-end-2\nlast".to_vec()));
+    let skip_time = t0.elapsed();
+    // The 200 MiB line itself, streamed: every byte arrives, none is buffered whole.
+    let r = lines(&fx, &p, "offset=2&limit=1").await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.iter().all(|&b| b == 0), "only the hole's bytes");
+        got += chunk.len() as u64;
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(got, HOLE);
+    let grew = peak.load(Ordering::Relaxed).saturating_sub(base);
+    eprintln!("200 MiB line file: skip to line 3 in {skip_time:?}; RSS base {base} KiB, grew {grew} KiB");
+    assert!(grew < 16 * 1024, "RSS grew {grew} KiB over {base} KiB");
+}
+
+#[test]
+fn sdk24_lines_clients_that_stop_reading_a_huge_line_pin_no_thread() {
+    use std::io::{Read, Write};
+
+    const CLIENTS: usize = 12;
+    let fx = Fx::new();
+    let pid = fx.server.pid();
+    // One 1 GiB line (a sparse hole), then a short one.
+    let p = fx.p("giant-line.txt");
+    std::fs::File::create(&p).unwrap().set_len(1 << 30).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"\nend").unwrap();
+    let threads0 = common::threads(pid);
+    let req = format!(
+        "GET /files/download?path={}&offset=1&limit=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        q(&p.display().to_string())
+    );
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", fx.server.port)).unwrap();
+        c.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        // Read just the head (and whatever body came with it), then stop reading.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/plain; charset=utf-8"), "{head}");
+        conns.push(c);
+    }
+    // Each stalled download holds its few buffered chunks and no blocking thread: the pool's
+    // threads that read the first chunks go idle and leave (after tokio's 10 s keep-alive).
+    let settled = common::wait_until(common::TIMEOUT, || common::threads(pid) <= threads0 + 4);
+    assert!(settled, "threads {threads0} -> {} with {CLIENTS} stalled line downloads", common::threads(pid));
+    eprintln!("threads {threads0} -> {} with {CLIENTS} stalled line downloads", common::threads(pid));
+    // The rest of the API still answers, line ranges included.
+    let small = fx.s("small.txt");
+    std::fs::write(&small, "a\nb\n").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(lines_text(&fx, &small, "offset=2").await, (200, b"b".to_vec()));
+    });
+    drop(conns);
+}

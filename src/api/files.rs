@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::error::{empty_ok, json_response, ApiError, ErrorCode, JSON_CONTENT_TYPE};
 use super::extract::{decode_lenient, KeyFold, QueryPairs};
 use crate::fs::ops::{Move, Permission};
-use crate::fs::range::{self, RangePlan};
+use crate::fs::range::{self, LineRange, RangePlan};
 use crate::fs::temp::Scratch;
 use crate::fs::transfer::TransferPermit;
 use crate::fs::upload::{Received, SpooledFile, StagedSet, UploadSpec, UploadWriter};
@@ -402,12 +402,31 @@ fn range_not_satisfiable(message: String, size: Option<u64>) -> Response {
     resp
 }
 
-/// `GET /files/download?path=..` with optional `Range` (DECISIONS D34). A transfer: 429 beyond
-/// the cap; the connection's stall watch ends it if the client stops reading.
+/// `GET /files/download?path=..` with optional `Range` (DECISIONS D34), or with `offset`/`limit`
+/// for a line range (issue #24 part 3, upstream 1.0.19): `text/plain` with just those lines,
+/// never combined with a non-empty `Range` (400). A transfer: 429 beyond the cap; the
+/// connection's stall watch ends it if the client stops reading.
 async fn download_file(State(state): State<AppState>, q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
     let given = q.require("path")?.to_string();
+    let (offset, limit) = (q.get("offset"), q.get("limit"));
+    let lines = LineRange::wanted(offset, limit);
+    // Upstream's order: the conflict is refused before the file is opened, the values are
+    // checked after (a bad value on a missing file is a 404).
+    if lines && headers.get(header::RANGE).is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::bad_request(
+            "line-based reading (offset/limit) and byte range (Range header) are mutually exclusive",
+        ));
+    }
     let permit = state.transfers.admit()?;
     let dl = fs::blocking(move || download::open(&given)).await?;
+    if lines {
+        let range = LineRange::parse(offset, limit).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        let stall = state.transfers.limits().stall_timeout;
+        let body = Body::from_stream(download::stream_lines(dl, range, permit, stall));
+        return Ok((StatusCode::OK, h, body).into_response());
+    }
     let size = dl.size;
     let range_header = match headers.get(header::RANGE).map(|v| v.to_str()) {
         None => None,

@@ -10,6 +10,11 @@
 //! stream while the connection stays healthy, so the task also watches the channel: when no
 //! chunk is taken for the stall timeout it abandons the download (file, buffered chunks and
 //! permit are released; the body fails if it is ever polled again).
+//!
+//! Line ranges (`?offset=&limit=`, issue #24 part 3) use the same machinery: the blocking side
+//! reads raw chunks and passes them through a [`LineSlicer`], sending only the chosen lines. A
+//! long run of unwanted lines is skipped inside one blocking trip (work, not waiting), checking
+//! between reads whether the client is still there.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -24,6 +29,7 @@ use futures_util::Stream;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::mpsc;
 
+use super::range::{LineRange, LineSlicer};
 use super::transfer::TransferPermit;
 use super::{path, FsError};
 
@@ -119,6 +125,15 @@ async fn wait_for_room(tx: &mpsc::Sender<std::io::Result<Bytes>>, stall: Duratio
     }
 }
 
+/// What the reading task lends to the blocking pool for each refill.
+trait Fill: Send + 'static {
+    /// Sends chunks while the channel has room (never waiting for it). False when the stream is
+    /// over: the end, an error (sent), or the receiver gone.
+    fn fill(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool;
+    /// The file, for logs.
+    fn path(&self) -> &std::path::Path;
+}
+
 /// The file, where it is, and the reusable buffers: lent to the blocking pool for each refill.
 struct Reader {
     download: Download,
@@ -128,9 +143,7 @@ struct Reader {
     end: u64,
 }
 
-impl Reader {
-    /// Reads chunks while the channel has room (never waiting for it). False when the stream is
-    /// over: the end, an error (sent), or the receiver gone.
+impl Fill for Reader {
     fn fill(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
         while self.pos < self.end {
             let Ok(permit) = tx.try_reserve() else {
@@ -147,6 +160,12 @@ impl Reader {
         false
     }
 
+    fn path(&self) -> &std::path::Path {
+        &self.download.path
+    }
+}
+
+impl Reader {
     /// One chunk at `pos`. A file that shrank underneath is an error (the body is then cut, never
     /// padded).
     fn read_chunk(&mut self) -> std::io::Result<Bytes> {
@@ -190,22 +209,44 @@ impl Reader {
 /// chunks (see the module docs). Stops when the body is dropped (client gone), at the end, or
 /// when the client takes nothing for `stall` (zero: never).
 pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit, stall: Duration) -> DownloadBody {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    let shared = Arc::new(Mutex::new(BodyState { rx: Some(rx), permit: Some(permit) }));
-    let watched = shared.clone();
-    let mut reader = Reader {
+    let reader = Reader {
         download,
         pool: (0..POOL).map(|_| BytesMut::new()).collect(),
         slot: 0,
         pos: offset,
         end: offset + len,
     };
+    spawn_reader(reader, permit, stall)
+}
+
+/// Streams the lines `range` asks for (see [`LineSlicer`] for the output rules), with the same
+/// read-ahead, stall and memory bounds as [`stream`]: about `READ_AHEAD + 2` chunks, whatever
+/// the file or line sizes.
+pub fn stream_lines(download: Download, range: LineRange, permit: TransferPermit, stall: Duration) -> DownloadBody {
+    let reader = LineReader {
+        download,
+        slicer: LineSlicer::new(range),
+        raw: vec![0; CHUNK],
+        raw_at: 0,
+        raw_end: 0,
+        pos: 0,
+        eof: false,
+    };
+    spawn_reader(reader, permit, stall)
+}
+
+/// Runs `reader` (see the module docs): waits for room asynchronously, refills on the blocking
+/// pool, abandons the download when the client takes nothing for `stall`.
+fn spawn_reader<R: Fill>(mut reader: R, permit: TransferPermit, stall: Duration) -> DownloadBody {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let shared = Arc::new(Mutex::new(BodyState { rx: Some(rx), permit: Some(permit) }));
+    let watched = shared.clone();
     tokio::spawn(async move {
         loop {
             // Waiting for room is async: no thread is held while the client is slow or gone.
             if !wait_for_room(&tx, stall).await {
                 if !tx.is_closed() {
-                    tracing::info!(path = %reader.download.path.display(), "download stalled; abandoning it");
+                    tracing::info!(path = %reader.path().display(), "download stalled; abandoning it");
                     let mut state = watched.lock().unwrap_or_else(|e| e.into_inner());
                     state.rx = None;
                     state.permit = None;
@@ -225,6 +266,74 @@ pub fn stream(download: Download, offset: u64, len: u64, permit: TransferPermit,
         }
     });
     DownloadBody { shared }
+}
+
+/// A line-range read: the file from its start, one raw chunk at a time, through the slicer.
+struct LineReader {
+    download: Download,
+    slicer: LineSlicer,
+    /// The raw chunk read last; `raw_at..raw_end` is not yet fed to the slicer.
+    raw: Vec<u8>,
+    raw_at: usize,
+    raw_end: usize,
+    /// File offset of the next raw read.
+    pos: u64,
+    eof: bool,
+}
+
+impl Fill for LineReader {
+    fn fill(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
+        loop {
+            let Ok(permit) = tx.try_reserve() else {
+                return !tx.is_closed();
+            };
+            match self.next_chunk(tx) {
+                Ok(Some(chunk)) => permit.send(Ok(chunk)),
+                Ok(None) => return false,
+                Err(e) => {
+                    permit.send(Err(e));
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.download.path
+    }
+}
+
+impl LineReader {
+    /// The next non-empty piece of output (up to about `CHUNK` bytes), reading and skipping as
+    /// much of the file as that takes; `None` at the end (or when the client is gone).
+    fn next_chunk(&mut self, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> std::io::Result<Option<Bytes>> {
+        let mut out = Vec::with_capacity(CHUNK + 1);
+        while out.len() < CHUNK && !self.slicer.is_done() {
+            if self.raw_at < self.raw_end {
+                self.raw_at += self.slicer.feed(&self.raw[self.raw_at..self.raw_end], &mut out, CHUNK);
+                continue;
+            }
+            if self.eof {
+                self.slicer.finish();
+                break;
+            }
+            if tx.is_closed() {
+                // Skipping a long stretch produces nothing to send; stop when nobody listens.
+                return Ok(None);
+            }
+            match self.download.file.read_at(&mut self.raw, self.pos) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.pos += n as u64;
+                    self.raw_at = 0;
+                    self.raw_end = n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((!out.is_empty()).then(|| Bytes::from(out)))
+    }
 }
 
 /// RFC 5987 `attr-char`s stay; everything else is percent-encoded.

@@ -174,6 +174,58 @@ async def test_read_bytes_stream_chunks(fs: FilesystemAdapter, work):
     assert all(len(c) <= 64 * 1024 for c in chunks)
 
 
+# ---- line ranges (issue #24 part 3; upstream 1.0.19: lines joined by "\n", endings dropped) ----
+
+
+async def test_sdk24_lines_read_file_and_read_bytes(fs: FilesystemAdapter, work):
+    p = str(work / "lines.txt")
+    await fs.write_file(p, "line1\nline2\nline3\nline4\nline5")
+    assert await fs.read_file(p, offset=2, limit=2) == "line2\nline3"
+    assert await fs.read_file(p, offset=4) == "line4\nline5"
+    assert await fs.read_file(p, limit=2) == "line1\nline2"
+    assert await fs.read_file(p, offset=2, limit=100) == "line2\nline3\nline4\nline5"
+    assert await fs.read_bytes(p, offset=3, limit=1) == b"line3"
+    assert await fs.read_bytes(p, offset=6) == b""
+
+
+async def test_sdk24_lines_crlf_and_unterminated_last_line(fs: FilesystemAdapter, work):
+    p = work / "crlf.txt"
+    p.write_bytes(b"a\r\nb\r\n\r\nd\r\nlast")
+    assert await fs.read_bytes(str(p), offset=1) == b"a\nb\n\nd\nlast"
+    assert await fs.read_file(str(p), offset=3, limit=2) == "\nd"
+    assert await fs.read_file(str(p), offset=5, limit=9) == "last"
+
+
+async def test_sdk24_lines_read_bytes_stream(fs: FilesystemAdapter, work):
+    p = work / "many.txt"
+    p.write_bytes(b"".join(b"row %d\n" % i for i in range(1, 100_001)))
+    chunks = [c async for c in await fs.read_bytes_stream(str(p), offset=99_998, limit=5, chunk_size=4)]
+    assert b"".join(chunks) == b"row 99998\nrow 99999\nrow 100000"
+    assert all(len(c) <= 4 for c in chunks)
+    whole = [c async for c in await fs.read_bytes_stream(str(p), offset=2, chunk_size=64 * 1024)]
+    assert b"".join(whole) == b"\n".join(b"row %d" % i for i in range(2, 100_001))
+
+
+async def test_sdk24_lines_errors_raise_400(fs: FilesystemAdapter, work):
+    p = str(work / "one.txt")
+    await fs.write_file(p, "line1\n")
+    for kwargs in ({"offset": 0}, {"offset": -1}, {"limit": 0}, {"offset": 1, "range_header": "bytes=0-2"}):
+        with pytest.raises(SandboxApiException) as ei:
+            await fs.read_bytes(p, **kwargs)
+        assert ei.value.status_code == 400, kwargs
+    with pytest.raises(SandboxApiException) as ei:
+        await fs.read_file(str(work / "missing.txt"), offset=1, limit=1)
+    assert ei.value.status_code == 404
+
+
+def test_sdk24_lines_sync_adapter(sync_fs, work):
+    p = work / "sync-lines.txt"
+    p.write_bytes(b"x\ny\r\nz")
+    assert sync_fs.read_file(str(p), offset=2, limit=1) == "y"
+    assert sync_fs.read_bytes(str(p), offset=2) == b"y\nz"
+    assert b"".join(sync_fs.read_bytes_stream(str(p), limit=2)) == b"x\ny"
+
+
 async def test_large_binary_round_trip_64mib(fs: FilesystemAdapter, work, large_local_file):
     local, digest = large_local_file
     remote = work / "large" / "blob.bin"
