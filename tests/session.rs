@@ -156,7 +156,7 @@ async fn c76_stderr_arrives_as_stdout() {
 /// does, each event with its line ending, so the events joined are the output exactly
 /// (docs/COMPATIBILITY.md, issue #24 part 2).
 #[tokio::test]
-async fn sdk24_output_session_keeps_blank_lines_and_line_endings() {
+async fn c77_sdk24_session_output_keeps_blank_lines_and_line_endings() {
     let server = TestServer::start();
     let id = create(&server, None).await;
     let ev = run(&server, &id, r"printf 'a\n\nb\n'").await;
