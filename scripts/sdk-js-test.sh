@@ -10,6 +10,7 @@
 #   SDK_VIA_PROXY=0     skip the second pass through /proxy/<port> (default: run it)
 #   NODE_TEST_ARGS=...  extra `node --test` arguments (e.g. "--test-name-pattern=sdk24")
 #   SDK_JS_FILES=...    test files to run, relative to tests/sdk/js (default: *.test.mjs)
+#   SDK_JS_CONCURRENCY  test files run at once, each with its own execd (default 3: they mostly wait)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -66,7 +67,7 @@ run_suite() {
   set +e
   # spec for people, TAP into a file for the counts below.
   # shellcheck disable=SC2086
-  (cd "$dir" && node --test --test-reporter=spec --test-reporter-destination=stdout \
+  (cd "$dir" && node --test --test-concurrency="${SDK_JS_CONCURRENCY:-3}" --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=tap --test-reporter-destination="$tap" ${NODE_TEST_ARGS:-} "${files[@]}")
   local rc=$?
   set -e

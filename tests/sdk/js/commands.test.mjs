@@ -163,6 +163,20 @@ test("sdk24_output 20000 lines in order through onStdout with skipAccumulation",
   assert.equal(seen.join(""), Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join(""));
 });
 
+test("sdk24_output a 3 MB line is cut into pieces of at most 1 MiB that join exactly (D10)", async () => {
+  const ex = await ctx.commands.run("head -c 3000000 /dev/zero | tr '\\0' a; printf '\\nend\\n'");
+  const texts = raw(ex.logs.stdout);
+  assert.ok(texts.length >= 4, `${texts.length} events`);
+  assert.ok(texts.every((t) => Buffer.byteLength(t) <= 1024 * 1024), texts.map((t) => t.length).join(","));
+  assert.equal(texts.join(""), `${"a".repeat(3_000_000)}\nend\n`);
+  assert.equal(texts.at(-1), "end\n");
+});
+
+test("sdk24_output invalid UTF-8 becomes U+FFFD; valid multibyte text is exact", async () => {
+  const ex = await ctx.commands.run("printf 'ok \\303\\251 \\342\\234\\223\\n'; printf 'bad \\377\\376 x\\n'");
+  assert.deepEqual(raw(ex.logs.stdout), ["ok é ✓\n", "bad \uFFFD\uFFFD x\n"]);
+});
+
 test("c171 output reaches the handler while the command runs", async () => {
   const at = {};
   const ex = await ctx.commands.run("echo first; sleep 1; echo second", undefined, {
