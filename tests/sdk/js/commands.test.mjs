@@ -179,7 +179,7 @@ test("sdk24_output invalid UTF-8 becomes U+FFFD; valid multibyte text is exact",
 
 test("c171 output reaches the handler while the command runs", async () => {
   const at = {};
-  const ex = await ctx.commands.run("echo first; sleep 1; echo second", undefined, {
+  const ex = await ctx.commands.run("echo first; sleep 1.5; echo second", undefined, {
     onStdout: (m) => {
       at[m.text.trim()] = Date.now();
     },
