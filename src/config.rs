@@ -43,6 +43,8 @@ pub struct Config {
     pub log_level: i64,
     /// Upper bound on how long shutdown waits for streams and process groups.
     pub graceful_shutdown_timeout: Duration,
+    /// Accepted and validated for compatibility with upstream's flag, otherwise unused: `/code`
+    /// does not poll for idle, it reacts to the kernel's messages (see `code::protocol`).
     pub jupyter_idle_poll_interval: Duration,
     /// Where command journals and session state live (private to execd's uid, see
     /// [`crate::state_dir`]).

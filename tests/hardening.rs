@@ -271,7 +271,7 @@ fn slow_client(port: u16) -> Option<TcpStream> {
 }
 
 #[tokio::test]
-async fn h5_slowloris_connections_do_not_lock_out_a_real_client() {
+async fn x54_h5_slowloris_connections_do_not_lock_out_a_real_client() {
     let server = TestServer::options().arg("--max-connections=1000").start();
     // A small descriptor limit, as in many containers: without a cap, half-sent requests take
     // every descriptor and accept fails. With it, execd keeps half the limit (64) for connections.
@@ -297,7 +297,7 @@ async fn h5_slowloris_connections_do_not_lock_out_a_real_client() {
 }
 
 #[test]
-fn h5_half_sent_request_head_is_closed_after_the_header_timeout() {
+fn x54_h5_half_sent_request_head_is_closed_after_the_header_timeout() {
     let server = TestServer::options().arg("--header-timeout=1s").start();
     let mut s = slow_client(server.port).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -315,7 +315,31 @@ fn h5_half_sent_request_head_is_closed_after_the_header_timeout() {
 }
 
 #[test]
-fn h5_request_body_that_stops_arriving_fails_after_the_stall_timeout() {
+fn x54_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = TestServer::options().arg("--header-timeout=1s").start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // One complete keep-alive request, answered; then the client goes quiet.
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let start = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => panic!("unexpected bytes on an idle connection: {:?}", String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "idle connection closed after {took:?}"
+    );
+}
+
+#[test]
+fn x54_h5_request_body_that_stops_arriving_fails_after_the_stall_timeout() {
     let server = TestServer::options().arg("--stall-timeout=1s").start();
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -334,7 +358,7 @@ fn h5_request_body_that_stops_arriving_fails_after_the_stall_timeout() {
 }
 
 #[test]
-fn h5_client_that_stops_reading_a_stream_is_cut_off_after_the_stall_timeout() {
+fn x54_h5_client_that_stops_reading_a_stream_is_cut_off_after_the_stall_timeout() {
     let server = TestServer::options().arg("--stall-timeout=1s").start();
     let fds_before = common::fd_count(server.pid());
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
