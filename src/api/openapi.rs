@@ -201,9 +201,9 @@ mod tests {
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"), "info.version follows Cargo.toml");
         let mut ids = BTreeSet::new();
+        let param = regex::Regex::new(r"\{([^}]*)\}").unwrap();
         for (path, item) in doc["paths"].as_object().unwrap() {
-            let wanted: BTreeSet<String> =
-                regex::Regex::new(r"\{([^}]*)\}").unwrap().captures_iter(path).map(|c| c[1].to_string()).collect();
+            let wanted: BTreeSet<String> = param.captures_iter(path).map(|c| c[1].to_string()).collect();
             for method in METHODS {
                 let Some(op) = item.get(method) else { continue };
                 let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
