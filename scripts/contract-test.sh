@@ -1,15 +1,10 @@
 #!/usr/bin/env bash
 # OpenAPI contract check: schemathesis (tests/contract) against the live release binary, using
-# ../shared/spec/execd-api.yaml (EXECD_SPEC overrides). Bounded: CONTRACT_MAX_EXAMPLES per
-# operation (default 60). Exits non-zero on any failure or when no test was collected.
+# execd's own document as that binary serves it (GET /openapi.json = docs/openapi.json), after
+# validating it as OpenAPI 3.1. Bounded: CONTRACT_MAX_EXAMPLES per operation (default 60).
+# Exits non-zero on any failure or when no test was collected.
 set -euo pipefail
-spec_default="$(cd "$(dirname "$0")" && pwd)/../../shared/spec/execd-api.yaml"
 cd "$(dirname "$0")/.."
-export EXECD_SPEC=${EXECD_SPEC:-$spec_default}
-if [ ! -f "$EXECD_SPEC" ]; then
-  echo "contract-test: spec not found at $EXECD_SPEC" >&2
-  exit 1
-fi
 # shellcheck source=tests/sdk/venv.sh
 . tests/sdk/venv.sh
 start=$(date +%s)

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod argv;
+pub mod capabilities;
 pub mod clone3;
 pub mod code;
 pub mod command;

@@ -15,6 +15,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod capabilities;
 pub mod code;
 pub mod command;
 pub mod directories;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod metrics;
+pub mod openapi;
 pub mod ping;
 pub mod proxy;
 pub mod pty;
@@ -36,7 +38,13 @@ const JSON_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Every route execd serves, wrapped in the common layers.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+    proxy::with_self_dispatch(with_layers(routes(), state))
+}
+
+/// Every route execd serves, without the layers (`api::openapi`'s tests enumerate them against
+/// the OpenAPI document).
+fn routes() -> Router<AppState> {
+    Router::new()
         .merge(ping::routes())
         .merge(command::routes())
         .merge(session::routes())
@@ -45,8 +53,9 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
-        .merge(directories::routes());
-    proxy::with_self_dispatch(with_layers(routes, state))
+        .merge(directories::routes())
+        .merge(openapi::routes())
+        .merge(capabilities::routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,

@@ -1,5 +1,6 @@
-"""Fixtures for the OpenAPI contract check: a fresh execd (shared launcher from tests/sdk) whose
-cwd, HOME and TMPDIR live in a scratch tree, plus a scratch root every fuzzed path is mapped into."""
+"""Fixtures for the OpenAPI contract check: a fresh execd (shared launcher from tests/sdk, started
+by contract_server) whose cwd, HOME and TMPDIR live in a scratch tree, plus a scratch root every
+fuzzed path is mapped into."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
 
+import contract_server  # noqa: E402
 from contract_stats import STATS  # noqa: E402
-from execd_server import ExecdServer  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -27,10 +28,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line(f"{total} requests")
 
 
+def pytest_unconfigure(config):
+    contract_server.stop()
+
+
 @pytest.fixture(scope="session")
 def execd():
-    server = ExecdServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return contract_server.running()

@@ -1,6 +1,12 @@
-"""OpenAPI contract check: schemathesis generates requests from `shared/spec/execd-api.yaml`
-(the spec's examples, the coverage phase, then positive and negative fuzzing) and sends them to
-the live execd binary.
+"""OpenAPI contract check (EXTENSIONS X1): schemathesis generates requests from execd's own
+OpenAPI document as the live binary serves it (`GET /openapi.json`, kept in docs/openapi.json):
+the document's examples, the coverage phase, then positive and negative fuzzing, all sent to that
+binary. The document is first checked to be valid OpenAPI 3.1 (openapi-spec-validator).
+
+Not fuzzed, with the reason (EXCLUDED below): `/metrics/watch` streams forever (fixed-input test
+below); `/pty/{id}/ws` needs a WebSocket (tests/pty.rs); `/proxy/{port}...` forwards to whatever
+listens on a local port (tests/proxy.rs and the SDK suite's pass through the proxy). The
+`/v1/filesystem/{uid}/{gid}/...` operations are skipped only while the binary does not route them.
 
 Every response must hold:
   * a request without the right token gets a JSON 401 (negative mode drops the header);
@@ -39,16 +45,19 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+import contract_server
 from contract_stats import STATS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC = Path(os.environ.get("EXECD_SPEC", REPO_ROOT.parent / "shared" / "spec" / "execd-api.yaml"))
+REPO_DOCUMENT = REPO_ROOT / "docs" / "openapi.json"
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "60"))
 REQUEST_TIMEOUT_S = 30
 PANIC_TEXT = "panicked"
 
 # ---------------------------------------------------------------------------------------------
-# Where the spec and execd-reference.md (or DECISIONS.md) disagree, the reference wins (§17).
+# Statuses the reference (or a decision) produces that the document does not list for the
+# operation, and the operations where the reference documents a RUNTIME_ERROR 500. Operations of
+# `/v1/filesystem/{uid}/{gid}/...` use the entries of the route without the prefix (`base_op`).
 # ONE list: (operation, kind, value, section, note).
 #   kind "status": a status the reference (or a decision) produces that the YAML does not list;
 #   kind "500":    a RUNTIME_ERROR 500 the reference documents for this operation;
@@ -88,6 +97,8 @@ REFERENCE_EXCEPTIONS: list[tuple[str, str, object, str, str]] = [
     ("GET /code/contexts/{context_id}", "500", None, "§6.3", "no Jupyter -> 500"),
     ("DELETE /code/contexts/{context_id}", "500", None, "§6.3", "no Jupyter -> 500"),
     ("GET /metrics", "500", None, "§8.1", "collection error -> 500"),
+    ("POST /pty", "500", None, "§11.1", "cwd expansion or mkdir error -> 500"),
+    ("GET /command/{id}/events", "500", None, "DECISIONS D11", "journal read error -> 500"),
     ("GET /command/{id}/logs", "note", None, "§17.2, §17.3", "cursor/header are byte offsets; unknown id -> 400"),
     ("GET /command/status/{id}", "note", None, "§17.4", "unknown id -> 404 with code INVALID_REQUEST_BODY"),
     ("POST /files/mv", "note", None, "§17.5", "destination parents are created"),
@@ -98,7 +109,18 @@ REFERENCE_EXCEPTIONS: list[tuple[str, str, object, str, str]] = [
 ]
 
 
+IDENTITY_PREFIX = "/v1/filesystem/{uid}/{gid}"
+
+
+def base_op(op: str) -> str:
+    """`GET /v1/filesystem/{uid}/{gid}/files/info` -> `GET /files/info`: the per-identity routes
+    behave as the route without the prefix (plus 403), so they share its rules here."""
+    method, _, path = op.partition(" ")
+    return f"{method} {path[len(IDENTITY_PREFIX):]}" if path.startswith(IDENTITY_PREFIX + "/") else op
+
+
 def _exceptions(op: str, kind: str) -> list:
+    op = base_op(op)
     return [v for (o, k, v, _s, _n) in REFERENCE_EXCEPTIONS if o == op and k == kind]
 
 
@@ -122,8 +144,25 @@ CONFIG = schemathesis.Config.from_dict(
         "request-timeout": REQUEST_TIMEOUT_S,
     }
 )
-schema = schemathesis.openapi.from_path(str(SPEC), config=CONFIG).exclude(path="/metrics/watch")
+# (path regex, reason): operations not fuzzed.
+EXCLUDED = [
+    (r"^/metrics/watch$", "streams until the client goes away; test_metrics_watch checks it"),
+    (r"^/pty/\{id\}/ws$", "a WebSocket; tests/pty.rs drives it"),
+    (r"^/proxy/\{port\}", "forwards to whatever listens on a local port; tests/proxy.rs and the SDK suite's proxy pass"),
+]
+
+
+# The document as the live binary serves it (schemathesis needs it while pytest collects).
+SERVER = contract_server.running()
+schema = schemathesis.openapi.from_url(SERVER.base_url + "/openapi.json", config=CONFIG, headers=SERVER.headers())
+for _pattern, _reason in EXCLUDED:
+    schema = schema.exclude(path_regex=_pattern)
 RAW_SPEC = schema.raw_schema
+
+
+@pytest.fixture(scope="session")
+def raw_document() -> dict:
+    return RAW_SPEC
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +200,7 @@ class Scratch:
 
 
 SAFE_COMMAND = "echo x"
+SAFE_ARGV = ["echo", "x"]
 
 
 def _only(d: dict, keys: tuple[str, ...]) -> dict:
@@ -168,7 +208,7 @@ def _only(d: dict, keys: tuple[str, ...]) -> dict:
 
 
 def make_safe(case, scratch: Scratch, real_session: str) -> None:
-    op = case.operation.label
+    op = base_op(case.operation.label)
     q = case.query if isinstance(case.query, dict) else {}
 
     # Path-bearing query parameters of the filesystem routes.
@@ -221,7 +261,11 @@ def make_safe(case, scratch: Scratch, real_session: str) -> None:
         case.body = new
     elif op == "POST /command" and isinstance(body, dict):
         new = _only(body, ("background", "timeout", "uid", "gid"))
-        new["command"] = SAFE_COMMAND
+        # One of the two forms, as generated (both or neither is a 400 before anything runs).
+        if "argv" in body:
+            new["argv"] = SAFE_ARGV if isinstance(body["argv"], list) and body["argv"] else body["argv"]
+        if "command" in body or "argv" not in body:
+            new["command"] = SAFE_COMMAND if isinstance(body.get("command", ""), str) else body["command"]
         if "cwd" in body:
             new["cwd"] = scratch.path(body["cwd"]) if isinstance(body["cwd"], str) else body["cwd"]
         if "envs" in body:
@@ -255,6 +299,13 @@ def make_safe(case, scratch: Scratch, real_session: str) -> None:
         case.body = new
     elif op == "POST /code/context" and isinstance(body, dict):
         case.body = _only(body, ("language",))
+    elif op == "POST /pty" and isinstance(body, dict):
+        new = {}
+        if "cwd" in body:  # POST /pty creates its cwd (mkdir -p, §11.1)
+            new["cwd"] = scratch.path(body["cwd"]) if isinstance(body["cwd"], str) else body["cwd"]
+        if "command" in body:  # runs only once a WebSocket attaches, which never happens here
+            new["command"] = SAFE_COMMAND if isinstance(body["command"], str) else body["command"]
+        case.body = new
     # Any other body shape (a list where an object is expected, a string, ...) is a wrong type that
     # the server rejects before doing anything.
 
@@ -263,6 +314,8 @@ def make_safe(case, scratch: Scratch, real_session: str) -> None:
 # Response checks
 # ---------------------------------------------------------------------------------------------
 TERMINAL = {"execution_complete", "error"}
+# Paths routed with axum's `any` (every method): the proxy without a port.
+ANY_METHOD_PATHS = {"/proxy/"}
 STREAM_OPS = {"POST /command", "POST /session/{sessionId}/run", "POST /code"}
 
 
@@ -324,9 +377,18 @@ def _stream_validator():
 
 
 def check_response(case, resp, token: str) -> None:
-    op = case.operation.label
+    op = base_op(case.operation.label)
     status = resp.status_code
     sent = {k.lower(): v for k, v in resp.request.headers.items()}.get("x-execd-access-token")
+    if resp.request.method.upper() == "HEAD":
+        # No body to check: the status, and errors are still declared as JSON.
+        documented = {int(s) for s in case.operation.definition.raw["responses"] if s.isdigit()}
+        want = {401} if sent != token else documented | {400, 404}
+        runtime = status == 500 and sent == token and _exceptions(op, "500")
+        assert status in want and status < 500 or runtime, f"{op}: HEAD answered {status}"
+        if status >= 400:
+            assert hdr(resp, "content-type").startswith("application/json"), resp.headers
+        return
     if sent != token:
         # Negative mode drops or alters the security header: §2.2 / D5 / D60, nothing is exempt.
         assert status == 401, f"{op}: {status} without a valid token (sent {sent!r}): {resp.text[:200]!r}"
@@ -346,6 +408,11 @@ def check_response(case, resp, token: str) -> None:
             assert _exceptions(op, "500"), f"{op}: 500 where the reference documents none: {body!r}"
             assert body["code"] == "RUNTIME_ERROR", f"{op}: 500 with code {body['code']!r}"
 
+    if resp.request.method.upper() != case.operation.method.upper() and case.operation.path in ANY_METHOD_PATHS:
+        # Routed for every method, also those OpenAPI cannot name (QUERY, CONNECT): same answer.
+        assert status in documented, f"{op}: {resp.request.method} answered {status}: {resp.text[:200]!r}"
+        _error_shape(op, resp)
+        return
     if resp.request.method.upper() != case.operation.method.upper():
         # Coverage phase: a method the path does not have. No 405 upstream (§2.6): a JSON 404.
         assert status == 404, f"{op}: {resp.request.method} answered {status}: {resp.text[:200]!r}"
@@ -369,6 +436,11 @@ def check_response(case, resp, token: str) -> None:
     # 4. 2xx bodies.
     if op in STREAM_OPS and status == 200:
         _check_stream(op, resp)
+        return
+    if op == "GET /files/download" and hdr(resp, "content-type").startswith("text/plain"):
+        # A line range (`offset`/`limit`, upstream 1.0.19): streamed text, no attachment headers.
+        assert status == 200 and hdr(resp, "content-type") == "text/plain; charset=utf-8", resp.headers
+        assert not hdr(resp, "content-disposition"), resp.headers
         return
     if op == "GET /files/download":
         assert hdr(resp, "content-length") == str(len(resp.content)), f"{op}: Content-Length mismatch"
@@ -418,9 +490,30 @@ def real_session(execd, http) -> str:
     return r.json()["session_id"]
 
 
+@pytest.fixture(scope="module")
+def served_ops(execd, http) -> dict:
+    """Per path prefix pending on another branch: whether this binary routes it (a request that
+    the router answers with its own 404 `NOT_FOUND` means no)."""
+    r = http.get(execd.base_url + "/v1/filesystem/0/0/files/info", params={"path": "/"}, timeout=REQUEST_TIMEOUT_S)
+    routed = not (r.status_code == 404 and r.headers.get("content-type", "").startswith("application/json")
+                  and r.json().get("code") == "NOT_FOUND")
+    return {IDENTITY_PREFIX: routed}
+
+
+def test_x1_served_document_is_valid_openapi_and_the_repository_file(raw_document):
+    from openapi_spec_validator import validate
+
+    validate(raw_document)
+    assert raw_document["openapi"].startswith("3.1")
+    assert raw_document == json.loads(REPO_DOCUMENT.read_text()), "served /openapi.json differs from docs/openapi.json"
+
+
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, print_blob=True)
-def test_contract(case, execd, scratch, http, real_session):
+def test_contract(case, execd, scratch, http, real_session, served_ops):
+    path = case.operation.path
+    if path.startswith(IDENTITY_PREFIX + "/") and not served_ops[IDENTITY_PREFIX]:
+        pytest.skip(f"{IDENTITY_PREFIX}/... is documented but not routed by this binary (pending branch)")
     scratch.reset()
     make_safe(case, scratch, real_session)
     case.headers = {**(case.headers or {}), **execd.headers()}
@@ -429,7 +522,7 @@ def test_contract(case, execd, scratch, http, real_session):
     check_response(case, resp, execd.token)
 
 
-def test_metrics_watch(execd, http):
+def test_metrics_watch(execd, http, raw_document):
     """`/metrics/watch` (§8.2, §17.8, D40): 200 event stream, first frame within 5 s is a Metrics
     object; the stream is left open by the server until we close it."""
     started = time.monotonic()
@@ -449,7 +542,7 @@ def test_metrics_watch(execd, http):
     m = json.loads(text)
     import jsonschema_rs
 
-    errors = list(jsonschema_rs.validator_for(RAW_SPEC["components"]["schemas"]["Metrics"]).iter_errors(m))
+    errors = list(jsonschema_rs.validator_for(raw_document["components"]["schemas"]["Metrics"]).iter_errors(m))
     assert not errors, f"watch frame {m!r} violates Metrics: {errors[0]}"
 
 

@@ -1,0 +1,122 @@
+//! What this execd offers on this machine (EXTENSIONS X2): one key per extension, with a value
+//! saying whether it is usable here (`true`/`false`) or which variants are (a string or a list).
+//! Clients branch on these keys, never on versions. `api::capabilities` serves them.
+//!
+//! Each domain contributes its keys through one small function in [`PROVIDERS`]; an extension that
+//! lands adds (or fills in) its domain's function. Keys of extensions that do not exist yet are
+//! reported as unavailable (`false`, `"none"`, `[]`), so a client can tell "absent" from "unknown".
+//! Machine probes are cheap and run once per process.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
+
+/// One domain's keys.
+pub type Provider = fn() -> Vec<(&'static str, Value)>;
+
+/// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
+pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform];
+
+/// The `features` object: every provider's keys. A key given twice is a programming error
+/// (debug builds panic); the later one wins.
+pub fn features() -> Map<String, Value> {
+    let mut out = Map::new();
+    for provider in PROVIDERS {
+        for (key, value) in provider() {
+            let previous = out.insert(key.to_string(), value);
+            debug_assert!(previous.is_none(), "capability {key} given twice");
+        }
+    }
+    out
+}
+
+/// Commands: `argv` (newer upstream contract), the resumable event stream (DECISIONS D11).
+/// Not yet: `stdin` (X10).
+fn command() -> Vec<(&'static str, Value)> {
+    vec![("argv", json!(true)), ("command_events", json!(true)), ("stdin", json!(false))]
+}
+
+/// Files: line ranges on downloads (upstream 1.0.19), per-identity routes (issue #24 part 4)
+/// where execd may switch credentials. Not yet: archives, watch.
+fn files() -> Vec<(&'static str, Value)> {
+    vec![
+        ("line_ranges", json!(true)),
+        ("identity_files", json!(can_switch_credentials())),
+        ("archive", json!([])),
+        ("watch", json!(false)),
+    ]
+}
+
+/// `/pty`: usable when a pseudo-terminal can be opened (pipe mode works without one, but the
+/// route's point is a terminal).
+fn pty() -> Vec<(&'static str, Value)> {
+    vec![("pty", json!(pty_usable()))]
+}
+
+fn proxy() -> Vec<(&'static str, Value)> {
+    vec![("proxy", json!(true))]
+}
+
+/// cgroups per command (X20–X23): not implemented yet, so none are used and no limit applies.
+fn isolation_and_limits() -> Vec<(&'static str, Value)> {
+    vec![("cgroup", json!("none")), ("limits", json!([]))]
+}
+
+/// Process-level features not implemented yet: acting as init, OpenTelemetry export.
+fn platform() -> Vec<(&'static str, Value)> {
+    vec![("init", json!(false)), ("otel", json!(false))]
+}
+
+/// Whether a pseudo-terminal can be opened here (checked once).
+fn pty_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open("/dev/ptmx").is_ok()
+    })
+}
+
+/// CAP_SETUID and CAP_SETGID (bits 7 and 6) in the effective set: execd may act as another
+/// uid/gid. Read from `/proc/self/status` once; unreadable means no.
+fn can_switch_credentials() -> bool {
+    static CAN: OnceLock<bool> = OnceLock::new();
+    *CAN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_caps(&s)).is_some_and(|caps| {
+            const SETGID: u64 = 1 << 6;
+            const SETUID: u64 = 1 << 7;
+            caps & (SETGID | SETUID) == SETGID | SETUID
+        })
+    })
+}
+
+/// The `CapEff:` hex mask of a `/proc/<pid>/status` text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x2_every_key_once_and_known_values() {
+        let f = features();
+        for key in ["argv", "line_ranges", "identity_files", "pty", "proxy", "cgroup", "stdin", "watch", "init", "otel"]
+        {
+            assert!(f.contains_key(key), "{key} missing from {f:?}");
+        }
+        assert_eq!(f["cgroup"], "none");
+        assert_eq!(f["archive"], json!([]));
+        let total: usize = PROVIDERS.iter().map(|p| p().len()).sum();
+        assert_eq!(total, f.len(), "a key is given by two providers");
+    }
+
+    #[test]
+    fn x2_effective_caps_parse() {
+        assert_eq!(effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(effective_caps("CapPrm:\t00\n"), None);
+        assert_eq!(effective_caps("CapEff:\tzz\n"), None);
+    }
+}
