@@ -94,20 +94,17 @@ const ESCAPES: [(&str, &str); 3] = [
 async fn start_escapes(s: &TestServer, script: &str, n: usize) -> (String, Vec<i32>) {
     let ev = run(s, json!({"command": script, "background": true})).await;
     let id = ev[0]["text"].as_str().unwrap().to_string();
-    let mut pids = Vec::new();
-    let ok = common::wait_until_async(TIMEOUT, || {
-        let s = &s;
-        let id = id.clone();
-        let pids = &mut pids;
-        async move {
-            let body =
-                s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
-            *pids = body.lines().filter_map(|l| l.strip_prefix("PID ")?.trim().parse().ok()).collect();
-            pids.len() >= n
+    let deadline = Instant::now() + TIMEOUT;
+    let pids = loop {
+        let url = s.url(&format!("/command/{id}/logs"));
+        let body = s.client().get(url).send().await.unwrap().text().await.unwrap();
+        let pids: Vec<i32> = body.lines().filter_map(|l| l.strip_prefix("PID ")?.trim().parse().ok()).collect();
+        if pids.len() >= n {
+            break pids;
         }
-    })
-    .await;
-    assert!(ok, "pids never printed");
+        assert!(Instant::now() < deadline, "pids never printed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     (id, pids)
 }
 
@@ -258,11 +255,12 @@ async fn x22_structured_exit_reasons_and_usage() {
     assert_eq!(last["exit_reason"], "signaled", "{last}");
     assert_eq!(last["signal"], "SIGSEGV");
 
-    // CPU-bound: usage within 10 % of what the shell's own `times` would see, i.e. about 1 s.
-    let ev = run(&s, json!({"command": "end=$((SECONDS+1)); while [ $SECONDS -lt $end ]; do :; done"})).await;
+    // CPU-bound: exactly 1 s of process CPU (plus interpreter start), usage within 10 %.
+    let busy = "python3 -c 'import time\ne = time.process_time() + 1.0\nwhile time.process_time() < e: pass'";
+    let ev = run(&s, json!({ "command": busy })).await;
     let u = &ev.last().unwrap()["usage"];
     let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_system_ms"].as_u64().unwrap();
-    assert!((500..=2200).contains(&cpu), "cpu {cpu} ms for a ~1 s busy loop");
+    assert!((1000..=1200).contains(&cpu), "cpu {cpu} ms for a 1 s busy loop: {u}");
 
     // Memory-bound: 200 MiB touched.
     let ev =
@@ -284,7 +282,6 @@ async fn x22_structured_exit_reasons_and_usage() {
     let dir = tempfile::tempdir().unwrap();
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&locked).unwrap().permissions(), 0o700);
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let ev = run(&s, json!({"command": "true", "cwd": locked, "uid": 4322})).await;
     let last = ev.last().unwrap();
@@ -329,7 +326,8 @@ async fn x23_pids_limit_fails_forks_only() {
         return;
     }
     let s = TestServer::start();
-    let script = "for i in $(seq 1 60); do sleep 5 & done 2>/dev/null; echo started $(jobs -p | wc -l); kill $(jobs -p) 2>/dev/null; true";
+    // Python reports the failed fork at once (bash would retry it for half a minute).
+    let script = "python3 -c '\nimport os, signal\nkids = []\nfor i in range(60):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        signal.pause()\n    kids.append(pid)\nprint(\"started\", len(kids), flush=True)\nfor k in kids:\n    os.kill(k, 9)\n'";
     let ev = run(&s, json!({"command": script, "limits": {"pids": 20}})).await;
     let out: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
     let n: usize = out.trim().strip_prefix("started ").and_then(|n| n.trim().parse().ok()).unwrap_or(999);

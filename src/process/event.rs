@@ -268,7 +268,7 @@ impl ExecEvent {
     /// Appends the compact JSON object to `buf`. Events without `results`/`error` (every output
     /// line) are written by hand, byte-identical to serde_json (see the tests); the rest by serde.
     pub fn write_json(&self, buf: &mut Vec<u8>) {
-        if self.results.is_none() && self.error.is_none() {
+        if self.results.is_none() && self.error.is_none() && self.exit.is_none() {
             buf.reserve(self.text.len() + 80);
             buf.extend_from_slice(b"{\"type\":\"");
             buf.extend_from_slice(self.kind.as_str().as_bytes());
