@@ -268,7 +268,7 @@ async fn x22_structured_exit_reasons_and_usage() {
     let last = ev.last().unwrap();
     if last["exit_reason"] == "exited" {
         let peak = last["usage"]["peak_memory_bytes"].as_u64().unwrap();
-        assert!(peak >= 200 << 20 && peak < 400 << 20, "peak {peak}");
+        assert!(((200 << 20)..(400 << 20)).contains(&peak), "peak {peak}");
     }
 
     // Spawn failure: unknown executable through argv.

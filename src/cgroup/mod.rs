@@ -174,7 +174,7 @@ pub fn capabilities() -> Capabilities {
 /// Checks that every limit in `limits` can be applied here.
 pub fn check_limits(limits: &Limits) -> Result<(), CgroupError> {
     if let Some(c) = limits.cpu {
-        if !(c.is_finite() && c >= 0.01 && c <= 4096.0) {
+        if !(0.01..=4096.0).contains(&c) {
             return Err(CgroupError::InvalidLimit { field: "cpu", reason: "must be between 0.01 and 4096".into() });
         }
     }

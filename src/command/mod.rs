@@ -271,7 +271,7 @@ impl CommandManager {
                 ..SpawnSpec::shell("")
             }),
             Ok(None) => Ok(SpawnSpec::shell(&req.command)),
-            Err(msg) => Err((msg, ExitInfo::not_found())),
+            Err(msg) => Err(Box::new((msg, ExitInfo::not_found()))),
         };
         let base = base.map(|base| SpawnSpec {
             env: env.into_iter().collect(),
@@ -283,11 +283,13 @@ impl CommandManager {
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
-        let spawned = base
-            .and_then(|spec| spawn_with(spec, &req.limits).map_err(|e| (e.to_string(), ExitInfo::spawn_failed(&e))));
+        let spawned = base.and_then(|spec| {
+            spawn_with(spec, &req.limits).map_err(|e| Box::new((e.to_string(), ExitInfo::spawn_failed(&e))))
+        });
         let (child, pipes) = match spawned {
             Ok(c) => c,
-            Err((msg, exit)) => {
+            Err(failed) => {
+                let (msg, exit) = *failed;
                 journal.remove_files();
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
                 let terminal = if req.background {
@@ -337,7 +339,7 @@ impl CommandManager {
             };
             // Journal first, so readers see the terminal event no later than the status change.
             writer.finish(Some(terminal));
-            entry.finish(outcome, exit.unwrap_or_else(|| ExitInfo::lost()));
+            entry.finish(outcome, exit.unwrap_or_else(ExitInfo::lost));
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
             if let Some(inner) = weak.upgrade() {
                 inner.registry.mark_finished(&entry.id);
