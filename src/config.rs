@@ -67,6 +67,8 @@ pub struct Config {
     pub envs_file: Option<String>,
     /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
     pub log_file: Option<PathBuf>,
+    /// `--cgroup-root` (X20): `""` auto-detect, `none` off, else a cgroup v2 directory.
+    pub cgroup_root: String,
 }
 
 /// Why the configuration was rejected. The message names the flag (or variable) and the value.
@@ -142,6 +144,12 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_STATE_DIR"),
         default: "/var/lib/execd",
         help: "directory for command journals and session state, private to execd's uid (default for root /var/lib/execd, else /run/execd, else $TMPDIR/execd-0; other uids $XDG_RUNTIME_DIR/execd, else $TMPDIR/execd-<uid>)",
+    },
+    Setting {
+        flag: "cgroup-root",
+        env: Some("EXECD_CGROUP_ROOT"),
+        default: "",
+        help: "cgroup v2 directory under which each command gets a cgroup leaf; empty: detect (v2, else v1 hierarchies), none: process groups only",
     },
     Setting {
         flag: "command-retention-ttl",
@@ -478,6 +486,7 @@ impl Config {
             max_transfers,
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+            cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
         })))
     }
 

@@ -7,6 +7,7 @@
 //! - `state`: [`state::AppState`], handles to every manager; `shutdown`: the SIGTERM/SIGINT future.
 //! - `state_dir`: the private state directory and how files in it are made and opened.
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
+//! - `cgroup`: a cgroup leaf per spawned command (v2, v1 or none), kill-all, usage, limits.
 //! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
 //!   `command`, `session`, `pty`, `code`, `fs`, `metrics`. The port proxy is HTTP by nature and
 //!   lives in `api/proxy.rs`.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod argv;
 pub mod capabilities;
+pub mod cgroup;
 pub mod clone3;
 pub mod code;
 pub mod command;
@@ -49,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = config.graceful_shutdown_timeout;
+    cgroup::init(&cgroup::Placement::parse(&config.cgroup_root));
     let state = AppState::new(config)?;
     let app = api::router(state.clone());
     let limits = api::server::ServerLimits {
@@ -63,6 +66,8 @@ pub async fn run(
         _ = shutdown => {}
     }
     state.stop().await;
+    // Left-behind children of finished commands (X21, D15), then the cgroup leaves themselves.
+    let _ = tokio::task::spawn_blocking(shutdown::kill_leftovers).await;
     match tokio::time::timeout(grace + SHUTDOWN_SLACK, server).await {
         Ok(res) => res.map_err(std::io::Error::other),
         Err(_) => {

@@ -26,3 +26,9 @@ pub async fn signal() {
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
 }
+
+/// After every manager stopped (D15): kills what finished commands left behind in their cgroup
+/// leaves (X21) and removes the leaves and execd's cgroup parent. Blocking (bounded, a few seconds).
+pub fn kill_leftovers() {
+    crate::cgroup::shutdown();
+}

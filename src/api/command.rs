@@ -51,6 +51,39 @@ struct RunCommandBody {
     gid: Option<u32>,
     #[serde(deserialize_with = "de_envs")]
     envs: BTreeMap<String, String>,
+    /// X23 resource limits.
+    #[serde(deserialize_with = "de_limits")]
+    limits: Option<LimitsBody>,
+}
+
+/// `limits` of `POST /command` (X23): `{"memory":"512M"|bytes, "pids":N, "cpu":0.5}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsBody {
+    memory: Option<MemorySize>,
+    pids: Option<u64>,
+    cpu: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MemorySize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl LimitsBody {
+    /// The domain limits; a bad memory size is a 400.
+    pub fn into_limits(self) -> Result<crate::cgroup::Limits, ApiError> {
+        let memory = match self.memory {
+            None => None,
+            Some(MemorySize::Bytes(b)) => Some(crate::cgroup::parse_memory(&b.to_string())),
+            Some(MemorySize::Text(t)) => Some(crate::cgroup::parse_memory(&t)),
+        }
+        .transpose()
+        .map_err(|e| ApiError::validation(e.to_string()))?;
+        Ok(crate::cgroup::Limits { memory, pids: self.pids, cpu: self.cpu })
+    }
 }
 
 /// Decodes one field, prefixing a type error with the field's name (`uid: invalid value ...`).
@@ -73,11 +106,14 @@ named_field! {
     de_uid: Option<u32> = "uid",
     de_gid: Option<u32> = "gid",
     de_envs: BTreeMap<String, String> = "envs",
+    de_limits: Option<LimitsBody> = "limits",
 }
 
-impl From<RunCommandBody> for CommandRequest {
-    fn from(b: RunCommandBody) -> Self {
-        CommandRequest {
+impl TryFrom<RunCommandBody> for CommandRequest {
+    type Error = ApiError;
+    fn try_from(b: RunCommandBody) -> Result<Self, ApiError> {
+        let limits = b.limits.map(LimitsBody::into_limits).transpose()?.unwrap_or_default();
+        Ok(CommandRequest {
             command: b.command,
             argv: b.argv,
             cwd: b.cwd,
@@ -86,7 +122,8 @@ impl From<RunCommandBody> for CommandRequest {
             uid: b.uid,
             gid: b.gid,
             envs: b.envs,
-        }
+            limits,
+        })
     }
 }
 
@@ -94,7 +131,7 @@ async fn run_command(
     State(state): State<AppState>,
     AppJson(body): AppJson<RunCommandBody>,
 ) -> Result<Response, ApiError> {
-    start_stream(&state.commands, body.into())
+    start_stream(&state.commands, body.try_into()?)
 }
 
 /// Starts `req` and answers with its event stream (or a JSON error before any event).
@@ -145,6 +182,9 @@ struct StatusBody {
     started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at: Option<String>,
+    /// X22 keys (`exit_reason`, `signal`, `usage`, ...) once finished.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    exit: Option<crate::process::ExitInfo>,
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -161,6 +201,7 @@ impl From<CommandStatus> for StatusBody {
             error: s.error,
             started_at: rfc3339(s.started_at),
             finished_at: s.finished_at.map(rfc3339),
+            exit: s.exit,
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     BadGateway,
     TooManyRequests,
     RequestTimeout,
+    /// X23: limits asked for, no writable cgroup controller.
+    LimitsUnavailable,
 }
 
 impl ErrorCode {
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::BadGateway => "BAD_GATEWAY",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::LimitsUnavailable => "LIMITS_UNAVAILABLE",
         }
     }
 }
@@ -159,6 +162,9 @@ impl From<crate::command::CommandError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::InvalidRequestBody, e.to_string())
             }
             CommandError::NoLog(_) => ApiError::bad_request(e.to_string()),
+            CommandError::LimitsUnavailable(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::LimitsUnavailable, e.to_string())
+            }
             CommandError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError, e.to_string())
             }

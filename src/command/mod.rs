@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::process::event::COMMAND_EXEC_ERROR;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, expand_path, resolve_credentials, spawn, ChunkReader, ExecEvent, Journal, LineEventReader, OutputMode,
-    SpawnSpec, StreamKind,
+    child_env, expand_path, resolve_credentials, spawn_with, ChunkReader, EndedBy, ExecEvent, ExitInfo, Journal,
+    LineEventReader, OutputMode, SpawnSpec, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
@@ -58,6 +58,8 @@ pub struct CommandRequest {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub envs: BTreeMap<String, String>,
+    /// Resource limits of the command's cgroup leaf (X23); empty: none.
+    pub limits: crate::cgroup::Limits,
 }
 
 /// Why a command operation failed.
@@ -82,6 +84,18 @@ pub enum CommandError {
     Read { id: String, source: io::Error },
     #[error("execd is shutting down")]
     ShuttingDown,
+    /// Limits were asked for and cannot be applied here (X23).
+    #[error("{0}")]
+    LimitsUnavailable(String),
+}
+
+impl From<crate::cgroup::CgroupError> for CommandError {
+    fn from(e: crate::cgroup::CgroupError) -> Self {
+        match e {
+            crate::cgroup::CgroupError::InvalidLimit { .. } => CommandError::Invalid(e.to_string()),
+            _ => CommandError::LimitsUnavailable(e.to_string()),
+        }
+    }
 }
 
 /// A started command: its id and the events of its stream.
@@ -224,6 +238,7 @@ impl CommandManager {
         if req.gid.is_some() && req.uid.is_none() {
             return Err(CommandError::Invalid("gid: requires uid".into()));
         }
+        crate::cgroup::check_limits(&req.limits)?;
         let env = child_env(self.inner.opts.envs_file.as_deref(), &req.envs);
         // Validated with the same merged env the command runs with (reference §4.3 recommendation).
         let cwd = if req.cwd.is_empty() {
@@ -256,7 +271,7 @@ impl CommandManager {
                 ..SpawnSpec::shell("")
             }),
             Ok(None) => Ok(SpawnSpec::shell(&req.command)),
-            Err(msg) => Err(msg),
+            Err(msg) => Err(Box::new((msg, ExitInfo::not_found()))),
         };
         let base = base.map(|base| SpawnSpec {
             env: env.into_iter().collect(),
@@ -268,17 +283,21 @@ impl CommandManager {
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
-        let (child, pipes) = match base.and_then(|spec| spawn(spec).map_err(|e| e.to_string())) {
+        let spawned = base.and_then(|spec| {
+            spawn_with(spec, &req.limits).map_err(|e| Box::new((e.to_string(), ExitInfo::spawn_failed(&e))))
+        });
+        let (child, pipes) = match spawned {
             Ok(c) => c,
-            Err(msg) => {
+            Err(failed) => {
+                let (msg, exit) = *failed;
                 journal.remove_files();
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
                 let terminal = if req.background {
-                    let entry = Entry::failed(id.clone(), content, msg.clone());
+                    let entry = Entry::failed(id.clone(), content, msg.clone(), exit.clone());
                     self.inner.registry.insert(Arc::new(entry));
-                    ExecEvent::runtime_error(msg)
+                    ExecEvent::runtime_error(msg).with_exit(exit)
                 } else {
-                    ExecEvent::error(COMMAND_EXEC_ERROR, msg.clone(), vec![msg])
+                    ExecEvent::error(COMMAND_EXEC_ERROR, msg.clone(), vec![msg]).with_exit(exit)
                 };
                 drop(writer);
                 return Ok(Started {
@@ -301,14 +320,26 @@ impl CommandManager {
             // pipes; the command's own result still stands.
             let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts).await;
             let outcome = result.outcome;
+            let ended_by = if result.timed_out {
+                EndedBy::Timeout
+            } else if entry.interrupted() {
+                EndedBy::Interrupt
+            } else {
+                EndedBy::Itself
+            };
+            let exit = child.report().map(|r| ExitInfo::from_report(&r, ended_by));
             let terminal = if outcome.success() {
                 ExecEvent::complete(started.elapsed().as_millis() as u64)
             } else {
                 ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()])
             };
+            let terminal = match &exit {
+                Some(x) => terminal.with_exit(x.clone()),
+                None => terminal,
+            };
             // Journal first, so readers see the terminal event no later than the status change.
             writer.finish(Some(terminal));
-            entry.finish(outcome);
+            entry.finish(outcome, exit.unwrap_or_else(ExitInfo::lost));
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
             if let Some(inner) = weak.upgrade() {
                 inner.registry.mark_finished(&entry.id);
@@ -367,6 +398,7 @@ impl CommandManager {
     pub async fn interrupt(&self, id: &str) -> Result<(), CommandError> {
         let entry = self.inner.registry.get(id).ok_or(CommandError::NoSuchSession)?;
         let child = entry.child().ok_or_else(|| CommandError::NotRunning(id.to_string()))?;
+        entry.mark_interrupted();
         child.terminate_group(self.inner.opts.interrupt_grace).await;
         Ok(())
     }
@@ -389,6 +421,7 @@ impl CommandManager {
         for entry in running {
             set.spawn(async move {
                 if let Some(child) = entry.child() {
+                    entry.mark_interrupted();
                     child.terminate_group(grace).await;
                 }
                 if let Some(j) = &entry.journal {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::process::{ExitOutcome, GroupChild, Journal};
+use crate::process::{ExitInfo, ExitOutcome, GroupChild, Journal};
 
 /// What `GET /command/status/{id}` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct CommandStatus {
     pub error: String,
     pub started_at: SystemTime,
     pub finished_at: Option<SystemTime>,
+    /// X22 keys once finished (or failed to start).
+    pub exit: Option<ExitInfo>,
 }
 
 /// One command (running or finished).
@@ -38,6 +40,9 @@ struct EntryState {
     exit_code: Option<i32>,
     error: String,
     finished_at: Option<SystemTime>,
+    exit: Option<ExitInfo>,
+    /// An interrupt (DELETE, shutdown) was asked for while running.
+    interrupted: bool,
 }
 
 impl Entry {
@@ -54,12 +59,14 @@ impl Entry {
                 exit_code: None,
                 error: String::new(),
                 finished_at: None,
+                exit: None,
+                interrupted: false,
             }),
         }
     }
 
     /// A background command whose start failed (upstream: exit code 255 and the error).
-    pub fn failed(id: String, content: String, error: String) -> Entry {
+    pub fn failed(id: String, content: String, error: String, exit: ExitInfo) -> Entry {
         let now = SystemTime::now();
         Entry {
             id,
@@ -67,7 +74,14 @@ impl Entry {
             background: true,
             started_at: now,
             journal: None,
-            state: Mutex::new(EntryState { child: None, exit_code: Some(255), error, finished_at: Some(now) }),
+            state: Mutex::new(EntryState {
+                child: None,
+                exit_code: Some(255),
+                error,
+                finished_at: Some(now),
+                exit: Some(exit),
+                interrupted: false,
+            }),
         }
     }
 
@@ -77,8 +91,9 @@ impl Entry {
     }
 
     /// Records the exit.
-    pub fn finish(&self, outcome: ExitOutcome) {
+    pub fn finish(&self, outcome: ExitOutcome, exit: ExitInfo) {
         let mut st = self.lock();
+        st.exit = Some(exit);
         st.child = None;
         st.exit_code = Some(outcome.code());
         st.error = if outcome.success() { String::new() } else { outcome.describe() };
@@ -95,7 +110,17 @@ impl Entry {
             error: st.error.clone(),
             started_at: self.started_at,
             finished_at: st.finished_at,
+            exit: st.exit.clone(),
         }
+    }
+
+    /// Records that execd was asked to interrupt the command (for `exit_reason`).
+    pub fn mark_interrupted(&self) {
+        self.lock().interrupted = true;
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.lock().interrupted
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {

@@ -64,6 +64,116 @@ pub struct ExecEvent {
     pub results: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<EventError>,
+    /// X22 keys of a terminal event (`exit_reason`, `signal`, `errno`, `usage`, ...), flattened
+    /// into the event object; absent on every other event.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+}
+
+/// The structured exit of a command (EXTENSIONS X22): extra keys on terminal events and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitInfo {
+    /// `exited`, `signaled`, `timeout`, `interrupted`, `oom_killed`, `spawn_failed`, `lost`.
+    pub exit_reason: &'static str,
+    /// `SIGSEGV`, ... when the leader was killed by a signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// For `spawn_failed`: the errno, its name and the stage that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::cgroup::Usage>,
+    /// `"leader"` when `usage` is the leader's rusage (no cgroup); absent for the leaf's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_scope: Option<&'static str>,
+}
+
+/// Why execd itself ended a command, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    Itself,
+    Timeout,
+    Interrupt,
+}
+
+impl ExitInfo {
+    /// From the reap report and what execd did to the command.
+    pub fn from_report(report: &super::spawn::ExitReport, ended_by: EndedBy) -> ExitInfo {
+        use super::spawn::ExitOutcome;
+        let signal = match report.outcome {
+            ExitOutcome::Signaled(s) => Some(
+                nix::sys::signal::Signal::try_from(s)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("SIG{s}")),
+            ),
+            ExitOutcome::Exited(_) => None,
+        };
+        let exit_reason = match (ended_by, report.oom_killed, report.outcome) {
+            (EndedBy::Timeout, _, _) => "timeout",
+            (EndedBy::Interrupt, _, _) => "interrupted",
+            (_, true, _) => "oom_killed",
+            (_, _, ExitOutcome::Signaled(_)) => "signaled",
+            (_, _, ExitOutcome::Exited(_)) => "exited",
+        };
+        ExitInfo {
+            exit_reason,
+            signal,
+            errno: None,
+            errno_name: None,
+            stage: None,
+            usage: Some(report.usage),
+            usage_scope: report.leader_only.then_some("leader"),
+        }
+    }
+
+    /// A start failure: errno and stage where known.
+    pub fn spawn_failed(err: &super::spawn::SpawnError) -> ExitInfo {
+        use super::spawn::SpawnError;
+        let (errno, stage) = match err {
+            SpawnError::Exec { stage, source, .. } => (source.raw_os_error(), Some(*stage)),
+            SpawnError::Pipe(e) | SpawnError::Watch { source: e, .. } => (e.raw_os_error(), None),
+            SpawnError::Cgroup(_) => (None, Some("cgroup")),
+        };
+        ExitInfo {
+            exit_reason: "spawn_failed",
+            signal: None,
+            errno,
+            errno_name: errno.map(|n| format!("{:?}", nix::errno::Errno::from_raw(n))),
+            stage,
+            usage: None,
+            usage_scope: None,
+        }
+    }
+
+    /// The exit could not be observed (no reap report).
+    pub fn lost() -> ExitInfo {
+        ExitInfo {
+            exit_reason: "lost",
+            signal: None,
+            errno: None,
+            errno_name: None,
+            stage: None,
+            usage: None,
+            usage_scope: None,
+        }
+    }
+
+    /// A start failure before any spawn (executable not found): stage `execve`, ENOENT.
+    pub fn not_found() -> ExitInfo {
+        ExitInfo {
+            exit_reason: "spawn_failed",
+            signal: None,
+            errno: Some(nix::libc::ENOENT),
+            errno_name: Some("ENOENT".into()),
+            stage: Some("execve"),
+            usage: None,
+            usage_scope: None,
+        }
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -98,6 +208,7 @@ impl ExecEvent {
             timestamp,
             results: None,
             error: None,
+            exit: None,
         }
     }
     /// `init` with the execution id as text.
@@ -133,6 +244,11 @@ impl ExecEvent {
         let m = message.into();
         Self::error(RUNTIME_ERROR, m.clone(), vec![m])
     }
+    /// Attaches the X22 keys.
+    pub fn with_exit(mut self, exit: ExitInfo) -> ExecEvent {
+        self.exit = Some(exit);
+        self
+    }
     /// Sets the timestamp (events replayed from a journal keep the time their bytes were read).
     pub fn at(mut self, timestamp_ms: i64) -> ExecEvent {
         self.timestamp = timestamp_ms;
@@ -152,7 +268,7 @@ impl ExecEvent {
     /// Appends the compact JSON object to `buf`. Events without `results`/`error` (every output
     /// line) are written by hand, byte-identical to serde_json (see the tests); the rest by serde.
     pub fn write_json(&self, buf: &mut Vec<u8>) {
-        if self.results.is_none() && self.error.is_none() {
+        if self.results.is_none() && self.error.is_none() && self.exit.is_none() {
             buf.reserve(self.text.len() + 80);
             buf.extend_from_slice(b"{\"type\":\"");
             buf.extend_from_slice(self.kind.as_str().as_bytes());

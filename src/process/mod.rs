@@ -1,5 +1,8 @@
-//! Running child processes: the leaf module under `command/` and `session/` (std, tokio, nix and
-//! serde only; it knows no ids and no HTTP).
+//! Running child processes: the leaf module under `command/` and `session/` (std, tokio, nix,
+//! serde and `crate::cgroup` only; it knows no ids and no HTTP). Every spawn gets a cgroup leaf
+//! where execd has cgroups (X20): `spawn_with(spec, &Limits)` applies limits, `GroupChild`'s
+//! group signals and kills reach the whole leaf, and `GroupChild::report()` gives the
+//! `ExitReport { outcome, usage, leader_only, oom_killed }` read at the reap (X22).
 //!
 //! # Public API (stable; `session/` codes against it)
 //! - [`spawn`]: `spawn::spawn(SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError>`
@@ -53,10 +56,10 @@ pub mod pump;
 pub mod spawn;
 
 pub use env::{child_env, expand_path, expand_vars, EnvMap};
-pub use event::{now_ms, EventError, EventKind, ExecEvent};
+pub use event::{now_ms, EndedBy, EventError, EventKind, ExecEvent, ExitInfo};
 pub use journal::{Chunk, ChunkReader, Journal, JournalWriter, LineEventReader, StreamKind};
 pub use lines::{LineSplitter, DEFAULT_MAX_LINE};
 pub use spawn::{
-    resolve_credentials, shell, spawn, ChildPipes, Credentials, ExitOutcome, GroupChild, OutputMode, OutputPipe,
-    SpawnError, SpawnSpec,
+    resolve_credentials, shell, spawn, spawn_with, ChildPipes, Credentials, ExitOutcome, ExitReport, GroupChild,
+    OutputMode, OutputPipe, SpawnError, SpawnSpec,
 };

@@ -13,6 +13,9 @@ use std::time::Instant;
 use super::journal::{JournalWriter, StreamKind};
 use super::spawn::{ChildPipes, ExitOutcome, GroupChild, OutputPipe};
 
+/// Bound on the kill of everything after a timeout or a background leader's exit.
+const KILL_ALL_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Size of the one read buffer per running command.
 pub const PUMP_BUF: usize = 64 * 1024;
 
@@ -92,8 +95,10 @@ pub async fn pump_output(
             }
         }
     }
-    if opts.kill_group_on_exit {
-        child.kill_group();
+    if opts.kill_group_on_exit || timed_out {
+        // Everything of the command, also what left the group (`setsid`) or forks while we
+        // kill: repeated rounds over the cgroup leaf (X21), bounded.
+        child.kill_all(KILL_ALL_WITHIN).await;
     }
     let outcome = child.wait().await;
     for p in [stdout, stderr].into_iter().flatten() {

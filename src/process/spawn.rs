@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
+
+use crate::cgroup::{Leaf, Limits, Usage};
 
 /// How often [`GroupChild::terminate_group`] checks whether the group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(50);
@@ -91,10 +93,26 @@ impl SpawnSpec {
 pub enum SpawnError {
     #[error("error creating output pipe: {0}")]
     Pipe(#[source] io::Error),
+    /// `stage`: what the child was doing when it failed (`cgroup`, `setgroups`, `setgid`,
+    /// `setuid`, `chdir`, `execve`).
     #[error("fork/exec {program}: {source}")]
-    Exec { program: String, source: io::Error },
+    Exec { program: String, stage: &'static str, source: io::Error },
+    /// The cgroup leaf could not be made (only when limits were asked for).
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("error watching process {pid}: {source}")]
     Watch { pid: u32, source: io::Error },
+}
+
+/// How the leader ended, with what the command used (X22), read when the leader was reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitReport {
+    pub outcome: ExitOutcome,
+    pub usage: Usage,
+    /// No cgroup: `usage` is the leader's own (`wait4` rusage), `"usage_scope":"leader"`.
+    pub leader_only: bool,
+    /// The kernel OOM-killed a process of the leaf (memory limit, X23).
+    pub oom_killed: bool,
 }
 
 /// How the group leader ended.
@@ -267,27 +285,52 @@ fn make_pipe() -> Result<(OutputPipe, OwnedFd), SpawnError> {
     Ok((OutputPipe { rx }, w))
 }
 
-/// Starts `spec` as the leader of a new process group. Must be called inside a tokio runtime.
+/// Starts `spec` as the leader of a new process group, in a cgroup leaf of its own where execd
+/// has cgroups (X20). Must be called inside a tokio runtime.
 pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
+    spawn_with(spec, &Limits::default())
+}
+
+/// Stages of the child between fork and exec, as reported through the stage pipe.
+const STAGES: [&str; 6] = ["execve", "cgroup", "setgroups", "setgid", "setuid", "chdir"];
+
+/// [`spawn`] with resource limits on the leaf (X23): fails with [`SpawnError::Cgroup`] when a
+/// limit cannot be applied; without limits a missing cgroup only means "process group only".
+pub fn spawn_with(spec: SpawnSpec, limits: &Limits) -> Result<(GroupChild, ChildPipes), SpawnError> {
+    let program = spec.program.display().to_string();
+    let exec_err =
+        |stage: &'static str, source: io::Error| SpawnError::Exec { program: program.clone(), stage, source };
+    let mut leaf = crate::cgroup::new_leaf(limits)?;
+    let procs_fds = match leaf.as_ref().map(|l| l.procs_files()) {
+        None => Vec::new(),
+        Some(Ok(fds)) => fds,
+        Some(Err(e)) if limits.is_empty() => {
+            tracing::warn!(error = %e, "cannot open the cgroup leaf; using the process group only");
+            leaf = None;
+            Vec::new()
+        }
+        Some(Err(e)) => return Err(exec_err("cgroup", e)),
+    };
+    let strict_cgroup = !limits.is_empty();
     let mut cmd = std::process::Command::new(&spec.program);
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
     }
     cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
     cmd.process_group(0);
-    // With credentials the chdir happens after the switch (in `pre_exec`), as Go does, so a
-    // directory the user cannot enter is a start failure instead of a cwd the user cannot use.
-    let chdir_as_user = match (&spec.cwd, &spec.credentials) {
-        (Some(cwd), Some(_)) => {
-            Some(std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str())).map_err(|e| {
-                SpawnError::Exec { program: spec.program.display().to_string(), source: io::Error::other(e) }
-            })?)
-        }
-        (Some(cwd), None) => {
+    // With a pre-exec step (cgroup, credentials) the chdir happens there too, after the switch,
+    // as Go does, so a directory the user cannot enter is a start failure (stage `chdir`).
+    let use_hook = !procs_fds.is_empty() || spec.credentials.is_some();
+    let chdir_in_hook = match &spec.cwd {
+        Some(cwd) if use_hook => Some(
+            std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
+                .map_err(|e| exec_err("chdir", io::Error::other(e)))?,
+        ),
+        Some(cwd) => {
             cmd.current_dir(cwd);
             None
         }
-        (None, _) => None,
+        None => None,
     };
     let mut pipes = ChildPipes::default();
     match spec.output {
@@ -308,28 +351,65 @@ pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
-    if let Some(c) = spec.credentials.clone() {
-        let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));
-        // SAFETY: runs in the forked child before exec; it only makes the async-signal-safe
-        // setgroups/setgid/setuid/chdir syscalls on data prepared before the fork (no
-        // allocation). Order matters: groups and gid must change while we are still root.
+    // The child writes the index of the failing stage here before failing (close-on-exec, so a
+    // successful exec leaves it empty).
+    let stage_pipe = if use_hook {
+        Some(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| SpawnError::Pipe(e.into()))?)
+    } else {
+        None
+    };
+    if use_hook {
+        let creds = spec.credentials.clone().map(|c| {
+            let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            (groups, Gid::from_raw(c.gid), Uid::from_raw(c.uid))
+        });
+        let stage_fd = stage_pipe.as_ref().map(|(_, w)| w.as_raw_fd()).unwrap_or(-1);
+        // SAFETY: runs in the forked child before exec; it only makes async-signal-safe syscalls
+        // (write, setgroups, setgid, setuid, chdir) on data prepared before the fork (no
+        // allocation). Order matters: the cgroup is entered while still root, and groups and gid
+        // must change while we are still root.
         unsafe {
             cmd.pre_exec(move || {
-                nix::unistd::setgroups(&groups)?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(uid)?;
-                if let Some(dir) = &chdir_as_user {
-                    nix::unistd::chdir(dir.as_c_str())?;
+                let fail = |stage: u8, e: io::Error| {
+                    let _ = nix::libc::write(stage_fd, [stage].as_ptr().cast(), 1);
+                    e
+                };
+                if let Err(e) = crate::cgroup::leaf::enter(&procs_fds) {
+                    if strict_cgroup {
+                        return Err(fail(1, e));
+                    }
+                }
+                if let Some((groups, gid, uid)) = &creds {
+                    nix::unistd::setgroups(groups).map_err(|e| fail(2, e.into()))?;
+                    nix::unistd::setgid(*gid).map_err(|e| fail(3, e.into()))?;
+                    nix::unistd::setuid(*uid).map_err(|e| fail(4, e.into()))?;
+                }
+                if let Some(dir) = &chdir_in_hook {
+                    nix::unistd::chdir(dir.as_c_str()).map_err(|e| fail(5, e.into()))?;
                 }
                 Ok(())
             });
         }
     }
-    let program = spec.program.display().to_string();
-    let child = cmd.spawn().map_err(|source| SpawnError::Exec { program, source })?;
-    // `cmd` still holds the write ends; drop them so EOF arrives when the child's side closes.
+    let spawned = cmd.spawn();
+    // `cmd` still holds the write ends (and the cgroup descriptors); drop them so EOF arrives
+    // when the child's side closes.
     drop(cmd);
+    let child = match spawned {
+        Ok(c) => c,
+        Err(source) => {
+            let mut stage = "execve";
+            if let Some((r, _)) = &stage_pipe {
+                let mut b = [0u8; 1];
+                if let Ok(1) = nix::unistd::read(r.as_raw_fd(), &mut b) {
+                    stage = STAGES.get(b[0] as usize).copied().unwrap_or("execve");
+                }
+            } else if spec.cwd.as_ref().is_some_and(|c| !c.is_dir()) {
+                stage = "chdir";
+            }
+            return Err(exec_err(stage, source));
+        }
+    };
     let pid = child.id();
     // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
     drop(child);
@@ -341,7 +421,8 @@ pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
     let child = GroupChild {
         pid: Pid::from_raw(pid as i32),
         pidfd,
-        state: Mutex::new(State { outcome: None, holds: 0 }),
+        leaf,
+        state: Mutex::new(State { outcome: None, report: None, holds: 0 }),
         released: Notify::new(),
     };
     Ok((child, pipes))
@@ -360,6 +441,8 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 struct State {
     /// Set when the leader has been reaped; from then on nothing is signalled.
     outcome: Option<ExitOutcome>,
+    /// Usage and OOM state read at the reap.
+    report: Option<ExitReport>,
     /// Running `terminate_group` calls; the reap waits for them.
     holds: usize,
 }
@@ -370,6 +453,8 @@ struct State {
 pub struct GroupChild {
     pid: Pid,
     pidfd: AsyncFd<OwnedFd>,
+    /// The cgroup leaf of the command (X20); `None`: process group only.
+    leaf: Option<Leaf>,
     state: Mutex<State>,
     released: Notify,
 }
@@ -386,19 +471,61 @@ impl GroupChild {
         self.pid.as_raw() as u32
     }
 
-    /// Sends `sig` to the whole group. Fails with ESRCH once the leader has been reaped.
+    /// Sends `sig` to the whole group and to every process of the cgroup leaf (which also holds
+    /// those that left the group with `setsid`). Fails with ESRCH once the leader has been reaped.
     pub fn signal_group(&self, sig: Signal) -> io::Result<()> {
         // The lock orders this kill against the reap in `wait`: never signal a reaped pgid.
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.outcome.is_some() {
             return Err(Errno::ESRCH.into());
         }
-        killpg(self.pid, sig).map_err(io::Error::from)
+        let res = killpg(self.pid, sig).map_err(io::Error::from);
+        match &self.leaf {
+            Some(leaf) => {
+                leaf.signal_all(sig);
+                Ok(())
+            }
+            None => res,
+        }
     }
 
-    /// SIGKILL to the whole group (errors ignored: the group may be gone already).
+    /// SIGKILL to the whole group and one kill round over the cgroup leaf (`cgroup.kill` on v2,
+    /// freeze → SIGKILL → thaw on v1; X21). Errors ignored: the group may be gone already.
     pub fn kill_group(&self) {
         let _ = self.signal_group(Signal::SIGKILL);
+        if let Some(leaf) = &self.leaf {
+            // The leaf names no pids across the reap (v2 `cgroup.kill`, or a frozen v1 cgroup whose
+            // pids cannot exit while listed), so this is safe even after the leader was reaped.
+            leaf.kill_round();
+        }
+    }
+
+    /// Kills everything (repeated kill rounds, for forks racing the first one) until nothing of
+    /// the command is alive or `within` passed.
+    pub async fn kill_all(&self, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            self.kill_group();
+            if !self.group_alive() || Instant::now() >= end {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether this command has a cgroup leaf.
+    pub fn in_cgroup(&self) -> bool {
+        self.leaf.is_some()
+    }
+
+    /// Usage, OOM and exit status, once the leader has been reaped.
+    pub fn report(&self) -> Option<ExitReport> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).report
+    }
+
+    /// The leaf's OOM state now (false without a memory controller).
+    pub fn oom_killed(&self) -> bool {
+        self.leaf.as_ref().is_some_and(|l| l.oom_killed())
     }
 
     /// Resolves when the leader has exited (it stays unreaped, so the group can still be signalled).
@@ -438,8 +565,15 @@ impl GroupChild {
                     return o;
                 }
                 if st.holds == 0 {
-                    let o = reap(self.pid);
+                    let (o, rusage) = reap(self.pid);
+                    let report = match &self.leaf {
+                        Some(l) => {
+                            ExitReport { outcome: o, usage: l.usage(), leader_only: false, oom_killed: l.oom_killed() }
+                        }
+                        None => ExitReport { outcome: o, usage: rusage, leader_only: true, oom_killed: false },
+                    };
                     st.outcome = Some(o);
+                    st.report = Some(report);
                     return o;
                 }
             }
@@ -462,8 +596,7 @@ impl GroupChild {
         let _ = self.signal_group(Signal::SIGTERM);
         let gone = self.wait_group_gone(Instant::now() + grace).await;
         if !gone {
-            let _ = self.signal_group(Signal::SIGKILL);
-            self.wait_group_gone(Instant::now() + AFTER_KILL_WAIT).await;
+            self.kill_all(AFTER_KILL_WAIT).await;
         }
     }
 
@@ -479,8 +612,11 @@ impl GroupChild {
         }
     }
 
-    /// Whether any live (non-zombie) process is left in the group.
+    /// Whether any live (non-zombie) process is left in the group or the cgroup leaf.
     pub fn group_alive(&self) -> bool {
+        if self.leaf.as_ref().is_some_and(|l| l.populated()) {
+            return true;
+        }
         // EPERM (members under another uid) still means the group exists.
         if let Err(Errno::ESRCH) = killpg(self.pid, None) {
             return false;
@@ -507,23 +643,46 @@ impl Drop for GroupChild {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if st.outcome.is_none() {
             let _ = killpg(self.pid, Signal::SIGKILL);
+            if let Some(leaf) = &self.leaf {
+                leaf.kill_round();
+            }
             let pid = self.pid;
             std::thread::spawn(move || reap(pid));
         }
     }
 }
 
-fn reap(pid: Pid) -> ExitOutcome {
+/// Reaps `pid` with `wait4`, returning its status and its own resource usage (children it
+/// waited for included, as `/usr/bin/time` reports).
+fn reap(pid: Pid) -> (ExitOutcome, Usage) {
     loop {
-        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(_, code)) => return ExitOutcome::Exited(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitOutcome::Signaled(sig as i32),
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                tracing::warn!(pid = pid.as_raw(), error = %e, "waitpid failed");
-                return ExitOutcome::Exited(1);
+        let mut status: nix::libc::c_int = 0;
+        // SAFETY: `rusage` is plain old data the kernel fills in; zeroed is a valid value.
+        let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only into the two out-parameters, which live across the call.
+        let rc = unsafe { nix::libc::wait4(pid.as_raw(), &mut status, nix::libc::__WALL, &mut ru) };
+        if rc < 0 {
+            let e = Errno::last();
+            if e == Errno::EINTR {
+                continue;
             }
+            tracing::warn!(pid = pid.as_raw(), error = %e, "wait4 failed");
+            return (ExitOutcome::Exited(1), Usage::default());
+        }
+        let ms = |tv: nix::libc::timeval| (tv.tv_sec as u64) * 1000 + (tv.tv_usec as u64) / 1000;
+        let usage = Usage {
+            cpu_user_ms: ms(ru.ru_utime),
+            cpu_system_ms: ms(ru.ru_stime),
+            // ru_maxrss is in KiB on Linux.
+            peak_memory_bytes: Some((ru.ru_maxrss as u64).saturating_mul(1024)),
+            io_read_bytes: None,
+            io_write_bytes: None,
+            pids_peak: None,
+        };
+        match WaitStatus::from_raw(pid, status) {
+            Ok(WaitStatus::Exited(_, code)) => return (ExitOutcome::Exited(code), usage),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return (ExitOutcome::Signaled(sig as i32), usage),
+            _ => continue,
         }
     }
 }

@@ -1,0 +1,382 @@
+//! One leaf: its directories (one on v2, one per hierarchy on v1), entering it from a forked child,
+//! signalling and killing every process in it, usage, and removal.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{CgroupError, Cgroups, Limits, Mode};
+
+/// What a leaf used (X22); `None` where the controller is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_read_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_write_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_peak: Option<u64>,
+}
+
+/// The directories of a leaf, detached from its owner (kept on the pending list after drop).
+#[derive(Debug)]
+pub(crate) struct Dirs {
+    v2: bool,
+    /// v1: (directory, controllers of its hierarchy).
+    dirs: Vec<(PathBuf, Vec<String>)>,
+    pub tries: u32,
+}
+
+impl Dirs {
+    fn with(&self, ctrl: &str) -> Option<&Path> {
+        if self.v2 {
+            return self.dirs.first().map(|(d, _)| d.as_path());
+        }
+        self.dirs.iter().find(|(_, c)| c.iter().any(|x| x == ctrl)).map(|(d, _)| d.as_path())
+    }
+
+    /// The directory whose `cgroup.procs` is read (any: every hierarchy holds the same processes).
+    fn procs_dir(&self) -> Option<&Path> {
+        if self.v2 {
+            return self.dirs.first().map(|(d, _)| d.as_path());
+        }
+        self.with("freezer").or_else(|| self.with("pids")).or_else(|| self.dirs.first().map(|(d, _)| d.as_path()))
+    }
+
+    pub fn describe(&self) -> String {
+        self.dirs.first().map(|(d, _)| d.display().to_string()).unwrap_or_default()
+    }
+
+    /// Pids in the leaf (zombies are not listed).
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(d) = self.procs_dir() else { return Vec::new() };
+        std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    pub fn populated(&self) -> bool {
+        !self.pids().is_empty()
+    }
+
+    /// `sig` to every process in the leaf.
+    pub fn signal_all(&self, sig: Signal) {
+        for p in self.pids() {
+            let _ = kill(Pid::from_raw(p), sig);
+        }
+    }
+
+    /// One kill round: `cgroup.kill` on v2; freeze, SIGKILL everything, thaw on v1 (a frozen
+    /// cgroup cannot fork, so nothing escapes the round); without a freezer just SIGKILL all.
+    pub fn kill_round(&self) {
+        if self.v2 {
+            if let Some(d) = self.dirs.first() {
+                if std::fs::write(d.0.join("cgroup.kill"), "1").is_ok() {
+                    return;
+                }
+                // Kernels before 5.14: freeze through cgroup.freeze.
+                let f = d.0.join("cgroup.freeze");
+                let frozen = std::fs::write(&f, "1").is_ok();
+                self.signal_all(Signal::SIGKILL);
+                if frozen {
+                    let _ = std::fs::write(&f, "0");
+                }
+            }
+            return;
+        }
+        match self.with("freezer") {
+            Some(fz) => {
+                let state = fz.join("freezer.state");
+                let frozen = std::fs::write(&state, "FROZEN").is_ok();
+                if frozen {
+                    // Freezing is asynchronous; wait briefly for it to settle.
+                    for _ in 0..100 {
+                        if std::fs::read_to_string(&state).map(|s| s.trim() == "FROZEN").unwrap_or(true) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+                self.signal_all(Signal::SIGKILL);
+                if frozen {
+                    let _ = std::fs::write(&state, "THAWED");
+                }
+            }
+            None => self.signal_all(Signal::SIGKILL),
+        }
+    }
+
+    /// Kill rounds until the leaf is empty or `within` passed. Blocking; returns whether empty.
+    pub fn kill_until_empty(&self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        loop {
+            self.kill_round();
+            std::thread::sleep(Duration::from_millis(5));
+            if !self.populated() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+        }
+    }
+
+    pub fn try_remove(&self) -> bool {
+        let mut ok = true;
+        for (d, _) in &self.dirs {
+            match std::fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+
+    /// Removes the leaf, retrying while the kernel still lets go of exiting tasks.
+    pub fn remove(&self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        loop {
+            if self.try_remove() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A cgroup leaf owned by one spawned process tree. Dropping it removes the directories when the
+/// leaf is empty, or hands them to the janitor (left-behind children keep running, as upstream).
+#[derive(Debug)]
+pub struct Leaf {
+    dirs: Option<Dirs>,
+}
+
+impl Leaf {
+    pub(crate) fn create(cg: &Cgroups, name: &str, limits: &Limits) -> Result<Leaf, CgroupError> {
+        let mut dirs = Dirs { v2: cg.mode == Mode::V2, dirs: Vec::new(), tries: 0 };
+        let parents: Vec<(PathBuf, Vec<String>)> = match cg.mode {
+            Mode::V2 => cg.v2_parent.iter().map(|p| (p.clone(), Vec::new())).collect(),
+            Mode::V1 => cg.v1.iter().map(|h| (h.parent.clone(), h.controllers.clone())).collect(),
+            Mode::None => Vec::new(),
+        };
+        for (p, c) in parents {
+            let d = p.join(name);
+            if let Err(source) = std::fs::create_dir(&d) {
+                let leaf = Leaf { dirs: Some(dirs) };
+                drop(leaf);
+                return Err(CgroupError::Io { op: "mkdir", path: d, source });
+            }
+            dirs.dirs.push((d, c));
+        }
+        let leaf = Leaf { dirs: Some(dirs) };
+        leaf.apply(limits)?;
+        Ok(leaf)
+    }
+
+    fn dirs(&self) -> &Dirs {
+        self.dirs.as_ref().expect("dirs present until drop")
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let d = self.dirs();
+        let set = |ctrl: &'static str, file: &str, value: String| -> Result<(), CgroupError> {
+            let dir = d.with(ctrl).ok_or(CgroupError::Unavailable(ctrl))?;
+            let path = dir.join(file);
+            std::fs::write(&path, value).map_err(|source| CgroupError::Io { op: "write", path, source })
+        };
+        if let Some(m) = limits.memory {
+            if d.v2 {
+                set("memory", "memory.max", m.to_string())?;
+                let _ = set("memory", "memory.swap.max", "0".into());
+            } else {
+                set("memory", "memory.limit_in_bytes", m.to_string())?;
+                let _ = set("memory", "memory.memsw.limit_in_bytes", m.to_string());
+            }
+        }
+        if let Some(p) = limits.pids {
+            set("pids", "pids.max", p.to_string())?;
+        }
+        if let Some(c) = limits.cpu {
+            let period = 100_000u64;
+            let quota = ((c * period as f64) as u64).max(1000);
+            if d.v2 {
+                set("cpu", "cpu.max", format!("{quota} {period}"))?;
+            } else {
+                set("cpu", "cpu.cfs_period_us", period.to_string())?;
+                set("cpu", "cpu.cfs_quota_us", quota.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the `cgroup.procs` files a child writes `0` into to enter the leaf (before exec; see
+    /// [`enter`]). Close-on-exec.
+    pub fn procs_files(&self) -> std::io::Result<Vec<OwnedFd>> {
+        self.dirs()
+            .dirs
+            .iter()
+            .map(|(d, _)| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).map(OwnedFd::from))
+            .collect()
+    }
+
+    /// Name of the first directory (for logs).
+    pub fn describe(&self) -> String {
+        self.dirs().describe()
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        self.dirs().pids()
+    }
+
+    pub fn populated(&self) -> bool {
+        self.dirs().populated()
+    }
+
+    pub fn signal_all(&self, sig: Signal) {
+        self.dirs().signal_all(sig)
+    }
+
+    /// One kill round (non-waiting but for a v1 freeze to settle; see [`Dirs::kill_round`]).
+    pub fn kill_round(&self) {
+        self.dirs().kill_round()
+    }
+
+    /// Whether the kernel OOM-killed a process of the leaf.
+    pub fn oom_killed(&self) -> bool {
+        let d = self.dirs();
+        let Some(m) = d.with("memory") else { return false };
+        let file = if d.v2 { "memory.events" } else { "memory.oom_control" };
+        let text = std::fs::read_to_string(m.join(file)).unwrap_or_default();
+        key_value(&text, "oom_kill").is_some_and(|n| n > 0)
+    }
+
+    /// CPU, peak memory, io and pids peak so far.
+    pub fn usage(&self) -> Usage {
+        let d = self.dirs();
+        let read = |ctrl: &str, file: &str| d.with(ctrl).and_then(|p| std::fs::read_to_string(p.join(file)).ok());
+        let num = |ctrl: &str, file: &str| read(ctrl, file).and_then(|s| s.trim().parse::<u64>().ok());
+        let mut u = Usage::default();
+        if d.v2 {
+            let cpu = read("cpu", "cpu.stat").unwrap_or_default();
+            u.cpu_user_ms = key_value(&cpu, "user_usec").unwrap_or(0) / 1000;
+            u.cpu_system_ms = key_value(&cpu, "system_usec").unwrap_or(0) / 1000;
+            u.peak_memory_bytes = num("memory", "memory.peak");
+            u.pids_peak = num("pids", "pids.peak");
+            if let Some(io) = read("io", "io.stat") {
+                let (r, w) = io_v2(&io);
+                u.io_read_bytes = Some(r);
+                u.io_write_bytes = Some(w);
+            }
+        } else {
+            match (num("cpuacct", "cpuacct.usage_user"), num("cpuacct", "cpuacct.usage_sys")) {
+                (Some(user), Some(sys)) => {
+                    u.cpu_user_ms = user / 1_000_000;
+                    u.cpu_system_ms = sys / 1_000_000;
+                }
+                _ => {
+                    let s = read("cpuacct", "cpuacct.stat").unwrap_or_default();
+                    // USER_HZ ticks (100 per second on Linux).
+                    u.cpu_user_ms = key_value(&s, "user").unwrap_or(0) * 10;
+                    u.cpu_system_ms = key_value(&s, "system").unwrap_or(0) * 10;
+                }
+            }
+            u.peak_memory_bytes = num("memory", "memory.max_usage_in_bytes");
+            u.pids_peak = num("pids", "pids.peak");
+            if let Some(io) = read("blkio", "blkio.throttle.io_service_bytes") {
+                let (r, w) = io_v1(&io);
+                u.io_read_bytes = Some(r);
+                u.io_write_bytes = Some(w);
+            }
+        }
+        u
+    }
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        let Some(dirs) = self.dirs.take() else { return };
+        if !dirs.populated() && dirs.try_remove() {
+            return;
+        }
+        super::pend(dirs);
+    }
+}
+
+/// Enters the leaf from a forked child: writes `0` (= the caller) into each `cgroup.procs`.
+/// Async-signal-safe: one `write` per descriptor prepared before the fork.
+pub fn enter(fds: &[OwnedFd]) -> std::io::Result<()> {
+    for fd in fds {
+        // SAFETY: writes one byte from a static buffer to a descriptor this process owns.
+        let n = unsafe { nix::libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `key N` lines (`cpu.stat`, `memory.events`, `memory.oom_control`, `cpuacct.stat`).
+fn key_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(key)).then(|| f.next().and_then(|v| v.parse().ok())).flatten()
+    })
+}
+
+/// Sums `rbytes=`/`wbytes=` over the devices of a v2 `io.stat`.
+fn io_v2(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for tok in text.split_whitespace() {
+        if let Some(v) = tok.strip_prefix("rbytes=") {
+            r = r.saturating_add(v.parse().unwrap_or(0));
+        } else if let Some(v) = tok.strip_prefix("wbytes=") {
+            w = w.saturating_add(v.parse().unwrap_or(0));
+        }
+    }
+    (r, w)
+}
+
+/// Sums the per-device `Read`/`Write` lines of a v1 `blkio.throttle.io_service_bytes`.
+fn io_v1(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 3 {
+            let v: u64 = f[2].parse().unwrap_or(0);
+            match f[1] {
+                "Read" => r = r.saturating_add(v),
+                "Write" => w = w.saturating_add(v),
+                _ => {}
+            }
+        }
+    }
+    (r, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x22_stat_parsers() {
+        assert_eq!(key_value("usage_usec 10\nuser_usec 7\nsystem_usec 3\n", "user_usec"), Some(7));
+        assert_eq!(key_value("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"), Some(2));
+        assert_eq!(key_value("user 5\n", "system"), None);
+        assert_eq!(io_v2("8:0 rbytes=100 wbytes=5 rios=1\n8:16 rbytes=1 wbytes=2\n"), (101, 7));
+        assert_eq!(io_v1("8:0 Read 10\n8:0 Write 4\n8:0 Total 14\nTotal 14\n"), (10, 4));
+    }
+}

@@ -1,0 +1,428 @@
+//! A cgroup leaf per command (EXTENSIONS X20–X23): detection of a writable cgroup v2 subtree or of
+//! v1 hierarchies (`memory`, `pids`, `cpu`, `cpuacct`, `freezer`, `blkio`), an execd-owned parent
+//! (`execd-<pid>`) holding one [`Leaf`] per spawned process tree, kill of everything in a leaf,
+//! usage read-out and limits. Knows no ids and no HTTP; `process::spawn` places children here.
+//!
+//! Nothing here ever makes a command fail because cgroups are missing: without a writable
+//! hierarchy [`init`] reports [`Mode::None`] and spawns fall back to process groups. Only a request
+//! that asks for [`Limits`] gets [`CgroupError::Unavailable`].
+//!
+//! A leaf that still holds processes when its command is done (the `&` children of a foreground
+//! command, as upstream) is kept on a pending list; a janitor thread removes it once empty, and
+//! [`shutdown`] kills and removes what is left.
+
+pub mod detect;
+pub mod leaf;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+pub use leaf::{Leaf, Usage};
+
+/// Where execd should place commands (`--cgroup-root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Find a writable hierarchy from execd's own cgroup.
+    Auto,
+    /// Never use cgroups (process groups only).
+    Off,
+    /// A cgroup v2 directory to create execd's parent in.
+    Root(PathBuf),
+}
+
+impl Placement {
+    /// `""`/`auto` → Auto, `none`/`off` → Off, else a path.
+    pub fn parse(raw: &str) -> Placement {
+        match raw.trim() {
+            "" | "auto" => Placement::Auto,
+            "none" | "off" => Placement::Off,
+            p => Placement::Root(PathBuf::from(p)),
+        }
+    }
+}
+
+/// The detected kind of placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    V2,
+    V1,
+    None,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::V2 => "v2",
+            Mode::V1 => "v1",
+            Mode::None => "none",
+        }
+    }
+}
+
+/// What `/capabilities` reports: the mode and the limits that can be applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    pub cgroup: &'static str,
+    pub limits: Vec<&'static str>,
+}
+
+/// Resource limits of one leaf (X23).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// Most processes (and threads) at once.
+    pub pids: Option<u64>,
+    /// CPUs (0.5 = half a core).
+    pub cpu: Option<f64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.pids.is_none() && self.cpu.is_none()
+    }
+}
+
+/// Why a cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Limits were asked for and this controller cannot be used here.
+    #[error("limits unavailable: no writable cgroup controller for {0}")]
+    Unavailable(&'static str),
+    /// A limit value is out of range.
+    #[error("limits.{field}: {reason}")]
+    InvalidLimit { field: &'static str, reason: String },
+    #[error("cgroup {op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+/// Parses a memory size: a number of bytes, or a number with `K`/`M`/`G`/`T` (binary, optional
+/// `i`/`B`): `"512M"`, `"1GiB"`, `"65536"`.
+pub fn parse_memory(raw: &str) -> Result<u64, CgroupError> {
+    let bad = |reason: &str| CgroupError::InvalidLimit { field: "memory", reason: reason.to_string() };
+    let s = raw.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().map_err(|_| bad("expected bytes or a size like \"512M\""))?;
+    let unit = s[digits..].trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches('B').trim_end_matches('I');
+    let mul: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(bad("unknown unit (use K, M, G or T)")),
+    };
+    let v = n.checked_mul(mul).ok_or_else(|| bad("too large"))?;
+    if v < 1 << 20 {
+        return Err(bad("must be at least 1M"));
+    }
+    Ok(v)
+}
+
+/// One v1 hierarchy: execd's parent directory in it and its controllers.
+#[derive(Debug, Clone)]
+pub(crate) struct Hierarchy {
+    pub parent: PathBuf,
+    pub controllers: Vec<String>,
+}
+
+/// The detected setup, fixed at [`init`].
+#[derive(Debug)]
+pub(crate) struct Cgroups {
+    pub mode: Mode,
+    /// v2: execd's parent directory.
+    pub v2_parent: Option<PathBuf>,
+    /// v1: one entry per hierarchy used.
+    pub v1: Vec<Hierarchy>,
+    pub limits: Vec<&'static str>,
+    counter: AtomicU64,
+    /// Dropped leaves that still held processes (or could not be removed yet).
+    pending: Mutex<Vec<leaf::Dirs>>,
+}
+
+static GLOBAL: OnceLock<Cgroups> = OnceLock::new();
+
+/// How often the janitor retries pending leaves.
+const JANITOR_PERIOD: Duration = Duration::from_millis(500);
+/// An empty leaf that cannot be removed is retried this many times, then forgotten (logged).
+const MAX_REMOVE_TRIES: u32 = 20;
+
+/// Detects and prepares the placement once per process (later calls return the first result).
+pub fn init(placement: &Placement) -> Mode {
+    let cg = GLOBAL.get_or_init(|| {
+        let cg = setup(placement);
+        if cg.mode != Mode::None {
+            std::thread::Builder::new().name("cgroup-janitor".into()).spawn(janitor).ok();
+        }
+        tracing::info!(mode = cg.mode.as_str(), limits = ?cg.limits, "cgroup placement");
+        cg
+    });
+    cg.mode
+}
+
+/// The mode and usable limits (`none` and no limits before [`init`]).
+pub fn capabilities() -> Capabilities {
+    match GLOBAL.get() {
+        Some(c) => Capabilities { cgroup: c.mode.as_str(), limits: c.limits.clone() },
+        None => Capabilities { cgroup: "none", limits: Vec::new() },
+    }
+}
+
+/// Checks that every limit in `limits` can be applied here.
+pub fn check_limits(limits: &Limits) -> Result<(), CgroupError> {
+    if let Some(c) = limits.cpu {
+        if !(0.01..=4096.0).contains(&c) {
+            return Err(CgroupError::InvalidLimit { field: "cpu", reason: "must be between 0.01 and 4096".into() });
+        }
+    }
+    if limits.pids == Some(0) {
+        return Err(CgroupError::InvalidLimit { field: "pids", reason: "must be at least 1".into() });
+    }
+    let have = capabilities().limits;
+    for (asked, name) in
+        [(limits.memory.is_some(), "memory"), (limits.pids.is_some(), "pids"), (limits.cpu.is_some(), "cpu")]
+    {
+        if asked && !have.contains(&name) {
+            return Err(CgroupError::Unavailable(name));
+        }
+    }
+    Ok(())
+}
+
+/// A new leaf with `limits` applied; `Ok(None)` when placement is off or the leaf cannot be made
+/// (then only a request with limits fails).
+pub fn new_leaf(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
+    check_limits(limits)?;
+    let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None) else { return Ok(None) };
+    let n = cg.counter.fetch_add(1, Ordering::Relaxed);
+    match Leaf::create(cg, &format!("c{n}"), limits) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if limits.is_empty() => {
+            tracing::warn!(error = %e, "cannot create a cgroup leaf; using the process group only");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Number of leaf directories under execd's parent(s) right now (for tests and metrics).
+pub fn leaf_count() -> usize {
+    let Some(cg) = GLOBAL.get() else { return 0 };
+    let dir = cg.v2_parent.clone().or_else(|| cg.v1.first().map(|h| h.parent.clone()));
+    dir.and_then(|d| std::fs::read_dir(d).ok())
+        .map(|rd| rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).count())
+        .unwrap_or(0)
+}
+
+/// Shutdown (D15): kill everything left in pending leaves (left-behind children of finished
+/// commands), remove the leaves and execd's parent directories.
+pub fn shutdown() {
+    let Some(cg) = GLOBAL.get() else { return };
+    let pending = std::mem::take(&mut *cg.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    for dirs in &pending {
+        dirs.kill_until_empty(Duration::from_secs(2));
+        dirs.remove(Duration::from_millis(500));
+    }
+    let parents = cg.v2_parent.iter().cloned().chain(cg.v1.iter().map(|h| h.parent.clone()));
+    for p in parents {
+        let _ = std::fs::remove_dir(p);
+    }
+}
+
+pub(crate) fn pend(dirs: leaf::Dirs) {
+    if let Some(cg) = GLOBAL.get() {
+        cg.pending.lock().unwrap_or_else(|e| e.into_inner()).push(dirs);
+    }
+}
+
+fn janitor() {
+    let Some(cg) = GLOBAL.get() else { return };
+    loop {
+        std::thread::sleep(JANITOR_PERIOD);
+        let mut list = std::mem::take(&mut *cg.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        list.retain_mut(|d| {
+            if d.populated() {
+                return true;
+            }
+            if d.try_remove() {
+                return false;
+            }
+            d.tries += 1;
+            if d.tries >= MAX_REMOVE_TRIES {
+                tracing::warn!(leaf = %d.describe(), "empty cgroup leaf could not be removed; giving up");
+                return false;
+            }
+            true
+        });
+        cg.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
+    }
+}
+
+fn none() -> Cgroups {
+    Cgroups {
+        mode: Mode::None,
+        v2_parent: None,
+        v1: Vec::new(),
+        limits: Vec::new(),
+        counter: AtomicU64::new(0),
+        pending: Mutex::new(Vec::new()),
+    }
+}
+
+fn setup(placement: &Placement) -> Cgroups {
+    let parent_name = format!("execd-{}", std::process::id());
+    match placement {
+        Placement::Off => none(),
+        Placement::Root(root) => {
+            if !detect::is_cgroup2(root) {
+                tracing::warn!(root = %root.display(), "--cgroup-root is not a cgroup v2 directory; no placement");
+                return none();
+            }
+            setup_v2(root, &parent_name, false).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cgroup v2 root not writable; no placement");
+                none()
+            })
+        }
+        Placement::Auto => {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let mounts = detect::parse_mountinfo(&mounts);
+            let (v2_path, v1_paths) = detect::parse_self_cgroup(&own);
+            // v2 with real controllers first (production), then v1 hierarchies, then a bare v2.
+            let v2_root = v2_path
+                .as_deref()
+                .and_then(|p| mounts.iter().find(|m| m.controllers.is_none()).and_then(|m| detect::dir_of(m, p)));
+            let v2_rich = v2_root.as_ref().is_some_and(|r| {
+                let c = std::fs::read_to_string(r.join("cgroup.controllers")).unwrap_or_default();
+                c.split_whitespace().any(|c| c == "memory" || c == "pids")
+            });
+            if let (Some(r), true) = (&v2_root, v2_rich) {
+                let in_own = v2_path.as_deref() != Some("/");
+                if let Ok(cg) = setup_v2(r, &parent_name, in_own) {
+                    return cg;
+                }
+            }
+            let v1 = setup_v1(&mounts, &v1_paths, &parent_name);
+            if !v1.is_empty() {
+                let mut limits = Vec::new();
+                let has = |c: &str| v1.iter().any(|h| h.controllers.iter().any(|x| x == c));
+                for (c, name) in [("memory", "memory"), ("pids", "pids"), ("cpu", "cpu")] {
+                    if has(c) {
+                        limits.push(name);
+                    }
+                }
+                return Cgroups { mode: Mode::V1, v1, limits, ..none() };
+            }
+            if let Some(r) = v2_root {
+                let in_own = v2_path.as_deref() != Some("/");
+                if let Ok(cg) = setup_v2(&r, &parent_name, in_own) {
+                    return cg;
+                }
+            }
+            none()
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value)
+}
+
+/// v2: optionally move execd into `execd.daemon` (a cgroup with processes cannot hand controllers
+/// to children), enable controllers down to `execd-<pid>`.
+fn setup_v2(root: &Path, parent_name: &str, move_self: bool) -> Result<Cgroups, CgroupError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CgroupError::Io { op, path, source }
+    };
+    sweep_stale(root);
+    if move_self {
+        let d = root.join("execd.daemon");
+        if !d.is_dir() {
+            std::fs::create_dir(&d).map_err(io("mkdir", &d))?;
+        }
+        write(&d.join("cgroup.procs"), &std::process::id().to_string()).map_err(io("enter", &d))?;
+    }
+    let parent = root.join(parent_name);
+    if !parent.is_dir() {
+        std::fs::create_dir(&parent).map_err(io("mkdir", &parent))?;
+    }
+    for dir in [root, parent.as_path()] {
+        let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        for c in detect::V2_CONTROLLERS {
+            if offered.split_whitespace().any(|o| o == c) {
+                let _ = write(&dir.join("cgroup.subtree_control"), &format!("+{c}"));
+            }
+        }
+    }
+    let enabled = std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    let limits =
+        ["memory", "pids", "cpu"].into_iter().filter(|c| enabled.split_whitespace().any(|e| e == *c)).collect();
+    Ok(Cgroups { mode: Mode::V2, v2_parent: Some(parent), limits, ..none() })
+}
+
+fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], parent_name: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for m in mounts {
+        let Some(ctrls) = &m.controllers else { continue };
+        if ctrls.is_empty() || out.iter().any(|h| h.controllers == *ctrls) {
+            continue;
+        }
+        let Some((_, path)) = own.iter().find(|(c, _)| ctrls.iter().all(|x| c.contains(x))) else { continue };
+        let Some(base) = detect::dir_of(m, path) else { continue };
+        sweep_stale(&base);
+        let parent = base.join(parent_name);
+        if !parent.is_dir() && std::fs::create_dir(&parent).is_err() {
+            continue;
+        }
+        out.push(Hierarchy { parent, controllers: ctrls.clone() });
+    }
+    out
+}
+
+/// Removes empty `execd-<pid>` directories (and their empty leaves) of execd processes that died.
+fn sweep_stale(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("execd-")).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(leaves) = std::fs::read_dir(e.path()) {
+            for l in leaves.flatten().filter(|l| l.path().is_dir()) {
+                let _ = std::fs::remove_dir(l.path());
+            }
+        }
+        let _ = std::fs::remove_dir(e.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x23_memory_sizes() {
+        assert_eq!(parse_memory("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_memory("1048576").unwrap(), 1 << 20);
+        assert!(parse_memory("12").is_err());
+        assert!(parse_memory("M").is_err());
+        assert!(parse_memory("5X").is_err());
+        assert!(parse_memory("99999999999T").is_err());
+    }
+
+    #[test]
+    fn x20_placement_flag() {
+        assert_eq!(Placement::parse(""), Placement::Auto);
+        assert_eq!(Placement::parse("none"), Placement::Off);
+        assert_eq!(Placement::parse("/sys/fs/cgroup/x"), Placement::Root("/sys/fs/cgroup/x".into()));
+    }
+}
