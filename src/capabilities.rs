@@ -57,9 +57,11 @@ fn proxy() -> Vec<(&'static str, Value)> {
     vec![("proxy", json!(true))]
 }
 
-/// cgroups per command (X20–X23): not implemented yet, so none are used and no limit applies.
+/// cgroups per command (X20–X23): the mode detected at startup (`"v2"`, `"v1"` or `"none"`) and
+/// the limits a request may ask for (X23).
 fn isolation_and_limits() -> Vec<(&'static str, Value)> {
-    vec![("cgroup", json!("none")), ("limits", json!([]))]
+    let c = crate::cgroup::capabilities();
+    vec![("cgroup", json!(c.cgroup)), ("limits", json!(c.limits))]
 }
 
 /// Process-level features not implemented yet: acting as init, OpenTelemetry export.
@@ -106,7 +108,8 @@ mod tests {
         {
             assert!(f.contains_key(key), "{key} missing from {f:?}");
         }
-        assert_eq!(f["cgroup"], "none");
+        assert!(["v2", "v1", "none"].contains(&f["cgroup"].as_str().unwrap()), "{f:?}");
+        assert!(f["limits"].is_array());
         assert_eq!(f["archive"], json!([]));
         let total: usize = PROVIDERS.iter().map(|p| p().len()).sum();
         assert_eq!(total, f.len(), "a key is given by two providers");

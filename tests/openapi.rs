@@ -176,7 +176,12 @@ async fn x2_capabilities_report_version_and_documented_features() {
     for key in ["stdin", "watch", "init", "otel"] {
         assert_eq!(features[key], false, "{key}: {caps}");
     }
-    assert_eq!(features["cgroup"], "none");
+    // cgroups (X20): whatever this machine offers; a mode without limits is only "none".
+    let cgroup = features["cgroup"].as_str().expect("cgroup is a string");
+    assert!(["v2", "v1", "none"].contains(&cgroup), "{caps}");
+    if cgroup == "none" {
+        assert_eq!(features["limits"], serde_json::json!([]), "{caps}");
+    }
     assert_eq!(features["archive"], serde_json::json!([]));
     // Machine probes agree with the machine.
     let ptmx = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").is_ok();
@@ -197,4 +202,33 @@ async fn x2_capabilities_report_version_and_documented_features() {
         };
         assert_eq!(got, want, "feature {key} = {value}");
     }
+}
+
+#[tokio::test]
+async fn x2_capabilities_follow_the_cgroup_placement() {
+    // Placement off: no cgroup, no limits (X20, X23), whatever the machine has.
+    let off = TestServer::options().token(TOKEN).arg("--cgroup-root=none").start();
+    let client = reqwest::Client::new();
+    let caps: Value = client
+        .get(off.url("/capabilities"))
+        .header("X-EXECD-ACCESS-TOKEN", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(caps["features"]["cgroup"], "none", "{caps}");
+    assert_eq!(caps["features"]["limits"], serde_json::json!([]), "{caps}");
+    // And a command asking for a limit is refused with the documented code.
+    let resp = client
+        .post(off.url("/command"))
+        .header("X-EXECD-ACCESS-TOKEN", TOKEN)
+        .json(&serde_json::json!({"command": "true", "limits": {"memory": "64M"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "LIMITS_UNAVAILABLE", "{body}");
 }
