@@ -21,6 +21,7 @@ pub mod directories;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod isolated;
 pub mod metrics;
 pub mod ping;
 pub mod proxy;
@@ -45,7 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
-        .merge(directories::routes());
+        .merge(directories::routes())
+        .merge(isolated::routes());
     proxy::with_self_dispatch(with_layers(routes, state))
 }
 
