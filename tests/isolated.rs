@@ -262,7 +262,7 @@ async fn i23_i24_i25_overlay_writes_stay_private_until_commit() {
     assert_eq!(std::fs::read_to_string(w.join("edit.txt")).unwrap(), "old");
     assert!(w.join("gone.txt").exists());
     assert_eq!(
-        sh(&s, &b, &format!("cat {wd}/edit.txt; ls {wd}")).await,
+        sh(&s, &b, &format!("cat {wd}/edit.txt; echo; ls {wd}")).await,
         ["old", "edit.txt", "gone.txt", "host.txt", "keep.txt"]
     );
     // Diff: exactly the changes.
@@ -315,13 +315,19 @@ async fn i22_i23_files_act_in_the_session_view() {
     let base = format!("/v1/isolated/session/{sid}");
     let c = s.client();
     let f = format!("{}/sub/api.txt", w.display());
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "metadata",
-            reqwest::multipart::Part::text(json!({"path": f, "mode": 644}).to_string()).file_name("metadata"),
-        )
-        .part("file", reqwest::multipart::Part::bytes(b"hello\n".to_vec()).file_name("api.txt"));
-    let r = c.post(s.url(&format!("{base}/files/upload"))).multipart(form).send().await.unwrap();
+    let boundary = "XISOLATEDBOUNDARY";
+    let meta = json!({"path": f, "mode": 644});
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"metadata\"\r\n\r\n{meta}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"api.txt\"\r\n\r\nhello\n\r\n--{boundary}--\r\n"
+    );
+    let r = c
+        .post(s.url(&format!("{base}/files/upload")))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     // Private to the session, and visible to its processes at once.
     assert!(!w.join("sub/api.txt").exists());
@@ -459,7 +465,7 @@ async fn i36_delete_kills_everything_and_leaves_nothing_behind() {
     let ws = tempfile::tempdir().unwrap();
     let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
     let iso = s.state_dir().join("isolated").join(&sid);
-    assert!(iso.join(format!("upper0")).is_dir());
+    assert!(iso.join("upper0").is_dir());
     // A process that escapes its group, and a background run.
     sh(&s, &sid, "setsid nohup sleep 300 >/dev/null 2>&1 &").await;
     let r = s

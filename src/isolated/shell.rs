@@ -4,9 +4,9 @@
 //! they do not leak. A reader task turns the shell's output (stderr joined to stdout) into lines;
 //! a run forwards them as `stdout` events until its marker arrives.
 //!
-//! Timeout and client disconnect interrupt the run: SIGINT to the shell's process group (the
-//! shell is its PID namespace's init and ignores it; its children do not), then, if the marker
-//! still does not come within [`INTERRUPT_GRACE`], the session is given up (it is deleted).
+//! Timeout and client disconnect interrupt the run: SIGINT to the processes of the shell's
+//! process group except the shell itself, SIGKILL to them after [`INTERRUPT_GRACE`], and if the
+//! marker still does not come within another grace period, the session is given up (deleted).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +74,7 @@ impl Shell {
         let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t).unwrap_or(far);
         let mut interrupted: Option<(&'static str, tokio::time::Instant)> = None;
+        let mut killed = false;
         loop {
             tokio::select! {
                 line = self.lines.recv() => {
@@ -102,18 +103,44 @@ impl Shell {
                 }
                 _ = tokio::time::sleep_until(deadline), if interrupted.is_none() => {
                     interrupted = Some(("context deadline exceeded", tokio::time::Instant::now() + INTERRUPT_GRACE));
-                    super::kill_group(self.pgid, nix::sys::signal::Signal::SIGINT);
+                    signal_run(self.pgid, nix::sys::signal::Signal::SIGINT);
                 }
                 _ = tx.closed(), if interrupted.is_none() => {
                     interrupted = Some(("context canceled", tokio::time::Instant::now() + INTERRUPT_GRACE));
-                    super::kill_group(self.pgid, nix::sys::signal::Signal::SIGINT);
+                    signal_run(self.pgid, nix::sys::signal::Signal::SIGINT);
                 }
                 _ = tokio::time::sleep_until(interrupted.map(|i| i.1).unwrap_or(far)), if interrupted.is_some() => {
                     let why = interrupted.map(|i| i.0).unwrap_or_default();
+                    if !killed {
+                        // SIGINT was not enough: SIGKILL the run's processes, then wait again.
+                        killed = true;
+                        interrupted = Some((why, tokio::time::Instant::now() + INTERRUPT_GRACE));
+                        signal_run(self.pgid, nix::sys::signal::Signal::SIGKILL);
+                        continue;
+                    }
                     let _ = tx.send(runtime(format!("{why}; the run did not stop, session terminated"))).await;
                     return Outcome { touch: false, shell_lost: true };
                 }
             }
+        }
+    }
+}
+
+/// Signals the processes of a run: the shell's process group without the shell itself. The shell
+/// is its namespace's init and, while it waits for a foreground child, handles SIGINT by exiting;
+/// it must not get it. Processes that left the group (`setsid`) are not runs' business.
+fn signal_run(pgid: i32, sig: nix::sys::signal::Signal) {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if pid == pgid {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
+        if pgrp == Some(pgid) {
+            super::kill(pid, sig);
         }
     }
 }
