@@ -154,10 +154,7 @@ fn runtime(m: impl Into<String>) -> ExecEvent {
 async fn read_lines(mut out: BufReader<ChildStdout>, tx: mpsc::Sender<Vec<u8>>) {
     loop {
         let mut line = Vec::new();
-        let n = match (&mut out).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
-        };
+        let Ok(n) = (&mut out).take(MAX_LINE as u64).read_until(b'\n', &mut line).await else { return };
         if n == 0 {
             return;
         }
