@@ -233,6 +233,13 @@ async fn i28_i32_namespaces_pid_hostname_tmp_and_net() {
     // The root is read-only, and execd's state directory is hidden.
     let (events, _) = run(&s, &a, json!({"code": "touch /etc/x-isolated"})).await;
     assert_eq!(events.last().unwrap()["type"], "error");
+    // A minimal /dev, and no mounting in a strict session (capabilities dropped).
+    assert_eq!(
+        sh(&s, &a, "ls /dev | grep -c -E '^(vd|sd|nvme|loop)'; echo hi > /dev/null && echo ok").await,
+        ["0", "ok"]
+    );
+    let (events, _) = run(&s, &a, json!({"code": "mount -t tmpfs t /mnt"})).await;
+    assert_eq!(events.last().unwrap()["type"], "error");
     let state = s.state_dir().display().to_string();
     assert_eq!(sh(&s, &b, &format!("ls -A {state} 2>/dev/null | wc -l")).await, ["0"]);
     assert_eq!(delete(&s, &a).await, 200);

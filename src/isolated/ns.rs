@@ -172,18 +172,15 @@ fn stage2(rest: &[OsString]) -> Result<u8, String> {
         .map_err(|e| format!("make mounts private: {e}"))?;
     let root = &spec.new_root;
     bind(Path::new("/"), root, false)?;
-    // The whole root read-only, except the device tree (/dev/null must stay writable).
-    let dev = join(root, Path::new("/dev"));
+    // The whole root read-only (the device tree is replaced below).
     for m in mounts_under(root) {
-        if m.starts_with(&dev) {
-            continue;
-        }
         // Some special mounts refuse; the root itself must not.
         let res = remount_ro(&m);
         if m == *root {
             res?;
         }
     }
+    minimal_dev(root)?;
     for h in &spec.hide {
         let t = join(root, h);
         if t.is_dir() {
@@ -242,7 +239,56 @@ fn stage2(rest: &[OsString]) -> Result<u8, String> {
     Err(format!("exec bash: {err}"))
 }
 
+/// A fresh `/dev` with only the harmless nodes (bound from the host), `pts`-less: the host's
+/// block devices and the like are not reachable from a session.
+fn minimal_dev(root: &Path) -> Result<(), String> {
+    let dev = join(root, Path::new("/dev"));
+    tmpfs(&dev, "mode=755,size=64k", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = Path::new("/dev").join(n);
+        if !host.exists() {
+            continue;
+        }
+        let target = dev.join(n);
+        std::fs::write(&target, b"").map_err(|e| format!("create {}: {e}", target.display()))?;
+        bind(&host, &target, false)?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, dev.join(link));
+    }
+    let shm = dev.join("shm");
+    let _ = std::fs::create_dir(&shm);
+    tmpfs(&shm, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+}
+
+/// Capabilities a strict session keeps (Docker's default set without `MKNOD`); every other one
+/// leaves the bounding set, so the shell (even as root) cannot mount, load modules, trace, ...
+const KEPT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29, 31];
+
+fn drop_capabilities() -> Result<(), String> {
+    for cap in 0..64u32 {
+        if KEPT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!("drop capability {cap}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 fn become_user(uid: u32, gid: u32, no_new_privs: bool) -> Result<(), String> {
+    if no_new_privs {
+        drop_capabilities()?;
+    }
     if uid != 0 || gid != 0 {
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
