@@ -63,6 +63,11 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// At most this many file transfers (downloads, uploads, long listings) at once.
     pub max_transfers: usize,
+    /// `/v1/isolated` enabled (`--isolation on|off`).
+    pub isolation: bool,
+    pub isolation_max_sessions: usize,
+    /// Where isolated sessions may bind host paths (I31).
+    pub isolation_allowed_writable: Vec<PathBuf>,
     /// `EXECD_ENVS`: path of a `KEY=VALUE` file re-read for every command and session run.
     pub envs_file: Option<String>,
     /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
@@ -186,6 +191,24 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_MAX_TRANSFERS"),
         default: "64",
         help: "at most this many file transfers (downloads, uploads, long listings) at once; more get 429",
+    },
+    Setting {
+        flag: "isolation",
+        env: Some("EXECD_ISOLATION"),
+        default: "on",
+        help: "on|off; off: /v1/isolated answers 503 isolation unavailable",
+    },
+    Setting {
+        flag: "isolation-max-sessions",
+        env: Some("EXECD_ISOLATION_MAX_SESSIONS"),
+        default: "64",
+        help: "at most this many isolated sessions at once",
+    },
+    Setting {
+        flag: "isolation-allowed-writable",
+        env: Some("EXECD_ISOLATION_ALLOWED_WRITABLE"),
+        default: "/workspace:/mnt:/media:/data",
+        help: "colon-separated directories under which isolated sessions may bind (extra_writable, binds)",
     },
     Setting {
         flag: "stall-timeout",
@@ -464,6 +487,19 @@ impl Config {
                 (first, c)
             }
         };
+        let isolation = match get("isolation") {
+            None => true,
+            Some((n, v)) => match v.to_ascii_lowercase().as_str() {
+                "on" | "1" | "true" | "yes" => true,
+                "off" | "0" | "false" | "no" => false,
+                _ => return Err(invalid(n, v, "expected on or off")),
+            },
+        };
+        let isolation_max_sessions = count("isolation-max-sessions", 64)?;
+        let isolation_allowed_writable = match get("isolation-allowed-writable") {
+            None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
+            Some((_, v)) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
+        };
         let access_token = secret(get("access-token"), get("access-token-file"))?;
         let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
@@ -484,6 +520,9 @@ impl Config {
             header_timeout,
             stall_timeout,
             max_transfers,
+            isolation,
+            isolation_max_sessions,
+            isolation_allowed_writable,
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
             cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),

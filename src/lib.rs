@@ -9,7 +9,8 @@
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
 //! - `cgroup`: a cgroup leaf per spawned command (v2, v1 or none), kill-all, usage, limits.
 //! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
-//!   `command`, `session`, `pty`, `code`, `fs`, `metrics`. The port proxy is HTTP by nature and
+//!   `command`, `session`, `pty`, `code`, `fs`, `metrics`, `isolated` (namespace-isolated
+//!   sessions; `isolated::ns` is also a helper mode of the binary). The port proxy is HTTP by nature and
 //!   lives in `api/proxy.rs`.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod code;
 pub mod command;
 pub mod config;
 pub mod fs;
+pub mod isolated;
 pub mod metrics;
 pub mod process;
 pub mod pty;

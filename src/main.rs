@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use execd::config::{help_text, version_text, Config, Invocation};
 
 fn main() -> ExitCode {
+    // execd re-executed as an isolated session's namespace helper (never a daemon).
+    if let Some(code) = execd::isolated::ns::helper_main() {
+        return ExitCode::from(code);
+    }
     // Before the tokio runtime exists: the seccomp filter must cover every thread.
     let clone3_active = match execd::clone3::apply_from_env() {
         Ok(active) => active,

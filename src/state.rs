@@ -24,6 +24,8 @@ pub struct AppState {
     pub code: crate::code::CodeManager,
     /// File transfer limits and the scratch space for temporary files (`fs::transfer`).
     pub transfers: crate::fs::transfer::Transfers,
+    /// `/v1/isolated`: namespace-isolated bash sessions.
+    pub isolated: crate::isolated::IsolatedManager,
 }
 
 impl AppState {
@@ -56,10 +58,16 @@ impl AppState {
                 stall_timeout: config.stall_timeout,
             },
         )?;
+        let isolated = crate::isolated::IsolatedManager::new(crate::isolated::IsolatedOpts {
+            state_dir: config.state_dir.clone(),
+            enabled: config.isolation,
+            max_sessions: config.isolation_max_sessions,
+            allowed_writable: config.isolation_allowed_writable.clone(),
+        });
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
@@ -67,7 +75,11 @@ impl AppState {
     pub async fn stop(&self) {
         self.shutdown.cancel();
         // Concurrently: each waits up to the grace period for its processes.
-        tokio::join!(self.commands.stop(self.config.graceful_shutdown_timeout), self.sessions.stop());
+        tokio::join!(
+            self.commands.stop(self.config.graceful_shutdown_timeout),
+            self.sessions.stop(),
+            self.isolated.stop()
+        );
         self.pty.stop().await;
         self.code.stop();
     }

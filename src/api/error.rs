@@ -31,6 +31,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// X23: limits asked for, no writable cgroup controller.
     LimitsUnavailable,
+    SessionNotFound,
+    ServiceUnavailable,
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -56,6 +59,9 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::LimitsUnavailable => "LIMITS_UNAVAILABLE",
+            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -268,6 +274,36 @@ impl From<crate::code::CodeError> for ApiError {
             | CodeError::CreateDir { .. } => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Isolated sessions (ISOLATED.md I3, I5, I8): unavailable host and setup failures 503
+/// `SERVICE_UNAVAILABLE`, unsupported identity modes 503 `NOT_SUPPORTED`, unknown session or run
+/// 404 `SESSION_NOT_FOUND`, writes into a read-only view 403 `FORBIDDEN`, file errors as `/files`.
+impl From<crate::isolated::IsolatedError> for ApiError {
+    fn from(e: crate::isolated::IsolatedError) -> Self {
+        use crate::isolated::IsolatedError;
+        let (status, code) = match &e {
+            IsolatedError::Unavailable(_) | IsolatedError::Setup(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable)
+            }
+            IsolatedError::NotSupported(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported),
+            IsolatedError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody),
+            IsolatedError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::SessionNotFound),
+            IsolatedError::Gone(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            IsolatedError::ReadOnly(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            IsolatedError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            IsolatedError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+            IsolatedError::Fs(_) => {
+                let IsolatedError::Fs(fs) = e else { unreachable!() };
+                return ApiError::from(fs);
+            }
+        };
+        let message = match &e {
+            IsolatedError::Unavailable(m) if m.is_empty() => "isolation unavailable".to_string(),
+            _ => e.to_string(),
+        };
+        ApiError::new(status, code, message)
     }
 }
 

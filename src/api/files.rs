@@ -407,6 +407,24 @@ fn range_not_satisfiable(message: String, size: Option<u64>) -> Response {
 /// never combined with a non-empty `Range` (400). A transfer: 429 beyond the cap; the
 /// connection's stall watch ends it if the client stops reading.
 async fn download_file(State(state): State<AppState>, q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
+    serve_download(&state, &q, &headers, |given| async move {
+        fs::blocking(move || download::open(&given)).await.map_err(ApiError::from)
+    })
+    .await
+}
+
+/// The download answer (line reads, ranges, headers) for a file that `open` opens from the
+/// `path` parameter; `/v1/isolated` opens it inside a session's mount namespace.
+pub(super) async fn serve_download<F, Fut>(
+    state: &AppState,
+    q: &QueryPairs,
+    headers: &HeaderMap,
+    open: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<download::Download, ApiError>>,
+{
     let given = q.require("path")?.to_string();
     let (offset, limit) = (q.get("offset"), q.get("limit"));
     let lines = LineRange::wanted(offset, limit);
@@ -418,7 +436,7 @@ async fn download_file(State(state): State<AppState>, q: QueryPairs, headers: He
         ));
     }
     let permit = state.transfers.admit()?;
-    let dl = fs::blocking(move || download::open(&given)).await?;
+    let dl = open(given).await?;
     if lines {
         let range = LineRange::parse(offset, limit).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut h = HeaderMap::new();

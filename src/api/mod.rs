@@ -22,6 +22,7 @@ pub mod directories;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod isolated;
 pub mod metrics;
 pub mod openapi;
 pub mod ping;
@@ -56,6 +57,7 @@ fn routes() -> Router<AppState> {
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())
+        .merge(isolated::routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,

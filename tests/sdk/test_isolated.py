@@ -1,0 +1,173 @@
+"""Isolated sessions (`/v1/isolated/*`, ISOLATED.md) through the official SDK's own isolation
+service (`Sandbox.isolation` is this adapter), direct and through /proxy/<port> like the rest of
+the suite. Diff and commit have no SDK method: they are called as the generated client does, with
+raw HTTP on the same endpoint. Needs root (namespaces, overlayfs); skipped when execd says
+isolation is unavailable here."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opensandbox.adapters.factory import AdapterFactory
+from opensandbox.exceptions import SandboxApiException
+from opensandbox.models.filesystem import SearchEntry, WriteEntry
+from opensandbox.models.isolated import (
+    CreateIsolatedSessionRequest,
+    IsolatedOverlaySpec,
+    IsolatedRunOpts,
+    IsolatedWorkspaceSpec,
+)
+
+
+@pytest.fixture
+async def isolation(config, endpoint):
+    service = AdapterFactory(config).create_isolated_session_service(endpoint)
+    caps = await service.capabilities()
+    if not caps.available:
+        pytest.skip(f"isolation unavailable here: {caps.message}")
+    return service
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "keep.txt").write_text("keep")
+    return ws
+
+
+def raw(endpoint) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://{endpoint.endpoint}", headers=endpoint.headers, timeout=60)
+
+
+async def test_i26_capabilities_shape(isolation):
+    caps = await isolation.capabilities()
+    assert caps.available is True
+    assert caps.diff_supported is True and caps.commit_supported is True
+
+
+async def test_i2_i11_i12_create_attach_get_list_delete(isolation, workspace):
+    session = await isolation.create(
+        CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace), mode="rw"), profile="balanced")
+    )
+    sid = session.session_id
+    assert str(uuid.UUID(sid)) == sid
+    assert session.info.created_at is not None
+    again = await isolation.attach(sid)
+    assert again.info.workspace.path == str(workspace) and again.info.workspace.mode == "rw"
+    assert again.info.profile == "balanced"
+    state = await session.get()
+    assert state.status == "active"
+    assert sid in [s.session_id for s in await isolation.list()]
+    await session.delete()
+    assert sid not in [s.session_id for s in await isolation.list()]
+    with pytest.raises(SandboxApiException) as e:
+        await session.delete()
+    assert e.value.status_code == 404
+    with pytest.raises(SandboxApiException):
+        await isolation.attach(str(uuid.UUID(int=0)))
+
+
+async def test_i14_i17_run_streams_and_keeps_state(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        ex = await s.run("echo a; echo b >&2")
+        assert [m.text for m in ex.logs.stdout] == ["a", "b"]
+        assert ex.exit_code == 0 and ex.error is None
+        ex = await s.run("sh -c 'exit 3'")
+        assert ex.exit_code == 3 and ex.error.value == "3"
+        await s.run("export X=1; cd /tmp")
+        ex = await s.run("echo $X; pwd")
+        assert ex.text == "1\n/tmp"
+        ex = await s.run("echo $Y", opts=IsolatedRunOpts(envs={"Y": "v"}))
+        assert ex.text == "v"
+        assert (await s.run("echo ${Y:-unset}")).text == "unset"
+        ex = await s.run("echo $$; hostname")
+        assert ex.text == "1\nsandbox"
+
+
+async def test_i16_timeout_keeps_session(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        start = time.monotonic()
+        ex = await s.run("sleep 30", opts=IsolatedRunOpts(timeout_seconds=1))
+        assert time.monotonic() - start < 10
+        assert ex.error is not None
+        assert (await s.run("echo ok")).text == "ok"
+
+
+async def test_i18_i19_i20_background_status_logs(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        bg = await s.run_background("echo start; sleep 1; echo done; exit 7")
+        assert bg.session_id == s.session_id
+        deadline = time.monotonic() + 20
+        while (st := await s.run_status(bg.run_id)).running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert st.running is False and st.exit_code == 7 and st.error is None and st.finished_at is not None
+        logs = await s.run_logs(bg.run_id)
+        assert logs.text == "start\ndone\n"
+        assert logs.cursor == len(logs.text.encode())
+        assert (await s.run_logs(bg.run_id, cursor=logs.cursor)).text == ""
+        with pytest.raises(SandboxApiException) as e:
+            await s.run_status("no-such-run")
+        assert e.value.status_code == 404
+
+
+async def test_i22_i23_files_roundtrip_in_overlay(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        a, b, c = (str(workspace / n) for n in ("a.txt", "b.txt", "c.log"))
+        await s.files.write_files([WriteEntry(path=p, data="x" * 3, mode=644) for p in (a, b, c)])
+        assert not (workspace / "a.txt").exists(), "overlay writes stay off the host"
+        assert await s.files.read_file(a) == "xxx"
+        assert (await s.run(f"cat {a}")).text == "xxx"
+        info = await s.files.get_file_info([a])
+        assert info[a].size == 3 and info[a].mode == 644
+        found = await s.files.search(SearchEntry(path=str(workspace), pattern="*.txt"))
+        assert sorted(Path(f.path).name for f in found) == ["a.txt", "b.txt", "keep.txt"]
+        await s.files.delete_files([str(workspace / "keep.txt")])
+        assert (workspace / "keep.txt").exists()
+        with pytest.raises(SandboxApiException):
+            await s.files.read_file(str(workspace / "keep.txt"))
+
+
+async def test_i24_i25_diff_and_commit(isolation, workspace, endpoint):
+    req = CreateIsolatedSessionRequest(overlays=[IsolatedOverlaySpec(path=str(workspace))])
+    async with isolation.session(req) as s:
+        await s.run(f"echo new > {workspace}/new.txt")
+        await s.files.write_files([WriteEntry(path=str(workspace / "api.txt"), data="api")])
+        async with raw(endpoint) as http:
+            r = await http.get(f"/v1/isolated/session/{s.session_id}/diff")
+            assert r.status_code == 200
+            paths = sorted(Path(c["path"]).name for c in r.json()["changes"])
+            assert paths == ["api.txt", "new.txt"]
+            r = await http.post(f"/v1/isolated/session/{s.session_id}/commit")
+            assert r.status_code == 200 and r.json()["conflicts"] == []
+        assert (workspace / "new.txt").read_text() == "new\n"
+        assert (workspace / "api.txt").read_text() == "api"
+        await s.run(f"echo later > {workspace}/later.txt")
+        assert not (workspace / "later.txt").exists()
+
+
+async def test_i36_delete_kills_escaped_processes(isolation, workspace):
+    s = await isolation.create(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace))))
+    marker = f"sleep {300 + os.getpid() % 97}"
+    await s.run(f"setsid nohup {marker} >/dev/null 2>&1 &")
+    await s.delete()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == marker]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert not alive
+
+
+def _cmdline(p: Path) -> str:
+    try:
+        return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
