@@ -152,6 +152,10 @@ mod tests {
         ErrorCode::BadGateway,
         ErrorCode::TooManyRequests,
         ErrorCode::RequestTimeout,
+        ErrorCode::LimitsUnavailable,
+        ErrorCode::SessionNotFound,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::Forbidden,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -174,7 +178,11 @@ mod tests {
             | ErrorCode::PayloadTooLarge
             | ErrorCode::BadGateway
             | ErrorCode::TooManyRequests
-            | ErrorCode::RequestTimeout => {}
+            | ErrorCode::RequestTimeout
+            | ErrorCode::LimitsUnavailable
+            | ErrorCode::SessionNotFound
+            | ErrorCode::ServiceUnavailable
+            | ErrorCode::Forbidden => {}
         }
     }
 
