@@ -17,14 +17,16 @@ root=$PWD
 
 start=$(date +%s)
 run_suite() {
-  local label=$1
+  local label=$1 t0
   shift
   echo "sdk-test: $label"
+  t0=$(date +%s)
   set +e
   # shellcheck disable=SC2086
   "$VENV/bin/python" -m pytest tests/sdk -p no:cacheprovider "$@" ${PYTEST_ARGS:-}
   local rc=$?
   set -e
+  echo "ci-time: sdk-suite ($label) $(( $(date +%s) - t0 ))s" >&2
   if [ "$rc" -eq 5 ]; then
     echo "sdk-test: $label collected no test" >&2
     return 1
@@ -39,6 +41,8 @@ if [ "${SDK_VIA_PROXY:-1}" != 0 ]; then
 fi
 echo "sdk-test: SDK suite took $(( $(date +%s) - start ))s"
 if [ "${SDK_CONTRACT:-1}" != 0 ]; then
+  contract_t0=$(date +%s)
   "$root/scripts/contract-test.sh" || status=1
+  echo "ci-time: contract-test $(( $(date +%s) - contract_t0 ))s" >&2
 fi
 exit "$status"

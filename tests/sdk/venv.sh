@@ -17,9 +17,11 @@ stamp="$VENV/.requirements.sha256"
 want="$(sha256sum <"$req" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "sdk venv: installing pinned Python packages into $VENV"
+  venv_t0=$(date +%s)
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
+  echo "ci-time: sdk-venv $(( $(date +%s) - venv_t0 ))s" >&2
 fi
 if [ -z "${EXECD_BIN:-}" ]; then
   if [ -x scripts/build-static.sh ]; then
