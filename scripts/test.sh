@@ -18,16 +18,30 @@
 # The tests (tests/image.rs), the SDK and the contract suites all use the binary build-static
 # made (EXECD_STATIC_BIN, EXECD_BIN). A background step's output goes to target/test-logs/<step>.log
 # and is printed whole when the script collects it; every step's failure fails the script.
-# "ci-time: <step> <seconds>s" lines on stderr say where the time went.
+# "ci-time: <step> <wall>s wall, <cpu>s cpu" lines on stderr say where the time went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# timed STEP CMD...: runs CMD and prints "ci-time: STEP <wall>s wall, <cpu>s cpu" on stderr. The CPU
+# seconds (user + sys of the processes CMD waited for) hardly depend on what else the machine
+# runs; the wall time does.
+cpu_file=$(mktemp)
+# Sets CPU to the user + sys seconds of this shell's reaped children. `times` runs in this shell
+# (in a $(...) subshell it would count that subshell's children).
+children_cpu() {
+  times >"$cpu_file"
+  CPU=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } printf "%d", s }' "$cpu_file")
+}
 timed() {
-  local label=$1 t0
+  local label=$1 t0 c0 rc=0
   shift
   t0=$(date +%s)
-  "$@" || { local rc=$?; echo "ci-time: $label $(( $(date +%s) - t0 ))s (failed: $rc)" >&2; return "$rc"; }
-  echo "ci-time: $label $(( $(date +%s) - t0 ))s" >&2
+  children_cpu
+  c0=$CPU
+  "$@" || rc=$?
+  children_cpu
+  echo "ci-time: $label $(( $(date +%s) - t0 ))s wall, $(( CPU - c0 ))s cpu$([ "$rc" = 0 ] || echo " (failed: $rc)")" >&2
+  return "$rc"
 }
 
 logs=$PWD/target/test-logs
@@ -58,7 +72,7 @@ collect() {
   return "$rc"
 }
 # Background steps still running when the script exits early (a failure) are stopped.
-trap 'jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -f "$cpu_file"' EXIT
 
 timed install-test-deps scripts/install-test-deps.sh
 start jupyter-venv scripts/jupyter-test-env.sh
