@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine with Rust, idempotently:
-# Debian packages (busybox-static for the image/chroot test, nginx for benchmarks) and the
-# musl target for the static build. Python packages live in a venv made by scripts/sdk-test.sh.
+# Debian packages (busybox-static for the image/chroot test, python3 with its venv module for the
+# Jupyter and SDK venvs) and the musl target for the static build. Python packages live in venvs
+# made by scripts/jupyter-test-env.sh and tests/sdk/venv.sh. scripts/test.sh runs this first, in
+# the foreground, so that the steps it then runs side by side never run apt-get or rustup at once.
 set -euo pipefail
 need=()
 command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ] || need+=(busybox-static)
-command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+if ! command -v python3 >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -14,6 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "install-test-deps: missing ${need[*]} and not root; tests needing them will skip" >&2
   fi
 fi
-rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl \
-  || rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 \
-  || echo "install-test-deps: musl target unavailable; static build checks will use glibc crt-static" >&2
+target="$(uname -m)-unknown-linux-musl"
+rustup target list --installed 2>/dev/null | grep -qx "$target" \
+  || rustup target add "$target" >/dev/null 2>&1 \
+  || echo "install-test-deps: $target target unavailable; static build checks will use glibc crt-static" >&2

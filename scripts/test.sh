@@ -1,12 +1,114 @@
 #!/usr/bin/env bash
 # The project's test command (README): unit and integration tests against the real binary, then
 # the official-SDK suite and the OpenAPI contract check when their scripts exist.
+#
+# The slow steps overlap, because much of the work waits on the network or on sockets and cargo
+# leaves a core idle in its serial steps (fat LTO, linking):
+#
+#   install-test-deps (apt, rustup; foreground, so nothing below runs apt or rustup at once)
+#   ├─ jupyter-venv   pip, in the background
+#   ├─ sdk-venv       pip, in the background
+#   ├─ build-static   the one static release binary of this run, in the background (it locks
+#   │                 target/<musl>/release and target/release, the test build target/debug)
+#   │  └─ sdk         scripts/sdk-test.sh (and scripts/sdk-js-test.sh when present) once
+#   │                 build-static and sdk-venv are done, while the cargo tests build and run
+#   └─ test-build     cargo test --no-run, in the foreground
+#      └─ test-run    cargo test, once jupyter-venv and build-static are done
+#
+# The tests (tests/image.rs), the SDK and the contract suites all use the binary build-static
+# made (EXECD_STATIC_BIN, EXECD_BIN). A background step's output goes to target/test-logs/<step>.log
+# and is printed whole when the script collects it; every step's failure fails the script.
+# "ci-time: <step> <wall>s wall, <cpu>s cpu" lines on stderr say where the time went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-test-deps.sh
+
+# timed STEP CMD...: runs CMD and prints "ci-time: STEP <wall>s wall, <cpu>s cpu" on stderr. The CPU
+# seconds (user + sys of the processes CMD waited for) hardly depend on what else the machine
+# runs; the wall time does.
+cpu_file=$(mktemp)
+# Sets CPU to the user + sys seconds of this shell's reaped children. `times` runs in this shell
+# (in a $(...) subshell it would count that subshell's children).
+children_cpu() {
+  times >"$cpu_file"
+  CPU=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } printf "%d", s }' "$cpu_file")
+}
+timed() {
+  local label=$1 t0 c0 rc=0
+  shift
+  t0=$(date +%s)
+  children_cpu
+  c0=$CPU
+  "$@" || rc=$?
+  children_cpu
+  echo "ci-time: $label $(( $(date +%s) - t0 ))s wall, $(( CPU - c0 ))s cpu$([ "$rc" = 0 ] || echo " (failed: $rc)")" >&2
+  return "$rc"
+}
+
+logs=$PWD/target/test-logs
+rm -rf "$logs"
+mkdir -p "$logs"
+# start STEP CMD...: runs CMD in the background, output in $logs/STEP.log; its exit status lands in
+# $logs/STEP.rc when it ends (also when it fails).
+start() {
+  local step=$1
+  shift
+  ( set +e; timed "$step" "$@" >"$logs/$step.log" 2>&1; echo $? >"$logs/$step.rc.tmp"; mv "$logs/$step.rc.tmp" "$logs/$step.rc" ) &
+}
+# await STEP: waits until STEP has ended and returns its exit status (the log is not printed).
+await() {
+  until [ -f "$logs/$1.rc" ]; do sleep 1; done
+  return "$(cat "$logs/$1.rc")"
+}
+# collect STEP: awaits STEP, prints its log once, and returns its exit status.
+collect() {
+  local rc=0
+  await "$1" || rc=$?
+  if [ ! -f "$logs/$1.printed" ]; then
+    touch "$logs/$1.printed"
+    echo "==== test.sh: $1 (exit $rc) ===="
+    cat "$logs/$1.log"
+    echo "==== test.sh: end of $1 ===="
+  fi
+  return "$rc"
+}
+# Background steps still running when the script exits early (a failure) are stopped.
+trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -f "$cpu_file"' EXIT
+
+timed install-test-deps scripts/install-test-deps.sh
+start jupyter-venv scripts/jupyter-test-env.sh
+start sdk-venv bash tests/sdk/venv.sh
+start build-static sh -c 'scripts/build-static.sh >"$0"' "$logs/static-bin.path"
+
+# The suites that need only the static binary and the SDK venv. Another suite of that kind (e.g.
+# the JS SDK, scripts/sdk-js-test.sh) is one more line in sdk_suites.
+sdk_suites() {
+  await build-static && await sdk-venv || { echo "test.sh: no static binary or SDK venv; SDK suites not run" >&2; return 1; }
+  EXECD_BIN=$(cat "$logs/static-bin.path")
+  export EXECD_BIN
+  local rc=0 js_pid=''
+  if [ -x scripts/sdk-js-test.sh ]; then
+    timed sdk-js-test scripts/sdk-js-test.sh >"$logs/sdk-js.log" 2>&1 &
+    js_pid=$!
+  fi
+  if [ -x scripts/sdk-test.sh ]; then
+    timed sdk-test scripts/sdk-test.sh || rc=1
+  fi
+  if [ -n "$js_pid" ]; then
+    local js=0
+    wait "$js_pid" || js=$?
+    echo "==== test.sh: sdk-js (exit $js) ===="
+    cat "$logs/sdk-js.log"
+    [ "$js" -eq 0 ] || rc=1
+  fi
+  return "$rc"
+}
+start sdk sdk_suites
+
+timed test-build cargo test --locked --all-targets --no-run
+
 # The /code Jupyter tests need the venv. In CI (CI=true or 1) a missing venv fails the run (a
 # missing install step must never pass as green); locally the tests skip and say so.
-if ! scripts/jupyter-test-env.sh >/dev/null; then
+if ! collect jupyter-venv; then
   case "${CI:-}" in
     [Tt][Rr][Uu][Ee] | 1)
       echo "test.sh: the Jupyter venv cannot be made (scripts/jupyter-test-env.sh failed) and CI is set: failing" >&2
@@ -15,10 +117,12 @@ if ! scripts/jupyter-test-env.sh >/dev/null; then
   esac
   echo "test.sh: no Jupyter venv; the /code Jupyter tests will print SKIPPED" >&2
 fi
-# The static release binary (after the venv check, so CI fails fast without the venv):
-# tests/image.rs runs it in a busybox-only chroot.
-scripts/build-static.sh >/dev/null
-cargo test --locked --all-targets -- ${CARGO_TEST_ARGS:-}
-if [ -x scripts/sdk-test.sh ]; then
-  scripts/sdk-test.sh
-fi
+# tests/image.rs runs the static binary in a busybox-only chroot.
+collect build-static
+EXECD_STATIC_BIN=$(cat "$logs/static-bin.path")
+export EXECD_STATIC_BIN
+status=0
+timed test-run cargo test --locked --all-targets -- ${CARGO_TEST_ARGS:-} || status=1
+collect sdk-venv || status=1
+collect sdk || status=1
+exit "$status"

@@ -2,6 +2,13 @@
 # pinned Python packages and exports EXECD_BIN: the static release binary of
 # scripts/build-static.sh (or `cargo build --release --locked` without it) unless already set.
 # Installs python3-venv with apt-get when the venv module is missing.
+#
+# Run directly (`bash tests/sdk/venv.sh`), it only makes the venv and builds nothing:
+# scripts/test.sh does that while cargo compiles.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  cd "$(dirname "$0")/../.."
+fi
 VENV=${VENV:-$PWD/.venv}
 req=tests/sdk/requirements.txt
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -17,9 +24,14 @@ stamp="$VENV/.requirements.sha256"
 want="$(sha256sum <"$req" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "sdk venv: installing pinned Python packages into $VENV"
+  venv_t0=$(date +%s)
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
+  echo "ci-time: sdk-venv $(( $(date +%s) - venv_t0 ))s" >&2
+fi
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  exit 0
 fi
 if [ -z "${EXECD_BIN:-}" ]; then
   if [ -x scripts/build-static.sh ]; then
