@@ -194,19 +194,29 @@ async fn serve_socket(pty: PtyManager, id: String, mode: Mode, since: u64, takeo
     read_loop(stream, &handle, &ctrl_tx, &done, &pty.closing()).await;
     done.cancel();
     // The writer ends promptly once `done` is cancelled (each write is bounded too).
-    let _ = writer.await;
-    // Detach only now, so a takeover attaches after this connection is gone.
+    let ended = writer.await;
+    // Detach only now, so a takeover attaches after this connection is gone, and before the exit
+    // frame goes out, so a client that reconnects as soon as it sees the shell exit is never
+    // refused as "already connected".
     drop(handle);
+    if let Ok((mut sink, Some(code))) = ended {
+        if send(&mut sink, text(json!({ "type": "exit", "exit_code": code }))).await {
+            let _ = send(&mut sink, close(1000, "process exited")).await;
+        }
+    }
 }
 
 /// Sends output, control replies and pings until exit, eviction, or the end of the connection.
+/// Returns the sink and, when the shell exited, its exit code: the caller detaches and then sends
+/// the exit frame and the close.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut output: mpsc::Receiver<Output>,
     mut ctrl: mpsc::Receiver<Message>,
     evicted: CancellationToken,
     done: CancellationToken,
-) {
+) -> (SplitSink<WebSocket, Message>, Option<i32>) {
+    let mut exited = None;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         // biased: eviction and teardown first, then replies, then output.
@@ -229,9 +239,7 @@ async fn write_loop(
                     Some(Output::Stdout(b)) => send(&mut sink, binary(0x01, &b)).await,
                     Some(Output::Stderr(b)) => send(&mut sink, binary(0x02, &b)).await,
                     Some(Output::Exit(code)) => {
-                        if send(&mut sink, text(json!({ "type": "exit", "exit_code": code }))).await {
-                            let _ = send(&mut sink, close(1000, "process exited")).await;
-                        }
+                        exited = Some(code);
                         false
                     }
                     // The session was deleted.
@@ -252,6 +260,7 @@ async fn write_loop(
         }
     }
     done.cancel();
+    (sink, exited)
 }
 
 /// Reads client frames until the connection ends, the writer stops, or shutdown.
