@@ -29,6 +29,7 @@ pub enum ErrorCode {
     BadGateway,
     TooManyRequests,
     RequestTimeout,
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -53,6 +54,7 @@ impl ErrorCode {
             ErrorCode::BadGateway => "BAD_GATEWAY",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }
@@ -143,8 +145,23 @@ impl From<crate::fs::FsError> for ApiError {
             }
             FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
             FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
+            FsError::PermissionDenied { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Per-identity filesystem routes: ids out of range 400; an execd that cannot take the
+/// credentials 503 `NOT_SUPPORTED` (upstream's answer when identity switching is unavailable).
+impl From<crate::fs::identity::IdentityError> for ApiError {
+    fn from(e: crate::fs::identity::IdentityError) -> Self {
+        use crate::fs::identity::IdentityError;
+        match &e {
+            IdentityError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            IdentityError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported, e.to_string())
+            }
+        }
     }
 }
 

@@ -45,7 +45,8 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
-        .merge(directories::routes());
+        .merge(directories::routes())
+        .merge(files::identity_routes());
     proxy::with_self_dispatch(with_layers(routes, state))
 }
 
