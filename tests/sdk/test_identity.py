@@ -116,7 +116,8 @@ async def test_sdk24_identity_reads_a_file_only_it_can_read(sandbox: Sandbox, sh
     assert await mine.read_bytes(str(own)) == b"line1\r\nline2\nline3"
     assert await mine.read_bytes(str(own), range_header="bytes=0-4") == b"line1"
     assert await mine.read_file(str(own), offset=2, limit=2) == "line2\nline3"
-    chunks = [c async for c in mine.read_bytes_stream(str(own))]
+    stream = await mine.read_bytes_stream(str(own))
+    chunks = [c async for c in stream]
     assert b"".join(chunks) == b"line1\r\nline2\nline3"
     with pytest.raises(SandboxApiException) as ei:
         await sandbox.files_with_identity(B, B).read_bytes(str(own))
