@@ -1,5 +1,5 @@
-//! Filesystem work done as another user (issue #24 part 4, the `/v1/filesystem/{uid}/{gid}/…`
-//! routes): the kernel checks every path lookup, open, create, rename and metadata change of that
+//! Filesystem work done as another user (issue #24 part 4, the per-identity filesystem routes):
+//! the kernel checks every path lookup, open, create, rename and metadata change of that
 //! work against the chosen uid, gid and supplementary groups, and what is created belongs to them.
 //! execd's own uid never changes.
 //!
