@@ -38,7 +38,8 @@ pub enum FsError {
     /// The disk or quota is full (ENOSPC, EDQUOT).
     #[error("no space left on device: {op} {path}: {source}")]
     NoSpace { op: &'static str, path: String, source: io::Error },
-    /// Refused by the kernel (EACCES, EPERM) to work run as another identity ([`identity`]). For execd's own identity these stay [`FsError::Io`], as upstream.
+    /// Refused by the kernel (EACCES, EPERM) to work run as another identity ([`identity`]).
+    /// For execd's own identity these stay [`FsError::Io`], as upstream.
     #[error("permission denied: {op} {path}: {source}")]
     PermissionDenied { op: &'static str, path: String, source: io::Error },
     /// Any other I/O failure.
