@@ -265,11 +265,8 @@ impl Switch {
 impl Drop for Switch {
     fn drop(&mut self) {
         // fsuid first: it brings the filesystem capabilities back.
-        let restored = (|| {
-            sys::set_fsuid(self.saved.fsuid);
-            self.saved.apply()
-        })();
-        if let Err(e) = restored {
+        sys::set_fsuid(self.saved.fsuid);
+        if let Err(e) = self.saved.apply() {
             fatal("restoring credentials after a job", &e);
         }
         SAVED.with(|s| *s.borrow_mut() = None);
