@@ -34,6 +34,7 @@ pub enum ErrorCode {
     SessionNotFound,
     ServiceUnavailable,
     Forbidden,
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -62,6 +63,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }
@@ -152,8 +154,23 @@ impl From<crate::fs::FsError> for ApiError {
             }
             FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
             FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
+            FsError::PermissionDenied { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Per-identity filesystem routes: ids out of range 400; an execd that cannot take the
+/// credentials 503 `NOT_SUPPORTED` (upstream's answer when identity switching is unavailable).
+impl From<crate::fs::identity::IdentityError> for ApiError {
+    fn from(e: crate::fs::identity::IdentityError) -> Self {
+        use crate::fs::identity::IdentityError;
+        match &e {
+            IdentityError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            IdentityError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported, e.to_string())
+            }
+        }
     }
 }
 

@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,7 +30,7 @@ use crate::fs::range::{self, LineRange, RangePlan};
 use crate::fs::temp::Scratch;
 use crate::fs::transfer::TransferPermit;
 use crate::fs::upload::{Received, SpooledFile, StagedSet, UploadSpec, UploadWriter};
-use crate::fs::{self, download, FsError, InfoStream};
+use crate::fs::{self, download, identity, FsError, InfoStream};
 use crate::state::AppState;
 
 /// Largest JSON body accepted by the JSON routes here.
@@ -44,6 +46,80 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// JSON arrays (list, search) are buffered up to this size before the response starts, so an
 /// early error still gets a proper error status; longer results are streamed.
 const ARRAY_PREFIX: usize = 256 * 1024;
+
+/// Where the per-identity copies of the filesystem routes live (issue #24 part 4; upstream's
+/// "filesystem execution identity", OpenSandbox SDK 1.1).
+const IDENTITY_PREFIX: &str = "/v1/filesystem/{uid}/{gid}";
+
+/// Every `/files*` and `/directories*` route again under `/v1/filesystem/{uid}/{gid}`, performed
+/// with those credentials ([`fs::identity`]): same handlers, same limits; only the identity (and
+/// so the kernel's permission checks, the owner of what is created, and how paths resolve)
+/// differs.
+pub fn identity_routes() -> Router<AppState> {
+    let inner = routes().merge(super::directories::routes()).route_layer(middleware::from_fn(with_identity));
+    Router::new().nest(IDENTITY_PREFIX, inner)
+}
+
+/// Parses one id of the prefix: decimal digits only, 0..=4294967294.
+fn parse_id(name: &str, raw: Option<&str>) -> Result<u32, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid {name} {:?}: must be a decimal integer between 0 and {}",
+            raw.unwrap_or(""),
+            identity::MAX_ID
+        ))
+    };
+    let raw = raw.ok_or_else(bad)?;
+    if raw.is_empty() || raw.len() > 10 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    raw.parse::<u64>().ok().filter(|v| *v <= u64::from(identity::MAX_ID)).map(|v| v as u32).ok_or_else(bad)
+}
+
+/// Resolves the identity of the prefix (passwd and groups, and a check that execd can take it),
+/// then runs the route's handler in its [`identity::scope`]. A refused request's body is read
+/// (bounded) before the answer, so that an upload still sending sees the error, not a reset.
+async fn with_identity(params: Result<RawPathParams, RawPathParamsRejection>, req: Request, next: Next) -> Response {
+    let ids = match &params {
+        Ok(p) => {
+            let get = |k: &str| p.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+            parse_id("uid", get("uid")).and_then(|uid| Ok((uid, parse_id("gid", get("gid"))?)))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("invalid uid/gid: {e}"))),
+    };
+    let resolved = match ids {
+        Ok((uid, gid)) => tokio::task::spawn_blocking(move || -> Result<Arc<identity::Identity>, ApiError> {
+            let who = identity::Identity::lookup(uid, gid)?;
+            who.probe()?;
+            Ok(Arc::new(who))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::runtime(format!("internal error: {e}")))),
+        Err(e) => Err(e),
+    };
+    match resolved {
+        Ok(who) => identity::scope(who, next.run(req)).await,
+        Err(e) => {
+            drain_body(req.into_body()).await;
+            e.into_response()
+        }
+    }
+}
+
+/// Reads and discards a request body, within the drain limits.
+async fn drain_body(body: Body) {
+    let mut stream = body.into_data_stream();
+    let discard = async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_LIMIT {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()

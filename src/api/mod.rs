@@ -58,6 +58,7 @@ fn routes() -> Router<AppState> {
         .merge(openapi::routes())
         .merge(capabilities::routes())
         .merge(isolated::routes())
+        .merge(files::identity_routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,

@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 23] = [
+    const ALL_CODES: [ErrorCode; 24] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
         ErrorCode::RuntimeError,
@@ -156,6 +156,7 @@ mod tests {
         ErrorCode::SessionNotFound,
         ErrorCode::ServiceUnavailable,
         ErrorCode::Forbidden,
+        ErrorCode::PermissionDenied,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -182,7 +183,8 @@ mod tests {
             | ErrorCode::LimitsUnavailable
             | ErrorCode::SessionNotFound
             | ErrorCode::ServiceUnavailable
-            | ErrorCode::Forbidden => {}
+            | ErrorCode::Forbidden
+            | ErrorCode::PermissionDenied => {}
         }
     }
 

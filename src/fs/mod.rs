@@ -8,6 +8,7 @@
 //! (issue #13): transfers hand the blocking pool one chunk or batch at a time ([`transfer`]).
 
 pub mod download;
+pub mod identity;
 pub mod info;
 pub mod list;
 pub mod ops;
@@ -37,6 +38,10 @@ pub enum FsError {
     /// The disk or quota is full (ENOSPC, EDQUOT).
     #[error("no space left on device: {op} {path}: {source}")]
     NoSpace { op: &'static str, path: String, source: io::Error },
+    /// Refused by the kernel (EACCES, EPERM) to work run as another identity ([`identity`]).
+    /// For execd's own identity these stay [`FsError::Io`], as upstream.
+    #[error("permission denied: {op} {path}: {source}")]
+    PermissionDenied { op: &'static str, path: String, source: io::Error },
     /// Any other I/O failure.
     #[error("error {op} {path}: {source}")]
     Io { op: &'static str, path: String, source: io::Error },
@@ -68,6 +73,9 @@ impl FsError {
         let path = path.display().to_string();
         match source.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => FsError::NoSpace { op, path, source },
+            Some(libc::EACCES) | Some(libc::EPERM) if identity::current().is_some() => {
+                FsError::PermissionDenied { op, path, source }
+            }
             _ if source.kind() == io::ErrorKind::NotFound => FsError::NotFound { op, path, source },
             // A path the kernel cannot even take (an interior NUL byte): the client's mistake.
             _ if source.kind() == io::ErrorKind::InvalidInput && path.contains('\0') => {
@@ -87,13 +95,14 @@ impl FsError {
     }
 }
 
-/// Runs blocking filesystem work on tokio's blocking pool.
+/// Runs blocking filesystem work on tokio's blocking pool (as the request's identity, if it has
+/// one: [`identity`]).
 pub async fn blocking<T, F>(f: F) -> Result<T, FsError>
 where
     F: FnOnce() -> Result<T, FsError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| FsError::Internal(e.to_string()))?
+    identity::spawn_blocking(f).await.map_err(|e| FsError::Internal(e.to_string()))?
 }
 
 /// A stream of FileInfo batches produced by a walk (list) running on a blocking thread.
@@ -134,7 +143,7 @@ where
     F: FnOnce(&mut InfoSink) -> Result<(), FsError> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(WALK_CHANNEL);
-    tokio::task::spawn_blocking(move || {
+    identity::spawn_blocking(move || {
         let mut sink = InfoSink { tx, batch: Vec::with_capacity(WALK_BATCH) };
         let res = walk(&mut sink);
         // Entries found before an error are delivered first, as upstream would have listed them.

@@ -10,8 +10,12 @@ use std::path::{Component, Path, PathBuf};
 
 use super::FsError;
 
-/// Expands `s` with execd's own environment (see [`expand_with`]).
+/// Expands `s` with execd's own environment (see [`expand_with`]); for a request run as another
+/// identity, with that identity's home and from `/` instead ([`super::identity::expand`]).
 pub fn expand(s: &str) -> String {
+    if let Some(e) = super::identity::expand_current(s) {
+        return e;
+    }
     expand_with(s, |name| std::env::var(name).ok())
 }
 

@@ -197,7 +197,7 @@ pub fn search(root: &str, pattern: &str) -> SearchStream {
     let runtime = tokio::runtime::Handle::current();
     let pool = BufPool::default();
     let walker_pool = pool.clone();
-    runtime.clone().spawn_blocking(move || {
+    super::identity::spawn_blocking_on(&runtime.clone(), move || {
         let accounts = Arc::new(Accounts::load());
         let mut walker = Walker {
             matcher: Ok(NameMatcher::Glob(GlobSet::empty())),
@@ -407,7 +407,7 @@ impl Walker {
         let batch = std::mem::take(&mut self.batch);
         let accounts = Arc::clone(&self.accounts);
         let pool = self.pool.clone();
-        let task = self.runtime.spawn_blocking(move || batch.run(&accounts, &pool));
+        let task = super::identity::spawn_blocking_on(&self.runtime, move || batch.run(&accounts, &pool));
         self.dispatched = true;
         self.tx.blocking_send(Piece::Pending(task)).is_ok()
     }

@@ -129,7 +129,8 @@ impl Scratch {
     /// Writes a journal entry for a named temporary file `.execd-<id>.tmp`; returns its path.
     fn journal(&self, id: &str, name: &Path) -> Result<PathBuf, FsError> {
         let entry = self.journal.join(id);
-        std::fs::write(&entry, name.as_os_str().as_bytes())
+        // execd's private directory: written as execd even in a job for another identity.
+        super::identity::as_execd(|| std::fs::write(&entry, name.as_os_str().as_bytes()))
             .map_err(|e| FsError::io("writing the temporary file journal", &entry, e))?;
         Ok(entry)
     }
@@ -215,13 +216,11 @@ impl TempFile {
     pub(crate) fn spool(scratch: &Arc<Scratch>) -> Result<TempFile, FsError> {
         let dir = scratch.spool_dir().to_path_buf();
         let name = dir.join(format!(".execd-{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&name)
-            .map_err(|e| FsError::io("creating spool file in", &dir, e))?;
+        // execd's private directory: created as execd even in a job for another identity.
+        let file = super::identity::as_execd(|| {
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&name)
+        })
+        .map_err(|e| FsError::io("creating spool file in", &dir, e))?;
         Ok(TempFile { file: Some(file), dir, name: Some(name), journal: None, scratch: scratch.clone() })
     }
 
@@ -264,7 +263,7 @@ impl TempFile {
             let name = self.dir.join(format!(".execd-{id}.tmp"));
             let journal = self.scratch.journal(&id, &name)?;
             if let Err(e) = link_file(self.scratch.link, file, &name) {
-                let _ = std::fs::remove_file(&journal);
+                let _ = super::identity::as_execd(|| std::fs::remove_file(&journal));
                 return Err(FsError::io("naming temporary file", &name, e.into()));
             }
             self.name = Some(name);
@@ -323,10 +322,14 @@ impl std::fmt::Debug for TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(p) = self.name.take() {
-            let _ = std::fs::remove_file(p);
+            if self.dir == self.scratch.spool {
+                let _ = super::identity::as_execd(|| std::fs::remove_file(p));
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
         }
         if let Some(j) = self.journal.take() {
-            let _ = std::fs::remove_file(j);
+            let _ = super::identity::as_execd(|| std::fs::remove_file(j));
         }
     }
 }

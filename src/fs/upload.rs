@@ -225,7 +225,9 @@ impl SpooledFile {
         let spool = self.0;
         let spool_name =
             spool.name().map(Path::to_path_buf).ok_or_else(|| FsError::Internal("spool file has no name".into()))?;
-        if spool.dev()? == prepared.dev()? {
+        // Under another identity the spool (execd's private directory) is out of its reach:
+        // the file is copied, never renamed out of it.
+        if super::identity::current().is_none() && spool.dev()? == prepared.dev()? {
             let meta = prepared.file()?.metadata().map_err(|e| FsError::io("stat", &target, e))?;
             // By name, safely: the spool directory is private (0700, execd's own).
             std::os::unix::fs::chown(&spool_name, Some(meta.uid()), Some(meta.gid()))
@@ -234,7 +236,8 @@ impl SpooledFile {
                 .map_err(|e| FsError::io("chmod", &spool_name, e))?;
             return Ok(Staged { tmp: spool, target });
         }
-        let mut src = std::fs::File::open(&spool_name).map_err(|e| FsError::io("open", &spool_name, e))?;
+        let mut src = super::identity::as_execd(|| std::fs::File::open(&spool_name))
+            .map_err(|e| FsError::io("open", &spool_name, e))?;
         let mut dst = prepared.file()?;
         std::io::copy(&mut src, &mut dst).map_err(|e| FsError::io("writing", &target, e))?;
         dst.sync_all().map_err(|e| FsError::io("fsync", &target, e))?;
