@@ -441,13 +441,18 @@ def _check_stream(op: str, resp) -> None:
 _VALIDATOR = None
 
 
+def _with_components(sub: dict) -> dict:
+    """A component schema with the document's components beside it, so that its
+    `#/components/schemas/...` references (e.g. `Usage`) resolve."""
+    return {**sub, "components": RAW_SPEC["components"]}
+
+
 def _stream_validator():
     global _VALIDATOR
     if _VALIDATOR is None:
         import jsonschema_rs
 
-        sub = dict(RAW_SPEC["components"]["schemas"]["ServerStreamEvent"])
-        _VALIDATOR = jsonschema_rs.validator_for(sub)
+        _VALIDATOR = jsonschema_rs.validator_for(_with_components(RAW_SPEC["components"]["schemas"]["ServerStreamEvent"]))
     return _VALIDATOR
 
 
@@ -636,7 +641,7 @@ def test_metrics_watch(execd, http, raw_document):
     m = json.loads(text)
     import jsonschema_rs
 
-    errors = list(jsonschema_rs.validator_for(raw_document["components"]["schemas"]["Metrics"]).iter_errors(m))
+    errors = list(jsonschema_rs.validator_for(_with_components(raw_document["components"]["schemas"]["Metrics"])).iter_errors(m))
     assert not errors, f"watch frame {m!r} violates Metrics: {errors[0]}"
 
 
