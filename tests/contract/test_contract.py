@@ -8,6 +8,13 @@ below); `/pty/{id}/ws` needs a WebSocket (tests/pty.rs); `/proxy/{port}...` forw
 listens on a local port (tests/proxy.rs and the SDK suite's pass through the proxy). The
 `/v1/filesystem/{uid}/{gid}/...` operations are skipped only while the binary does not route them.
 
+Isolated sessions (`/v1/isolated/*`): each create builds namespaces and a shell, so `POST
+/v1/isolated/session` gets few examples and no coverage phase (ISOLATED_CREATE_EXAMPLES), its body
+is rebuilt from safe keys with mounts in the scratch tree, and every session it creates is deleted
+at once (test_zz checks none is left). Half the `{sid}` values are a real session (overlay over the
+scratch tree), never for DELETE of the session; runs are `echo x`. The file routes share the rules
+of the routes without the prefix.
+
 Every response must hold:
   * a request without the right token gets a JSON 401 (negative mode drops the header);
   * a method the path does not have gets a JSON 404 (no 405, §2.6); a spec route is never answered
@@ -110,13 +117,22 @@ REFERENCE_EXCEPTIONS: list[tuple[str, str, object, str, str]] = [
 
 
 IDENTITY_PREFIX = "/v1/filesystem/{uid}/{gid}"
+ISOLATED_PREFIX = "/v1/isolated/session/{sid}"
+ISOLATED_FILE_RE = re.compile(r"^/v1/isolated/session/\{sid\}(/files|/directories)")
+ISOLATED_CREATE = "POST /v1/isolated/session"
+ISOLATED_CREATE_EXAMPLES = 4
 
 
 def base_op(op: str) -> str:
     """`GET /v1/filesystem/{uid}/{gid}/files/info` -> `GET /files/info`: the per-identity routes
-    behave as the route without the prefix (plus 403), so they share its rules here."""
+    behave as the route without the prefix (plus 403), so they share its rules here; likewise the
+    file routes of an isolated session (plus 403/404/409/503)."""
     method, _, path = op.partition(" ")
-    return f"{method} {path[len(IDENTITY_PREFIX):]}" if path.startswith(IDENTITY_PREFIX + "/") else op
+    if path.startswith(IDENTITY_PREFIX + "/"):
+        return f"{method} {path[len(IDENTITY_PREFIX):]}"
+    if ISOLATED_FILE_RE.match(path):
+        return f"{method} {path[len(ISOLATED_PREFIX):]}"
+    return op
 
 
 def _exceptions(op: str, kind: str) -> list:
@@ -142,6 +158,14 @@ CONFIG = schemathesis.Config.from_dict(
             "stateful": {"enabled": False},
         },
         "request-timeout": REQUEST_TIMEOUT_S,
+        # Each create starts namespaces and a shell: a handful, no coverage phase.
+        "operations": [
+            {
+                "include-operation-id": "createIsolatedSession",  # one filter: includes are OR-ed
+                "generation": {"max-examples": ISOLATED_CREATE_EXAMPLES},
+                "phases": {"coverage": {"enabled": False}},
+            }
+        ],
     }
 )
 # (path regex, reason): operations not fuzzed.
@@ -207,7 +231,58 @@ def _only(d: dict, keys: tuple[str, ...]) -> dict:
     return {k: d[k] for k in keys if k in d}
 
 
-def make_safe(case, scratch: Scratch, real_session: str) -> None:
+def _isolated_safe(case, scratch: Scratch, real_isolated: str) -> None:
+    """Isolated routes: a real session for half the `{sid}` values (never to delete it), safe
+    create and run bodies."""
+    op = case.operation.label
+    pp = case.path_parameters if isinstance(case.path_parameters, dict) else {}
+    sid = pp.get("sid")
+    if isinstance(sid, str) and len(sid) % 2 == 0 and op != "DELETE /v1/isolated/session/{sid}":
+        pp["sid"] = real_isolated
+    body = case.body
+    if op == ISOLATED_CREATE and isinstance(body, dict):
+        new = _only(body, ("profile", "share_net", "uid_mode", "idle_timeout_seconds"))
+        for key in ("workspace",):
+            if isinstance(body.get(key), dict):
+                w = _only(body[key], ("mode",))
+                w["path"] = str(scratch.root)  # a directory that exists; mode as generated
+                new[key] = w
+            elif key in body:
+                new[key] = body[key]
+        if isinstance(body.get("overlays"), list):
+            new["overlays"] = [
+                {**_only(o, ("mode", "persist")), "path": str(scratch.root)} if isinstance(o, dict) else o
+                for o in body["overlays"][:2]
+            ]
+        elif "overlays" in body:
+            new["overlays"] = body["overlays"]
+        if isinstance(body.get("env_passthrough"), dict):
+            new["env_passthrough"] = _only(body["env_passthrough"], ("mode",))
+        elif "env_passthrough" in body:
+            new["env_passthrough"] = body["env_passthrough"]
+        # extra_writable / binds: scratch paths (outside the allowlist -> 400), wrong types kept.
+        for key in ("extra_writable", "binds"):
+            if isinstance(body.get(key), list):
+                new[key] = [str(scratch.root)] if key == "extra_writable" else [{"source": str(scratch.root), "readonly": True}]
+            elif key in body:
+                new[key] = body[key]
+        case.body = new
+    elif op == "POST /v1/isolated/session/{sid}/run" and isinstance(body, dict):
+        new = {"code": SAFE_COMMAND}
+        for key in ("timeout_seconds", "background"):
+            if key in body:
+                new[key] = body[key]
+        if "envs" in body:
+            envs = body["envs"]
+            new["envs"] = (
+                {f"FUZZ_{i}": v for i, v in enumerate(list(envs.values())[:3])} if isinstance(envs, dict) else envs
+            )
+        case.body = new
+
+
+def make_safe(case, scratch: Scratch, real_session: str, real_isolated: str = "") -> None:
+    if case.operation.path.startswith("/v1/isolated/"):
+        _isolated_safe(case, scratch, real_isolated)
     op = base_op(case.operation.label)
     q = case.query if isinstance(case.query, dict) else {}
 
@@ -316,7 +391,7 @@ def make_safe(case, scratch: Scratch, real_session: str) -> None:
 TERMINAL = {"execution_complete", "error"}
 # Paths routed with axum's `any` (every method): the proxy without a port.
 ANY_METHOD_PATHS = {"/proxy/"}
-STREAM_OPS = {"POST /command", "POST /session/{sessionId}/run", "POST /code"}
+STREAM_OPS = {"POST /command", "POST /session/{sessionId}/run", "POST /code", "POST /v1/isolated/session/{sid}/run"}
 
 
 def hdr(resp, name: str) -> str:
@@ -366,13 +441,18 @@ def _check_stream(op: str, resp) -> None:
 _VALIDATOR = None
 
 
+def _with_components(sub: dict) -> dict:
+    """A component schema with the document's components beside it, so that its
+    `#/components/schemas/...` references (e.g. `Usage`) resolve."""
+    return {**sub, "components": RAW_SPEC["components"]}
+
+
 def _stream_validator():
     global _VALIDATOR
     if _VALIDATOR is None:
         import jsonschema_rs
 
-        sub = dict(RAW_SPEC["components"]["schemas"]["ServerStreamEvent"])
-        _VALIDATOR = jsonschema_rs.validator_for(sub)
+        _VALIDATOR = jsonschema_rs.validator_for(_with_components(RAW_SPEC["components"]["schemas"]["ServerStreamEvent"]))
     return _VALIDATOR
 
 
@@ -453,6 +533,9 @@ def check_response(case, resp, token: str) -> None:
     if op == "GET /command/{id}/logs":
         assert hdr(resp, "execd-commands-tail-cursor").isdigit(), resp.headers  # §4.9, §14.4.10
         return
+    if op == "GET /v1/isolated/session/{sid}/runs/{rid}/logs":
+        assert hdr(resp, "execd-isolated-tail-cursor").isdigit(), resp.headers  # ISOLATED.md I20
+        return
     content = (case.operation.definition.raw["responses"].get(str(status)) or {}).get("content")
     if not resp.content:
         assert hdr(resp, "content-length") == "0", f"{op}: empty {status} without Content-Length: 0"
@@ -491,6 +574,17 @@ def real_session(execd, http) -> str:
 
 
 @pytest.fixture(scope="module")
+def real_isolated(execd, http, scratch) -> str:
+    """An isolated session with an overlay over the scratch tree, or a made-up id where isolation
+    is unavailable (every isolated route then answers 503, which the document lists)."""
+    r = http.post(execd.base_url + "/v1/isolated/session",
+                  json={"workspace": {"path": str(scratch.root), "mode": "overlay"}}, timeout=REQUEST_TIMEOUT_S)
+    if r.status_code != 201:
+        return "00000000-0000-4000-8000-000000000000"
+    return r.json()["session_id"]
+
+
+@pytest.fixture(scope="module")
 def served_ops(execd, http) -> dict:
     """Per path prefix pending on another branch: whether this binary routes it (a request that
     the router answers with its own 404 `NOT_FOUND` means no)."""
@@ -510,14 +604,19 @@ def test_x1_served_document_is_valid_openapi_and_the_repository_file(raw_documen
 
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, print_blob=True)
-def test_contract(case, execd, scratch, http, real_session, served_ops):
+def test_contract(case, execd, scratch, http, real_session, real_isolated, served_ops):
     path = case.operation.path
     if path.startswith(IDENTITY_PREFIX + "/") and not served_ops[IDENTITY_PREFIX]:
         pytest.skip(f"{IDENTITY_PREFIX}/... is documented but not routed by this binary (pending branch)")
     scratch.reset()
-    make_safe(case, scratch, real_session)
+    make_safe(case, scratch, real_session, real_isolated)
     case.headers = {**(case.headers or {}), **execd.headers()}
     resp = case.call(base_url=execd.base_url, session=http, timeout=REQUEST_TIMEOUT_S)
+    if case.operation.label == ISOLATED_CREATE and resp.status_code == 201:
+        # Never leave a fuzzed session behind (namespaces, a shell, an upper layer).
+        sid = resp.json()["session_id"]
+        gone = http.delete(f"{execd.base_url}/v1/isolated/session/{sid}", timeout=REQUEST_TIMEOUT_S)
+        assert gone.status_code == 200, f"created session {sid} could not be deleted: {gone.text[:300]!r}"
     STATS[case.operation.label][resp.status_code] += 1
     check_response(case, resp, execd.token)
 
@@ -542,7 +641,7 @@ def test_metrics_watch(execd, http, raw_document):
     m = json.loads(text)
     import jsonschema_rs
 
-    errors = list(jsonschema_rs.validator_for(raw_document["components"]["schemas"]["Metrics"]).iter_errors(m))
+    errors = list(jsonschema_rs.validator_for(_with_components(raw_document["components"]["schemas"]["Metrics"])).iter_errors(m))
     assert not errors, f"watch frame {m!r} violates Metrics: {errors[0]}"
 
 
@@ -575,10 +674,19 @@ def test_upload_fixed_inputs(execd, http, scratch):
         assert body.get("code") == code and isinstance(body.get("message"), str), (code, body)
 
 
-def test_zz_daemon_survived_fuzzing(execd, scratch):
+def test_zz_daemon_survived_fuzzing(execd, scratch, http, real_isolated):
     """Runs last (file order): the daemon still answers /ping and is the same process."""
     assert execd.alive(), execd.log()[-3000:]
     assert execd.ping(timeout=5), "execd does not answer /ping after the contract run"
+    # No fuzzed isolated session was left behind: at most the fixture's, which is deleted here.
+    r = http.get(execd.base_url + "/v1/isolated/sessions", timeout=REQUEST_TIMEOUT_S)
+    if r.status_code == 200:
+        left = {s["session_id"] for s in r.json()["sessions"]}
+        assert left <= {real_isolated}, f"isolated sessions left behind: {left - {real_isolated}}"
+        if real_isolated in left:
+            d = http.delete(f"{execd.base_url}/v1/isolated/session/{real_isolated}", timeout=REQUEST_TIMEOUT_S)
+            assert d.status_code == 200, d.text[:300]
+        assert http.get(execd.base_url + "/v1/isolated/sessions", timeout=REQUEST_TIMEOUT_S).json()["sessions"] == []
     # Spot checks that fuzzed paths stayed in the scratch tree: it survived, and nothing new
     # appeared at the filesystem root.
     assert scratch.root.is_dir()
