@@ -12,6 +12,18 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
+# Oracles the extension tests compare against (clients and tools we did not write): GNU tar,
+# unzip and zstd read our archives (X30/X31), `rg --json` is the grep oracle (X32), inotifywait
+# the watch floor (X40–X42), Debian's Chromium drives the browser terminal (X70), qemu-user runs
+# the aarch64 static binary (X55).
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
+command -v zip >/dev/null 2>&1 || need+=(zip)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v rg >/dev/null 2>&1 || need+=(ripgrep)
+command -v inotifywait >/dev/null 2>&1 || need+=(inotify-tools)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v qemu-aarch64-static >/dev/null 2>&1 || command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
