@@ -226,6 +226,9 @@ async fn i28_i32_namespaces_pid_hostname_tmp_and_net() {
     assert!(out[2].parse::<u32>().unwrap() < 10, "{out:?}");
     let ifaces = sh(&s, &a, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
     assert_eq!(ifaces, ["lo"]);
+    // ... and `lo` is up (as bwrap leaves it): 127.0.0.1 answers "refused", not "unreachable".
+    let lo = sh(&s, &a, "(exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -q refused && echo refused").await;
+    assert_eq!(lo, ["refused"]);
     // Private /tmp: b does not see a's file, the host neither.
     sh(&s, &a, "echo secret > /tmp/only-a").await;
     assert_eq!(sh(&s, &b, "ls /tmp/only-a 2>&1 >/dev/null | wc -l").await, ["1"]);

@@ -107,6 +107,11 @@ fn stage1(rest: &[OsString]) -> Result<u8, String> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if spec.new_net {
+        // A new network namespace starts with `lo` down; upstream's bwrap brings it up, and
+        // programs that talk to themselves over 127.0.0.1 (test servers, language servers) need it.
+        loopback_up()?;
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     // Its own process group: a run's SIGINT goes to stage 2's group and never reaches us.
     let mut child = Command::new(exe)
@@ -123,6 +128,37 @@ fn stage1(rest: &[OsString]) -> Result<u8, String> {
     }
     let status = child.wait().map_err(|e| format!("wait stage 2: {e}"))?;
     Ok(exit_code(status))
+}
+
+/// Sets `IFF_UP` on `lo` in the calling process's network namespace (SIOCGIFFLAGS, then
+/// SIOCSIFFLAGS on a throwaway datagram socket; neither nix nor rustix wraps these two ioctls).
+#[allow(unsafe_code)]
+fn loopback_up() -> Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket() takes no pointers; a non-negative result is a new descriptor we own.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(format!("socket for lo: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns; OwnedFd closes it once.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value (empty name, no flags).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into the ifreq we pass,
+    // which lives on our stack for the whole call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(format!("read flags of lo: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the flags member of the union is the one SIOCGIFFLAGS just wrote.
+    unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags from the ifreq we pass.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(format!("bring lo up: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn join(root: &Path, p: &Path) -> PathBuf {
