@@ -16,9 +16,10 @@
 # the aarch64 musl binary (scripts/build-static.sh picks the target from `uname -m`).
 
 FROM rust:1-slim-bookworm AS builder
-# readelf (binutils) and file let build-static.sh verify the binary is static.
+# readelf (binutils) and file let build-static.sh verify the binary is static; musl-tools
+# compiles libzstd (zstd-sys, for tar.zst archives) for the musl target.
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends file binutils \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends file binutils musl-tools \
     && rm -rf /var/lib/apt/lists/* \
     && rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src

@@ -6,8 +6,9 @@
 #
 # The binary must run in any image (glibc, musl, or neither: execd-reference.md §1.5), so the
 # script checks that it has no program interpreter and no shared-library dependencies, and that
-# it is at most 8 MiB; it fails otherwise. Every dependency is pure Rust, so the musl target needs
-# no C toolchain beyond the linker rustup already requires (no musl-tools).
+# it is at most 8 MiB; it fails otherwise. One dependency is C: zstd (libzstd, for `tar.zst`
+# archives, X30/X31) is compiled by zstd-sys, so the musl target needs a musl C compiler:
+# Debian's musl-tools (`<arch>-linux-musl-gcc`, installed by scripts/install-test-deps.sh).
 #
 # When the musl target cannot be installed, it falls back to a glibc `crt-static` build and says
 # so loudly: that binary is static too, but glibc's static NSS (getpwnam & co.) does not work,
@@ -41,6 +42,18 @@ if ! have_target "$target"; then
     target=$fallback
     rustflags="$rustflags -C target-feature=+crt-static"
   fi
+fi
+
+# zstd-sys compiles C for the target: point cc-rs at musl's gcc wrapper unless the caller chose.
+cc_var="CC_${target//-/_}"
+if [[ $target == *-musl ]] && [ -z "${!cc_var:-}" ]; then
+  for cc in "${arch}-linux-musl-gcc" musl-gcc; do
+    if command -v "$cc" >/dev/null 2>&1; then
+      export "$cc_var=$cc"
+      break
+    fi
+  done
+  [ -n "${!cc_var:-}" ] || { log "FAIL: no musl C compiler (install musl-tools) for zstd-sys"; exit 1; }
 fi
 
 log "cargo build --release --locked --target $target"

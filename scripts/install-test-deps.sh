@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine with Rust, idempotently:
 # Debian packages (busybox-static for the image/chroot test, python3 with its venv module for the
-# Jupyter and SDK venvs) and the musl target for the static build. Python packages live in venvs
+# Jupyter and SDK venvs, musl-tools for the static build's C dependency) and the musl target for the static build. Python packages live in venvs
 # made by scripts/jupyter-test-env.sh and tests/sdk/venv.sh. scripts/test.sh runs this first, in
 # the foreground, so that the steps it then runs side by side never run apt-get or rustup at once.
 set -euo pipefail
@@ -16,6 +16,8 @@ fi
 # unzip and zstd read our archives (X30/X31), `rg --json` is the grep oracle (X32), inotifywait
 # the watch floor (X40–X42), Debian's Chromium drives the browser terminal (X70), qemu-user runs
 # the aarch64 static binary (X55).
+# The static build compiles libzstd (zstd-sys) for the musl target with musl's gcc wrapper.
+command -v "$(uname -m)-linux-musl-gcc" >/dev/null 2>&1 || command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
 command -v zip >/dev/null 2>&1 || need+=(zip)
