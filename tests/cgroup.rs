@@ -426,3 +426,43 @@ async fn x21_session_run_is_placed_and_killed() {
     assert!(all_gone(&pids), "a setsid child of a timed-out session run survived");
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "session leaf leaked");
 }
+
+#[tokio::test]
+async fn x20_x21_pty_shell_is_placed_and_delete_kills_setsid_children() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let cmd = "setsid sleep 1000 >/dev/null 2>&1 & echo PID $!; exec sleep 1000";
+    let resp = s.client().post(s.url("/pty")).json(&json!({ "command": cmd })).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["session_id"].as_str().unwrap().to_string();
+    // The shell starts when a client attaches; its output carries the escapee's pid.
+    let url = format!("ws://127.0.0.1:{}/pty/{id}/ws", s.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+    let mut out = Vec::new();
+    let pid = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&0x01) => out.extend_from_slice(&b[1..]),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended before the pid: {other:?}"),
+            }
+            let text = String::from_utf8_lossy(&out);
+            if let Some(pid) = text.lines().find_map(|l| l.trim().strip_prefix("PID ")?.parse::<i32>().ok()) {
+                break pid;
+            }
+        }
+    })
+    .await
+    .expect("the pid never arrived");
+    assert!(pid_alive(pid));
+    assert_eq!(leaves(&parent).len(), 1, "the shell has no leaf of its own");
+    let resp = s.client().delete(s.url(&format!("/pty/{id}"))).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert!(all_gone(&[pid]), "a setsid child of a deleted PTY session survived");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "pty leaf leaked");
+}

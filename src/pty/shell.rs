@@ -8,6 +8,9 @@
 //!
 //! The leader is watched through a pidfd and reaped only by [`ShellProc::reap`]; every signal and
 //! the reap happen under one lock, so a recycled pid is never signalled (DECISIONS D14).
+//!
+//! Where execd places commands in cgroups (X20), the shell starts in a leaf of its own too, so
+//! that closing the session also kills what left the shell's session (`setsid`, daemons).
 #![allow(unsafe_code)]
 
 use std::ffi::OsString;
@@ -134,6 +137,9 @@ pub struct ShellProc {
     master: Option<Arc<AsyncFd<PtyMaster>>>,
     /// `Some(exit code)` once reaped. Signals are sent only while this is `None`, under the lock.
     reaped: Mutex<Option<i32>>,
+    /// The shell's cgroup leaf (X20); `None`: its session only. Dropped with the process, which
+    /// removes the directory or hands it to the janitor.
+    leaf: Option<crate::cgroup::Leaf>,
 }
 
 impl ShellProc {
@@ -173,8 +179,14 @@ impl ShellProc {
         killpg(self.pid, sig).map_err(io::Error::from)
     }
 
-    /// SIGKILLs the shell's process group and every other process of its session.
+    /// SIGKILLs the shell's process group, every other process of its session and every process
+    /// of its cgroup leaf (which also holds what called `setsid`).
     pub fn kill_all(&self) {
+        // The leaf holds no pid numbers of its own: its members are killed even once the shell
+        // itself was reaped (a daemon the shell left behind).
+        if let Some(leaf) = &self.leaf {
+            leaf.kill_round();
+        }
         // The lock keeps the leader unreaped, so the session id still names our session.
         let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
         if reaped.is_some() {
@@ -263,6 +275,16 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
         cmd.current_dir(cwd);
     }
     let mut master = None;
+    // Placement is best effort (no limits to enforce): without a leaf the session is the unit.
+    let leaf = crate::cgroup::new_leaf(&crate::cgroup::Limits::default()).ok().flatten();
+    let procs = match leaf.as_ref().map(|l| l.procs_files()) {
+        Some(Ok(fds)) => fds,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "pty shell: cannot open its cgroup leaf; using its session only");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     match spec.mode {
         Mode::Pty => {
             // O_CLOEXEC at open: no other concurrently spawned child inherits the master.
@@ -278,10 +300,13 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
             cmd.stdin(Stdio::from(slave.try_clone()?))
                 .stdout(Stdio::from(slave.try_clone()?))
                 .stderr(Stdio::from(slave));
-            // SAFETY: the closure runs in the forked child before exec and only makes two raw
-            // syscalls (async-signal-safe); it touches no memory shared with the parent.
+            // SAFETY: the closure runs in the forked child before exec and only makes raw
+            // syscalls (async-signal-safe: `write`s to descriptors opened before the fork, setsid,
+            // ioctl); it touches no memory shared with the parent.
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
+                    // Best effort, as for the leaf itself.
+                    let _ = crate::cgroup::leaf::enter(&procs);
                     if nix::libc::setsid() < 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -297,10 +322,11 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
         }
         Mode::Pipe => {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            // SAFETY: runs in the forked child before exec; setsid is a single async-signal-safe
-            // syscall touching no shared memory.
+            // SAFETY: runs in the forked child before exec; `write`s to descriptors opened before
+            // the fork and setsid are async-signal-safe syscalls touching no shared memory.
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
+                    let _ = crate::cgroup::leaf::enter(&procs);
                     if nix::libc::setsid() < 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -341,6 +367,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
             return Err(e);
         }
     };
-    let proc = ShellProc { pid: Pid::from_raw(pid as i32), mode: spec.mode, pidfd, master, reaped: Mutex::new(None) };
+    let proc =
+        ShellProc { pid: Pid::from_raw(pid as i32), mode: spec.mode, pidfd, master, reaped: Mutex::new(None), leaf };
     Ok((proc, io))
 }
