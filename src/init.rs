@@ -22,6 +22,7 @@
 
 #![allow(unsafe_code)]
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -135,7 +136,7 @@ pub fn start(entrypoint: &[String], opts: InitOpts) -> Start {
     MODE.store(if mode == Mode::Pid1 { 1 } else { 2 }, Ordering::Relaxed);
 
     // Blocked before any child exists, so no signal falls between spawning and listening; the
-    // daemon restores the mask, the entrypoint gets an empty one from std's spawn.
+    // daemon and the entrypoint get the old mask back.
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     for s in FORWARDED {
@@ -230,6 +231,15 @@ impl Init {
         cmd.args(&entrypoint[1..]);
         for var in crate::process::env::INTERNAL_VARS {
             cmd.env_remove(var);
+        }
+        // std's spawn does not always reset the signal mask, and init blocks the forwarded ones.
+        let mask = self.old_mask;
+        // SAFETY: the hook only calls sigprocmask(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+                Ok(())
+            });
         }
         let status = match cmd.spawn() {
             Ok(child) => {
