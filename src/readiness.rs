@@ -156,7 +156,7 @@ fn probe_write(dir: &Path, seq: u64) -> Check {
 fn probe_space(opts: &ReadinessOpts) -> [Check; 2] {
     match nix::sys::statvfs::statvfs(&opts.state_dir) {
         Ok(s) => {
-            let free = (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64);
+            let free = s.blocks_available().saturating_mul(s.fragment_size());
             let disk = Check {
                 name: "disk",
                 ok: free >= opts.min_free_bytes,
@@ -166,7 +166,7 @@ fn probe_space(opts: &ReadinessOpts) -> [Check; 2] {
             let inodes = if s.files() == 0 {
                 Check { name: "inodes", ok: true, detail: "no inode limit".into() }
             } else {
-                let free = s.files_available() as u64;
+                let free = s.files_available();
                 Check {
                     name: "inodes",
                     ok: free >= opts.min_free_inodes,

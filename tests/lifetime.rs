@@ -70,7 +70,7 @@ async fn x53_inventory_pages_filters_and_hides_command_text() {
         finished.push(start_bg(&s, &format!("echo secret-{i}; exit {i}")).await);
     }
     wait_all_finished(&s, 5).await;
-    let running = vec![start_bg(&s, "sleep 30").await, start_bg(&s, "sleep 30").await];
+    let running = [start_bg(&s, "sleep 30").await, start_bg(&s, "sleep 30").await];
 
     let (st, cache, body) = get(&s, "/command").await;
     assert_eq!(st, 200);

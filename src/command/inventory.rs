@@ -192,7 +192,7 @@ mod tests {
         assert!(decode_cursor(RunningFilter::Running, "!!").is_err());
         assert!(decode_cursor(RunningFilter::Running, "").is_err());
         assert!(decode_cursor(RunningFilter::Running, &"A".repeat(600)).is_err());
-        let other = URL_SAFE_NO_PAD.encode(format!("c1.000000000000.running.5.x"));
+        let other = URL_SAFE_NO_PAD.encode("c1.000000000000.running.5.x");
         assert!(
             matches!(decode_cursor(RunningFilter::Running, &other), Err(InventoryError::Cursor(m)) if m.contains("process"))
         );
