@@ -17,6 +17,8 @@
 #   EXECD_BOOTSTRAP_PRE_SCRIPT  sourced (with `.`) before execd starts when it names a readable file,
 #                               so its exports reach execd and the user command. A bare name is
 #                               looked up in the current directory.
+#   EXECD_INIT                  1/true/yes/on: exec execd as init in front of the user command
+#                               (`execd --init -- CMD`, EXTENSIONS X51) instead of running both.
 #   OPENSANDBOX_EGRESS_MITMPROXY_TRANSPARENT  1/true/yes/on: trust the egress sidecar's MITM CA
 #                               (/opt/opensandbox/mitmproxy-ca-cert.pem, waited for up to 300 s)
 #                               before anything starts. Best effort: failures only warn.
@@ -127,12 +129,7 @@ if [ -n "${EXECD_BOOTSTRAP_PRE_SCRIPT:-}" ]; then
 	fi
 fi
 
-# Step 4: execd in the background, with no arguments (unquoted: EXECD may carry flags).
-echo "bootstrap: starting execd: $EXECD" >&2
-# shellcheck disable=SC2086
-$EXECD &
-
-# Step 5: the user command.
+# Step 4: the user command.
 CMD=""
 if [ -n "${BOOTSTRAP_CMD:-}" ]; then
 	CMD=$BOOTSTRAP_CMD
@@ -147,6 +144,28 @@ elif command -v bash >/dev/null 2>&1; then
 else
 	SHELL_BIN="sh"
 fi
+
+# Step 5 (EXECD_INIT=1): execd replaces this script as init (or child subreaper) in front of the
+# user command (EXTENSIONS X51): it reaps orphans, forwards signals to the user command and exits
+# with its status (128+n when signal n ended it). The steps below do not run.
+if _truthy "${EXECD_INIT:-}"; then
+	echo "bootstrap: starting execd as init: $EXECD" >&2
+	if [ -n "$CMD" ]; then
+		# shellcheck disable=SC2086
+		exec $EXECD --init -- "$SHELL_BIN" -c "$CMD"
+	elif [ "$#" -eq 0 ]; then
+		# shellcheck disable=SC2086
+		exec $EXECD --init -- "$SHELL_BIN"
+	else
+		# shellcheck disable=SC2086
+		exec $EXECD --init -- "$@"
+	fi
+fi
+
+# Step 5: execd in the background, with no arguments (unquoted: EXECD may carry flags).
+echo "bootstrap: starting execd: $EXECD" >&2
+# shellcheck disable=SC2086
+$EXECD &
 
 # Step 6: SIGTERM goes to the user process only. The trap is set before the user process starts
 # so that no SIGTERM can fall between the two.

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 pub type Provider = fn() -> Vec<(&'static str, Value)>;
 
 /// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
-pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform];
+pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, lifetime];
 
 /// The `features` object: every provider's keys. A key given twice is a programming error
 /// (debug builds panic); the later one wins.
@@ -64,9 +64,16 @@ fn isolation_and_limits() -> Vec<(&'static str, Value)> {
     vec![("cgroup", json!(c.cgroup)), ("limits", json!(c.limits))]
 }
 
-/// Process-level features not implemented yet: acting as init, OpenTelemetry export.
+/// Process-level features: acting as init (X51, true when `--init` runs this execd); not yet:
+/// OpenTelemetry export.
 fn platform() -> Vec<(&'static str, Value)> {
-    vec![("init", json!(false)), ("otel", json!(false))]
+    vec![("init", json!(crate::init::active())), ("otel", json!(false))]
+}
+
+/// Lifetime and operations (X51–X53): `init` (above, with the platform keys), `GET /ready`, the
+/// `GET /command` inventory.
+fn lifetime() -> Vec<(&'static str, Value)> {
+    vec![("ready", json!(true)), ("command_inventory", json!(true))]
 }
 
 /// Whether a pseudo-terminal can be opened here (checked once).

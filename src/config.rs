@@ -74,6 +74,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// `--cgroup-root` (X20): `""` auto-detect, `none` off, else a cgroup v2 directory.
     pub cgroup_root: String,
+    /// X52: `/ready` fails when the state directory's filesystem has fewer free bytes.
+    pub ready_min_free_disk: u64,
+    /// X52: `/ready` fails when the state directory's filesystem has fewer free inodes.
+    pub ready_min_free_inodes: u64,
 }
 
 /// Why the configuration was rejected. The message names the flag (or variable) and the value.
@@ -215,6 +219,18 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_STALL_TIMEOUT"),
         default: "60s",
         help: "Go duration; a request body or a response write that makes no progress for this long fails",
+    },
+    Setting {
+        flag: "ready-min-free-disk",
+        env: Some("EXECD_READY_MIN_FREE_DISK"),
+        default: "64M",
+        help: "GET /ready fails below this much free space in the state directory (bytes or 512K, 64M, 1G)",
+    },
+    Setting {
+        flag: "ready-min-free-inodes",
+        env: Some("EXECD_READY_MIN_FREE_INODES"),
+        default: "1024",
+        help: "GET /ready fails below this many free inodes in the state directory's filesystem",
     },
 ];
 
@@ -500,6 +516,16 @@ impl Config {
             None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
             Some((_, v)) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
         };
+        let ready_min_free_disk = match get("ready-min-free-disk") {
+            Some((n, v)) => {
+                crate::cgroup::parse_memory(v).map_err(|_| invalid(n, v, "expected bytes or a size like 64M"))?
+            }
+            None => 64 << 20,
+        };
+        let ready_min_free_inodes = match get("ready-min-free-inodes") {
+            Some((n, v)) => v.parse::<u64>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
+            None => 1024,
+        };
         let access_token = secret(get("access-token"), get("access-token-file"))?;
         let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
@@ -526,6 +552,8 @@ impl Config {
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
             cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            ready_min_free_disk,
+            ready_min_free_inodes,
         })))
     }
 

@@ -5,6 +5,8 @@
 //! - `config`: flags + env → [`config::Config`]; `telemetry`: JSON logs; `clone3`: seccomp compat;
 //!   `argv`: secret flag values wiped from the process's argv.
 //! - `state`: [`state::AppState`], handles to every manager; `shutdown`: the SIGTERM/SIGINT future.
+//! - `init`: `execd --init -- ENTRYPOINT…` (X51), init or subreaper in front of the daemon;
+//!   `readiness`: the `/ready` checks (X52).
 //! - `state_dir`: the private state directory and how files in it are made and opened.
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
 //! - `cgroup`: a cgroup leaf per spawned command (v2, v1 or none), kill-all, usage, limits.
@@ -22,10 +24,12 @@ pub mod code;
 pub mod command;
 pub mod config;
 pub mod fs;
+pub mod init;
 pub mod isolated;
 pub mod metrics;
 pub mod process;
 pub mod pty;
+pub mod readiness;
 pub mod session;
 pub mod shutdown;
 pub mod state;

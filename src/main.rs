@@ -19,7 +19,15 @@ fn main() -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut config = match Config::parse(args.iter().cloned(), |k| std::env::var(k).ok()) {
+    // `--init -- ENTRYPOINT…` (X51) is split off before the daemon's flags are parsed.
+    let split = match execd::init::split_args(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("execd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match Config::parse(split.daemon.iter().cloned(), |k| std::env::var(k).ok()) {
         Ok(Invocation::Run(c)) => *c,
         Ok(Invocation::Help) => {
             print!("{}", help_text());
@@ -35,7 +43,9 @@ fn main() -> ExitCode {
         }
     };
     // Tokens given as flags: gone from /proc/<pid>/cmdline before any thread or child exists.
-    let hidden = execd::argv::overwrite(&args, &execd::config::secret_arg_spans(&args));
+    let spans: Vec<_> =
+        execd::config::secret_arg_spans(&split.daemon).into_iter().map(|(i, r)| (split.index[i], r)).collect();
+    let hidden = execd::argv::overwrite(&args, &spans);
     // Before anything is written there: a state directory someone else controls is refused.
     let mut candidates = vec![config.state_dir.clone()];
     candidates.extend(config.state_dir_fallbacks.iter().cloned());
@@ -44,6 +54,14 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("execd: {e}");
             return ExitCode::from(2);
+        }
+    }
+    // Init mode: this process becomes init (or a subreaper) and forks the daemon, which goes on
+    // below. Before the logger and the runtime: no thread may exist at the fork.
+    if let Some(entrypoint) = &split.entrypoint {
+        let opts = execd::init::InitOpts { daemon_stop: config.graceful_shutdown_timeout + execd::init::STOP_SLACK };
+        if let execd::init::Start::Exit(code) = execd::init::start(entrypoint, opts) {
+            return ExitCode::from(code);
         }
     }
     if let Err(e) = execd::telemetry::init(&config) {

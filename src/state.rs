@@ -26,6 +26,8 @@ pub struct AppState {
     pub transfers: crate::fs::transfer::Transfers,
     /// `/v1/isolated`: namespace-isolated bash sessions.
     pub isolated: crate::isolated::IsolatedManager,
+    /// `/ready` (X52): the readiness checks.
+    pub readiness: crate::readiness::Readiness,
 }
 
 impl AppState {
@@ -64,10 +66,17 @@ impl AppState {
             max_sessions: config.isolation_max_sessions,
             allowed_writable: config.isolation_allowed_writable.clone(),
         });
+        let readiness = crate::readiness::Readiness::new(crate::readiness::ReadinessOpts {
+            state_dir: config.state_dir.clone(),
+            min_free_bytes: config.ready_min_free_disk,
+            min_free_inodes: config.ready_min_free_inodes,
+            jupyter_host: config.jupyter_host.clone(),
+            jupyter_token: config.jupyter_token.clone(),
+        });
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, readiness })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

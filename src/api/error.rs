@@ -35,6 +35,8 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Forbidden,
     PermissionDenied,
+    /// X53: a bad `running`, `limit` or `cursor` on `GET /command` (upstream PR #1309).
+    InvalidQuery,
 }
 
 impl ErrorCode {
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::InvalidQuery => "INVALID_QUERY",
         }
     }
 }
@@ -321,6 +324,13 @@ impl From<crate::isolated::IsolatedError> for ApiError {
             _ => e.to_string(),
         };
         ApiError::new(status, code, message)
+    }
+}
+
+/// Inventory query errors (X53): 400 `INVALID_QUERY`, as upstream.
+impl From<crate::command::inventory::InventoryError> for ApiError {
+    fn from(e: crate::command::inventory::InventoryError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.to_string())
     }
 }
 

@@ -22,12 +22,14 @@ pub mod directories;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod inventory;
 pub mod isolated;
 pub mod metrics;
 pub mod openapi;
 pub mod ping;
 pub mod proxy;
 pub mod pty;
+pub mod ready;
 pub mod server;
 pub mod session;
 pub mod sse;
@@ -48,6 +50,8 @@ fn routes() -> Router<AppState> {
     Router::new()
         .merge(ping::routes())
         .merge(command::routes())
+        .merge(inventory::routes())
+        .merge(ready::routes())
         .merge(session::routes())
         .merge(code::routes())
         .merge(metrics::routes())

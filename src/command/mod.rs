@@ -8,6 +8,7 @@
 //! vanished client never blocks the process or another reader, and memory stays flat in output
 //! size. A client disconnect does not kill a foreground command (D13): its waiter task owns it.
 
+pub mod inventory;
 pub mod registry;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -183,6 +183,11 @@ impl Registry {
         self.evict(Instant::now());
     }
 
+    /// Every entry, running and finished (the X53 inventory sorts and pages them).
+    pub fn snapshot(&self) -> Vec<Arc<Entry>> {
+        self.lock().entries.values().cloned().collect()
+    }
+
     /// Every entry that still runs.
     pub fn running(&self) -> Vec<Arc<Entry>> {
         self.lock().entries.values().filter(|e| e.child().is_some()).cloned().collect()
