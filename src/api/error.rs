@@ -35,6 +35,8 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Forbidden,
     PermissionDenied,
+    /// X11: the command has no open stdin.
+    StdinClosed,
 }
 
 impl ErrorCode {
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::StdinClosed => "STDIN_CLOSED",
         }
     }
 }
@@ -191,7 +194,14 @@ impl From<crate::command::CommandError> for ApiError {
             CommandError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError, e.to_string())
             }
-            CommandError::NotRunning(_)
+            CommandError::StdinClosed(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::StdinClosed, e.to_string()),
+            CommandError::StdinTimeout { .. } => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout, e.to_string())
+            }
+            CommandError::StdinBody(_) => ApiError::bad_request(e.to_string()),
+            CommandError::Finished(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()),
+            CommandError::StdinWrite { .. }
+            | CommandError::NotRunning(_)
             | CommandError::NoSuchSession
             | CommandError::Journal { .. }
             | CommandError::Read { .. } => ApiError::runtime(e.to_string()),
