@@ -31,9 +31,15 @@ pub fn features() -> Map<String, Value> {
 }
 
 /// Commands: `argv` (newer upstream contract), the resumable event stream (DECISIONS D11).
-/// Not yet: `stdin` (X10).
+/// `stdin` (X10–X12), `signal` (X14) and the bounded `output` view (X16).
 fn command() -> Vec<(&'static str, Value)> {
-    vec![("argv", json!(true)), ("command_events", json!(true)), ("stdin", json!(false))]
+    vec![
+        ("argv", json!(true)),
+        ("command_events", json!(true)),
+        ("stdin", json!(true)),
+        ("command_signal", json!(true)),
+        ("command_output", json!(true)),
+    ]
 }
 
 /// Files: line ranges on downloads (upstream 1.0.19), per-identity routes (issue #24 part 4)

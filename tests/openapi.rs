@@ -169,11 +169,11 @@ async fn x2_capabilities_report_version_and_documented_features() {
     let features = caps["features"].as_object().expect("features is an object");
 
     // What execd has today, usable on any machine it runs on.
-    for key in ["argv", "line_ranges", "command_events", "proxy"] {
+    for key in ["argv", "line_ranges", "command_events", "proxy", "stdin", "command_signal", "command_output"] {
         assert_eq!(features[key], true, "{key}: {caps}");
     }
     // Not implemented (yet): reported, and reported as unavailable.
-    for key in ["stdin", "watch", "init", "otel"] {
+    for key in ["watch", "init", "otel"] {
         assert_eq!(features[key], false, "{key}: {caps}");
     }
     // cgroups (X20): whatever this machine offers; a mode without limits is only "none".

@@ -28,6 +28,28 @@ pub fn routes() -> Router<AppState> {
         .route("/command/status/{id}", get(status))
         .route("/command/{id}/logs", get(logs))
         .route("/command/{id}/events", get(events))
+        .route("/command/{id}/stdin", post(write_stdin))
+        .route("/command/{id}/signal", post(signal))
+        .route("/command/{id}/output", get(output))
+}
+
+/// `stdin` of `POST /command` (X10): `false`/absent, a string, or `true`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StdinField {
+    Flag(bool),
+    Text(String),
+}
+
+impl From<Option<StdinField>> for crate::command::StdinRequest {
+    fn from(f: Option<StdinField>) -> Self {
+        use crate::command::StdinRequest;
+        match f {
+            None | Some(StdinField::Flag(false)) => StdinRequest::Null,
+            Some(StdinField::Flag(true)) => StdinRequest::Open,
+            Some(StdinField::Text(t)) => StdinRequest::Text(t),
+        }
+    }
 }
 
 /// `POST /command` body (keys case-insensitive, unknown keys ignored: `AppJson`).
@@ -54,6 +76,12 @@ struct RunCommandBody {
     /// X23 resource limits.
     #[serde(deserialize_with = "de_limits")]
     limits: Option<LimitsBody>,
+    /// X10. Never logged: it may hold a secret (a password typed at a prompt).
+    #[serde(deserialize_with = "de_stdin")]
+    stdin: Option<StdinField>,
+    /// X13: quiet time before `awaiting_input` (ms).
+    #[serde(deserialize_with = "de_awaiting")]
+    awaiting_input_ms: Option<u64>,
 }
 
 /// `limits` of `POST /command` (X23): `{"memory":"512M"|bytes, "pids":N, "cpu":0.5}`.
@@ -107,6 +135,8 @@ named_field! {
     de_gid: Option<u32> = "gid",
     de_envs: BTreeMap<String, String> = "envs",
     de_limits: Option<LimitsBody> = "limits",
+    de_stdin: Option<StdinField> = "stdin",
+    de_awaiting: Option<u64> = "awaiting_input_ms",
 }
 
 impl TryFrom<RunCommandBody> for CommandRequest {
@@ -123,6 +153,8 @@ impl TryFrom<RunCommandBody> for CommandRequest {
             gid: b.gid,
             envs: b.envs,
             limits,
+            stdin: b.stdin.into(),
+            awaiting_input_ms: b.awaiting_input_ms,
         })
     }
 }
@@ -225,6 +257,23 @@ async fn logs(
         _ => 0,
     };
     let slice = state.commands.logs(&id, cursor).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(mut reader) = slice.filtered {
+        // The command had input (X12): output only, read around it; length unknown up front.
+        let stream = async_stream::stream! {
+            loop {
+                match reader.next().await {
+                    Ok(Some(piece)) => yield Ok::<_, std::io::Error>(bytes::Bytes::from(piece)),
+                    Ok(None) => break,
+                    Err(e) => { yield Err(e); break; }
+                }
+            }
+        };
+        let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(TAIL_CURSOR, HeaderValue::from(slice.tail));
+        return Ok(resp);
+    }
     let len = slice.end.saturating_sub(slice.start);
     let mut file = tokio::fs::File::from_std(slice.file);
     file.seek(std::io::SeekFrom::Start(slice.start)).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -271,4 +320,121 @@ pub async fn interrupt(State(state): State<AppState>, q: QueryPairs) -> Result<R
         r => r?,
     }
     Ok(empty_ok())
+}
+
+/// A boolean query flag: absent, `false` or `0` is false; `true` or `1` is true; else 400.
+fn query_flag(q: &QueryPairs, name: &str) -> Result<bool, ApiError> {
+    match q.get(name) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" || v.is_empty() => Ok(false),
+        Some(v) => Err(ApiError::bad_request(format!("{name}: expected true or false, got {v:?}"))),
+    }
+}
+
+/// A non-negative integer query parameter with a default and an upper bound.
+fn query_u64(q: &QueryPairs, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(ApiError::bad_request(format!("{name}: expected an integer from 0 to {max}, got {v:?}"))),
+        },
+    }
+}
+
+/// Default bound of a stdin write (X11).
+const STDIN_TIMEOUT_MS: u64 = 30_000;
+/// Longest a stdin write may be told to wait.
+const STDIN_TIMEOUT_MAX_MS: u64 = 3_600_000;
+
+#[derive(Serialize)]
+struct StdinAnswer {
+    written: u64,
+    eof: bool,
+}
+
+/// `POST /command/{id}/stdin[?eof=true][&timeout_ms=]` (X11): the raw body, streamed into the
+/// command's stdin in order.
+async fn write_stdin(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    q: QueryPairs,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let eof = query_flag(&q, "eof")?;
+    let timeout = query_u64(&q, "timeout_ms", STDIN_TIMEOUT_MS, STDIN_TIMEOUT_MAX_MS)?;
+    let stream = body.into_data_stream();
+    match state.commands.write_stdin(&id, stream, eof, std::time::Duration::from_millis(timeout)).await {
+        Ok(w) => Ok(json_response(StatusCode::OK, &StdinAnswer { written: w.written, eof: w.eof })),
+        Err(e @ crate::command::CommandError::StdinTimeout { written, .. }) => {
+            // The error envelope plus how far the write got, so a client can resume.
+            let err = ApiError::from(e);
+            let body = serde_json::json!({"code": err.code.as_str(), "message": err.message, "written": written});
+            Ok(json_response(err.status, &body))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /command/{id}/signal` body (X14): `{"signal": "SIGINT" | "INT" | 2}`.
+#[derive(Debug, Deserialize)]
+struct SignalBody {
+    signal: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct SignalAnswer {
+    signal: &'static str,
+}
+
+/// `POST /command/{id}/signal` (X14).
+async fn signal(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<SignalBody>,
+) -> Result<Response, ApiError> {
+    let sig = match &body.signal {
+        serde_json::Value::String(s) => crate::process::parse_signal(s),
+        serde_json::Value::Number(n) => {
+            n.as_i64().and_then(|n| i32::try_from(n).ok()).and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+        }
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::validation(format!("signal: unknown signal {}", body.signal)))?;
+    state.commands.signal(&id, sig)?;
+    Ok(json_response(StatusCode::OK, &SignalAnswer { signal: sig.as_str() }))
+}
+
+/// Default and largest `head`/`tail` of the bounded output view (X16).
+const VIEW_DEFAULT: u64 = 4096;
+const VIEW_MAX: u64 = 1 << 20;
+
+#[derive(Serialize)]
+struct OutputAnswer {
+    head: String,
+    tail: String,
+    total_bytes: u64,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+/// `GET /command/{id}/output?head=&tail=` (X16).
+async fn output(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let head = query_u64(&q, "head", VIEW_DEFAULT, VIEW_MAX)?;
+    let tail = query_u64(&q, "tail", VIEW_DEFAULT, VIEW_MAX)?;
+    let v = state.commands.output_view(&id, head, tail).await?;
+    let answer = OutputAnswer {
+        head: v.head,
+        tail: v.tail,
+        total_bytes: v.total_bytes,
+        truncated: v.truncated,
+        sha256: v.sha256,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }

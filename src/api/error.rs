@@ -37,6 +37,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// X53: a bad `running`, `limit` or `cursor` on `GET /command` (upstream PR #1309).
     InvalidQuery,
+    /// X11: the command has no open stdin.
+    StdinClosed,
 }
 
 impl ErrorCode {
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::InvalidQuery => "INVALID_QUERY",
+            ErrorCode::StdinClosed => "STDIN_CLOSED",
         }
     }
 }
@@ -194,7 +197,14 @@ impl From<crate::command::CommandError> for ApiError {
             CommandError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError, e.to_string())
             }
-            CommandError::NotRunning(_)
+            CommandError::StdinClosed(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::StdinClosed, e.to_string()),
+            CommandError::StdinTimeout { .. } => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout, e.to_string())
+            }
+            CommandError::StdinBody(_) => ApiError::bad_request(e.to_string()),
+            CommandError::Finished(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()),
+            CommandError::StdinWrite { .. }
+            | CommandError::NotRunning(_)
             | CommandError::NoSuchSession
             | CommandError::Journal { .. }
             | CommandError::Read { .. } => ApiError::runtime(e.to_string()),

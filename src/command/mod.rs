@@ -10,6 +10,7 @@
 
 pub mod inventory;
 pub mod registry;
+pub mod stdin;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -22,11 +23,12 @@ use std::time::{Duration, Instant};
 use crate::process::event::COMMAND_EXEC_ERROR;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, expand_path, resolve_credentials, spawn_with, ChunkReader, EndedBy, ExecEvent, ExitInfo, Journal,
-    LineEventReader, OutputMode, SpawnSpec, StreamKind,
+    child_env, expand_path, resolve_credentials, spawn_io, ChunkReader, EndedBy, EventKind, ExecEvent, ExitInfo,
+    Journal, LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
+pub use stdin::{StdinRequest, StdinWritten};
 
 /// Settings of the command subsystem (built from `Config` by `state.rs`).
 #[derive(Debug, Clone)]
@@ -61,6 +63,10 @@ pub struct CommandRequest {
     pub envs: BTreeMap<String, String>,
     /// Resource limits of the command's cgroup leaf (X23); empty: none.
     pub limits: crate::cgroup::Limits,
+    /// X10: `/dev/null`, a string then EOF, or an open pipe.
+    pub stdin: StdinRequest,
+    /// X13: quiet time before `awaiting_input` (ms); `None`: the default (300).
+    pub awaiting_input_ms: Option<u64>,
 }
 
 /// Why a command operation failed.
@@ -88,6 +94,20 @@ pub enum CommandError {
     /// Limits were asked for and cannot be applied here (X23).
     #[error("{0}")]
     LimitsUnavailable(String),
+    /// X11: the command has no open stdin (never opened, closed, or finished).
+    #[error("command {0} has no open stdin")]
+    StdinClosed(String),
+    /// X11: the reader did not take the bytes before the request's timeout.
+    #[error("stdin of command {id}: timed out after writing {written} bytes (the command is not reading)")]
+    StdinTimeout { id: String, written: u64 },
+    /// X11: the request body failed while being read.
+    #[error("error reading the request body: {0}")]
+    StdinBody(String),
+    #[error("error writing to the stdin of {id}: {source}")]
+    StdinWrite { id: String, source: io::Error },
+    /// X14: a signal to a command that has finished.
+    #[error("command {0} has finished")]
+    Finished(String),
 }
 
 impl From<crate::cgroup::CgroupError> for CommandError {
@@ -134,6 +154,9 @@ pub struct LogSlice {
     pub end: u64,
     /// The next cursor: `end`, or the given cursor when it is past the end (upstream echoes it).
     pub tail: u64,
+    /// Set when the journal holds input (X12): read the output from here instead of `file`
+    /// (stdin bytes skipped; it ends at about `end`).
+    pub filtered: Option<OutputReader>,
 }
 
 /// One `/events` item: the SSE `id` (byte offset after the event's bytes) and the event.
@@ -166,6 +189,8 @@ impl ResumableEvents {
                     let ev = match c.kind {
                         StreamKind::Stdout => ExecEvent::stdout(text),
                         StreamKind::Stderr => ExecEvent::stderr(text),
+                        StreamKind::Stdin => ExecEvent::new(EventKind::Stdin, text),
+                        StreamKind::AwaitingInput => ExecEvent::new(EventKind::AwaitingInput, ""),
                     };
                     return Some((Some(c.end()), ev.at(c.timestamp)));
                 }
@@ -284,10 +309,11 @@ impl CommandManager {
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
+        let stdin_mode = if req.stdin == StdinRequest::Null { StdinMode::Null } else { StdinMode::Pipe };
         let spawned = base.and_then(|spec| {
-            spawn_with(spec, &req.limits).map_err(|e| Box::new((e.to_string(), ExitInfo::spawn_failed(&e))))
+            spawn_io(spec, &req.limits, stdin_mode).map_err(|e| Box::new((e.to_string(), ExitInfo::spawn_failed(&e))))
         });
-        let (child, pipes) = match spawned {
+        let (child, mut pipes) = match spawned {
             Ok(c) => c,
             Err(failed) => {
                 let (msg, exit) = *failed;
@@ -308,7 +334,19 @@ impl CommandManager {
             }
         };
         let child = Arc::new(child);
-        let entry = Arc::new(Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()));
+        let stdin = pipes.stdin.take().and_then(|pipe| match req.stdin {
+            StdinRequest::Null => None,
+            StdinRequest::Text(text) => Some(stdin::StdinHandle::feed_text(pipe, writer.input_log(), text)),
+            StdinRequest::Open => {
+                let h = stdin::StdinHandle::open(pipe, writer.input_log());
+                let quiet = req.awaiting_input_ms.unwrap_or(stdin::AWAITING_INPUT_MS);
+                h.watch_awaiting_input(child.pid() as i32, Duration::from_millis(quiet));
+                Some(h)
+            }
+        });
+        let entry = Arc::new(
+            Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()).with_stdin(stdin),
+        );
         // Registered before `init` is produced: a status request right after `init` finds it (C43).
         self.inner.registry.insert(entry.clone());
         tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
@@ -321,6 +359,9 @@ impl CommandManager {
             // pipes; the command's own result still stands.
             let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts).await;
             let outcome = result.outcome;
+            if let Some(stdin) = entry.stdin() {
+                stdin.close();
+            }
             let ended_by = if result.timed_out {
                 EndedBy::Timeout
             } else if entry.interrupted() {
@@ -370,7 +411,16 @@ impl CommandManager {
         let journal = entry.journal.as_ref().ok_or_else(|| CommandError::NoLog(id.to_string()))?;
         let (file, start, end) =
             journal.raw_range(cursor).map_err(|source| CommandError::Read { id: id.to_string(), source })?;
-        Ok(LogSlice { file, start, end, tail: end.max(cursor) })
+        // Input is part of the journal but never of `/logs` (X12): a command that had some gets
+        // its output read around it.
+        let filtered = if journal.input_len() > 0 {
+            let (reader, _) =
+                journal.output_reader(start).map_err(|source| CommandError::Read { id: id.to_string(), source })?;
+            Some(reader)
+        } else {
+            None
+        };
+        Ok(LogSlice { file, start, end, tail: end.max(cursor), filtered })
     }
 
     /// `GET /command/{id}/events`: replay from byte offset `after`, then follow until the end.
@@ -402,6 +452,47 @@ impl CommandManager {
         entry.mark_interrupted();
         child.terminate_group(self.inner.opts.interrupt_grace).await;
         Ok(())
+    }
+
+    /// `POST /command/{id}/stdin` (X11): writes `body` to the command's open stdin, in order and
+    /// never interleaved with another request's body; `eof` closes it afterwards.
+    pub async fn write_stdin<S, E>(
+        &self,
+        id: &str,
+        body: S,
+        eof: bool,
+        timeout: Duration,
+    ) -> Result<StdinWritten, CommandError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let entry = self.entry(id)?;
+        let stdin = entry.stdin().ok_or_else(|| CommandError::StdinClosed(id.to_string()))?;
+        stdin.write_body(id, body, eof, timeout).await
+    }
+
+    /// `POST /command/{id}/signal` (X14): `sig` to every process of the command (its cgroup leaf
+    /// where it has one, else its process group).
+    pub fn signal(&self, id: &str, sig: nix::sys::signal::Signal) -> Result<(), CommandError> {
+        let entry = self.entry(id)?;
+        let child = entry.child().ok_or_else(|| CommandError::Finished(id.to_string()))?;
+        match child.signal_group(sig) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Err(CommandError::Finished(id.to_string())),
+            // EPERM from members under another uid: the rest were signalled.
+            _ => Ok(()),
+        }
+    }
+
+    /// `GET /command/{id}/output` (X16): the bounded head/tail view of the output.
+    pub async fn output_view(&self, id: &str, head: u64, tail: u64) -> Result<OutputView, CommandError> {
+        let entry = self.entry(id)?;
+        let journal = entry.journal.clone().ok_or_else(|| CommandError::NoLog(id.to_string()))?;
+        let read_err = |source| CommandError::Read { id: id.to_string(), source };
+        tokio::task::spawn_blocking(move || journal.output_view(head, tail))
+            .await
+            .map_err(|e| read_err(io::Error::other(e)))?
+            .map_err(read_err)
     }
 
     /// Whether `id` is a known command (for routes that also accept other kinds of ids).

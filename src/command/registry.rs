@@ -31,6 +31,8 @@ pub struct Entry {
     pub started_at: SystemTime,
     /// `None` when the start failed (nothing was ever written).
     pub journal: Option<Journal>,
+    /// The stdin pipe when the command was started with one (X10).
+    stdin: Option<Arc<super::stdin::StdinHandle>>,
     state: Mutex<EntryState>,
 }
 
@@ -54,6 +56,7 @@ impl Entry {
             background,
             started_at: SystemTime::now(),
             journal: Some(journal),
+            stdin: None,
             state: Mutex::new(EntryState {
                 child: Some(child),
                 exit_code: None,
@@ -74,6 +77,7 @@ impl Entry {
             background: true,
             started_at: now,
             journal: None,
+            stdin: None,
             state: Mutex::new(EntryState {
                 child: None,
                 exit_code: Some(255),
@@ -83,6 +87,17 @@ impl Entry {
                 interrupted: false,
             }),
         }
+    }
+
+    /// Attaches the command's stdin pipe (X10).
+    pub(crate) fn with_stdin(mut self, stdin: Option<Arc<super::stdin::StdinHandle>>) -> Entry {
+        self.stdin = stdin;
+        self
+    }
+
+    /// The stdin pipe, if the command was started with one.
+    pub(crate) fn stdin(&self) -> Option<Arc<super::stdin::StdinHandle>> {
+        self.stdin.clone()
     }
 
     /// The process group while it runs.

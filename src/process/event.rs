@@ -18,6 +18,10 @@ pub enum EventKind {
     ExecutionComplete,
     ExecutionCount,
     Ping,
+    /// Bytes written to a command's stdin (X12); only on `/command/{id}/events` and the WebSocket.
+    Stdin,
+    /// A process of the command waits for input (X13).
+    AwaitingInput,
 }
 
 impl EventKind {
@@ -33,6 +37,8 @@ impl EventKind {
             EventKind::ExecutionComplete => "execution_complete",
             EventKind::ExecutionCount => "execution_count",
             EventKind::Ping => "ping",
+            EventKind::Stdin => "stdin",
+            EventKind::AwaitingInput => "awaiting_input",
         }
     }
 }

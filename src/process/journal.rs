@@ -5,7 +5,8 @@
 //! Two files per execution in the state directory:
 //! - `<name>.out`: the raw output bytes (stdout and stderr merged in write order). Byte offsets in
 //!   this file are the public offsets: `/command/{id}/logs?cursor=` and the `id:` of `/events`.
-//! - `<name>.idx`: one fixed 24-byte record per appended chunk: stream kind (1 stdout, 2 stderr),
+//! - `<name>.idx`: one fixed 24-byte record per appended chunk: stream kind (1 stdout, 2 stderr,
+//!   3 stdin: input written to the command, X12; 4 a zero-length `awaiting_input` marker, X13),
 //!   the chunk's end offset in `.out` (u64 LE) and the Unix-ms time it was read (i64 LE). So
 //!   replays can still tell stdout from stderr and keep the original timestamps, and a reader can
 //!   binary-search the chunk that contains any offset.
@@ -15,6 +16,12 @@
 //! polling, and never block the writer (a slow or gone reader just stops reading). When the writer
 //! finishes, it stores the terminal event in memory and marks the journal closed; readers end after
 //! the last record. Memory is flat in output size: nothing is buffered beyond one chunk per reader.
+//!
+//! Input (X12) shares the record, so offsets order output and input as they happened: an
+//! [`InputLog`] performs the pipe write *under the writer's lock* and records what it wrote, so
+//! the output a process produces in answer to some input is always recorded after that input.
+//! Readers that show only output (`/logs`, the upstream foreground stream, the bounded view) skip
+//! stdin chunks.
 //! While live, the writer holds two fds; readers open their own, so a finished journal holds none.
 
 use std::fs::File;
@@ -39,6 +46,26 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub enum StreamKind {
     Stdout = 1,
     Stderr = 2,
+    /// Bytes written to the command's stdin (X12).
+    Stdin = 3,
+    /// A zero-length marker: some process of the command waits for input (X13).
+    AwaitingInput = 4,
+}
+
+impl StreamKind {
+    fn from_byte(b: u8) -> StreamKind {
+        match b {
+            2 => StreamKind::Stderr,
+            3 => StreamKind::Stdin,
+            4 => StreamKind::AwaitingInput,
+            _ => StreamKind::Stdout,
+        }
+    }
+
+    /// Output of the command (stdout or stderr), as opposed to input and markers.
+    pub fn is_output(self) -> bool {
+        matches!(self, StreamKind::Stdout | StreamKind::Stderr)
+    }
 }
 
 /// A piece of output as read back from the journal.
@@ -64,6 +91,8 @@ struct Progress {
     len: u64,
     records: u64,
     closed: bool,
+    /// Bytes of `len` that are stdin (X12).
+    input: u64,
 }
 
 struct Inner {
@@ -71,6 +100,8 @@ struct Inner {
     idx_path: PathBuf,
     progress: watch::Sender<Progress>,
     terminal: Mutex<Option<ExecEvent>>,
+    /// sha256 of the output (stdin excluded) once computed for a finished journal (X16).
+    output_sha256: std::sync::OnceLock<String>,
 }
 
 /// A cheap, cloneable handle to a journal (live or finished).
@@ -89,10 +120,82 @@ impl std::fmt::Debug for Journal {
 /// journal with no terminal event.
 pub struct JournalWriter {
     journal: Journal,
+    core: Arc<Mutex<Core>>,
+}
+
+/// The files and counters behind the writer; shared with [`InputLog`]s.
+struct Core {
     out: File,
     idx: File,
     len: u64,
     records: u64,
+    input: u64,
+    closed: bool,
+}
+
+impl Core {
+    fn append(&mut self, journal: &Journal, kind: StreamKind, data: &[u8]) -> io::Result<()> {
+        if self.closed || (data.is_empty() && kind != StreamKind::AwaitingInput) {
+            return Ok(());
+        }
+        self.out.write_all(data)?;
+        self.len += data.len() as u64;
+        if kind == StreamKind::Stdin {
+            self.input += data.len() as u64;
+        }
+        let mut rec = [0u8; RECORD as usize];
+        rec[0] = kind as u8;
+        rec[8..16].copy_from_slice(&self.len.to_le_bytes());
+        rec[16..24].copy_from_slice(&now_ms().to_le_bytes());
+        self.idx.write_all(&rec)?;
+        self.records += 1;
+        let (len, records, input) = (self.len, self.records, self.input);
+        journal.inner.progress.send_modify(|p| {
+            p.len = len;
+            p.records = records;
+            p.input = input;
+        });
+        Ok(())
+    }
+}
+
+/// Records input (X12) and markers (X13) into a live journal; see the module docs. Cheap to clone;
+/// after the writer finished it records nothing.
+#[derive(Clone)]
+pub struct InputLog {
+    journal: Journal,
+    core: Arc<Mutex<Core>>,
+}
+
+impl InputLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        // Held only for one non-blocking write syscall and one append; never across an await.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `write` (one **non-blocking** write of a prefix of `data`) under the journal's lock
+    /// and records the bytes it wrote as stdin. Returns what `write` returned.
+    pub fn write_recorded(&self, data: &[u8], write: impl FnOnce(&[u8]) -> io::Result<usize>) -> io::Result<usize> {
+        let mut core = self.lock();
+        let n = write(data)?;
+        if let Err(e) = core.append(&self.journal, StreamKind::Stdin, &data[..n.min(data.len())]) {
+            tracing::warn!(error = %e, "journal write failed; input is not recorded");
+        }
+        Ok(n)
+    }
+
+    /// Appends a zero-length `awaiting_input` marker (X13).
+    pub fn mark_awaiting_input(&self) {
+        let mut core = self.lock();
+        if let Err(e) = core.append(&self.journal, StreamKind::AwaitingInput, &[]) {
+            tracing::warn!(error = %e, "journal write failed; marker dropped");
+        }
+    }
+
+    /// The journal written to.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
 }
 
 impl Journal {
@@ -105,14 +208,34 @@ impl Journal {
         let out = crate::state_dir::create_file(&out_path)?;
         let idx = crate::state_dir::create_file(&idx_path)?;
         let (progress, _) = watch::channel(Progress::default());
-        let journal = Journal { inner: Arc::new(Inner { out_path, idx_path, progress, terminal: Mutex::new(None) }) };
-        let writer = JournalWriter { journal: journal.clone(), out, idx, len: 0, records: 0 };
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                out_path,
+                idx_path,
+                progress,
+                terminal: Mutex::new(None),
+                output_sha256: std::sync::OnceLock::new(),
+            }),
+        };
+        let core = Core { out, idx, len: 0, records: 0, input: 0, closed: false };
+        let writer = JournalWriter { journal: journal.clone(), core: Arc::new(Mutex::new(core)) };
         Ok((journal, writer))
     }
 
     /// Bytes of output so far.
     pub fn len(&self) -> u64 {
         self.inner.progress.borrow().len
+    }
+
+    /// Bytes of stdin recorded so far (X12); `len() - input_len()` is the output.
+    pub fn input_len(&self) -> u64 {
+        self.inner.progress.borrow().input
+    }
+
+    /// Total length, input bytes among it, and the index records so far, read at one instant.
+    fn snapshot(&self) -> (u64, u64, u64) {
+        let p = *self.inner.progress.borrow();
+        (p.len, p.input, p.records)
     }
 
     /// Whether no output was written yet.
@@ -189,23 +312,14 @@ impl JournalWriter {
 
     /// Appends one chunk of `kind` output and wakes the readers. Empty chunks are ignored.
     pub fn append(&mut self, kind: StreamKind, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.out.write_all(data)?;
-        self.len += data.len() as u64;
-        let mut rec = [0u8; RECORD as usize];
-        rec[0] = kind as u8;
-        rec[8..16].copy_from_slice(&self.len.to_le_bytes());
-        rec[16..24].copy_from_slice(&now_ms().to_le_bytes());
-        self.idx.write_all(&rec)?;
-        self.records += 1;
-        let (len, records) = (self.len, self.records);
-        self.journal.inner.progress.send_modify(|p| {
-            p.len = len;
-            p.records = records;
-        });
-        Ok(())
+        // Uncontended unless input is being written at this instant (a few microseconds).
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        core.append(&self.journal, kind, data)
+    }
+
+    /// A handle that records stdin into this journal while it is live (X12).
+    pub fn input_log(&self) -> InputLog {
+        InputLog { journal: self.journal.clone(), core: self.core.clone() }
     }
 
     /// Stores the terminal event and closes the journal; readers end after the last chunk.
@@ -217,8 +331,208 @@ impl JournalWriter {
 
 impl Drop for JournalWriter {
     fn drop(&mut self) {
+        // Under the lock: an input write racing the end is either recorded before `closed` or not
+        // at all.
+        self.core.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         self.journal.inner.progress.send_modify(|p| p.closed = true);
     }
+}
+
+/// Output-only bytes of a journal range (stdin skipped): `/logs` of a command that had input.
+pub struct OutputReader {
+    chunks: ChunkReader,
+    end: u64,
+}
+
+impl OutputReader {
+    /// The next piece of output before the end taken when the reader was made; `None` after it.
+    pub async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        while self.chunks.position() < self.end {
+            // Never waits: everything before `end` was published.
+            let Some(mut c) = self.chunks.next().await? else { return Ok(None) };
+            if !c.kind.is_output() {
+                continue;
+            }
+            c.data.truncate((self.end.saturating_sub(c.start)) as usize);
+            return Ok(Some(c.data));
+        }
+        Ok(None)
+    }
+}
+
+/// The bounded view of a command's output (X16): see [`Journal::output_view`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputView {
+    pub head: String,
+    pub tail: String,
+    /// Output bytes (stdout and stderr; stdin excluded).
+    pub total_bytes: u64,
+    /// Whether bytes between `head` and `tail` were left out.
+    pub truncated: bool,
+    /// Hex sha256 of the whole output, once the journal is closed.
+    pub sha256: Option<String>,
+}
+
+impl Journal {
+    /// A reader of the output bytes (stdin skipped) from raw offset `from` to the current end, and
+    /// that end.
+    pub fn output_reader(&self, from: u64) -> io::Result<(OutputReader, u64)> {
+        let end = self.len();
+        let chunks = self.chunks(from.min(end))?;
+        Ok((OutputReader { chunks, end }, end))
+    }
+
+    /// X16: the first `head` and last `tail` output bytes (stdin excluded), cut at UTF-8 character
+    /// boundaries, without reading the rest; when `head + tail` covers everything, `head` and
+    /// `tail` are the whole output split at a character boundary near `head` (no byte twice).
+    /// Blocking file reads: call it from a blocking thread.
+    pub fn output_view(&self, head: u64, tail: u64) -> io::Result<OutputView> {
+        let closed = self.is_closed();
+        let (len, input, records) = self.snapshot();
+        let total = len - input;
+        let map = RecordMap::open(self, records)?;
+        let truncated = total > head.saturating_add(tail);
+        let (head, tail) = if truncated {
+            let h = map.forward(head)?;
+            let t = map.backward(tail)?;
+            let h_end = utf8_prefix_len(&h);
+            let t_start = utf8_continuation_prefix(&t);
+            (String::from_utf8_lossy(&h[..h_end]).into_owned(), String::from_utf8_lossy(&t[t_start..]).into_owned())
+        } else {
+            let all = map.forward(total)?;
+            let cut = utf8_prefix_len(&all[..(head.min(total)) as usize]);
+            (String::from_utf8_lossy(&all[..cut]).into_owned(), String::from_utf8_lossy(&all[cut..]).into_owned())
+        };
+        let sha256 = if closed {
+            let digest = match self.inner.output_sha256.get() {
+                Some(d) => d.clone(),
+                None => {
+                    let d = map.sha256()?;
+                    self.inner.output_sha256.get_or_init(|| d).clone()
+                }
+            };
+            Some(digest)
+        } else {
+            None
+        };
+        Ok(OutputView { head, tail, total_bytes: total, truncated, sha256 })
+    }
+}
+
+/// Random access to a journal's records for [`Journal::output_view`].
+struct RecordMap {
+    out: File,
+    idx: File,
+    records: u64,
+}
+
+impl RecordMap {
+    fn open(j: &Journal, records: u64) -> io::Result<RecordMap> {
+        Ok(RecordMap {
+            out: crate::state_dir::open_file(&j.inner.out_path)?,
+            idx: crate::state_dir::open_file(&j.inner.idx_path)?,
+            records,
+        })
+    }
+
+    /// Kind and raw byte range of record `i`.
+    fn record(&self, i: u64) -> io::Result<(StreamKind, u64, u64)> {
+        let mut b = [0u8; 2 * RECORD as usize];
+        let (at, one) = if i == 0 { (0, true) } else { ((i - 1) * RECORD, false) };
+        let n = if one { RECORD as usize } else { 2 * RECORD as usize };
+        self.idx.read_exact_at(&mut b[..n], at)?;
+        let rec = if one { &b[..RECORD as usize] } else { &b[RECORD as usize..] };
+        let end = u64::from_le_bytes(rec[8..16].try_into().unwrap_or_default());
+        let start = if one { 0 } else { u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()) };
+        Ok((StreamKind::from_byte(rec[0]), start, end))
+    }
+
+    /// The first `want` output bytes.
+    fn forward(&self, want: u64) -> io::Result<Vec<u8>> {
+        let mut got = Vec::with_capacity(want.min(1 << 20) as usize);
+        for i in 0..self.records {
+            if got.len() as u64 >= want {
+                break;
+            }
+            let (kind, start, end) = self.record(i)?;
+            if !kind.is_output() {
+                continue;
+            }
+            let n = (end - start).min(want - got.len() as u64) as usize;
+            let at = got.len();
+            got.resize(at + n, 0);
+            self.out.read_exact_at(&mut got[at..], start)?;
+        }
+        Ok(got)
+    }
+
+    /// The last `want` output bytes.
+    fn backward(&self, want: u64) -> io::Result<Vec<u8>> {
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let mut have = 0u64;
+        let mut i = self.records;
+        while i > 0 && have < want {
+            i -= 1;
+            let (kind, start, end) = self.record(i)?;
+            if !kind.is_output() {
+                continue;
+            }
+            let n = (end - start).min(want - have);
+            let mut piece = vec![0u8; n as usize];
+            self.out.read_exact_at(&mut piece, end - n)?;
+            have += n;
+            pieces.push(piece);
+        }
+        pieces.reverse();
+        Ok(pieces.concat())
+    }
+
+    /// sha256 over every output byte, read in pieces.
+    fn sha256(&self) -> io::Result<String> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        for i in 0..self.records {
+            let (kind, mut start, end) = self.record(i)?;
+            if !kind.is_output() {
+                continue;
+            }
+            while start < end {
+                let n = (end - start).min(READ_CHUNK as u64) as usize;
+                self.out.read_exact_at(&mut buf[..n], start)?;
+                h.update(&buf[..n]);
+                start += n as u64;
+            }
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Length of `b` without an incomplete UTF-8 sequence at its end.
+fn utf8_prefix_len(b: &[u8]) -> usize {
+    // The last character starts within the last 4 bytes: find its lead byte.
+    for back in 1..=4.min(b.len()) {
+        let i = b.len() - back;
+        let lead = b[i];
+        if lead & 0xC0 == 0x80 {
+            continue; // continuation byte
+        }
+        let need = match lead {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1, // invalid lead: left as is (shown as U+FFFD)
+        };
+        return if back < need { i } else { b.len() };
+    }
+    b.len()
+}
+
+/// Number of UTF-8 continuation bytes at the start of `b` (at most 3): the cut-off end of a
+/// character whose start lies before the tail.
+fn utf8_continuation_prefix(b: &[u8]) -> usize {
+    b.iter().take(3).take_while(|&&c| c & 0xC0 == 0x80).count()
 }
 
 /// Follows a journal from an offset; see [`Journal::chunks`].
@@ -236,7 +550,7 @@ impl ChunkReader {
     fn record(&self, i: u64) -> io::Result<(StreamKind, u64, i64)> {
         let mut b = [0u8; RECORD as usize];
         self.idx.read_exact_at(&mut b, i * RECORD)?;
-        let kind = if b[0] == 2 { StreamKind::Stderr } else { StreamKind::Stdout };
+        let kind = StreamKind::from_byte(b[0]);
         let end = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let ts = i64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
         Ok((kind, end, ts))
@@ -262,6 +576,10 @@ impl ChunkReader {
             let p = *self.rx.borrow_and_update();
             if self.rec < p.records {
                 let (kind, end, timestamp) = self.record(self.rec)?;
+                if kind == StreamKind::AwaitingInput && self.pos == end {
+                    self.rec += 1;
+                    return Ok(Some(Chunk { kind, start: end, data: Vec::new(), timestamp }));
+                }
                 if self.pos >= end {
                     self.rec += 1;
                     continue;
@@ -325,6 +643,15 @@ impl LineEventReader {
                     StreamKind::Stderr => {
                         self.err.push(piece, |l| q.push_back(ExecEvent::new_at(EventKind::Stderr, l, ts)))
                     }
+                    // Input never reaches the upstream stream (X12).
+                    StreamKind::Stdin => {}
+                    StreamKind::AwaitingInput => {
+                        // A prompt is usually an unterminated line: show it before saying that
+                        // the command waits (only commands with an open stdin get markers).
+                        self.out.finish(|l| q.push_back(ExecEvent::new_at(EventKind::Stdout, l, ts)));
+                        self.err.finish(|l| q.push_back(ExecEvent::new_at(EventKind::Stderr, l, ts)));
+                        q.push_back(ExecEvent::new_at(EventKind::AwaitingInput, "", ts))
+                    }
                 }
                 *off += n;
                 if *off >= chunk.data.len() {
@@ -358,6 +685,58 @@ impl LineEventReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x16_utf8_cuts() {
+        let e = "é".as_bytes(); // C3 A9
+        assert_eq!(utf8_prefix_len(b"abc"), 3);
+        assert_eq!(utf8_prefix_len(&[b'a', e[0]]), 1);
+        assert_eq!(utf8_prefix_len(&[b'a', e[0], e[1]]), 3);
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(utf8_prefix_len(&euro[..2]), 0);
+        assert_eq!(utf8_prefix_len(euro), 3);
+        assert_eq!(utf8_prefix_len(&[0xFF]), 1);
+        assert_eq!(utf8_prefix_len(&[]), 0);
+        assert_eq!(utf8_continuation_prefix(&euro[1..]), 2);
+        assert_eq!(utf8_continuation_prefix(b"ab"), 0);
+    }
+
+    #[tokio::test]
+    async fn x16_view_skips_input_and_hashes_output() {
+        let dir = tmpdir("view");
+        let (j, mut w) = Journal::create(&dir, "v").unwrap();
+        let input = w.input_log();
+        w.append(StreamKind::Stdout, b"hello ").unwrap();
+        input.write_recorded(b"secret", |d| Ok(d.len())).unwrap();
+        w.append(StreamKind::Stderr, "wörld".as_bytes()).unwrap();
+        let v = j.output_view(3, 3).unwrap();
+        assert_eq!((v.head.as_str(), v.tail.as_str(), v.total_bytes, v.truncated), ("hel", "rld", 12, true));
+        assert_eq!(v.sha256, None);
+        // "hello wö": the cut inside ö moves back; nothing is lost or doubled when not truncated.
+        let v = j.output_view(8, 100).unwrap();
+        assert_eq!((v.head.as_str(), v.tail.as_str(), v.truncated), ("hello w", "örld", false));
+        w.finish(None);
+        let v = j.output_view(100, 0).unwrap();
+        assert_eq!(v.head, "hello wörld");
+        use sha2::Digest;
+        let want: String = sha2::Sha256::digest("hello wörld".as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(v.sha256.as_deref(), Some(want.as_str()));
+        let (mut r, end) = j.output_reader(0).unwrap();
+        assert_eq!(end, 18);
+        let mut all = Vec::new();
+        while let Some(p) = r.next().await.unwrap() {
+            all.extend(p);
+        }
+        assert_eq!(all, "hello wörld".as_bytes());
+        let mut chunks = j.chunks(0).unwrap();
+        let mut kinds = Vec::new();
+        while let Some(c) = chunks.next().await.unwrap() {
+            kinds.push(c.kind);
+        }
+        assert_eq!(kinds, vec![StreamKind::Stdout, StreamKind::Stdin, StreamKind::Stderr]);
+        j.remove_files();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("execd-journal-{tag}-{}", std::process::id()));

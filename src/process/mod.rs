@@ -54,12 +54,17 @@ pub mod journal;
 pub mod lines;
 pub mod pump;
 pub mod spawn;
+pub mod stdin;
+pub mod waiting;
 
 pub use env::{child_env, expand_path, expand_vars, EnvMap};
 pub use event::{now_ms, EndedBy, EventError, EventKind, ExecEvent, ExitInfo};
-pub use journal::{Chunk, ChunkReader, Journal, JournalWriter, LineEventReader, StreamKind};
+pub use journal::{
+    Chunk, ChunkReader, InputLog, Journal, JournalWriter, LineEventReader, OutputReader, OutputView, StreamKind,
+};
 pub use lines::{LineSplitter, DEFAULT_MAX_LINE};
 pub use spawn::{
-    resolve_credentials, shell, spawn, spawn_with, ChildPipes, Credentials, ExitOutcome, ExitReport, GroupChild,
-    OutputMode, OutputPipe, SpawnError, SpawnSpec,
+    resolve_credentials, shell, spawn, spawn_io, spawn_with, ChildPipes, Credentials, ExitOutcome, ExitReport,
+    GroupChild, OutputMode, OutputPipe, SpawnError, SpawnSpec, StdinMode,
 };
+pub use stdin::{parse_signal, StdinPipe, WriteOutcome};

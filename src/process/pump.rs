@@ -45,7 +45,7 @@ pub async fn pump_output(
     writer: &mut JournalWriter,
     opts: PumpOptions,
 ) -> (PumpResult, Option<io::Error>) {
-    let ChildPipes { mut stdout, mut stderr } = pipes;
+    let ChildPipes { mut stdout, mut stderr, .. } = pipes;
     let mut buf = vec![0u8; PUMP_BUF];
     let mut write_err: Option<io::Error> = None;
     let mut timed_out = false;

@@ -37,7 +37,17 @@ const GROUP_POLL: Duration = Duration::from_millis(50);
 /// After SIGKILL, how long [`GroupChild::terminate_group`] still waits for the group to vanish.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(1);
 
-/// Where the child's stdout and stderr go. stdin is always `/dev/null`.
+/// Where the child's stdin comes from (X10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StdinMode {
+    /// `/dev/null` (the default, as upstream).
+    #[default]
+    Null,
+    /// A pipe whose write end is [`ChildPipes::stdin`].
+    Pipe,
+}
+
+/// Where the child's stdout and stderr go. stdin is `/dev/null` unless [`spawn_io`] asks for a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
     /// Two pipes: [`ChildPipes::stdout`] and [`ChildPipes::stderr`].
@@ -226,6 +236,8 @@ pub fn credentials_from(passwd: &str, group: &str, uid: u32, gid: Option<u32>) -
 pub struct ChildPipes {
     pub stdout: Option<OutputPipe>,
     pub stderr: Option<OutputPipe>,
+    /// The write end of the child's stdin with [`StdinMode::Pipe`].
+    pub stdin: Option<super::stdin::StdinPipe>,
 }
 
 /// The read end of an output pipe.
@@ -297,6 +309,13 @@ const STAGES: [&str; 6] = ["execve", "cgroup", "setgroups", "setgid", "setuid", 
 /// [`spawn`] with resource limits on the leaf (X23): fails with [`SpawnError::Cgroup`] when a
 /// limit cannot be applied; without limits a missing cgroup only means "process group only".
 pub fn spawn_with(spec: SpawnSpec, limits: &Limits) -> Result<(GroupChild, ChildPipes), SpawnError> {
+    spawn_io(spec, limits, StdinMode::Null)
+}
+
+/// [`spawn_with`] with the child's stdin chosen (X10): a pipe's write end comes back in
+/// [`ChildPipes::stdin`] (close-on-exec on execd's side, so no other child inherits it and EOF
+/// arrives when execd drops it).
+pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(GroupChild, ChildPipes), SpawnError> {
     let program = spec.program.display().to_string();
     let exec_err =
         |stage: &'static str, source: io::Error| SpawnError::Exec { program: program.clone(), stage, source };
@@ -316,7 +335,18 @@ pub fn spawn_with(spec: SpawnSpec, limits: &Limits) -> Result<(GroupChild, Child
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
     }
-    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let mut stdin_pipe = None;
+    match stdin {
+        StdinMode::Null => {
+            cmd.stdin(Stdio::null());
+        }
+        StdinMode::Pipe => {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
+            cmd.stdin(Stdio::from(r));
+            stdin_pipe = Some(super::stdin::StdinPipe::new(w).map_err(SpawnError::Pipe)?);
+        }
+    }
     cmd.process_group(0);
     // With a pre-exec step (cgroup, credentials) the chdir happens there too, after the switch,
     // as Go does, so a directory the user cannot enter is a start failure (stage `chdir`).
@@ -332,7 +362,7 @@ pub fn spawn_with(spec: SpawnSpec, limits: &Limits) -> Result<(GroupChild, Child
         }
         None => None,
     };
-    let mut pipes = ChildPipes::default();
+    let mut pipes = ChildPipes { stdin: stdin_pipe, ..ChildPipes::default() };
     match spec.output {
         OutputMode::Separate => {
             let (out, w_out) = make_pipe()?;
