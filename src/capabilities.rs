@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 pub type Provider = fn() -> Vec<(&'static str, Value)>;
 
 /// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
-pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform];
+pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, observability];
 
 /// The `features` object: every provider's keys. A key given twice is a programming error
 /// (debug builds panic); the later one wins.
@@ -64,10 +64,20 @@ fn isolation_and_limits() -> Vec<(&'static str, Value)> {
     vec![("cgroup", json!(c.cgroup)), ("limits", json!(c.limits))]
 }
 
-/// Process-level features not implemented yet: acting as init, OpenTelemetry export.
+/// Process-level features not implemented yet: acting as init.
 fn platform() -> Vec<(&'static str, Value)> {
-    vec![("init", json!(false)), ("otel", json!(false))]
+    vec![("init", json!(false))]
 }
+
+/// Observability (X60–X62): `/metrics/prometheus` always; the audit log when `--audit-log` is
+/// set (`AUDIT_LOG` is filled at startup); OpenTelemetry export not built yet.
+fn observability() -> Vec<(&'static str, Value)> {
+    let audit = AUDIT_LOG.get().copied().unwrap_or(false);
+    vec![("prometheus", json!(true)), ("audit_log", json!(audit)), ("otel", json!(false))]
+}
+
+/// Whether this process writes an audit log (set once by `AppState::new`).
+pub static AUDIT_LOG: OnceLock<bool> = OnceLock::new();
 
 /// Whether a pseudo-terminal can be opened here (checked once).
 fn pty_usable() -> bool {

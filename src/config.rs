@@ -74,6 +74,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// `--cgroup-root` (X20): `""` auto-detect, `none` off, else a cgroup v2 directory.
     pub cgroup_root: String,
+    /// `--audit-log` (X62): where audit lines go; `None`: no audit log.
+    pub audit_log: Option<PathBuf>,
+    /// `--audit-log-max-bytes`: size at which the audit log is rotated once.
+    pub audit_log_max_bytes: u64,
 }
 
 /// Why the configuration was rejected. The message names the flag (or variable) and the value.
@@ -215,6 +219,18 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_STALL_TIMEOUT"),
         default: "60s",
         help: "Go duration; a request body or a response write that makes no progress for this long fails",
+    },
+    Setting {
+        flag: "audit-log",
+        env: Some("EXECD_AUDIT_LOG"),
+        default: "",
+        help: "append one JSON line per execution and per file mutation to this file (mode 0600; empty: no audit log)",
+    },
+    Setting {
+        flag: "audit-log-max-bytes",
+        env: Some("EXECD_AUDIT_LOG_MAX_BYTES"),
+        default: "67108864",
+        help: "rotate the audit log to PATH.1 (replacing it) when the next line would take it past this size (at least 1024)",
     },
 ];
 
@@ -500,6 +516,14 @@ impl Config {
             None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
             Some((_, v)) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
         };
+        let audit_log = get("audit-log").map(|(_, v)| v).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let audit_log_max_bytes = match get("audit-log-max-bytes") {
+            Some((n, v)) => match v.parse::<u64>() {
+                Ok(b) if b >= crate::observability::audit::MIN_MAX_BYTES => b,
+                _ => return Err(invalid(n, v, "expected a number of bytes, at least 1024")),
+            },
+            None => crate::observability::audit::DEFAULT_MAX_BYTES,
+        };
         let access_token = secret(get("access-token"), get("access-token-file"))?;
         let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
@@ -526,6 +550,8 @@ impl Config {
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
             cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
+            audit_log,
+            audit_log_max_bytes,
         })))
     }
 

@@ -24,6 +24,7 @@ pub mod config;
 pub mod fs;
 pub mod isolated;
 pub mod metrics;
+pub mod observability;
 pub mod process;
 pub mod pty;
 pub mod session;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub transfers: crate::fs::transfer::Transfers,
     /// `/v1/isolated`: namespace-isolated bash sessions.
     pub isolated: crate::isolated::IsolatedManager,
+    /// Metrics for `/metrics/prometheus` and the audit log (X61, X62).
+    pub observability: crate::observability::Observability,
 }
 
 impl AppState {
@@ -64,10 +66,17 @@ impl AppState {
             max_sessions: config.isolation_max_sessions,
             allowed_writable: config.isolation_allowed_writable.clone(),
         });
+        let observability =
+            crate::observability::Observability::new(config.audit_log.as_deref(), config.audit_log_max_bytes, |k| {
+                std::env::var(k).ok()
+            })
+            .map_err(std::io::Error::other)?;
+        commands.set_observer(observability.command_observer());
+        let _ = crate::capabilities::AUDIT_LOG.set(observability.audit_enabled());
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, observability })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
