@@ -247,6 +247,8 @@ const EXTRA_ENV: &[(&str, &str)] = &[
         "1/true/yes/on: make clone3 fail with ENOSYS (seccomp); reexec: same, then re-exec; 0/false/off/no/empty: off",
     ),
     ("TMPDIR", "base of the last-resort default state directory (default /tmp)"),
+    ("OPENSANDBOX_ID", "sandbox_id label on every /metrics/prometheus sample"),
+    ("OPENSANDBOX_EXECD_METRICS_EXTRA_ATTRS", "k=v,k2=v2: more labels on every /metrics/prometheus sample"),
 ];
 
 /// The `--help` text: every flag and environment variable.
