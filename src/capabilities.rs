@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 pub type Provider = fn() -> Vec<(&'static str, Value)>;
 
 /// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
-pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, lifetime];
+pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, lifetime, observability];
 
 /// The `features` object: every provider's keys. A key given twice is a programming error
 /// (debug builds panic); the later one wins.
@@ -70,10 +70,9 @@ fn isolation_and_limits() -> Vec<(&'static str, Value)> {
     vec![("cgroup", json!(c.cgroup)), ("limits", json!(c.limits))]
 }
 
-/// Process-level features: acting as init (X51, true when `--init` runs this execd); not yet:
-/// OpenTelemetry export.
+/// Process-level features: acting as init (X51, true when `--init` runs this execd).
 fn platform() -> Vec<(&'static str, Value)> {
-    vec![("init", json!(crate::init::active())), ("otel", json!(false))]
+    vec![("init", json!(crate::init::active()))]
 }
 
 /// Lifetime and operations (X51–X53): `init` (above, with the platform keys), `GET /ready`, the
@@ -81,6 +80,16 @@ fn platform() -> Vec<(&'static str, Value)> {
 fn lifetime() -> Vec<(&'static str, Value)> {
     vec![("ready", json!(true)), ("command_inventory", json!(true))]
 }
+
+/// Observability (X60–X62): `/metrics/prometheus` always; the audit log when `--audit-log` is
+/// set (`AUDIT_LOG` is filled at startup); OpenTelemetry export not built yet.
+fn observability() -> Vec<(&'static str, Value)> {
+    let audit = AUDIT_LOG.get().copied().unwrap_or(false);
+    vec![("prometheus", json!(true)), ("audit_log", json!(audit)), ("otel", json!(false))]
+}
+
+/// Whether this process writes an audit log (set once by `AppState::new`).
+pub static AUDIT_LOG: OnceLock<bool> = OnceLock::new();
 
 /// Whether a pseudo-terminal can be opened here (checked once).
 fn pty_usable() -> bool {

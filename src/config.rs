@@ -78,6 +78,10 @@ pub struct Config {
     pub ready_min_free_disk: u64,
     /// X52: `/ready` fails when the state directory's filesystem has fewer free inodes.
     pub ready_min_free_inodes: u64,
+    /// `--audit-log` (X62): where audit lines go; `None`: no audit log.
+    pub audit_log: Option<PathBuf>,
+    /// `--audit-log-max-bytes`: size at which the audit log is rotated once.
+    pub audit_log_max_bytes: u64,
 }
 
 /// Why the configuration was rejected. The message names the flag (or variable) and the value.
@@ -232,6 +236,17 @@ const SETTINGS: &[Setting] = &[
         default: "1024",
         help: "GET /ready fails below this many free inodes in the state directory's filesystem",
     },
+    Setting {
+        flag: "audit-log",
+        env: Some("EXECD_AUDIT_LOG"),
+        default: "",
+        help: "append one JSON line per execution and per file mutation to this file (mode 0600; empty: no audit log)",
+    },
+        flag: "audit-log-max-bytes",
+        env: Some("EXECD_AUDIT_LOG_MAX_BYTES"),
+        default: "67108864",
+        help: "rotate the audit log to PATH.1 (replacing it) when the next line would take it past this size (at least 1024)",
+    },
 ];
 
 /// Flags whose values are secrets: `main` overwrites them in the process's argv after parsing so
@@ -247,6 +262,8 @@ const EXTRA_ENV: &[(&str, &str)] = &[
         "1/true/yes/on: make clone3 fail with ENOSYS (seccomp); reexec: same, then re-exec; 0/false/off/no/empty: off",
     ),
     ("TMPDIR", "base of the last-resort default state directory (default /tmp)"),
+    ("OPENSANDBOX_ID", "sandbox_id label on every /metrics/prometheus sample"),
+    ("OPENSANDBOX_EXECD_METRICS_EXTRA_ATTRS", "k=v,k2=v2: more labels on every /metrics/prometheus sample"),
 ];
 
 /// The `--help` text: every flag and environment variable.
@@ -526,6 +543,14 @@ impl Config {
             Some((n, v)) => v.parse::<u64>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
             None => 1024,
         };
+        let audit_log = get("audit-log").map(|(_, v)| v).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let audit_log_max_bytes = match get("audit-log-max-bytes") {
+            Some((n, v)) => match v.parse::<u64>() {
+                Ok(b) if b >= crate::observability::audit::MIN_MAX_BYTES => b,
+                _ => return Err(invalid(n, v, "expected a number of bytes, at least 1024")),
+            },
+            None => crate::observability::audit::DEFAULT_MAX_BYTES,
+        };
         let access_token = secret(get("access-token"), get("access-token-file"))?;
         let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
@@ -554,6 +579,8 @@ impl Config {
             cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
             ready_min_free_disk,
             ready_min_free_inodes,
+            audit_log,
+            audit_log_max_bytes,
         })))
     }
 

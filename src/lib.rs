@@ -27,6 +27,7 @@ pub mod fs;
 pub mod init;
 pub mod isolated;
 pub mod metrics;
+pub mod observability;
 pub mod process;
 pub mod pty;
 pub mod readiness;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub isolated: crate::isolated::IsolatedManager,
     /// `/ready` (X52): the readiness checks.
     pub readiness: crate::readiness::Readiness,
+    /// Metrics for `/metrics/prometheus` and the audit log (X61, X62).
+    pub observability: crate::observability::Observability,
 }
 
 impl AppState {
@@ -73,10 +75,17 @@ impl AppState {
             jupyter_host: config.jupyter_host.clone(),
             jupyter_token: config.jupyter_token.clone(),
         });
+        let observability =
+            crate::observability::Observability::new(config.audit_log.as_deref(), config.audit_log_max_bytes, |k| {
+                std::env::var(k).ok()
+            })
+            .map_err(std::io::Error::other)?;
+        commands.set_observer(observability.command_observer());
+        let _ = crate::capabilities::AUDIT_LOG.set(observability.audit_enabled());
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, readiness })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, readiness, observability })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

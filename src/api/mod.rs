@@ -1,7 +1,8 @@
 //! The HTTP layer: the only module that knows axum, http and tower-http. Each area file owns its
 //! routes and handlers; handlers extract, call one domain function and map the result.
 //!
-//! Layers, outermost first: panic → JSON 500, request log, access token, route (or JSON 404).
+//! Layers, outermost first: panic → JSON 500, request log, observation (metrics, audit: X61/X62),
+//! access token, route (or JSON 404).
 
 use std::time::Instant;
 
@@ -25,8 +26,10 @@ pub mod files;
 pub mod inventory;
 pub mod isolated;
 pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod ping;
+pub mod prometheus;
 pub mod proxy;
 pub mod pty;
 pub mod ready;
@@ -55,6 +58,7 @@ fn routes() -> Router<AppState> {
         .merge(session::routes())
         .merge(code::routes())
         .merge(metrics::routes())
+        .merge(prometheus::routes())
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
@@ -73,6 +77,7 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::runtime("internal error: the handler panicked").into_response()

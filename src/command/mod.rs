@@ -214,10 +214,34 @@ impl ResumableEvents {
     }
 }
 
+/// What an [`ExecObserver`] learns when a command starts (audit log, metrics, tracing: X60–X62).
+pub struct ExecStart<'a> {
+    pub id: &'a str,
+    /// The shell text, or the argv as a JSON array (as `/command/status` `content`).
+    pub command: &'a str,
+    pub cwd: Option<&'a Path>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub background: bool,
+}
+
+/// What an [`ExecObserver`] learns when the command has ended (or failed to start).
+pub struct ExecEnd<'a> {
+    /// `None` when it never ran.
+    pub exit_code: Option<i32>,
+    pub exit: &'a ExitInfo,
+    pub duration: Duration,
+}
+
+/// Called (in the starting request's task) when a command starts; the returned closure is called
+/// once when it ends.
+pub type ExecObserver = Arc<dyn Fn(&ExecStart<'_>) -> Box<dyn FnOnce(&ExecEnd<'_>) + Send> + Send + Sync>;
+
 struct Inner {
     opts: CommandOpts,
     registry: Registry,
     stopping: AtomicBool,
+    observer: std::sync::OnceLock<ExecObserver>,
 }
 
 /// Cheap-to-clone handle to the command subsystem.
@@ -235,7 +259,12 @@ impl CommandManager {
         }
         crate::state_dir::create_dir(&opts.journal_dir)?;
         let retention = Retention { ttl: opts.retention_ttl, max_finished: opts.retention_count };
-        let inner = Arc::new(Inner { opts, registry: Registry::new(retention), stopping: AtomicBool::new(false) });
+        let inner = Arc::new(Inner {
+            opts,
+            registry: Registry::new(retention),
+            stopping: AtomicBool::new(false),
+            observer: std::sync::OnceLock::new(),
+        });
         spawn_sweeper(Arc::downgrade(&inner), inner.opts.retention_ttl);
         Ok(CommandManager { inner })
     }
@@ -306,6 +335,16 @@ impl CommandManager {
             output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
             ..base
         });
+        let observed = self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                id: &id,
+                command: &content,
+                cwd: base.as_ref().ok().and_then(|b| b.cwd.as_deref()),
+                uid: req.uid,
+                gid: req.gid,
+                background: req.background,
+            })
+        });
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
@@ -317,6 +356,9 @@ impl CommandManager {
             Ok(c) => c,
             Err(failed) => {
                 let (msg, exit) = *failed;
+                if let Some(done) = observed {
+                    done(&ExecEnd { exit_code: None, exit: &exit, duration: started.elapsed() });
+                }
                 journal.remove_files();
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
                 let terminal = if req.background {
@@ -381,7 +423,11 @@ impl CommandManager {
             };
             // Journal first, so readers see the terminal event no later than the status change.
             writer.finish(Some(terminal));
-            entry.finish(outcome, exit.unwrap_or_else(ExitInfo::lost));
+            let exit = exit.unwrap_or_else(ExitInfo::lost);
+            if let Some(done) = observed {
+                done(&ExecEnd { exit_code: Some(outcome.code()), exit: &exit, duration: started.elapsed() });
+            }
+            entry.finish(outcome, exit);
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
             if let Some(inner) = weak.upgrade() {
                 inner.registry.mark_finished(&entry.id);
@@ -397,6 +443,11 @@ impl CommandManager {
             CommandEvents { queue: vec![ExecEvent::init(&id)].into(), lines: Some(lines) }
         };
         Ok(Started { id, events })
+    }
+
+    /// Installs the observer of every later command (once; a second call is ignored).
+    pub fn set_observer(&self, observer: ExecObserver) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// `GET /command/status/{id}`.

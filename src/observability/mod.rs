@@ -1,0 +1,192 @@
+//! Observability (EXTENSIONS X60–X62): the metrics behind `GET /metrics/prometheus` ([`prom`]),
+//! the audit log ([`audit`]), and the `/proc` gauges ([`system`]). No HTTP here: the API layer
+//! (`api::observe`) hands each request over as plain strings in a [`RequestContext`], and the
+//! command subsystem reports executions through the observer [`Observability::command_observer`].
+//!
+//! The execution observer runs in the task of the request that started the command, so it reads
+//! that request's context (peer, route) from the task-local [`REQUEST`].
+
+pub mod audit;
+pub mod prom;
+pub mod system;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::command::{ExecEnd, ExecObserver, ExecStart};
+
+tokio::task_local! {
+    /// The request being served, set by the API layer around its handler.
+    pub static REQUEST: Arc<RequestContext>;
+}
+
+/// What the API layer knows about a request, for the execution observer.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub peer: Option<SocketAddr>,
+    pub method: String,
+    /// The route template (`/command`, `/session/:id/run`), or `unknown`.
+    pub route: String,
+    /// Set when the command observer saw an execution start in this request (so the API layer
+    /// does not count it a second time).
+    pub execution_observed: AtomicBool,
+}
+
+/// A file mutation to audit.
+#[derive(Debug, Default)]
+pub struct FileMutation {
+    pub peer: Option<SocketAddr>,
+    pub method: String,
+    pub route: String,
+    pub operation: &'static str,
+    pub paths: Vec<String>,
+    /// Whether `paths` is every path the request named (false: the body was too large or not
+    /// readable as expected).
+    pub paths_complete: bool,
+    /// Request body bytes received.
+    pub bytes: u64,
+    pub status: u16,
+    /// The identity of a `/v1/filesystem/{uid}/{gid}` route, else execd's own.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub duration: Duration,
+}
+
+struct Inner {
+    metrics: prom::Registry,
+    audit: Option<audit::AuditLog>,
+}
+
+/// Cheap-to-clone handle shared by the API layer and the command observer.
+#[derive(Clone)]
+pub struct Observability {
+    inner: Arc<Inner>,
+}
+
+impl Observability {
+    /// Opens the audit log when `audit_log` is given.
+    pub fn new(
+        audit_log: Option<&Path>,
+        audit_max_bytes: u64,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Observability, audit::AuditError> {
+        let audit = audit_log.map(|p| audit::AuditLog::open(p, audit_max_bytes)).transpose()?;
+        Ok(Observability { inner: Arc::new(Inner { metrics: prom::Registry::new(env), audit }) })
+    }
+
+    pub fn metrics(&self) -> &prom::Registry {
+        &self.inner.metrics
+    }
+
+    pub fn audit_enabled(&self) -> bool {
+        self.inner.audit.is_some()
+    }
+
+    /// The observer to install on the command manager: metrics and audit line per execution.
+    pub fn command_observer(&self) -> ExecObserver {
+        let obs = self.clone();
+        Arc::new(move |start: &ExecStart<'_>| {
+            let ctx = REQUEST.try_with(Arc::clone).ok();
+            if let Some(c) = &ctx {
+                c.execution_observed.store(true, Ordering::Relaxed);
+            }
+            let operation = match ctx.as_deref().map(|c| c.route.as_str()) {
+                Some("/code") => "run_code",
+                _ => "run_command",
+            };
+            let record = obs.audit_enabled().then(|| {
+                json!({
+                    "kind": "execution",
+                    "peer": ctx.as_deref().and_then(|c| c.peer).map(|p| p.to_string()),
+                    "method": ctx.as_deref().map(|c| c.method.clone()),
+                    "route": ctx.as_deref().map(|c| c.route.clone()),
+                    "operation": operation,
+                    "id": start.id,
+                    "command": crate::telemetry::command_excerpt(start.command),
+                    "command_len": start.command.len(),
+                    "cwd": start.cwd.map(|p| p.display().to_string())
+                        .or_else(|| std::env::current_dir().ok().map(|p| p.display().to_string())),
+                    "uid": start.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw()),
+                    // With a uid and no gid: the account's primary group, resolved at spawn (null here).
+                    "gid": match (start.uid, start.gid) {
+                        (_, Some(g)) => Some(g),
+                        (None, None) => Some(rustix::process::getegid().as_raw()),
+                        (Some(_), None) => None,
+                    },
+                    "background": start.background,
+                })
+            });
+            let obs = obs.clone();
+            Box::new(move |end: &ExecEnd<'_>| {
+                let success = end.exit_code == Some(0);
+                obs.inner.metrics.observe_execution(operation, success, end.duration);
+                if let Some(mut record) = record {
+                    record["exit_code"] = json!(end.exit_code);
+                    record["exit_reason"] = json!(end.exit.exit_reason);
+                    if let Some(sig) = &end.exit.signal {
+                        record["signal"] = json!(sig);
+                    }
+                    if let Some(u) = &end.exit.usage {
+                        record["usage"] = json!(u);
+                    }
+                    record["duration_ms"] = json!(millis(end.duration));
+                    obs.audit(record);
+                }
+            })
+        })
+    }
+
+    /// An execution the command observer did not see (session runs, Jupyter code), measured by
+    /// the API layer from request to the end of its stream.
+    pub fn execution_by_request(&self, operation: &str, success: bool, d: Duration) {
+        self.inner.metrics.observe_execution(operation, success, d);
+    }
+
+    /// Audits a file mutation (no-op without an audit log).
+    pub fn file_mutation(&self, m: FileMutation) {
+        if !self.audit_enabled() {
+            return;
+        }
+        self.audit(json!({
+            "kind": "file",
+            "peer": m.peer.map(|p| p.to_string()),
+            "method": m.method,
+            "route": m.route,
+            "operation": m.operation,
+            "paths": m.paths,
+            "paths_complete": m.paths_complete,
+            "bytes": m.bytes,
+            "status": m.status,
+            "uid": m.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw()),
+            "gid": m.gid.unwrap_or_else(|| rustix::process::getegid().as_raw()),
+            "duration_ms": millis(m.duration),
+        }));
+    }
+
+    fn audit(&self, mut record: Value) {
+        let Some(log) = &self.inner.audit else { return };
+        record["time"] = json!(rfc3339(SystemTime::now()));
+        match log.write(&record) {
+            Ok(()) => {
+                self.inner.metrics.audit_lines.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.inner.metrics.audit_write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "audit line lost");
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
