@@ -43,12 +43,12 @@ fn command() -> Vec<(&'static str, Value)> {
 }
 
 /// Files: line ranges on downloads (upstream 1.0.19), per-identity routes (issue #24 part 4)
-/// where execd may switch credentials. Not yet: archives, watch.
+/// where execd may switch credentials, directory archives both ways (X30, X31). Not yet: watch.
 fn files() -> Vec<(&'static str, Value)> {
     vec![
         ("line_ranges", json!(true)),
         ("identity_files", json!(can_switch_credentials())),
-        ("archive", json!([])),
+        ("archive", json!(crate::fs::archive::Format::ALL.map(|f| f.as_str()))),
         ("watch", json!(false)),
     ]
 }
@@ -132,7 +132,7 @@ mod tests {
         }
         assert!(["v2", "v1", "none"].contains(&f["cgroup"].as_str().unwrap()), "{f:?}");
         assert!(f["limits"].is_array());
-        assert_eq!(f["archive"], json!([]));
+        assert_eq!(f["archive"], json!(["tar", "tar.gz", "tar.zst", "zip"]));
         let total: usize = PROVIDERS.iter().map(|p| p().len()).sum();
         assert_eq!(total, f.len(), "a key is given by two providers");
     }

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// X11: the command has no open stdin.
     StdinClosed,
+    /// X31: an archive entry that would escape the target directory (or is a device node).
+    UnsafeArchiveEntry,
 }
 
 impl ErrorCode {
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::InvalidQuery => "INVALID_QUERY",
             ErrorCode::StdinClosed => "STDIN_CLOSED",
+            ErrorCode::UnsafeArchiveEntry => "UNSAFE_ARCHIVE_ENTRY",
         }
     }
 }
@@ -161,6 +164,22 @@ impl From<crate::fs::FsError> for ApiError {
             FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
             FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             FsError::PermissionDenied { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Archives (X30, X31): an unsafe entry 400 `UNSAFE_ARCHIVE_ENTRY`, a malformed or truncated
+/// archive 400 `INVALID_FILE`, a type clash with what is in the target 409 `CONFLICT`, file errors
+/// as `/files` (ENOSPC 507).
+impl From<crate::fs::archive::ArchiveError> for ApiError {
+    fn from(e: crate::fs::archive::ArchiveError) -> Self {
+        use crate::fs::archive::ArchiveError;
+        let (status, code) = match e {
+            ArchiveError::Fs(fs) => return ApiError::from(fs),
+            ArchiveError::Unsafe { .. } => (StatusCode::BAD_REQUEST, ErrorCode::UnsafeArchiveEntry),
+            ArchiveError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidFile),
+            ArchiveError::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
         };
         ApiError::new(status, code, e.to_string())
     }

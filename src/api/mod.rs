@@ -15,6 +15,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::state::AppState;
 
+pub mod archive;
 pub mod auth;
 pub mod capabilities;
 pub mod code;
@@ -62,6 +63,7 @@ fn routes() -> Router<AppState> {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
+        .merge(archive::routes())
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())

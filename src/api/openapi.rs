@@ -132,7 +132,8 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 26] = [
+    const ALL_CODES: [ErrorCode; 27] = [
+    const ALL_CODES: [ErrorCode; 25] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
         ErrorCode::RuntimeError,
@@ -159,6 +160,7 @@ mod tests {
         ErrorCode::PermissionDenied,
         ErrorCode::InvalidQuery,
         ErrorCode::StdinClosed,
+        ErrorCode::UnsafeArchiveEntry,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -188,7 +190,8 @@ mod tests {
             | ErrorCode::Forbidden
             | ErrorCode::PermissionDenied
             | ErrorCode::InvalidQuery
-            | ErrorCode::StdinClosed => {}
+            | ErrorCode::StdinClosed
+            | ErrorCode::UnsafeArchiveEntry => {}
         }
     }
 

@@ -7,6 +7,7 @@
 //! async wrappers here, which do). Nothing that waits for the network runs on a blocking thread
 //! (issue #13): transfers hand the blocking pool one chunk or batch at a time ([`transfer`]).
 
+pub mod archive;
 pub mod download;
 pub mod identity;
 pub mod info;
