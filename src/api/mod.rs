@@ -22,6 +22,7 @@ pub mod directories;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod grep;
 pub mod isolated;
 pub mod metrics;
 pub mod openapi;
@@ -54,6 +55,7 @@ fn routes() -> Router<AppState> {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
+        .merge(grep::routes())
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())
