@@ -392,7 +392,8 @@ async fn x32_bad_input_is_400_and_missing_path_404() {
             assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
         }
     };
-    let cases: Vec<(Vec<(String, String)>, Box<dyn Fn(u16, Value)>)> = vec![
+    type Check = Box<dyn Fn(u16, Value)>;
+    let cases: Vec<(Vec<(String, String)>, Check)> = vec![
         // The regex parser's own message comes through.
         (
             q(&[("path", &p), ("pattern", "(unclosed"), ("regex", "true")]),

@@ -581,12 +581,11 @@ impl FileSink<'_, '_> {
 
     /// Feeds every line of a block (one line, unless the searcher hands over several).
     fn lines(&mut self, first: Option<u64>, bytes: &[u8], is_match: bool) -> bool {
-        let mut number = first.unwrap_or(self.last_line + 1);
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let first = first.unwrap_or(self.last_line + 1);
+        for (number, line) in (first..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
             if !self.line(number, line, is_match) {
                 return false;
             }
-            number += 1;
         }
         true
     }
