@@ -504,3 +504,30 @@ async fn x32_capability_is_reported() {
     let caps: Value = server.client().get(server.url("/capabilities")).send().await.unwrap().json().await.unwrap();
     assert_eq!(caps["features"]["grep"], true, "{caps}");
 }
+
+#[tokio::test]
+async fn x32_identity_grep_reads_only_what_the_uid_may() {
+    if !nix::unistd::geteuid().is_root() {
+        common::prerequisite_missing("root (to act as other uids)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("tree");
+    write(&root, "open/a.txt", b"needle open\n");
+    write(&root, "closed/b.txt", b"needle closed\n");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("open"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let server = TestServer::start();
+    let q = [("path", root.display().to_string()), ("pattern", "needle".to_string())];
+    let resp = server.client().get(server.url("/v1/filesystem/65534/65534/files/grep")).query(&q).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("needle open") && !body.contains("needle closed"), "{body}");
+    assert!(body.contains(r#""errors":1"#), "the closed directory is reported: {body}");
+    // execd itself reads both.
+    let q: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    assert_eq!(execd_hits(&server, &q).await.hits.len(), 2);
+}
