@@ -49,6 +49,7 @@ fn files() -> Vec<(&'static str, Value)> {
         ("line_ranges", json!(true)),
         ("identity_files", json!(can_switch_credentials())),
         ("archive", json!(crate::fs::archive::Format::ALL.map(|f| f.as_str()))),
+        ("grep", json!(true)),
         ("watch", json!(false)),
     ]
 }
@@ -126,8 +127,19 @@ mod tests {
     #[test]
     fn x2_every_key_once_and_known_values() {
         let f = features();
-        for key in ["argv", "line_ranges", "identity_files", "pty", "proxy", "cgroup", "stdin", "watch", "init", "otel"]
-        {
+        for key in [
+            "argv",
+            "line_ranges",
+            "identity_files",
+            "grep",
+            "pty",
+            "proxy",
+            "cgroup",
+            "stdin",
+            "watch",
+            "init",
+            "otel",
+        ] {
             assert!(f.contains_key(key), "{key} missing from {f:?}");
         }
         assert!(["v2", "v1", "none"].contains(&f["cgroup"].as_str().unwrap()), "{f:?}");

@@ -25,6 +25,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod inventory;
+pub mod grep;
 pub mod isolated;
 pub mod metrics;
 pub mod observe;
@@ -64,6 +65,7 @@ fn routes() -> Router<AppState> {
         .merge(pty::routes())
         .merge(files::routes())
         .merge(archive::routes())
+        .merge(grep::routes())
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())

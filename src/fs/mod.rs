@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod download;
+pub mod grep;
 pub mod identity;
 pub mod info;
 pub mod list;
