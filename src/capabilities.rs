@@ -43,6 +43,8 @@ fn files() -> Vec<(&'static str, Value)> {
         ("line_ranges", json!(true)),
         ("identity_files", json!(can_switch_credentials())),
         ("archive", json!([])),
+        ("tus", json!({"version": crate::fs::tus::TUS_VERSION, "extensions": crate::fs::tus::TUS_EXTENSIONS})),
+        ("upload_raw", json!(true)),
         ("watch", json!(false)),
     ]
 }

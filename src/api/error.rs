@@ -35,6 +35,12 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Forbidden,
     PermissionDenied,
+    /// X34: the body's digest differs from `Content-Digest`.
+    DigestMismatch,
+    /// X33: a tus chunk's checksum differs from `Upload-Checksum` (460).
+    ChecksumMismatch,
+    /// X33: the request's `Tus-Resumable` is not 1.0.0 (412).
+    UnsupportedVersion,
 }
 
 impl ErrorCode {
@@ -64,6 +70,9 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::DigestMismatch => "DIGEST_MISMATCH",
+            ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
         }
     }
 }
@@ -155,6 +164,30 @@ impl From<crate::fs::FsError> for ApiError {
             FsError::TooManyTransfers(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
             FsError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             FsError::PermissionDenied { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Resumable uploads (X33): unknown upload 404, offset mismatch 409, checksum mismatch 460, a
+/// chunk too long 413, too many uploads 429, a busy upload 423; filesystem errors as usual.
+impl From<crate::fs::tus::TusError> for ApiError {
+    fn from(e: crate::fs::tus::TusError) -> Self {
+        use crate::fs::tus::TusError;
+        let (status, code) = match &e {
+            TusError::Fs(_) => {
+                let TusError::Fs(fs) = e else { unreachable!() };
+                return fs.into();
+            }
+            TusError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            TusError::OffsetMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            TusError::ChecksumMismatch { .. } => {
+                (StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST), ErrorCode::ChecksumMismatch)
+            }
+            TusError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody),
+            TusError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            TusError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            TusError::Busy(_) => (StatusCode::LOCKED, ErrorCode::Conflict),
         };
         ApiError::new(status, code, e.to_string())
     }

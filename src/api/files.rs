@@ -56,7 +56,10 @@ const IDENTITY_PREFIX: &str = "/v1/filesystem/{uid}/{gid}";
 /// so the kernel's permission checks, the owner of what is created, and how paths resolve)
 /// differs.
 pub fn identity_routes() -> Router<AppState> {
-    let inner = routes().merge(super::directories::routes()).route_layer(middleware::from_fn(with_identity));
+    let inner = routes()
+        .merge(super::directories::routes())
+        .merge(super::upload_raw::routes())
+        .route_layer(middleware::from_fn(with_identity));
     Router::new().nest(IDENTITY_PREFIX, inner)
 }
 

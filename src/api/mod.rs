@@ -31,6 +31,8 @@ pub mod pty;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod tus;
+pub mod upload_raw;
 
 use error::{ApiError, ErrorCode};
 
@@ -54,6 +56,8 @@ fn routes() -> Router<AppState> {
         .merge(proxy::routes())
         .merge(pty::routes())
         .merge(files::routes())
+        .merge(upload_raw::routes())
+        .merge(tus::routes())
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())

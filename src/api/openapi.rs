@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 24] = [
+    const ALL_CODES: [ErrorCode; 27] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
         ErrorCode::RuntimeError,
@@ -157,6 +157,9 @@ mod tests {
         ErrorCode::ServiceUnavailable,
         ErrorCode::Forbidden,
         ErrorCode::PermissionDenied,
+        ErrorCode::DigestMismatch,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::UnsupportedVersion,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -184,7 +187,10 @@ mod tests {
             | ErrorCode::SessionNotFound
             | ErrorCode::ServiceUnavailable
             | ErrorCode::Forbidden
-            | ErrorCode::PermissionDenied => {}
+            | ErrorCode::PermissionDenied
+            | ErrorCode::DigestMismatch
+            | ErrorCode::ChecksumMismatch
+            | ErrorCode::UnsupportedVersion => {}
         }
     }
 
