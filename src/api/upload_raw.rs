@@ -99,11 +99,23 @@ async fn put_content(
         }
     };
     let given = spec.path.clone();
-    let existed = fs::blocking({
+    let existed = match fs::blocking({
         let given = given.clone();
-        move || Ok(std::fs::metadata(fs::path::expanded_checked(&given)?).is_ok())
+        move || match std::fs::metadata(fs::path::expanded_checked(&given)?) {
+            // 400, not the multipart upload's (upstream's) 500: this route has no upstream.
+            Ok(m) if m.is_dir() => Err(FsError::Invalid(format!("cannot upload to {given}: is a directory"))),
+            Ok(_) => Ok(true),
+            Err(_) => Ok(false),
+        }
     })
-    .await?;
+    .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            drain(body).await;
+            return Err(e.into());
+        }
+    };
     let (mut stream, stall) = state.transfers.stall_guard(body.into_data_stream());
     let mut writer = UploadWriter::to_target(spec, state.transfers.scratch()).await?;
     let mut hasher = expected.as_ref().map(|_| sha2::Sha256::new());

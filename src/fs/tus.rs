@@ -558,7 +558,7 @@ impl TusStore {
             let existing = std::fs::metadata(&target).ok();
             match &existing {
                 Some(m) if m.is_dir() => {
-                    return Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display())))
+                    return Err(FsError::Invalid(format!("cannot upload to {}: is a directory", target.display())))
                 }
                 Some(m) if !m.is_file() => {
                     return Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())))
@@ -698,8 +698,8 @@ impl ChunkWriter {
 }
 
 /// The target of an upload: expanded (empty refused), an existing symlink followed, absolute;
-/// its directory created (0777 &^ umask); a directory or other non-regular file refused, as the
-/// multipart upload does.
+/// its directory created (0777 &^ umask); a directory or other non-regular file refused (400;
+/// the multipart upload answers 500 for a directory, as upstream, but this route has no upstream).
 fn resolve_target(given: &str) -> Result<PathBuf, FsError> {
     let given = path::expanded_checked(given)?;
     let target = match std::fs::symlink_metadata(&given) {
@@ -710,7 +710,7 @@ fn resolve_target(given: &str) -> Result<PathBuf, FsError> {
     let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
     mkdir_p(&dir, 0o777).map_err(|e| FsError::io_no_404("mkdir", &dir, e))?;
     match std::fs::metadata(&target) {
-        Ok(m) if m.is_dir() => Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display()))),
+        Ok(m) if m.is_dir() => Err(FsError::Invalid(format!("cannot upload to {}: is a directory", target.display()))),
         Ok(m) if !m.is_file() => {
             Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())))
         }

@@ -39,6 +39,7 @@ every command/code/session body runs `echo x`.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -89,6 +90,8 @@ REFERENCE_EXCEPTIONS: list[tuple[str, str, object, str, str]] = [
     ("GET /files/search", "500", None, "§7.6", "invalid pattern or walk error -> 500"),
     ("POST /files/replace", "500", None, "§7.7", "non-file or unreadable path -> 500"),
     ("POST /files/upload", "500", None, "§7.8", "write/chmod/chown failure -> 500"),
+    ("PUT /files/content", "500", None, "X34", "mkdir/write/rename failure -> 500, as the multipart upload"),
+    ("POST /files/tus", "500", None, "X33", "mkdir/create failure -> 500, as the multipart upload"),
     ("GET /files/download", "500", None, "§7.9", "open errors other than 'missing' -> 500"),
     ("GET /directories/list", "500", None, "§7.10", "read error -> 500"),
     ("POST /directories", "500", None, "§7.11", "existing file at the path -> 500"),
@@ -287,12 +290,20 @@ def make_safe(case, scratch: Scratch, real_session: str, real_isolated: str = ""
     q = case.query if isinstance(case.query, dict) else {}
 
     # Path-bearing query parameters of the filesystem routes.
-    if "path" in q and (op.startswith("GET /files") or op.startswith("DELETE /files") or "/directories" in op):
+    if "path" in q and (
+        op.startswith("GET /files") or op.startswith("DELETE /files") or op == "PUT /files/content" or "/directories" in op
+    ):
         v = q["path"]
         q["path"] = [scratch.path(x) for x in v] if isinstance(v, list) else scratch.path(v)
     elif op in {"GET /files/info", "DELETE /files", "DELETE /directories", "GET /files/search",
                 "GET /files/download", "GET /directories/list"}:
         q.pop("path", None)
+
+    # tus creation (X33): the target is the base64 `path` of Upload-Metadata.
+    h = case.headers if isinstance(case.headers, dict) else {}
+    if op == "POST /files/tus" and "Upload-Metadata" in h:
+        target = scratch.path(h["Upload-Metadata"]).encode()
+        h["Upload-Metadata"] = "path " + base64.b64encode(target).decode()
 
     body = case.body
     if op in {"POST /files/permissions", "POST /directories"} and isinstance(body, dict):
