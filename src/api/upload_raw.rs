@@ -63,7 +63,10 @@ pub fn expected_sha256(field: &str) -> Result<Vec<u8>, String> {
 }
 
 async fn drain(body: Body) {
-    let mut stream = body.into_data_stream();
+    drain_stream(body.into_data_stream()).await
+}
+
+async fn drain_stream<E>(mut stream: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin) {
     let discard = async {
         let mut n = 0usize;
         while let Some(Ok(chunk)) = stream.next().await {
@@ -117,7 +120,13 @@ async fn put_content(
         }
     };
     let (mut stream, stall) = state.transfers.stall_guard(body.into_data_stream());
-    let mut writer = UploadWriter::to_target(spec, state.transfers.scratch()).await?;
+    let mut writer = match UploadWriter::to_target(spec, state.transfers.scratch()).await {
+        Ok(w) => w,
+        Err(e) => {
+            drain_stream(stream).await;
+            return Err(e.into());
+        }
+    };
     let mut hasher = expected.as_ref().map(|_| sha2::Sha256::new());
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
