@@ -50,6 +50,8 @@ fn files() -> Vec<(&'static str, Value)> {
         ("identity_files", json!(can_switch_credentials())),
         ("archive", json!(crate::fs::archive::Format::ALL.map(|f| f.as_str()))),
         ("grep", json!(true)),
+        ("tus", json!({"version": crate::fs::tus::TUS_VERSION, "extensions": crate::fs::tus::TUS_EXTENSIONS})),
+        ("upload_raw", json!(true)),
         ("watch", json!(false)),
     ]
 }

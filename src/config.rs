@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_TRANSFERS: usize = 64;
 /// Default deadline for a request body read or a socket write that makes no progress.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Resumable (tus) uploads not written to for this long are removed (X33).
+pub const DEFAULT_TUS_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// Default cap on resumable uploads open at once.
+pub const DEFAULT_TUS_MAX_UPLOADS: usize = 1000;
+
 /// Everything execd reads from its flags and environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -72,6 +77,10 @@ pub struct Config {
     pub envs_file: Option<String>,
     /// `EXECD_LOG_FILE`: JSON log lines go here instead of stdout.
     pub log_file: Option<PathBuf>,
+    /// Resumable uploads expire this long after their last write (X33).
+    pub tus_expiry: Duration,
+    /// At most this many resumable uploads at once (X33).
+    pub tus_max_uploads: usize,
     /// `--cgroup-root` (X20): `""` auto-detect, `none` off, else a cgroup v2 directory.
     pub cgroup_root: String,
     /// X52: `/ready` fails when the state directory's filesystem has fewer free bytes.
@@ -217,6 +226,18 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_ISOLATION_ALLOWED_WRITABLE"),
         default: "/workspace:/mnt:/media:/data",
         help: "colon-separated directories under which isolated sessions may bind (extra_writable, binds)",
+    },
+    Setting {
+        flag: "tus-expiry",
+        env: Some("EXECD_TUS_EXPIRY"),
+        default: "24h",
+        help: "Go duration; a resumable (tus) upload not written to for this long is removed with its partial file",
+    },
+    Setting {
+        flag: "tus-max-uploads",
+        env: Some("EXECD_TUS_MAX_UPLOADS"),
+        default: "1000",
+        help: "at most this many resumable (tus) uploads open at once; more get 429",
     },
     Setting {
         flag: "stall-timeout",
@@ -507,6 +528,8 @@ impl Config {
         };
         let max_connections = count("max-connections", DEFAULT_MAX_CONNECTIONS)?;
         let max_transfers = count("max-transfers", DEFAULT_MAX_TRANSFERS)?;
+        let tus_expiry = positive("tus-expiry", DEFAULT_TUS_EXPIRY)?;
+        let tus_max_uploads = count("tus-max-uploads", DEFAULT_TUS_MAX_UPLOADS)?;
         let command_retention_count = match get("command-retention-count") {
             Some((n, v)) => v.parse::<usize>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
             None => DEFAULT_COMMAND_MAX,
@@ -576,6 +599,8 @@ impl Config {
             isolation_allowed_writable,
             envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
             log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+            tus_expiry,
+            tus_max_uploads,
             cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
             ready_min_free_disk,
             ready_min_free_inodes,

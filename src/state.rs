@@ -24,6 +24,8 @@ pub struct AppState {
     pub code: crate::code::CodeManager,
     /// File transfer limits and the scratch space for temporary files (`fs::transfer`).
     pub transfers: crate::fs::transfer::Transfers,
+    /// `/files/tus`: resumable uploads (X33), their records in `<state_dir>/tus`.
+    pub tus: crate::fs::tus::TusStore,
     /// `/v1/isolated`: namespace-isolated bash sessions.
     pub isolated: crate::isolated::IsolatedManager,
     /// `/ready` (X52): the readiness checks.
@@ -62,6 +64,11 @@ impl AppState {
                 stall_timeout: config.stall_timeout,
             },
         )?;
+        let tus = crate::fs::tus::TusStore::new(crate::fs::tus::TusOpts {
+            dir: config.state_dir.join("tus"),
+            expiry: config.tus_expiry,
+            max_uploads: config.tus_max_uploads,
+        })?;
         let isolated = crate::isolated::IsolatedManager::new(crate::isolated::IsolatedOpts {
             state_dir: config.state_dir.clone(),
             enabled: config.isolation,
@@ -85,7 +92,7 @@ impl AppState {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, readiness, observability })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, tus, isolated, readiness, observability })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

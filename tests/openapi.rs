@@ -199,6 +199,7 @@ async fn x2_capabilities_report_version_and_documented_features() {
             Value::Bool(_) => "boolean",
             Value::String(_) => "string",
             Value::Array(_) => "array",
+            Value::Object(_) => "object",
             _ => "other",
         };
         assert_eq!(got, want, "feature {key} = {value}");

@@ -41,6 +41,12 @@ pub enum ErrorCode {
     StdinClosed,
     /// X31: an archive entry that would escape the target directory (or is a device node).
     UnsafeArchiveEntry,
+    /// X34: the body's digest differs from `Content-Digest`.
+    DigestMismatch,
+    /// X33: a tus chunk's checksum differs from `Upload-Checksum` (460).
+    ChecksumMismatch,
+    /// X33: the request's `Tus-Resumable` is not 1.0.0 (412).
+    UnsupportedVersion,
 }
 
 impl ErrorCode {
@@ -73,6 +79,9 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => "INVALID_QUERY",
             ErrorCode::StdinClosed => "STDIN_CLOSED",
             ErrorCode::UnsafeArchiveEntry => "UNSAFE_ARCHIVE_ENTRY",
+            ErrorCode::DigestMismatch => "DIGEST_MISMATCH",
+            ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
         }
     }
 }
@@ -180,6 +189,25 @@ impl From<crate::fs::archive::ArchiveError> for ApiError {
             ArchiveError::Unsafe { .. } => (StatusCode::BAD_REQUEST, ErrorCode::UnsafeArchiveEntry),
             ArchiveError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidFile),
             ArchiveError::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+/// Resumable uploads (X33): unknown upload 404, offset mismatch 409, checksum mismatch 460, a
+/// chunk too long 413, too many uploads 429, a busy upload 423; filesystem errors as usual.
+impl From<crate::fs::tus::TusError> for ApiError {
+    fn from(e: crate::fs::tus::TusError) -> Self {
+        use crate::fs::tus::TusError;
+        let (status, code) = match &e {
+            TusError::Fs(_) => {
+                let TusError::Fs(fs) = e else { unreachable!() };
+                return fs.into();
+            }
+            TusError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            TusError::OffsetMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            TusError::ChecksumMismatch { .. } => {
+                (StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST), ErrorCode::ChecksumMismatch)
+            }
+            TusError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody),
+            TusError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            TusError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            TusError::Busy(_) => (StatusCode::LOCKED, ErrorCode::Conflict),
         };
         ApiError::new(status, code, e.to_string())
     }

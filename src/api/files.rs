@@ -59,6 +59,7 @@ pub fn identity_routes() -> Router<AppState> {
     let inner = routes()
         .merge(super::directories::routes())
         .merge(super::grep::routes())
+        .merge(super::upload_raw::routes())
         .route_layer(middleware::from_fn(with_identity));
     Router::new().nest(IDENTITY_PREFIX, inner)
 }

@@ -38,6 +38,8 @@ pub mod ready;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod tus;
+pub mod upload_raw;
 
 use error::{ApiError, ErrorCode};
 
@@ -66,6 +68,8 @@ fn routes() -> Router<AppState> {
         .merge(files::routes())
         .merge(archive::routes())
         .merge(grep::routes())
+        .merge(upload_raw::routes())
+        .merge(tus::routes())
         .merge(directories::routes())
         .merge(openapi::routes())
         .merge(capabilities::routes())

@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 27] = [
+    const ALL_CODES: [ErrorCode; 30] = [
     const ALL_CODES: [ErrorCode; 25] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
@@ -161,6 +161,9 @@ mod tests {
         ErrorCode::InvalidQuery,
         ErrorCode::StdinClosed,
         ErrorCode::UnsafeArchiveEntry,
+        ErrorCode::DigestMismatch,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::UnsupportedVersion,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -191,7 +194,10 @@ mod tests {
             | ErrorCode::PermissionDenied
             | ErrorCode::InvalidQuery
             | ErrorCode::StdinClosed
-            | ErrorCode::UnsafeArchiveEntry => {}
+            | ErrorCode::UnsafeArchiveEntry
+            | ErrorCode::DigestMismatch
+            | ErrorCode::ChecksumMismatch
+            | ErrorCode::UnsupportedVersion => {}
         }
     }
 

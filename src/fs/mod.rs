@@ -20,6 +20,7 @@ pub mod replace;
 pub mod search;
 pub mod temp;
 pub mod transfer;
+pub mod tus;
 pub mod upload;
 
 use std::fs::{File, Metadata};
