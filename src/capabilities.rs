@@ -37,13 +37,13 @@ fn command() -> Vec<(&'static str, Value)> {
 }
 
 /// Files: line ranges on downloads (upstream 1.0.19), per-identity routes (issue #24 part 4)
-/// where execd may switch credentials. Not yet: archives, watch.
+/// where execd may switch credentials, file watches (X40) where inotify works. Not yet: archives.
 fn files() -> Vec<(&'static str, Value)> {
     vec![
         ("line_ranges", json!(true)),
         ("identity_files", json!(can_switch_credentials())),
         ("archive", json!([])),
-        ("watch", json!(false)),
+        ("watch", json!(crate::watch::available())),
     ]
 }
 

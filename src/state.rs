@@ -26,6 +26,8 @@ pub struct AppState {
     pub transfers: crate::fs::transfer::Transfers,
     /// `/v1/isolated`: namespace-isolated bash sessions.
     pub isolated: crate::isolated::IsolatedManager,
+    /// `/files/watches`: file watches with a cursor (X40–X42).
+    pub watches: crate::watch::WatchManager,
 }
 
 impl AppState {
@@ -64,16 +66,22 @@ impl AppState {
             max_sessions: config.isolation_max_sessions,
             allowed_writable: config.isolation_allowed_writable.clone(),
         });
+        let watches = crate::watch::WatchManager::new(crate::watch::WatchOpts {
+            ttl: config.watch_ttl,
+            max_watches: config.max_watches,
+            ring_events: config.watch_ring_size,
+        });
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, isolated, watches })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
     /// grace period) so that every open stream reaches its terminal event.
     pub async fn stop(&self) {
         self.shutdown.cancel();
+        self.watches.stop();
         // Concurrently: each waits up to the grace period for its processes.
         tokio::join!(
             self.commands.stop(self.config.graceful_shutdown_timeout),

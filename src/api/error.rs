@@ -35,6 +35,8 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Forbidden,
     PermissionDenied,
+    /// X40: the watch cap, or a kernel inotify limit, is reached.
+    TooManyWatches,
 }
 
 impl ErrorCode {
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::TooManyWatches => "TOO_MANY_WATCHES",
         }
     }
 }
@@ -321,6 +324,30 @@ impl From<crate::isolated::IsolatedError> for ApiError {
             _ => e.to_string(),
         };
         ApiError::new(status, code, message)
+    }
+}
+
+/// File watches (X40–X42): unknown watch 404 `NOT_FOUND`, missing directory 404
+/// `FILE_NOT_FOUND`, not a directory or bad input 400, the watch cap and kernel inotify limits 429
+/// `TOO_MANY_WATCHES`, no inotify 503 `NOT_SUPPORTED`.
+impl From<crate::watch::WatchError> for ApiError {
+    fn from(e: crate::watch::WatchError) -> Self {
+        use crate::watch::WatchError;
+        let (status, code) = match &e {
+            WatchError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            WatchError::PathNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            WatchError::NotADirectory(_) | WatchError::Invalid(_) | WatchError::CursorAhead { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody)
+            }
+            WatchError::PermissionDenied(_) => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
+            WatchError::TooMany(_) | WatchError::KernelLimit(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyWatches)
+            }
+            WatchError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported),
+            WatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError),
+            WatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 24] = [
+    const ALL_CODES: [ErrorCode; 25] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
         ErrorCode::RuntimeError,
@@ -157,6 +157,7 @@ mod tests {
         ErrorCode::ServiceUnavailable,
         ErrorCode::Forbidden,
         ErrorCode::PermissionDenied,
+        ErrorCode::TooManyWatches,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -184,7 +185,8 @@ mod tests {
             | ErrorCode::SessionNotFound
             | ErrorCode::ServiceUnavailable
             | ErrorCode::Forbidden
-            | ErrorCode::PermissionDenied => {}
+            | ErrorCode::PermissionDenied
+            | ErrorCode::TooManyWatches => {}
         }
     }
 
