@@ -189,7 +189,7 @@ async fn x40_create_list_delete_and_bad_input() {
 
     let resp = s.client().get(s.url("/files/watches/nope/events")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
-    assert_eq!(code(&resp.json().await.unwrap()), "NOT_FOUND");
+    assert_eq!(code(&resp.json().await.unwrap()), "WATCH_NOT_FOUND");
     let resp = s.client().get(s.url(&format!("/files/watches/{id}/events?after=x"))).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let resp = s.client().get(s.url(&format!("/files/watches/{id}/changes?since=99"))).send().await.unwrap();

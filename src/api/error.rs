@@ -37,6 +37,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// X40: the watch cap, or a kernel inotify limit, is reached.
     TooManyWatches,
+    /// X40: no watch with that id (distinct from the router's `NOT_FOUND`).
+    WatchNotFound,
 }
 
 impl ErrorCode {
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::TooManyWatches => "TOO_MANY_WATCHES",
+            ErrorCode::WatchNotFound => "WATCH_NOT_FOUND",
         }
     }
 }
@@ -327,14 +330,14 @@ impl From<crate::isolated::IsolatedError> for ApiError {
     }
 }
 
-/// File watches (X40–X42): unknown watch 404 `NOT_FOUND`, missing directory 404
+/// File watches (X40–X42): unknown watch 404 `WATCH_NOT_FOUND`, missing directory 404
 /// `FILE_NOT_FOUND`, not a directory or bad input 400, the watch cap and kernel inotify limits 429
 /// `TOO_MANY_WATCHES`, no inotify 503 `NOT_SUPPORTED`.
 impl From<crate::watch::WatchError> for ApiError {
     fn from(e: crate::watch::WatchError) -> Self {
         use crate::watch::WatchError;
         let (status, code) = match &e {
-            WatchError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            WatchError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::WatchNotFound),
             WatchError::PathNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
             WatchError::NotADirectory(_) | WatchError::Invalid(_) | WatchError::CursorAhead { .. } => {
                 (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody)

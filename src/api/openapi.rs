@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 25] = [
+    const ALL_CODES: [ErrorCode; 26] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
         ErrorCode::RuntimeError,
@@ -158,6 +158,7 @@ mod tests {
         ErrorCode::Forbidden,
         ErrorCode::PermissionDenied,
         ErrorCode::TooManyWatches,
+        ErrorCode::WatchNotFound,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -186,7 +187,8 @@ mod tests {
             | ErrorCode::ServiceUnavailable
             | ErrorCode::Forbidden
             | ErrorCode::PermissionDenied
-            | ErrorCode::TooManyWatches => {}
+            | ErrorCode::TooManyWatches
+            | ErrorCode::WatchNotFound => {}
         }
     }
 

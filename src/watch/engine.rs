@@ -28,6 +28,7 @@
 //! - `IN_Q_OVERFLOW` is one `overflow` event; the tree is then walked again so that directories
 //!   made meanwhile get their watches (their contents are the client's rescan).
 //! - The watched directory deleted or moved away: a final `delete` for it, and the watch ends.
+//! - `/proc` and `/sys` are not entered by a recursive walk (a watch on `/` stays small).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -50,6 +51,9 @@ pub const COALESCE: Duration = Duration::from_millis(50);
 pub const MOVE_WAIT: Duration = Duration::from_millis(20);
 /// Events are handed to readers at the latest every this many (a long scan does not pile up).
 const PUBLISH_BATCH: usize = 256;
+/// Kernel views where inotify reports nothing useful and a recursive walk from `/` would add
+/// thousands of watches: never entered (watch them directly if wanted).
+const PSEUDO_FS: &[&str] = &["/proc", "/sys"];
 /// At most this many exclude globs, each at most [`MAX_GLOB_LEN`] bytes.
 pub const MAX_GLOBS: usize = 64;
 const MAX_GLOB_LEN: usize = 1024;
@@ -443,6 +447,9 @@ impl Engine {
                     continue;
                 }
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && PSEUDO_FS.iter().any(|p| path == Path::new(p)) {
+                    continue;
+                }
                 if report && self.scanned.insert(path.clone()) {
                     self.emit(EventType::Create, &path, is_dir);
                 }
