@@ -43,7 +43,8 @@ fn command() -> Vec<(&'static str, Value)> {
 }
 
 /// Files: line ranges on downloads (upstream 1.0.19), per-identity routes (issue #24 part 4)
-/// where execd may switch credentials, directory archives both ways (X30, X31). Not yet: watch.
+/// where execd may switch credentials, directory archives both ways (X30, X31), content search
+/// (X32), resumable and digest-checked uploads (X33, X34), file watches (X40) where inotify works.
 fn files() -> Vec<(&'static str, Value)> {
     vec![
         ("line_ranges", json!(true)),
@@ -52,7 +53,7 @@ fn files() -> Vec<(&'static str, Value)> {
         ("grep", json!(true)),
         ("tus", json!({"version": crate::fs::tus::TUS_VERSION, "extensions": crate::fs::tus::TUS_EXTENSIONS})),
         ("upload_raw", json!(true)),
-        ("watch", json!(false)),
+        ("watch", json!(crate::watch::available())),
     ]
 }
 

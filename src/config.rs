@@ -28,6 +28,12 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_TRANSFERS: usize = 64;
 /// Default deadline for a request body read or a socket write that makes no progress.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A file watch with no reader and no request for this long is collected (X40).
+pub const DEFAULT_WATCH_TTL: Duration = Duration::from_secs(3600);
+/// At most this many file watches at once (X40).
+pub const DEFAULT_MAX_WATCHES: usize = 64;
+/// Events kept per file watch (X41).
+pub const DEFAULT_WATCH_RING_SIZE: usize = 10_000;
 
 /// Resumable (tus) uploads not written to for this long are removed (X33).
 pub const DEFAULT_TUS_EXPIRY: Duration = Duration::from_secs(24 * 3600);
@@ -91,6 +97,10 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// `--audit-log-max-bytes`: size at which the audit log is rotated once.
     pub audit_log_max_bytes: u64,
+    /// File watches (X40, X41): TTL without reader or request, cap, ring size.
+    pub watch_ttl: Duration,
+    pub max_watches: usize,
+    pub watch_ring_size: usize,
 }
 
 /// Why the configuration was rejected. The message names the flag (or variable) and the value.
@@ -263,10 +273,29 @@ const SETTINGS: &[Setting] = &[
         default: "",
         help: "append one JSON line per execution and per file mutation to this file (mode 0600; empty: no audit log)",
     },
+    Setting {
         flag: "audit-log-max-bytes",
         env: Some("EXECD_AUDIT_LOG_MAX_BYTES"),
         default: "67108864",
         help: "rotate the audit log to PATH.1 (replacing it) when the next line would take it past this size (at least 1024)",
+    },
+    Setting {
+        flag: "watch-ttl",
+        env: Some("EXECD_WATCH_TTL"),
+        default: "1h",
+        help: "Go duration; a file watch with no reader and no request for this long is deleted",
+    },
+    Setting {
+        flag: "max-watches",
+        env: Some("EXECD_MAX_WATCHES"),
+        default: "64",
+        help: "at most this many file watches at once; more get 429 TOO_MANY_WATCHES",
+    },
+    Setting {
+        flag: "watch-ring-size",
+        env: Some("EXECD_WATCH_RING_SIZE"),
+        default: "10000",
+        help: "events kept per file watch for resuming readers; older ones are reported as one overflow",
     },
 ];
 
@@ -552,6 +581,9 @@ impl Config {
             },
         };
         let isolation_max_sessions = count("isolation-max-sessions", 64)?;
+        let watch_ttl = positive("watch-ttl", DEFAULT_WATCH_TTL)?;
+        let max_watches = count("max-watches", DEFAULT_MAX_WATCHES)?;
+        let watch_ring_size = count("watch-ring-size", DEFAULT_WATCH_RING_SIZE)?;
         let isolation_allowed_writable = match get("isolation-allowed-writable") {
             None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
             Some((_, v)) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
@@ -606,6 +638,9 @@ impl Config {
             ready_min_free_inodes,
             audit_log,
             audit_log_max_bytes,
+            watch_ttl,
+            max_watches,
+            watch_ring_size,
         })))
     }
 
@@ -665,6 +700,10 @@ mod tests {
         assert_eq!(c.state_dir, want.remove(0));
         assert_eq!(c.state_dir_fallbacks, want);
         assert!(c.access_token.is_empty());
+        assert_eq!((c.watch_ttl, c.max_watches, c.watch_ring_size), (Duration::from_secs(3600), 64, 10_000));
+        let c = run(&["--watch-ttl=2s", "--max-watches=3", "--watch-ring-size=50"], &[]).unwrap();
+        assert_eq!((c.watch_ttl, c.max_watches, c.watch_ring_size), (Duration::from_secs(2), 3, 50));
+        assert!(run(&["--watch-ttl=0"], &[]).is_err());
     }
 
     #[test]

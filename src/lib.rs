@@ -11,7 +11,7 @@
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
 //! - `cgroup`: a cgroup leaf per spawned command (v2, v1 or none), kill-all, usage, limits.
 //! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
-//!   `command`, `session`, `pty`, `code`, `fs`, `metrics`, `isolated` (namespace-isolated
+//!   `command`, `session`, `pty`, `code`, `fs`, `metrics`, `watch` (file watches), `isolated` (namespace-isolated
 //!   sessions; `isolated::ns` is also a helper mode of the binary). The port proxy is HTTP by nature and
 //!   lives in `api/proxy.rs`.
 
@@ -36,6 +36,7 @@ pub mod shutdown;
 pub mod state;
 pub mod state_dir;
 pub mod telemetry;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Duration;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub readiness: crate::readiness::Readiness,
     /// Metrics for `/metrics/prometheus` and the audit log (X61, X62).
     pub observability: crate::observability::Observability,
+    /// `/files/watches`: file watches with a cursor (X40–X42).
+    pub watches: crate::watch::WatchManager,
 }
 
 impl AppState {
@@ -89,16 +91,22 @@ impl AppState {
             .map_err(std::io::Error::other)?;
         commands.set_observer(observability.command_observer());
         let _ = crate::capabilities::AUDIT_LOG.set(observability.audit_enabled());
+        let watches = crate::watch::WatchManager::new(crate::watch::WatchOpts {
+            ttl: config.watch_ttl,
+            max_watches: config.max_watches,
+            ring_events: config.watch_ring_size,
+        });
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, tus, isolated, readiness, observability })
+        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, tus, isolated, readiness, observability, watches })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
     /// grace period) so that every open stream reaches its terminal event.
     pub async fn stop(&self) {
         self.shutdown.cancel();
+        self.watches.stop();
         // Concurrently: each waits up to the grace period for its processes.
         tokio::join!(
             self.commands.stop(self.config.graceful_shutdown_timeout),

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     ChecksumMismatch,
     /// X33: the request's `Tus-Resumable` is not 1.0.0 (412).
     UnsupportedVersion,
+    /// X40: the watch cap, or a kernel inotify limit, is reached.
+    TooManyWatches,
+    /// X40: no watch with that id (distinct from the router's `NOT_FOUND`).
+    WatchNotFound,
 }
 
 impl ErrorCode {
@@ -82,6 +86,8 @@ impl ErrorCode {
             ErrorCode::DigestMismatch => "DIGEST_MISMATCH",
             ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
             ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::TooManyWatches => "TOO_MANY_WATCHES",
+            ErrorCode::WatchNotFound => "WATCH_NOT_FOUND",
         }
     }
 }
@@ -388,6 +394,27 @@ impl From<crate::isolated::IsolatedError> for ApiError {
 impl From<crate::command::inventory::InventoryError> for ApiError {
     fn from(e: crate::command::inventory::InventoryError) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.to_string())
+/// File watches (X40–X42): unknown watch 404 `WATCH_NOT_FOUND`, missing directory 404
+/// `FILE_NOT_FOUND`, not a directory or bad input 400, the watch cap and kernel inotify limits 429
+/// `TOO_MANY_WATCHES`, no inotify 503 `NOT_SUPPORTED`.
+impl From<crate::watch::WatchError> for ApiError {
+    fn from(e: crate::watch::WatchError) -> Self {
+        use crate::watch::WatchError;
+        let (status, code) = match &e {
+            WatchError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::WatchNotFound),
+            WatchError::PathNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            WatchError::NotADirectory(_) | WatchError::Invalid(_) | WatchError::CursorAhead { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody)
+            }
+            WatchError::PermissionDenied(_) => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
+            WatchError::TooMany(_) | WatchError::KernelLimit(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyWatches)
+            }
+            WatchError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported),
+            WatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError),
+            WatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

@@ -40,6 +40,7 @@ pub mod session;
 pub mod sse;
 pub mod tus;
 pub mod upload_raw;
+pub mod watch;
 
 use error::{ApiError, ErrorCode};
 
@@ -75,6 +76,7 @@ fn routes() -> Router<AppState> {
         .merge(capabilities::routes())
         .merge(isolated::routes())
         .merge(files::identity_routes())
+        .merge(watch::routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,

@@ -132,7 +132,7 @@ mod tests {
 
     /// Every code the server can send (X4). The exhaustive match makes a new variant a compile
     /// error here until it is added to [`ALL_CODES`] (and so checked against the document).
-    const ALL_CODES: [ErrorCode; 30] = [
+    const ALL_CODES: [ErrorCode; 32] = [
     const ALL_CODES: [ErrorCode; 25] = [
         ErrorCode::InvalidRequestBody,
         ErrorCode::MissingQuery,
@@ -164,6 +164,8 @@ mod tests {
         ErrorCode::DigestMismatch,
         ErrorCode::ChecksumMismatch,
         ErrorCode::UnsupportedVersion,
+        ErrorCode::TooManyWatches,
+        ErrorCode::WatchNotFound,
     ];
 
     fn _listed(c: ErrorCode) {
@@ -197,7 +199,9 @@ mod tests {
             | ErrorCode::UnsafeArchiveEntry
             | ErrorCode::DigestMismatch
             | ErrorCode::ChecksumMismatch
-            | ErrorCode::UnsupportedVersion => {}
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::TooManyWatches
+            | ErrorCode::WatchNotFound => {}
         }
     }
 
