@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 pub type Provider = fn() -> Vec<(&'static str, Value)>;
 
 /// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
-pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform];
+pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, terminal];
 
 /// The `features` object: every provider's keys. A key given twice is a programming error
 /// (debug builds panic); the later one wins.
@@ -67,6 +67,11 @@ fn isolation_and_limits() -> Vec<(&'static str, Value)> {
 /// Process-level features not implemented yet: acting as init, OpenTelemetry export.
 fn platform() -> Vec<(&'static str, Value)> {
     vec![("init", json!(false)), ("otel", json!(false))]
+}
+
+/// The browser terminal `GET /terminal` (X70): whether this build embeds xterm.js.
+fn terminal() -> Vec<(&'static str, Value)> {
+    vec![("terminal", json!(crate::api::terminal::embedded()))]
 }
 
 /// Whether a pseudo-terminal can be opened here (checked once).

@@ -31,6 +31,7 @@ pub mod pty;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod terminal;
 
 use error::{ApiError, ErrorCode};
 
@@ -59,6 +60,7 @@ fn routes() -> Router<AppState> {
         .merge(capabilities::routes())
         .merge(isolated::routes())
         .merge(files::identity_routes())
+        .merge(terminal::routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
