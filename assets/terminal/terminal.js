@@ -31,6 +31,7 @@
   let exitCode = null; // set by the exit frame of the current connection
   let retryTimer = null;
   let attempt = 0;
+  let attachGen = 0; // bumped by every attach: an older one still probing gives up
   let connects = 0; // "connected" frames so far (tests watch it to see a reconnect)
   const encoder = new TextEncoder();
 
@@ -158,14 +159,16 @@
 
   async function attach(takeover, heldTries = 0) {
     closeSocket();
+    const gen = ++attachGen;
     if (!takeover) {
       let probe;
       try {
         probe = await api('GET', `pty/${encodeURIComponent(sessionId)}/ws`);
       } catch (e) {
-        dropped(`cannot reach execd (${e.message})`);
+        if (gen === attachGen) dropped(`cannot reach execd (${e.message})`);
         return;
       }
+      if (gen !== attachGen) return;
       if (probe.status === 404) {
         setState('gone', 'this session no longer exists', 'new');
         return;
