@@ -31,7 +31,8 @@ fn is_websocket_upgrade(req: &Request) -> bool {
 /// Whether `path` is a WebSocket route that takes the token from the query (issue #13 finding 4):
 /// the PTY socket `/pty/{id}/ws`, directly or through `/proxy/<execd's port>/`, and WebSockets of
 /// other local apps through `/proxy/<port>/` (a browser cannot set headers on those either; the
-/// proxy strips the parameter before forwarding). No other route accepts it, upgrade or not.
+/// proxy strips the parameter before forwarding). Besides these only the `/terminal` page takes it
+/// (`api::terminal::page_takes_query_token`).
 pub fn takes_query_token(path: &str, own_port: u16) -> bool {
     let mut path = path;
     if let Some(rest) = path.strip_prefix("/proxy/") {
