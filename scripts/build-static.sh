@@ -56,6 +56,12 @@ if [[ $target == *-musl ]] && [ -z "${!cc_var:-}" ]; then
   [ -n "${!cc_var:-}" ] || { log "FAIL: no musl C compiler (install musl-tools) for zstd-sys"; exit 1; }
 fi
 
+# xterm.js for GET /terminal (X70), embedded by build.rs; without it the binary still builds.
+if ! scripts/fetch-xterm.sh >&2; then
+  [ "${CI:-}" != true ] || { log "FAIL: scripts/fetch-xterm.sh failed (required under CI=true)"; exit 1; }
+  log "WARNING: no xterm.js: this binary's GET /terminal will answer 404"
+fi
+
 log "cargo build --release --locked --target $target"
 # --target keeps RUSTFLAGS away from build scripts and proc-macros (they stay dynamic host code).
 RUSTFLAGS=$rustflags cargo build --release --locked --target "$target" --bin execd >&2

@@ -12,8 +12,9 @@
 #   │                 target/<musl>/release and target/release, the test build target/debug)
 #   └─ test-build     cargo test --no-run, in the foreground
 #      └─ test-run    cargo test, once jupyter-venv and build-static are done
-#         └─ sdk      scripts/sdk-test.sh and scripts/sdk-js-test.sh, side by side, after the
-#                     cargo tests (not beside them: timing-sensitive tests flake on 2 cores)
+#         └─ sdk      scripts/sdk-test.sh, scripts/sdk-js-test.sh and scripts/browser-test.sh, side
+#                     by side, after the cargo tests (not beside them: timing-sensitive tests
+#                     flake on 2 cores)
 #
 # The tests (tests/image.rs), the SDK and the contract suites all use the binary build-static
 # made (EXECD_STATIC_BIN, EXECD_BIN). A background step's output goes to target/test-logs/<step>.log
@@ -75,6 +76,8 @@ collect() {
 trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -f "$cpu_file"' EXIT
 
 timed install-test-deps scripts/install-test-deps.sh
+# xterm.js for GET /terminal (X70), before either build embeds it (build.rs).
+timed fetch-xterm scripts/fetch-xterm.sh
 start jupyter-venv scripts/jupyter-test-env.sh
 start sdk-venv bash tests/sdk/venv.sh
 start build-static sh -c 'scripts/build-static.sh >"$0"' "$logs/static-bin.path"
@@ -90,8 +93,20 @@ sdk_suites() {
     timed sdk-js-test scripts/sdk-js-test.sh >"$logs/sdk-js.log" 2>&1 &
     js_pid=$!
   fi
+  local browser_pid=''
+  if [ -x scripts/browser-test.sh ]; then
+    timed browser-test scripts/browser-test.sh >"$logs/browser.log" 2>&1 &
+    browser_pid=$!
+  fi
   if [ -x scripts/sdk-test.sh ]; then
     timed sdk-test scripts/sdk-test.sh || rc=1
+  fi
+  if [ -n "$browser_pid" ]; then
+    local browser=0
+    wait "$browser_pid" || browser=$?
+    echo "==== test.sh: browser (exit $browser) ===="
+    cat "$logs/browser.log"
+    [ "$browser" -eq 0 ] || rc=1
   fi
   if [ -n "$js_pid" ]; then
     local js=0

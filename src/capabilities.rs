@@ -15,7 +15,8 @@ use serde_json::{json, Map, Value};
 pub type Provider = fn() -> Vec<(&'static str, Value)>;
 
 /// Every domain's contribution, in the order they appear in the answer (keys are sorted anyway).
-pub const PROVIDERS: &[Provider] = &[command, files, pty, proxy, isolation_and_limits, platform, lifetime, observability];
+pub const PROVIDERS: &[Provider] =
+    &[command, files, pty, proxy, isolation_and_limits, platform, lifetime, observability, terminal];
 
 /// The `features` object: every provider's keys. A key given twice is a programming error
 /// (debug builds panic); the later one wins.
@@ -94,6 +95,11 @@ fn observability() -> Vec<(&'static str, Value)> {
 
 /// Whether this process writes an audit log (set once by `AppState::new`).
 pub static AUDIT_LOG: OnceLock<bool> = OnceLock::new();
+
+/// The browser terminal `GET /terminal` (X70): whether this build embeds xterm.js.
+fn terminal() -> Vec<(&'static str, Value)> {
+    vec![("terminal", json!(crate::api::terminal::embedded()))]
+}
 
 /// Whether a pseudo-terminal can be opened here (checked once).
 fn pty_usable() -> bool {

@@ -31,7 +31,8 @@ fn is_websocket_upgrade(req: &Request) -> bool {
 /// Whether `path` is a WebSocket route that takes the token from the query (issue #13 finding 4):
 /// the PTY socket `/pty/{id}/ws`, directly or through `/proxy/<execd's port>/`, and WebSockets of
 /// other local apps through `/proxy/<port>/` (a browser cannot set headers on those either; the
-/// proxy strips the parameter before forwarding). No other route accepts it, upgrade or not.
+/// proxy strips the parameter before forwarding). Besides these only the `/terminal` page takes it
+/// (`api::terminal::page_takes_query_token`).
 pub fn takes_query_token(path: &str, own_port: u16) -> bool {
     let mut path = path;
     if let Some(rest) = path.strip_prefix("/proxy/") {
@@ -46,7 +47,8 @@ pub fn takes_query_token(path: &str, own_port: u16) -> bool {
     matches!((segs.next(), segs.next(), segs.next(), segs.next()), (Some("pty"), Some(id), Some("ws"), None) if !id.is_empty())
 }
 
-/// Browsers cannot set headers on a WebSocket, so an upgrade may carry `?access_token=` (D51).
+/// Browsers cannot set headers on a WebSocket (or on the address bar), so an upgrade and the
+/// terminal page may carry `?access_token=` (D51, X70).
 fn query_token(req: &Request) -> Option<String> {
     let q = req.uri().query()?;
     super::extract::url_decode_pairs(q).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
@@ -67,9 +69,13 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     let ok = match req.headers().get(TOKEN_HEADER) {
         Some(v) => token_matches(configured, v.as_bytes()),
         None => {
-            is_websocket_upgrade(&req)
-                && takes_query_token(req.uri().path(), state.config.port)
-                && query_token(&req).is_some_and(|t| token_matches(configured, t.as_bytes()))
+            let path = req.uri().path();
+            let query_allowed = if is_websocket_upgrade(&req) {
+                takes_query_token(path, state.config.port)
+            } else {
+                super::terminal::page_takes_query_token(req.method(), path, state.config.port)
+            };
+            query_allowed && query_token(&req).is_some_and(|t| token_matches(configured, t.as_bytes()))
         }
     };
     if ok {

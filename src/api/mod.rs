@@ -41,6 +41,7 @@ pub mod sse;
 pub mod tus;
 pub mod upload_raw;
 pub mod watch;
+pub mod terminal;
 
 use error::{ApiError, ErrorCode};
 
@@ -77,6 +78,7 @@ fn routes() -> Router<AppState> {
         .merge(isolated::routes())
         .merge(files::identity_routes())
         .merge(watch::routes())
+        .merge(terminal::routes())
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
