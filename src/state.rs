@@ -99,7 +99,21 @@ impl AppState {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
-        Ok(AppState { config, shutdown, metrics, commands, sessions, pty, code, transfers, tus, isolated, readiness, observability, watches })
+        Ok(AppState {
+            config,
+            shutdown,
+            metrics,
+            commands,
+            sessions,
+            pty,
+            code,
+            transfers,
+            tus,
+            isolated,
+            readiness,
+            observability,
+            watches,
+        })
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the

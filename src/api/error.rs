@@ -195,6 +195,11 @@ impl From<crate::fs::archive::ArchiveError> for ApiError {
             ArchiveError::Unsafe { .. } => (StatusCode::BAD_REQUEST, ErrorCode::UnsafeArchiveEntry),
             ArchiveError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidFile),
             ArchiveError::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::Conflict),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 /// Resumable uploads (X33): unknown upload 404, offset mismatch 409, checksum mismatch 460, a
 /// chunk too long 413, too many uploads 429, a busy upload 423; filesystem errors as usual.
 impl From<crate::fs::tus::TusError> for ApiError {
@@ -394,6 +399,9 @@ impl From<crate::isolated::IsolatedError> for ApiError {
 impl From<crate::command::inventory::InventoryError> for ApiError {
     fn from(e: crate::command::inventory::InventoryError) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.to_string())
+    }
+}
+
 /// File watches (X40–X42): unknown watch 404 `WATCH_NOT_FOUND`, missing directory 404
 /// `FILE_NOT_FOUND`, not a directory or bad input 400, the watch cap and kernel inotify limits 429
 /// `TOO_MANY_WATCHES`, no inotify 503 `NOT_SUPPORTED`.

@@ -24,8 +24,8 @@ pub mod directories;
 pub mod error;
 pub mod extract;
 pub mod files;
-pub mod inventory;
 pub mod grep;
+pub mod inventory;
 pub mod isolated;
 pub mod metrics;
 pub mod observe;
@@ -38,10 +38,10 @@ pub mod ready;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod terminal;
 pub mod tus;
 pub mod upload_raw;
 pub mod watch;
-pub mod terminal;
 
 use error::{ApiError, ErrorCode};
 
