@@ -149,13 +149,13 @@ fn loopback_up() -> Result<(), String> {
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into the ifreq we pass,
     // which lives on our stack for the whole call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut ifr) } < 0 {
         return Err(format!("read flags of lo: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: the flags member of the union is the one SIOCGIFFLAGS just wrote.
     unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads the name and flags from the ifreq we pass.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &ifr) } < 0 {
         return Err(format!("bring lo up: {}", std::io::Error::last_os_error()));
     }
     Ok(())
