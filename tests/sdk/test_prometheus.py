@@ -46,9 +46,11 @@ def test_x61_exposition_parses_and_follows_requests(execd):
     after = value(fams, "execd_http_request_duration_milliseconds", "execd_http_request_duration_milliseconds_count",
                   http_method="GET", http_route="/ping", http_status_code="200")
     assert after == before + 4
-    # Buckets are cumulative and end with +Inf == count.
+    # Buckets are cumulative and end with +Inf == count (for one label set: the suite shares this
+    # execd, so /ping may also have been answered with other statuses or methods).
     buckets = [s for s in fams["execd_http_request_duration_milliseconds"].samples
-               if s.name.endswith("_bucket") and s.labels.get("http_route") == "/ping"]
+               if s.name.endswith("_bucket") and s.labels.get("http_route") == "/ping"
+               and s.labels.get("http_method") == "GET" and s.labels.get("http_status_code") == "200"]
     counts = [s.value for s in buckets]
     assert counts == sorted(counts) and buckets[-1].labels["le"] == "+Inf" and counts[-1] == after
 
