@@ -98,7 +98,7 @@ pub static AUDIT_LOG: OnceLock<bool> = OnceLock::new();
 
 /// The browser terminal `GET /terminal` (X70): whether this build embeds xterm.js.
 fn terminal() -> Vec<(&'static str, Value)> {
-    vec![("terminal", json!(crate::api::terminal::embedded()))]
+    vec![("terminal", json!(crate::pty::web_assets::embedded()))]
 }
 
 /// Whether a pseudo-terminal can be opened here (checked once).

@@ -23,10 +23,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ErrorCode};
 use super::extract::AppPath;
+use crate::pty::web_assets::ASSETS;
 use crate::state::AppState;
-
-/// `(name, gzipped bytes)` of the fetched files; empty when the build had none (see build.rs).
-static ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/terminal_assets.rs"));
 
 const PAGE_HTML: &str = include_str!("../../assets/terminal/index.html");
 const PAGE_JS: &str = include_str!("../../assets/terminal/terminal.js");
@@ -40,11 +38,6 @@ pub const NOT_BUILT: &str =
 /// The `/terminal` routes.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/terminal", get(page)).route("/terminal/{asset}", get(asset))
-}
-
-/// Whether this binary carries the xterm.js files (the `terminal` capability).
-pub fn embedded() -> bool {
-    !ASSETS.is_empty()
 }
 
 /// Whether a request that is not a WebSocket upgrade may carry the token as `?access_token=`: a
@@ -295,7 +288,7 @@ mod tests {
 
     #[test]
     fn x70_embedded_assets_are_the_fetched_set() {
-        if !embedded() {
+        if !crate::pty::web_assets::embedded() {
             return;
         }
         let names: Vec<&str> = ASSETS.iter().map(|(n, _)| *n).collect();

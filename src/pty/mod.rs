@@ -19,6 +19,7 @@
 
 pub mod ring;
 pub mod shell;
+pub mod web_assets;
 
 use std::collections::HashMap;
 use std::io;

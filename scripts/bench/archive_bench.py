@@ -1,0 +1,110 @@
+"""Driver for scripts/bench/archive.sh: starts execd on a loopback port and times directory archives
+(EXTENSIONS X30, X31) against GNU tar on the same tree, the two taking turns RUNS times, and
+prints a markdown table of medians and ratios (floor time / execd time: 1.0 is as fast as tar).
+
+    python3 archive_bench.py RUNS TREE EXECD
+
+- export: `GET /files/archive?format=tar|tar.zst` read whole by curl into /dev/null, against
+  `tar -cf - -C TREE .` (and `tar --zstd`) into /dev/null through a pipe (tar special-cases a
+  direct /dev/null and reads nothing);
+- import: `POST /files/archive?format=tar` of a tar of TREE (made once, from the page cache) into
+  a fresh empty directory, against `tar -xf` of the same file into a fresh empty directory.
+"""
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, deadline=20.0):
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"execd exited early: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"execd did not listen on {port}")
+
+
+def timed(cmd, shell=False):
+    start = time.perf_counter()
+    out = subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({out.returncode}): {out.stderr.decode(errors='replace')[-500:]}")
+    return elapsed
+
+
+def main():
+    runs, tree, execd = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="execd-archive-bench-", dir="/var/tmp")
+    state = os.path.join(work, "state")
+    os.mkdir(state, 0o700)
+    proc = subprocess.Popen(
+        [execd, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state, "--log-level", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        base = f"http://127.0.0.1:{port}/files/archive"
+        q = urllib.parse.quote(tree)
+        tarball = os.path.join(work, "tree.tar")
+        subprocess.run(["tar", "-cf", tarball, "-C", tree, "."], check=True)
+        size = os.path.getsize(tarball)
+
+        def fresh(name):
+            d = os.path.join(work, name)
+            shutil.rmtree(d, ignore_errors=True)
+            os.mkdir(d)
+            return d
+
+        cases = [
+            ("export tar", f"curl -sf -o /dev/null '{base}?path={q}&format=tar'",
+             f"tar -cf - -C '{tree}' . | cat > /dev/null"),
+            ("export tar.zst", f"curl -sf -o /dev/null '{base}?path={q}&format=tar.zst'",
+             f"tar --zstd -cf - -C '{tree}' . | cat > /dev/null"),
+            ("import tar", lambda: f"curl -sf -o /dev/null -X POST --data-binary @'{tarball}' "
+             f"'{base}?path={urllib.parse.quote(fresh('in-execd'))}&format=tar'",
+             lambda: f"tar -xf '{tarball}' -C '{fresh('in-tar')}'"),
+        ]
+        print(f"| case | execd (s) | GNU tar (s) | tar / execd |")
+        print(f"|---|---|---|---|")
+        for label, ours, floor in cases:
+            a, b = [], []
+            for i in range(runs + 1):  # the first round warms the page cache and is not counted
+                oc = ours() if callable(ours) else ours
+                fc = floor() if callable(floor) else floor
+                ta = timed(oc, shell=True)
+                tb = timed(fc, shell=True)
+                if i:
+                    a.append(ta)
+                    b.append(tb)
+            ma, mb = statistics.median(a), statistics.median(b)
+            print(f"| {label} | {ma:.3f} | {mb:.3f} | {mb / ma:.2f}× |")
+        print(f"\ntar of the tree: {size / 1024 / 1024:.0f} MiB; medians of {runs} runs")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
