@@ -12,7 +12,6 @@ prints a markdown table of medians and ratios (floor time / execd time: 1.0 is a
 """
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,26 +19,9 @@ import tempfile
 import time
 import urllib.parse
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from benchnet import free_port, wait_port
 
 
-def wait_port(port, proc, deadline=20.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"execd exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"execd did not listen on {port}")
 
 
 def timed(cmd, shell=False):

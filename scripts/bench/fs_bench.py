@@ -7,35 +7,17 @@ With a sixth argument `search`, only the search rows are measured (BASELINE and 
 """
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.parse
 
+from benchnet import free_port, wait_port
+
 GIB = 1024 * 1024 * 1024
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, proc, deadline=20.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server did not listen on {port}")
 
 
 def timed(cmd, setup=None, runs=3):

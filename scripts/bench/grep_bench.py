@@ -5,13 +5,14 @@ pattern, the three taking turns RUNS times, and prints a markdown table of media
     python3 grep_bench.py RUNS TREE EXECD
 """
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+
+from benchnet import free_port, wait_port
 
 # (label, pattern, regex?, ignore_case?)
 CASES = [
@@ -23,25 +24,6 @@ CASES = [
 RG_BASE = ["rg", "--no-config", "--no-require-git", "--no-ignore-global"]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, proc, deadline=20.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"execd exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"execd did not listen on {port}")
 
 
 def run(cmd):
