@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python venv with a pinned Jupyter server and IPython kernel that the
-# /code tests (tests/code.rs) run against, registers a kernelspec named `python` (as the
+# /code tests (tests/integration/code.rs) run against, registers a kernelspec named `python` (as the
 # code-interpreter image does; execd skips `python3`, reference §6.3), and prints the path of the
 # venv's `jupyter` binary on stdout. Progress goes to stderr. Exit status non-zero = unavailable.
 #

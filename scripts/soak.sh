@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak test (issue 8, RELIABILITY.md): a bounded mixed load against the static release binary on a
 # loopback port, with execd's fds, threads, RSS, children, zombies and state-directory size
-# recorded before and after. The driver is the cargo integration test `tests/soak.rs`.
+# recorded before and after. The driver is the cargo integration test `tests/integration/soak.rs`.
 #
 #   scripts/soak.sh            # FULL: 10 000 commands, 1 000 uploads + downloads, 100 sessions
 #   scripts/soak.sh --short    # SHORT (what CI runs via `cargo test`): 2 000 / 200 / 20
@@ -22,5 +22,5 @@ bin=$(scripts/build-static.sh)
 report=${SOAK_REPORT:-target/soak-report.md}
 echo "soak: mode $mode, binary $bin, report $report" >&2
 SOAK_MODE=$mode SOAK_BIN=$bin SOAK_REPORT=$report \
-  timeout "${SOAK_TIMEOUT:-1200}" cargo test --locked --test soak -- --nocapture
+  timeout "${SOAK_TIMEOUT:-1200}" cargo test --locked --test integration soak:: -- --nocapture
 cat "$report"

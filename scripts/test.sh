@@ -16,7 +16,7 @@
 #                     by side, after the cargo tests (not beside them: timing-sensitive tests
 #                     flake on 2 cores)
 #
-# The tests (tests/image.rs), the SDK and the contract suites all use the binary build-static
+# The tests (tests/integration/image.rs), the SDK and the contract suites all use the binary build-static
 # made (EXECD_STATIC_BIN, EXECD_BIN). A background step's output goes to target/test-logs/<step>.log
 # and is printed whole when the script collects it; every step's failure fails the script.
 # "ci-time: <step> <wall>s wall, <cpu>s cpu" lines on stderr say where the time went.
@@ -131,7 +131,7 @@ if ! collect jupyter-venv; then
   esac
   echo "test.sh: no Jupyter venv; the /code Jupyter tests will print SKIPPED" >&2
 fi
-# tests/image.rs runs the static binary in a busybox-only chroot.
+# tests/integration/image.rs runs the static binary in a busybox-only chroot.
 collect build-static
 EXECD_STATIC_BIN=$(cat "$logs/static-bin.path")
 export EXECD_STATIC_BIN

@@ -4,8 +4,8 @@ the document's examples, the coverage phase, then positive and negative fuzzing,
 binary. The document is first checked to be valid OpenAPI 3.1 (openapi-spec-validator).
 
 Not fuzzed, with the reason (EXCLUDED below): `/metrics/watch` streams forever (fixed-input test
-below); `/pty/{id}/ws` needs a WebSocket (tests/pty.rs); `/proxy/{port}...` forwards to whatever
-listens on a local port (tests/proxy.rs and the SDK suite's pass through the proxy). The
+below); `/pty/{id}/ws` needs a WebSocket (tests/integration/pty.rs); `/proxy/{port}...` forwards to whatever
+listens on a local port (tests/integration/proxy.rs and the SDK suite's pass through the proxy). The
 `/v1/filesystem/{uid}/{gid}/...` operations are skipped only while the binary does not route them.
 
 Isolated sessions (`/v1/isolated/*`): each create builds namespaces and a shell, so `POST
@@ -174,8 +174,8 @@ CONFIG = schemathesis.Config.from_dict(
 # (path regex, reason): operations not fuzzed.
 EXCLUDED = [
     (r"^/metrics/watch$", "streams until the client goes away; test_metrics_watch checks it"),
-    (r"^/pty/\{id\}/ws$", "a WebSocket; tests/pty.rs drives it"),
-    (r"^/proxy/\{port\}", "forwards to whatever listens on a local port; tests/proxy.rs and the SDK suite's proxy pass"),
+    (r"^/pty/\{id\}/ws$", "a WebSocket; tests/integration/pty.rs drives it"),
+    (r"^/proxy/\{port\}", "forwards to whatever listens on a local port; tests/integration/proxy.rs and the SDK suite's proxy pass"),
 ]
 
 

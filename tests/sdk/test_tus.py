@@ -2,7 +2,7 @@
 project's Python client, against `/files/tus` (directly, and through `/proxy/<port>` in the
 suite's proxy pass, where the relative `Location` must keep the prefix). Multi-chunk uploads
 with per-chunk checksums, a resume from the server's offset by a fresh uploader, and the async
-uploader. The edge cases (409, 460, expiry, restart) are in tests/upload.rs."""
+uploader. The edge cases (409, 460, expiry, restart) are in tests/integration/upload.rs."""
 
 from __future__ import annotations
 

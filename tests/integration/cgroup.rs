@@ -1,0 +1,468 @@
+//! A cgroup leaf per command (EXTENSIONS X20–X23), against the real binary: placement, kill of
+//! everything (setsid, `set -m`, double fork, fork bomb), leaf removal, structured exit, limits.
+//!
+//! v1 is covered on the machine's v1 hierarchies (auto-detection); v2 by `--cgroup-root` at the
+//! machine's cgroup2 mount (`/sys/fs/cgroup/unified` on a hybrid host, `/sys/fs/cgroup` on a pure
+//! v2 one): placement, `cgroup.kill`, CPU usage. Limits on v2 need the memory/pids controllers
+//! in that hierarchy, which a hybrid host keeps in v1; those cases run where v2 offers them.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{parse_events, pid_alive, prerequisite_missing, wait_until, EventReader, TestServer, TIMEOUT};
+use serde_json::{json, Value};
+
+/// Root and a writable v1 `pids` hierarchy (the machine this runs on).
+fn v1_ready() -> bool {
+    let ok = nix_is_root() && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() && !is_v2("/sys/fs/cgroup");
+    if !ok {
+        prerequisite_missing("root and a cgroup v1 pids hierarchy at /sys/fs/cgroup/pids");
+    }
+    ok
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn is_v2(p: &str) -> bool {
+    Path::new(p).join("cgroup.controllers").exists()
+}
+
+/// The machine's cgroup2 directory for a v2 run, if one is writable.
+fn v2_root() -> Option<PathBuf> {
+    let cands = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+    cands.iter().map(PathBuf::from).find(|p| is_v2(&p.display().to_string()) && p.join("cgroup.procs").exists())
+}
+
+/// execd's per-instance parent directory in the pids hierarchy (v1) or the given v2 root.
+fn parent_dir(s: &TestServer, v2: Option<&Path>) -> PathBuf {
+    match v2 {
+        Some(root) => root.join(format!("execd-{}", s.pid())),
+        None => PathBuf::from(format!("/sys/fs/cgroup/pids/execd-{}", s.pid())),
+    }
+}
+
+fn leaves(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_default()
+}
+
+async fn run(s: &TestServer, body: Value) -> Vec<Value> {
+    let resp = s.client().post(s.url("/command")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    parse_events(&resp.text().await.unwrap())
+}
+
+async fn status(s: &TestServer, id: &str) -> Value {
+    s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_finished(s: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = status(s, id).await;
+        if st["running"] == false {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "still running: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pids printed by the command, one per line as `PID <n>`.
+fn pids_of(events: &[Value]) -> Vec<i32> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "stdout")
+        .filter_map(|e| e["text"].as_str()?.trim().strip_prefix("PID ")?.parse().ok())
+        .collect()
+}
+
+/// Escape attempts: each prints the pids that must not survive.
+const ESCAPES: [(&str, &str); 3] = [
+    ("setsid", "setsid sleep 1000 & echo PID $!; "),
+    ("set -m", "set -m; sleep 1000 & echo PID $!; "),
+    ("double fork", "(nohup sleep 1000 >/dev/null 2>&1 & echo PID $! ) ; "),
+];
+
+/// Starts a background command (so its stream ends at once), waits for `n` printed pids.
+async fn start_escapes(s: &TestServer, script: &str, n: usize) -> (String, Vec<i32>) {
+    let ev = run(s, json!({"command": script, "background": true})).await;
+    let id = ev[0]["text"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + TIMEOUT;
+    let pids = loop {
+        let url = s.url(&format!("/command/{id}/logs"));
+        let body = s.client().get(url).send().await.unwrap().text().await.unwrap();
+        let pids: Vec<i32> = body.lines().filter_map(|l| l.strip_prefix("PID ")?.trim().parse().ok()).collect();
+        if pids.len() >= n {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "pids never printed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    (id, pids)
+}
+
+fn all_gone(pids: &[i32]) -> bool {
+    wait_until(Duration::from_secs(1), || pids.iter().all(|p| !pid_alive(*p)))
+}
+
+#[tokio::test]
+async fn x21_interrupt_kills_setsid_set_m_and_double_fork() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let script = format!("{} {} {} sleep 1000", ESCAPES[0].1, ESCAPES[1].1, ESCAPES[2].1);
+    let (id, pids) = start_escapes(&s, &script, 3).await;
+    assert_eq!(leaves(&parent).len(), 1, "one leaf for the running command");
+    let t = Instant::now();
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        all_gone(&pids),
+        "survivors after interrupt: {:?}",
+        pids.iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let st = wait_finished(&s, &id).await;
+    assert_eq!(st["exit_reason"], "interrupted", "{st}");
+    assert!(
+        wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()),
+        "leaf not removed: {:?}",
+        leaves(&parent)
+    );
+}
+
+#[tokio::test]
+async fn x21_timeout_kills_everything_foreground() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let script = format!("{} {} {} sleep 1000", ESCAPES[0].1, ESCAPES[1].1, ESCAPES[2].1);
+    let t = Instant::now();
+    let ev = run(&s, json!({"command": script, "timeout": 1500})).await;
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    let pids = pids_of(&ev);
+    assert_eq!(pids.len(), 3, "{ev:?}");
+    assert!(all_gone(&pids), "survivors after timeout");
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["exit_reason"], "timeout", "{last}");
+    assert_eq!(last["signal"], "SIGKILL");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaf leaked");
+}
+
+#[tokio::test]
+async fn x21_fork_bomb_under_ulimit_is_killed() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    // Each process forks two more, bounded by `ulimit -u` on a uid of its own.
+    let script = "ulimit -u 200; echo PID $$; b() { b & b & wait; }; b";
+    let ev = run(&s, json!({"command": script, "background": true, "uid": 4321})).await;
+    let id = ev[0]["text"].as_str().unwrap().to_string();
+    let leaf = loop {
+        if let Some(l) = leaves(&parent).into_iter().next() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let count = |l: &Path| std::fs::read_to_string(l.join("cgroup.procs")).map(|s| s.lines().count()).unwrap_or(0);
+    assert!(wait_until(TIMEOUT, || count(&leaf) >= 20), "the bomb never grew");
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(wait_until(Duration::from_secs(1), || count(&leaf) == 0), "left in the leaf: {}", count(&leaf));
+    let uid_procs = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("status"))
+                    .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("4321")))
+                    .unwrap_or(false)
+                    && e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()).is_some_and(pid_alive)
+            })
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(1), || uid_procs() == 0), "bomb processes left: {}", uid_procs());
+    wait_finished(&s, &id).await;
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaf leaked");
+}
+
+#[tokio::test]
+async fn x21_foreground_leaves_background_children_running_until_shutdown() {
+    if !v1_ready() {
+        return;
+    }
+    let mut s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let ev = run(&s, json!({"command": "setsid sleep 1000 >/dev/null 2>&1 & echo PID $!"})).await;
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+    assert_eq!(ev.last().unwrap()["exit_reason"], "exited");
+    let pids = pids_of(&ev);
+    assert_eq!(pids.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pid_alive(pids[0]), "a `&` child of a foreground command keeps running (upstream)");
+    assert_eq!(leaves(&parent).len(), 1, "its leaf stays while it runs");
+    s.terminate();
+    assert!(all_gone(&pids), "shutdown kills what commands left behind");
+    assert!(!parent.exists(), "execd's cgroup parent removed at shutdown");
+}
+
+#[tokio::test]
+async fn x20_many_commands_leak_no_leaf() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    for i in 0..20 {
+        let body = if i % 2 == 0 { json!({"command": "true"}) } else { json!({"command": "exit 3"}) };
+        run(&s, body).await;
+    }
+    let ev = run(&s, json!({"command": "cat /proc/self/cgroup"})).await;
+    let text: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
+    assert!(text.contains(&format!("pids:/execd-{}/c", s.pid())), "command not placed: {text}");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
+}
+
+#[tokio::test]
+async fn x22_structured_exit_reasons_and_usage() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let ev = run(&s, json!({"command": "exit 3"})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "exited", "{last}");
+    assert_eq!(last["error"]["evalue"], "3", "upstream fields unchanged");
+    assert!(last["usage"]["cpu_user_ms"].is_u64());
+    assert!(last.get("usage_scope").is_none(), "leaf usage");
+
+    let ev = run(&s, json!({"command": "kill -SEGV $$"})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "signaled", "{last}");
+    assert_eq!(last["signal"], "SIGSEGV");
+
+    // CPU-bound: exactly 1 s of process CPU (plus interpreter start), usage within 10 %.
+    let busy = "python3 -c 'import time\ne = time.process_time() + 1.0\nwhile time.process_time() < e: pass'";
+    let ev = run(&s, json!({ "command": busy })).await;
+    let u = &ev.last().unwrap()["usage"];
+    let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_system_ms"].as_u64().unwrap();
+    assert!((1000..=1200).contains(&cpu), "cpu {cpu} ms for a 1 s busy loop: {u}");
+
+    // Memory-bound: 200 MiB touched.
+    let ev =
+        run(&s, json!({"command": "python3 -c 'x=bytearray(200*1024*1024); x[::4096]=b\"x\"*len(x[::4096])'"})).await;
+    let last = ev.last().unwrap();
+    if last["exit_reason"] == "exited" {
+        let peak = last["usage"]["peak_memory_bytes"].as_u64().unwrap();
+        assert!(((200 << 20)..(400 << 20)).contains(&peak), "peak {peak}");
+    }
+
+    // Spawn failure: unknown executable through argv.
+    let ev = run(&s, json!({"argv": ["/no/such/binary"]})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "spawn_failed", "{last}");
+    assert_eq!(last["errno_name"], "ENOENT");
+    assert_eq!(last["stage"], "execve");
+
+    // Spawn failure at chdir: a directory the uid cannot enter.
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let ev = run(&s, json!({"command": "true", "cwd": locked, "uid": 4322})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "spawn_failed", "{last}");
+    assert_eq!(last["stage"], "chdir");
+    assert_eq!(last["errno_name"], "EACCES");
+
+    // Background: status carries the keys too.
+    let ev = run(&s, json!({"command": "exit 5", "background": true})).await;
+    let id = ev[0]["text"].as_str().unwrap();
+    let st = wait_finished(&s, id).await;
+    assert_eq!(st["exit_code"], 5);
+    assert_eq!(st["exit_reason"], "exited", "{st}");
+}
+
+#[tokio::test]
+async fn x22_leader_usage_without_cgroup() {
+    let s = TestServer::options().arg("--cgroup-root").arg("none").start();
+    let ev = run(&s, json!({"command": "true"})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "exited", "{last}");
+    assert_eq!(last["usage_scope"], "leader");
+}
+
+#[tokio::test]
+async fn x23_memory_limit_ends_as_oom_killed() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let ev = run(&s, json!({"command": "python3 -c 'x=bytearray(10**9)'", "limits": {"memory": "64M"}})).await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "oom_killed", "{last}");
+    // execd and other commands live on.
+    let ev = run(&s, json!({"command": "echo alive"})).await;
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete");
+}
+
+#[tokio::test]
+async fn x23_pids_limit_fails_forks_only() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    // Python reports the failed fork at once (bash would retry it for half a minute).
+    let script = "python3 -c '\nimport os, signal\nkids = []\nfor i in range(60):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        signal.pause()\n    kids.append(pid)\nprint(\"started\", len(kids), flush=True)\nfor k in kids:\n    os.kill(k, 9)\n'";
+    let ev = run(&s, json!({"command": script, "limits": {"pids": 20}})).await;
+    let out: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
+    let n: usize = out.trim().strip_prefix("started ").and_then(|n| n.trim().parse().ok()).unwrap_or(999);
+    assert!(n < 20, "{out:?}");
+    let ev = run(&s, json!({"command": "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22; do true & done; wait; echo ok"})).await;
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete", "another command is unharmed: {ev:?}");
+}
+
+#[tokio::test]
+async fn x23_cpu_limit_holds_a_busy_loop_to_half_a_core() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let t = Instant::now();
+    let ev = run(&s, json!({"command": "timeout 2 sh -c 'while :; do :; done'; true", "limits": {"cpu": 0.5}})).await;
+    let wall = t.elapsed().as_millis() as u64;
+    let u = &ev.last().unwrap()["usage"];
+    let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_system_ms"].as_u64().unwrap();
+    assert!(cpu * 100 <= wall * 65 && cpu * 100 >= wall * 30, "cpu {cpu} ms in {wall} ms wall");
+}
+
+#[tokio::test]
+async fn x23_limits_unavailable_without_cgroups() {
+    let s = TestServer::options().arg("--cgroup-root").arg("/proc").start();
+    let resp = s
+        .client()
+        .post(s.url("/command"))
+        .json(&json!({"command": "true", "limits": {"memory": "64M"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "LIMITS_UNAVAILABLE", "{body}");
+    // Everything else works as before.
+    let ev = run(&s, json!({"command": "echo hi"})).await;
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete");
+    let resp = s
+        .client()
+        .post(s.url("/command"))
+        .json(&json!({"command": "true", "limits": {"memory": "12"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn x21_v2_root_interrupt_kills_everything() {
+    let Some(root) = v2_root().filter(|_| nix_is_root()) else {
+        prerequisite_missing("root and a cgroup v2 mount");
+        return;
+    };
+    let s = TestServer::options().arg("--cgroup-root").arg(&root.display().to_string()).start();
+    let parent = parent_dir(&s, Some(&root));
+    let script = format!("{} {} {} sleep 1000", ESCAPES[0].1, ESCAPES[1].1, ESCAPES[2].1);
+    let (id, pids) = start_escapes(&s, &script, 3).await;
+    assert_eq!(leaves(&parent).len(), 1, "placed in a v2 leaf");
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(all_gone(&pids), "survivors after interrupt on v2");
+    let st = wait_finished(&s, &id).await;
+    assert_eq!(st["exit_reason"], "interrupted");
+    assert!(st["usage"]["cpu_user_ms"].is_u64(), "{st}");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "v2 leaf leaked");
+    // Timeout on v2 too.
+    let ev = run(&s, json!({"command": "setsid sleep 1000 & echo PID $!; sleep 1000", "timeout": 500})).await;
+    let pids = pids_of(&ev);
+    assert_eq!(ev.last().unwrap()["exit_reason"], "timeout");
+    assert!(all_gone(&pids));
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "v2 leaf leaked");
+}
+
+#[tokio::test]
+async fn x21_session_run_is_placed_and_killed() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let resp = s.client().post(s.url("/session")).json(&json!({})).send().await.unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let sid = body["session_id"].as_str().unwrap().to_string();
+    let resp = s
+        .client()
+        .post(s.url(&format!("/session/{sid}/run")))
+        .json(&json!({"command": "setsid sleep 1000 >/dev/null 2>&1 & echo PID $!; sleep 1000", "timeout": 800}))
+        .send()
+        .await
+        .unwrap();
+    let mut r = EventReader::new(resp);
+    let ev = r.rest().await;
+    let pids = pids_of(&ev);
+    assert_eq!(pids.len(), 1, "{ev:?}");
+    assert!(all_gone(&pids), "a setsid child of a timed-out session run survived");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "session leaf leaked");
+}
+
+#[tokio::test]
+async fn x20_x21_pty_shell_is_placed_and_delete_kills_setsid_children() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let cmd = "setsid sleep 1000 >/dev/null 2>&1 & echo PID $!; exec sleep 1000";
+    let resp = s.client().post(s.url("/pty")).json(&json!({ "command": cmd })).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["session_id"].as_str().unwrap().to_string();
+    // The shell starts when a client attaches; its output carries the escapee's pid.
+    let url = format!("ws://127.0.0.1:{}/pty/{id}/ws", s.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+    let mut out = Vec::new();
+    let pid = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&0x01) => out.extend_from_slice(&b[1..]),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended before the pid: {other:?}"),
+            }
+            let text = String::from_utf8_lossy(&out);
+            if let Some(pid) = text.lines().find_map(|l| l.trim().strip_prefix("PID ")?.parse::<i32>().ok()) {
+                break pid;
+            }
+        }
+    })
+    .await
+    .expect("the pid never arrived");
+    assert!(pid_alive(pid));
+    assert_eq!(leaves(&parent).len(), 1, "the shell has no leaf of its own");
+    let resp = s.client().delete(s.url(&format!("/pty/{id}"))).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert!(all_gone(&[pid]), "a setsid child of a deleted PTY session survived");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "pty leaf leaked");
+}

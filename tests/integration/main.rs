@@ -1,0 +1,44 @@
+//! The integration tests, linked into one test binary: each module below was its own binary once,
+//! and linking about thirty of them (each with every dependency) was a large part of CI's build
+//! time (issue #14). Every test drives execd through real sockets; the binary under test is
+//! `CARGO_BIN_EXE_execd` (or the static one, where a module says so).
+//!
+//! Run one module with `cargo test --test integration MODULE::` (e.g. `cargo test --test integration
+//! watch::`).
+
+mod common;
+mod fsutil;
+
+mod archive;
+mod auth_matrix;
+mod background;
+mod bad_input;
+mod cgroup;
+mod code;
+mod command;
+mod command_load;
+mod directories;
+mod faults;
+mod files;
+mod files_heavy;
+mod files_hostile;
+mod files_identity;
+mod foundation;
+mod grep;
+mod hardening;
+mod image;
+mod isolated;
+mod lifetime;
+mod metrics;
+mod observability;
+mod openapi;
+mod parsers_prop;
+mod prerequisites;
+mod proxy;
+mod pty;
+mod session;
+mod soak;
+mod stdin;
+mod terminal;
+mod upload;
+mod watch;
