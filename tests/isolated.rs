@@ -994,6 +994,25 @@ async fn i34_uid_gid_switch_applies_to_shell_and_api_files() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(sh(&s, &sid, &format!("stat -c '%u %g' {d}")).await, ["65534 65533"]);
+    // Background runs switch too (their code comes from a memfd execd made before the switch).
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": "id -u", "background": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rid = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/isolated/session/{sid}/runs/{rid}");
+    assert!(common::wait_until_async(TIMEOUT, || async { get(&s, &path).await.1["running"] == false }).await);
+    let log = s.client().get(s.url(&format!("{path}/logs"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!((get(&s, &path).await.1["exit_code"].as_i64(), log.as_str()), (Some(0), "65534\n"));
+    // A root session that removes the FIFO directory only loses it until the next run.
+    let root = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    sh(&s, &root, "rm -rf /dev/.execd 2>/dev/null; true").await;
+    assert_eq!(sh(&s, &root, "echo fine").await, ["fine"]);
+    assert_eq!(delete(&s, &root).await, 200);
     assert_eq!(delete(&s, &sid).await, 200);
 }
 

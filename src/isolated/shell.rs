@@ -331,6 +331,8 @@ async fn make_fifo(
     std::thread::Builder::new().name("execd-isolated-fifo".into()).spawn(move || {
         let res = (|| {
             super::ns::join_mount_ns_this_thread(&ns)?;
+            // A root session may have removed it; its /dev is its own, so make it again.
+            std::fs::create_dir_all(FIFO_DIR)?;
             if let Ok(dir) = std::fs::read_dir(FIFO_DIR) {
                 for e in dir.flatten() {
                     let _ = std::fs::remove_file(e.path());
