@@ -247,13 +247,25 @@ async fn info(State(state): State<AppState>, sid: Sid, q: QueryPairs) -> Result<
 
 async fn remove_files(State(state): State<AppState>, sid: Sid, q: QueryPairs) -> Result<Response, ApiError> {
     let paths = q.all("path");
-    state.isolated.in_session(&sid, move |_| crate::fs::ops::remove_files(&paths).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(paths.iter().map(String::as_str))?;
+            crate::fs::ops::remove_files(&paths).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }
 
 async fn remove_dirs(State(state): State<AppState>, sid: Sid, q: QueryPairs) -> Result<Response, ApiError> {
     let paths = q.all("path");
-    state.isolated.in_session(&sid, move |_| crate::fs::ops::remove_dirs(&paths).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(paths.iter().map(String::as_str))?;
+            crate::fs::ops::remove_dirs(&paths).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }
 
@@ -261,14 +273,26 @@ async fn permissions(State(state): State<AppState>, sid: Sid, body: Body) -> Res
     state.isolated.get(&sid)?;
     let items: BTreeMap<String, Permission> = read_json(body, KeyFold::MapOfStructs).await?;
     let items: Vec<_> = items.into_iter().collect();
-    state.isolated.in_session(&sid, move |_| crate::fs::ops::set_permissions(&items).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(items.iter().map(|(p, _)| p.as_str()))?;
+            crate::fs::ops::set_permissions(&items).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }
 
 async fn move_files(State(state): State<AppState>, sid: Sid, body: Body) -> Result<Response, ApiError> {
     state.isolated.get(&sid)?;
     let items: Vec<Move> = read_json(body, KeyFold::ArrayOfStructs).await?;
-    state.isolated.in_session(&sid, move |_| crate::fs::ops::move_all(&items).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(items.iter().flat_map(|m| [m.src.as_str(), m.dest.as_str()]))?;
+            crate::fs::ops::move_all(&items).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }
 
@@ -282,7 +306,13 @@ async fn make_dirs(State(state): State<AppState>, sid: Sid, body: Body) -> Resul
             Ok((p, mode))
         })
         .collect::<Result<Vec<_>, crate::fs::FsError>>()?;
-    state.isolated.in_session(&sid, move |v| ifiles::make_dirs(v, &items).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(items.iter().map(|(p, _)| p.as_str()))?;
+            ifiles::make_dirs(v, &items).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }
 
@@ -299,7 +329,8 @@ async fn replace(State(state): State<AppState>, sid: Sid, q: QueryPairs, body: B
     let items: BTreeMap<String, ReplaceItem> = read_json(body, KeyFold::MapOfStructs).await?;
     let counts = state
         .isolated
-        .in_session(&sid, move |_| {
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(items.keys().map(String::as_str))?;
             items
                 .into_iter()
                 .map(|(p, i)| Ok((p.clone(), ifiles::replace(&p, &i.old, &i.new).map_err(fs_err)?)))
@@ -421,6 +452,12 @@ async fn upload(State(state): State<AppState>, sid: Sid, headers: HeaderMap, bod
     }
     let items: Vec<Upload> =
         metas.into_iter().zip(files).map(|((path, mode), spooled)| Upload { path, mode, spooled }).collect();
-    state.isolated.in_session(&sid, move |v| ifiles::write_uploads(v, items).map_err(fs_err)).await?;
+    state
+        .isolated
+        .in_session(&sid, move |v| {
+            v.refuse_ephemeral_all(items.iter().map(|u| u.path.as_str()))?;
+            ifiles::write_uploads(v, items).map_err(fs_err)
+        })
+        .await?;
     Ok(empty_ok())
 }

@@ -30,9 +30,47 @@ pub struct SessionView {
     pub gid: u32,
     /// Host directory for upload spool files (opened before entering the namespace).
     pub spool: PathBuf,
+    /// Every overlay mount of the session, and whether it is ephemeral (`persist:false`).
+    pub mounts: Vec<(PathBuf, bool)>,
 }
 
 impl SessionView {
+    /// Refuses an API write into a `persist:false` overlay (I23: such a mount's upper layer is
+    /// the session's own scratch; the API does not write into it). `p` is resolved as the session
+    /// sees it (this runs inside its mount namespace): relative to the primary mount, symlinks of
+    /// the existing part followed; the deepest mount containing it decides.
+    pub fn refuse_ephemeral(&self, p: &str) -> Result<(), IsolatedError> {
+        let abs = if p.starts_with('/') { PathBuf::from(p) } else { self.cwd.join(p) };
+        let mut real = abs.clone();
+        let mut rest = Vec::new();
+        while !real.exists() {
+            match (real.file_name().map(|n| n.to_owned()), real.parent()) {
+                (Some(n), Some(parent)) => {
+                    rest.push(n);
+                    real = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut real = std::fs::canonicalize(&real).unwrap_or(real);
+        for n in rest.into_iter().rev() {
+            real.push(n);
+        }
+        let deepest = self.mounts.iter().filter(|(m, _)| real.starts_with(m)).max_by_key(|(m, _)| m.as_os_str().len());
+        match deepest {
+            Some((m, true)) => Err(IsolatedError::ReadOnly(format!(
+                "{} is in the persist:false overlay {}: the files API does not write into ephemeral mounts",
+                abs.display(),
+                m.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn refuse_ephemeral_all<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), IsolatedError> {
+        paths.into_iter().try_for_each(|p| self.refuse_ephemeral(p))
+    }
+
     /// Files the API creates belong to the session's uid/gid (I22).
     pub fn own(&self, p: &Path) {
         if self.uid != 0 || self.gid != 0 {

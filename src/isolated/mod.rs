@@ -505,6 +505,14 @@ impl IsolatedManager {
                 return Err(e);
             }
         };
+        let shell_ns = match mnt_ns.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                kill(init_pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
+                return Err(IsolatedError::io("dup namespace handle", e));
+            }
+        };
         let exited = Arc::new(tokio::sync::Notify::new());
         let exited_flag = Arc::new(AtomicBool::new(false));
         let now = SystemTime::now();
@@ -516,7 +524,7 @@ impl IsolatedManager {
             init_pid,
             stage1_pid,
             mnt_ns,
-            shell: tokio::sync::Mutex::new(shell::Shell::new(stdin, out, init_pid)),
+            shell: tokio::sync::Mutex::new(shell::Shell::new(stdin, out, init_pid, shell_ns, uid, gid)),
             last_run_at: Mutex::new(now),
             commit_base: Mutex::new(now),
             busy: AtomicUsize::new(0),
@@ -678,16 +686,25 @@ impl IsolatedManager {
             .arg("enter")
             .args([s.init_pid.to_string(), s.uid.to_string(), s.gid.to_string(), nnp.to_string()])
             .arg(s.primary_path())
-            .arg(&code)
             .env_clear()
             .envs(&env)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(file)
             .stderr(err_file)
             .process_group(0)
             .spawn()
             .map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+        // The code travels through a pipe, never argv (`/proc/<pid>/cmdline` is world-readable).
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let written = tokio::time::timeout(START_TIMEOUT, stdin.write_all(code.as_bytes())).await;
+            if !matches!(written, Ok(Ok(()))) {
+                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
+                return Err(IsolatedError::Internal("cannot hand the code to the background run".into()));
+            }
+        }
         let run = Arc::new(BgRun {
             id: rid.clone(),
             started_at: SystemTime::now(),
@@ -780,6 +797,12 @@ impl IsolatedManager {
             uid: s.uid,
             gid: s.gid,
             spool: s.dir.join("runs"),
+            mounts: s
+                .settings
+                .overlays
+                .iter()
+                .map(|o| (PathBuf::from(&o.path), o.mode == spec::Mode::Overlay && !o.persistent()))
+                .collect(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()

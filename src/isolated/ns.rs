@@ -297,12 +297,17 @@ fn minimal_dev(root: &Path) -> Result<(), String> {
     ] {
         let _ = std::os::unix::fs::symlink(to, dev.join(link));
     }
+    // Per-run output FIFOs (made by execd from inside the namespace, shell.rs).
+    let fifos = dev.join(".execd");
+    std::fs::create_dir(&fifos).map_err(|e| format!("mkdir {}: {e}", fifos.display()))?;
+    std::fs::set_permissions(&fifos, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .map_err(|e| format!("chmod {}: {e}", fifos.display()))?;
     let shm = dev.join("shm");
     let _ = std::fs::create_dir(&shm);
     tmpfs(&shm, "mode=1777", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
 }
 
-/// Capabilities a strict session keeps (Docker's default set without `MKNOD`); every other one
+/// Capabilities a session keeps (Docker's default set without `MKNOD`); every other one
 /// leaves the bounding set, so the shell (even as root) cannot mount, load modules, trace, ...
 const KEPT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29, 31];
 
@@ -321,10 +326,10 @@ fn drop_capabilities() -> Result<(), String> {
     Ok(())
 }
 
+/// Both profiles lose the dangerous capabilities (a `balanced` root shell could otherwise unmount
+/// its overlay and reach the host's workspace, I29); only `strict` also sets `no_new_privs`.
 fn become_user(uid: u32, gid: u32, no_new_privs: bool) -> Result<(), String> {
-    if no_new_privs {
-        drop_capabilities()?;
-    }
+    drop_capabilities()?;
     if uid != 0 || gid != 0 {
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
@@ -336,7 +341,8 @@ fn become_user(uid: u32, gid: u32, no_new_privs: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// `enter <init pid> <uid> <gid> <nnp 0|1> <cwd> <code>`.
+/// `enter <init pid> <uid> <gid> <nnp 0|1> <cwd>`; the code comes on stdin (never in argv) and
+/// is handed to bash as a memfd script, so the run's stdin is `/dev/null`.
 fn enter(rest: &[OsString]) -> Result<u8, String> {
     let arg = |i: usize| rest.get(i).and_then(|a| a.to_str()).ok_or(format!("missing argument {i}"));
     let pid: i32 = arg(0)?.parse().map_err(|_| "bad pid")?;
@@ -344,11 +350,19 @@ fn enter(rest: &[OsString]) -> Result<u8, String> {
     let gid: u32 = arg(2)?.parse().map_err(|_| "bad gid")?;
     let nnp = arg(3)? == "1";
     let cwd = arg(4)?.to_string();
-    let code = arg(5)?.to_string();
+    let mut code = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut code).map_err(|e| format!("read code: {e}"))?;
+    let script =
+        rustix::fs::memfd_create(c"execd-run", rustix::fs::MemfdFlags::empty()).map_err(|e| format!("memfd: {e}"))?;
+    let mut f = std::fs::File::from(script);
+    f.write_all(&code).map_err(|e| format!("write code: {e}"))?;
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
     enter_namespaces(pid)?;
     become_user(uid, gid, nnp)?;
     let mut cmd = Command::new("bash");
-    cmd.arg("-c").arg(code);
+    // bash reads the script from the inherited memfd (no CLOEXEC), through the session's /proc.
+    cmd.arg(format!("/proc/self/fd/{fd}")).stdin(std::process::Stdio::null());
     if Path::new(&cwd).is_dir() {
         cmd.current_dir(&cwd);
     }

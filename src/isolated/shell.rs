@@ -26,11 +26,18 @@ const MAX_LINE: usize = 1024 * 1024;
 /// Lines buffered between the reader task and a run.
 const LINE_QUEUE: usize = 64;
 
+/// Directory (inside the session, on its private `/dev`) holding each run's output FIFO.
+pub const FIFO_DIR: &str = "/dev/.execd";
+
 /// The session shell's pipes.
 pub struct Shell {
     stdin: ChildStdin,
     lines: mpsc::Receiver<Vec<u8>>,
     pgid: i32,
+    /// The session's mount namespace (the per-run FIFOs are made inside it).
+    mnt_ns: std::fs::File,
+    uid: u32,
+    gid: u32,
 }
 
 /// What a run did to its session.
@@ -42,10 +49,17 @@ pub struct Outcome {
 }
 
 impl Shell {
-    pub fn new(stdin: ChildStdin, out: BufReader<ChildStdout>, pgid: i32) -> Shell {
+    pub fn new(
+        stdin: ChildStdin,
+        out: BufReader<ChildStdout>,
+        pgid: i32,
+        mnt_ns: std::fs::File,
+        uid: u32,
+        gid: u32,
+    ) -> Shell {
         let (tx, lines) = mpsc::channel(LINE_QUEUE);
         tokio::spawn(read_lines(out, tx));
-        Shell { stdin, lines, pgid }
+        Shell { stdin, lines, pgid, mnt_ns, uid, gid }
     }
 
     /// Runs `code` and sends its events to `tx`, ending with exactly one terminal event.
@@ -64,7 +78,16 @@ impl Shell {
             return Outcome { touch: false, shell_lost: false };
         }
         let marker = format!("__EXECD_RUN_END_{run_id}");
-        let script = script(code, envs, &marker);
+        let fifo = match make_fifo(&self.mnt_ns, &run_id, self.uid, self.gid).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.send(runtime(format!("cannot set up the run's output: {e}"))).await;
+                return Outcome { touch: false, shell_lost: false };
+            }
+        };
+        let (fifo_rx, keepalive) = fifo;
+        let mut output = RunOutput { rx: fifo_rx, buf: Vec::new() };
+        let script = script(code, envs, &marker, &format!("{FIFO_DIR}/{run_id}"));
         if let Err(e) = self.stdin.write_all(script.as_bytes()).await {
             let _ = tx.send(runtime(format!("session not active: {e}"))).await;
             return Outcome { touch: false, shell_lost: true };
@@ -77,12 +100,28 @@ impl Shell {
         let mut killed = false;
         loop {
             tokio::select! {
+                chunk = output.read() => {
+                    for line in chunk {
+                        if interrupted.is_none() {
+                            let _ = tx.send(ExecEvent::stdout(line)).await;
+                        }
+                    }
+                }
                 line = self.lines.recv() => {
                     let Some(line) = line else {
                         let _ = tx.send(runtime("session process exited without end marker")).await;
                         return Outcome { touch: false, shell_lost: true };
                     };
                     if let Some(code) = end_marker(&line, &marker) {
+                        // Everything the run wrote before its end is in the FIFO already; what
+                        // its leftover background jobs write later is read and dropped.
+                        for line in output.finish() {
+                            if interrupted.is_none() {
+                                let _ = tx.send(ExecEvent::stdout(line)).await;
+                            }
+                        }
+                        drop(keepalive);
+                        tokio::spawn(output.discard());
                         let ev = match interrupted {
                             Some((why, _)) => runtime(why),
                             None if code == 0 => ExecEvent::complete(started.elapsed().as_millis() as u64),
@@ -95,11 +134,7 @@ impl Shell {
                         let _ = tx.send(ev).await;
                         return Outcome { touch: interrupted.is_none(), shell_lost: false };
                     }
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.strip_suffix('\r').unwrap_or(&text);
-                    if !text.is_empty() && interrupted.is_none() {
-                        let _ = tx.send(ExecEvent::stdout(text.to_string())).await;
-                    }
+                    // Anything else on the shell's own stdout is not a run's output.
                 }
                 _ = tokio::time::sleep_until(deadline), if interrupted.is_none() => {
                     interrupted = Some(("context deadline exceeded", tokio::time::Instant::now() + INTERRUPT_GRACE));
@@ -180,16 +215,141 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// What the shell is fed for one run.
-fn script(code: &str, envs: &BTreeMap<String, String>, marker: &str) -> String {
+/// What the shell is fed for one run. The code's output (stdout and stderr) goes to the run's
+/// own FIFO, so background jobs it leaves behind cannot write into a later run's stream. The end
+/// marker goes to the shell's stdout. An `exit` (or `set -e` failure) in the code would end the
+/// session's shell: an EXIT trap then reports the code as the run's end and re-executes bash on
+/// the shell's original stdin and stdout (found again among the fds bash saved for the
+/// redirections), so the session survives; exported variables and the working directory survive
+/// too, shell variables and functions do not.
+fn script(code: &str, envs: &BTreeMap<String, String>, marker: &str, fifo: &str) -> String {
     let eval = format!("eval {}", quote(code));
     let body = if envs.is_empty() {
-        format!("{eval} </dev/null")
+        format!("{{ {eval} </dev/null; }}")
     } else {
         let exports: Vec<String> = envs.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
         format!("( export {}; {eval} ) </dev/null", exports.join(" "))
     };
-    format!("{body}\nprintf '\\n%s %d\\n' '{marker}' \"$?\"\n")
+    let end = format!("printf '\\n%s %d\\n' '{marker}' \"$__execd_rc\"");
+    let trap = format!(
+        "__execd_rc=$?; for __execd_f in /proc/$$/fd/*; do __execd_l=$(readlink \"$__execd_f\"); \
+         [[ $__execd_l != \"$__execd_in\" ]] || __execd_i=$__execd_f; \
+         [[ $__execd_l != \"$__execd_out\" ]] || __execd_o=$__execd_f; done; \
+         [[ -n $__execd_i && -n $__execd_o ]] && {end} >\"$__execd_o\" && \
+         exec bash --noprofile --norc <\"$__execd_i\" >\"$__execd_o\" 2>&1"
+    );
+    format!(
+        "[[ -n $__execd_in ]] || {{ __execd_in=$(readlink /proc/$$/fd/0); __execd_out=$(readlink /proc/$$/fd/1); }} 2>/dev/null\n\
+         trap {} EXIT\n{body} >{} 2>&1\n__execd_rc=$?; trap - EXIT; {end}\n",
+        quote(&trap),
+        quote(fifo)
+    )
+}
+
+/// The reading end of a run's output FIFO, split into lines.
+struct RunOutput {
+    rx: tokio::net::unix::pipe::Receiver,
+    buf: Vec<u8>,
+}
+
+impl RunOutput {
+    /// Waits for output; returns the complete lines (never resolves at EOF).
+    async fn read(&mut self) -> Vec<String> {
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            match self.rx.read(&mut chunk).await {
+                Ok(0) | Err(_) => std::future::pending::<()>().await,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+            let lines = self.lines(false);
+            if !lines.is_empty() {
+                return lines;
+            }
+        }
+    }
+
+    /// What is buffered in the FIFO now, and the unterminated rest.
+    fn finish(&mut self) -> Vec<String> {
+        let mut chunk = [0u8; 16 * 1024];
+        while let Ok(n) = self.rx.try_read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        self.lines(true)
+    }
+
+    fn lines(&mut self, all: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let cut = match memchr::memchr(b'\n', &self.buf) {
+                Some(i) => i,
+                None if self.buf.len() >= MAX_LINE || (all && !self.buf.is_empty()) => self.buf.len(),
+                None => break,
+            };
+            let rest = self.buf.split_off((cut + 1).min(self.buf.len()));
+            let mut line = std::mem::replace(&mut self.buf, rest);
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            // Empty lines are dropped (upstream, I14).
+            if !line.is_empty() {
+                out.push(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+        out
+    }
+
+    /// Reads and drops whatever leftover background jobs write, until they all close it.
+    async fn discard(mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        while let Ok(n) = self.rx.read(&mut chunk).await {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// Makes the run's FIFO inside the session (its mount namespace, so the session's own symlinks
+/// cannot redirect it to the host) and opens it: the reading end, and a writing end that keeps the
+/// reader from seeing EOF before the shell has opened it. Earlier runs' FIFOs are removed.
+async fn make_fifo(
+    ns: &std::fs::File,
+    run_id: &str,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<(tokio::net::unix::pipe::Receiver, std::os::fd::OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ns = ns.try_clone()?;
+    let path = std::path::PathBuf::from(FIFO_DIR).join(run_id);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("execd-isolated-fifo".into()).spawn(move || {
+        let res = (|| {
+            super::ns::join_mount_ns_this_thread(&ns)?;
+            // A root session may have removed it; its /dev is its own, so make it again.
+            std::fs::create_dir_all(FIFO_DIR)?;
+            if let Ok(dir) = std::fs::read_dir(FIFO_DIR) {
+                for e in dir.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+            let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
+            let flags = libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let reader = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&path)?;
+            let writer = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(&path)?;
+            Ok::<_, std::io::Error>((std::os::fd::OwnedFd::from(reader), std::os::fd::OwnedFd::from(writer)))
+        })();
+        let _ = tx.send(res);
+    })?;
+    let (reader, writer) = rx.await.map_err(|_| std::io::Error::other("FIFO thread died"))??;
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)?;
+    Ok((rx, writer))
 }
 
 /// Checks a run request (I13): non-blank code without NUL, env names that are identifiers.
@@ -232,10 +392,9 @@ mod tests {
         assert_eq!(end_marker(b"xM 3", "M"), None);
         let mut envs = BTreeMap::new();
         envs.insert("A".to_string(), "x y".to_string());
-        assert_eq!(
-            script("echo", &envs, "M"),
-            "( export A='x y'; eval 'echo' ) </dev/null\nprintf '\\n%s %d\\n' 'M' \"$?\"\n"
-        );
+        let s = script("echo", &envs, "M", "/dev/.execd/R");
+        assert!(s.contains("\n( export A='x y'; eval 'echo' ) </dev/null >'/dev/.execd/R' 2>&1\n"), "{s}");
+        assert!(s.ends_with("trap - EXIT; printf '\\n%s %d\\n' 'M' \"$__execd_rc\"\n"), "{s}");
     }
 
     #[test]

@@ -537,3 +537,662 @@ async fn i1_routes_work_through_the_proxy() {
     let r = s.client().delete(s.url(&format!("{pre}/session/{sid}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Asserts an error answer is `{code, message}` JSON (I3) and returns its code.
+async fn error_code(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].is_string(), "{v}");
+    v["code"].as_str().expect("code").to_string()
+}
+
+#[tokio::test]
+async fn i3_errors_are_code_and_message_json() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let c = s.client();
+    let zero = "00000000-0000-0000-0000-000000000000";
+    let r = c.post(s.url("/v1/isolated/session")).body("{not json").send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "INVALID_REQUEST_BODY");
+    let r = c.get(s.url(&format!("/v1/isolated/session/{zero}"))).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "SESSION_NOT_FOUND");
+    let r = c.delete(s.url(&format!("/v1/isolated/session/{zero}"))).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "SESSION_NOT_FOUND");
+    let r = c.get(s.url(&format!("/v1/isolated/session/{zero}/files/info?path=/x"))).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "SESSION_NOT_FOUND");
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path(), "mode": "ro"}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let r = c.get(s.url(&format!("{base}/runs/no-such-run"))).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "SESSION_NOT_FOUND");
+    let r = c.get(s.url(&format!("{base}/files/search"))).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "MISSING_QUERY");
+    let r = c.get(s.url(&format!("{base}/files/info?path={}/missing", ws.path().display()))).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "FILE_NOT_FOUND");
+    let r = c
+        .post(s.url(&format!("{base}/directories")))
+        .json(&json!({format!("{}/d", ws.path().display()): {"mode": 755}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i4_json_snake_case_rfc3339_no_null_in_echo() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    // Unknown request keys are ignored.
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}, "someFutureKey": 1})).await;
+    let (_, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    for k in ["created_at", "last_run_at"] {
+        let t = v[k].as_str().unwrap();
+        assert!(t.ends_with('Z'), "{k}: {t}");
+        chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    }
+    fn walk(v: &Value, at: &str) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    assert!(!k.chars().any(|c| c.is_ascii_uppercase()), "camelCase key {at}.{k}");
+                    assert!(!x.is_null(), "null at {at}.{k}");
+                    walk(x, &format!("{at}.{k}"));
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, at)),
+            _ => {}
+        }
+    }
+    walk(&v, "");
+    assert_eq!(v["env_passthrough"], json!({"mode": "deny"}));
+    // A successful background run has no `error` key (not "" and not null).
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": "true", "background": true}))
+        .send()
+        .await
+        .unwrap();
+    let rid = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/isolated/session/{sid}/runs/{rid}");
+    assert!(common::wait_until_async(TIMEOUT, || async { get(&s, &path).await.1["running"] == false }).await);
+    let (_, st) = get(&s, &path).await;
+    assert!(st.get("error").is_none(), "{st}");
+    chrono::DateTime::parse_from_rfc3339(st["finished_at"].as_str().unwrap()).unwrap();
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i5_unavailable_every_route_but_capabilities_is_503() {
+    let s = TestServer::options().arg("--isolation").arg("off").start();
+    let c = s.client();
+    let zero = "00000000-0000-0000-0000-000000000000";
+    let base = format!("/v1/isolated/session/{zero}");
+    let reqs = [
+        c.get(s.url("/v1/isolated/sessions")),
+        c.post(s.url("/v1/isolated/session")).json(&json!({"workspace": {"path": "/tmp"}})),
+        c.get(s.url(&base)),
+        c.delete(s.url(&base)),
+        c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "true"})),
+        c.get(s.url(&format!("{base}/runs/{zero}"))),
+        c.get(s.url(&format!("{base}/diff"))),
+        c.post(s.url(&format!("{base}/commit"))),
+        c.get(s.url(&format!("{base}/files/info?path=/tmp"))),
+        c.get(s.url(&format!("{base}/directories/list?path=/tmp"))),
+    ];
+    for req in reqs {
+        let r = req.send().await.unwrap();
+        let url = r.url().path().to_string();
+        assert!(r.headers().get("retry-after").is_none(), "{url}: permanent 503 has no Retry-After");
+        assert_eq!(error_code(r, 503).await, "SERVICE_UNAVAILABLE", "{url}");
+    }
+    let (st, caps) = get(&s, "/v1/isolated/capabilities").await;
+    assert_eq!((st, caps["available"].as_bool()), (200, Some(false)));
+}
+
+#[tokio::test]
+async fn i6_route_table_statuses_and_unknown_subpath_404() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let c = s.client();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    assert_eq!(get(&s, "/v1/isolated/sessions").await.0, 200);
+    assert_eq!(get(&s, "/v1/isolated/capabilities").await.0, 200);
+    assert_eq!(get(&s, &base).await.0, 200);
+    let r =
+        c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "true", "background": true})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "true"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap();
+    assert_eq!(get(&s, &format!("{base}/diff")).await.0, 200);
+    assert_eq!(c.post(s.url(&format!("{base}/commit"))).send().await.unwrap().status(), 200);
+    let d = format!("{}/dir", ws.path().display());
+    let r = c.post(s.url(&format!("{base}/directories"))).json(&json!({ &d: {"mode": 755} })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty(), "200 with an empty body");
+    assert_eq!(get(&s, &format!("{base}/directories/list?path={}", ws.path().display())).await.0, 200);
+    let r = c.delete(s.url(&format!("{base}/directories"))).query(&[("path", &d)]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &format!("{base}/no-such-route")).await.0, 404);
+    assert_eq!(get(&s, "/v1/isolated/nothing-here").await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i7_create_defaults_and_workspace_prepended() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let second = ws.path().join("second");
+    let p = ws.path().display().to_string();
+    let sid = create_ok(
+        &s,
+        json!({"workspace": {"path": p}, "overlays": [{"path": second, "mode": "rw"}], "idle_timeout_seconds": -5}),
+    )
+    .await;
+    let (_, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!(v["profile"], "strict");
+    assert_eq!(v["uid_mode"], "setpriv");
+    assert_eq!(v["idle_timeout_seconds"], 0, "negative treated as 0");
+    assert_eq!(
+        v["overlays"],
+        json!([{"path": p, "mode": "overlay", "persist": true}, {"path": second.display().to_string(), "mode": "rw"}])
+    );
+    assert!(v.get("workspace").is_none(), "workspace echo only with one overlay");
+    assert!(v.get("share_net").is_none() && v.get("uid").is_none(), "{v}");
+    assert_eq!(v["extra_writable"], json!([]));
+    assert_eq!(v["binds"], json!([]));
+    // The missing overlay path was created on the host (mkdir -p).
+    assert!(second.is_dir());
+    // Default share_net is the sandbox's network: more than `lo`.
+    let ifaces = sh(&s, &sid, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
+    assert!(ifaces.len() > 1 || ifaces != ["lo"], "{ifaces:?}");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i9_create_201_echo_and_shell_ready() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let (st, v) = create(&s, json!({"workspace": {"path": ws.path(), "mode": "rw"}})).await;
+    assert_eq!(st, 201);
+    let sid = v["session_id"].as_str().unwrap().to_string();
+    chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(v["workspace"], json!({"path": ws.path(), "mode": "rw"}));
+    assert_eq!(v["status"], "active");
+    // The shell is running when 201 is sent: PID 1 of its namespace is bash.
+    let pid1 = sh(&s, &sid, "cat /proc/1/comm").await;
+    assert_eq!(pid1, ["bash"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i13_run_request_validation() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let c = s.client();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let url = s.url(&format!("/v1/isolated/session/{sid}/run"));
+    for bad in [
+        json!({}),
+        json!({"code": ""}),
+        json!({"code": "true", "timeout_seconds": -1}),
+        json!({"code": "true", "envs": {"1BAD": "x"}}),
+        json!({"code": "true", "envs": {"A-B": "x"}}),
+        json!({"code": "true", "background": true, "envs": {"": "x"}}),
+    ] {
+        let r = c.post(&url).json(&bad).send().await.unwrap();
+        assert_eq!(error_code(r, 400).await, "INVALID_REQUEST_BODY", "{bad}");
+    }
+    let r = c.post(&url).body("nope").send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "INVALID_REQUEST_BODY");
+    // envs are exported (children see them); timeout 0 = none.
+    let (events, out) =
+        run(&s, &sid, json!({"code": "sh -c 'echo $E'", "envs": {"E": "x y"}, "timeout_seconds": 0})).await;
+    assert_eq!(out, ["x y"], "{events:?}");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i15_stream_is_bare_json_frames_with_one_terminal_event() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": "echo one; printf 'no-newline'"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with('{') && body.ends_with("}\n\n"), "{body:?}");
+    assert!(!body.contains("data:"));
+    let frames: Vec<Value> =
+        body.split("\n\n").filter(|f| !f.is_empty()).map(|f| serde_json::from_str(f).unwrap()).collect();
+    assert_eq!(frames[0]["type"], "init");
+    assert!(frames.iter().all(|f| f["type"].is_string() && f["timestamp"].is_i64()), "{frames:?}");
+    let events = without_pings(&frames);
+    let terminal: Vec<_> =
+        events.iter().filter(|e| e["type"] == "execution_complete" || e["type"] == "error").collect();
+    assert_eq!(terminal.len(), 1);
+    assert_eq!(events.last().unwrap()["type"], "execution_complete");
+    // An unterminated last line is its own event.
+    assert_eq!(texts(&events, "stdout"), ["one", "no-newline"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i21_files_unknown_session_and_served_during_a_run() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("f.txt"), "f").unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let f = format!("{}/f.txt", ws.path().display());
+    let c = s.client();
+    let slow = c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "sleep 3; echo done"})).send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let (st, info) = get(&s, &format!("{base}/files/info?path={f}")).await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "file routes do not wait for the run");
+    assert_eq!(st, 200);
+    // FileInfo carries the keys the SDK requires, with the absolute path.
+    for k in ["path", "size", "modified_at", "created_at", "owner", "group", "mode"] {
+        assert!(info[&f].get(k).is_some(), "{k}: {info}");
+    }
+    assert_eq!(info[&f]["path"], f.as_str());
+    // Relative paths resolve against the primary mount.
+    let (st, rel) = get(&s, &format!("{base}/files/info?path=f.txt")).await;
+    assert_eq!((st, rel["f.txt"]["size"].as_u64()), (200, Some(1)));
+    let r = slow.await.unwrap().unwrap();
+    let events = without_pings(&parse_events(&r.text().await.unwrap()));
+    assert_eq!(texts(&events, "stdout"), ["done"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+    assert_eq!(get(&s, &format!("{base}/files/info?path={f}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn i27_hardening_object_has_six_keys_with_valid_states() {
+    let s = TestServer::start();
+    let (st, caps) = get(&s, "/v1/isolated/capabilities").await;
+    assert_eq!(st, 200);
+    let h = &caps["hardening"];
+    assert_eq!(h.as_object().unwrap().len(), 6, "{h}");
+    assert!(["pid1", "subreaper", "none"].contains(&h["init_mode"].as_str().unwrap()));
+    assert!(h["signal_shield"].is_boolean());
+    for k in ["cap_drop", "seccomp", "landlock", "ebpf"] {
+        let state = h[k]["state"].as_str().unwrap();
+        assert!(["active", "disabled", "degraded", "unsupported"].contains(&state), "{k}: {state}");
+        if state != "active" {
+            assert!(h[k]["message"].is_string(), "{k} needs a message");
+        }
+    }
+    assert_eq!(caps["isolator"], "native");
+    assert!(caps["version"].is_string());
+}
+
+/// Bit `cap` of the bounding set a session's shell reports.
+fn has_cap(capbnd: &str, cap: u32) -> bool {
+    u64::from_str_radix(capbnd.trim(), 16).unwrap() & (1 << cap) != 0
+}
+
+#[tokio::test]
+async fn i29_profiles_tmp_treatment_and_capabilities() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let name = format!("execd-i29-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(Path::new("/tmp").join(&name), "host").unwrap();
+    let strict = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let balanced = create_ok(&s, json!({"workspace": {"path": ws.path()}, "profile": "balanced"})).await;
+    assert_eq!(sh(&s, &balanced, &format!("cat /tmp/{name}")).await, ["host"], "balanced shares /tmp");
+    assert_eq!(sh(&s, &strict, &format!("cat /tmp/{name} 2>/dev/null || echo private")).await, ["private"]);
+    let bnd = "grep CapBnd /proc/self/status | cut -f2";
+    let nnp = "grep NoNewPrivs /proc/self/status | cut -f2";
+    for sid in [&strict, &balanced] {
+        let cap = sh(&s, sid, bnd).await;
+        assert!(!has_cap(&cap[0], 21), "CAP_SYS_ADMIN dropped: {cap:?}");
+        let (events, _) = run(&s, sid, json!({"code": format!("umount {}", ws.path().display())})).await;
+        assert_eq!(events.last().unwrap()["type"], "error", "no unmounting the overlay");
+    }
+    assert_eq!(sh(&s, &strict, nnp).await, ["1"]);
+    assert_eq!(sh(&s, &balanced, nnp).await, ["0"]);
+    // Default profile is strict; both default to an overlay mount.
+    let (_, v) = get(&s, &format!("/v1/isolated/session/{balanced}")).await;
+    assert_eq!(v["workspace"]["mode"], "overlay");
+    let _ = std::fs::remove_file(Path::new("/tmp").join(&name));
+    assert_eq!(delete(&s, &strict).await, 200);
+    assert_eq!(delete(&s, &balanced).await, 200);
+}
+
+#[tokio::test]
+async fn i30_mount_modes_rw_overlay_ro_and_primary() {
+    let Some(s) = server().await else { return };
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb, pc) = (a.path().display(), b.path().display(), c.path().display());
+    let sid = create_ok(
+        &s,
+        json!({"overlays": [{"path": a.path(), "mode": "rw"}, {"path": b.path()}, {"path": c.path(), "mode": "ro"}]}),
+    )
+    .await;
+    assert_eq!(sh(&s, &sid, "pwd").await, [pa.to_string()], "the first mount is the primary");
+    sh(&s, &sid, &format!("echo rw > {pa}/x; echo ov > {pb}/x")).await;
+    assert_eq!(std::fs::read_to_string(a.path().join("x")).unwrap(), "rw\n", "rw writes reach the host");
+    assert!(!b.path().join("x").exists(), "overlay writes stay in the upper layer");
+    let (events, out) = run(&s, &sid, json!({"code": format!("echo ro > {pc}/x")})).await;
+    assert_eq!(events.last().unwrap()["type"], "error");
+    assert!(out.join(" ").contains("Read-only"), "{out:?}");
+    // Two sessions on one host path: separate uppers.
+    let other = create_ok(&s, json!({"workspace": {"path": b.path()}})).await;
+    assert_eq!(sh(&s, &other, &format!("ls {pb} | wc -l")).await, ["0"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+    assert_eq!(delete(&s, &other).await, 200);
+}
+
+#[tokio::test]
+async fn i31_extra_writable_and_binds_follow_the_allowlist() {
+    if !nix::unistd::geteuid().is_root() {
+        common::prerequisite_missing("isolated sessions need root");
+        return;
+    }
+    let allowed = tempfile::tempdir().unwrap();
+    let src = allowed.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::os::unix::fs::symlink("/etc", allowed.path().join("to-etc")).unwrap();
+    let s =
+        TestServer::options().arg("--isolation-allowed-writable").arg(&allowed.path().display().to_string()).start();
+    let (_, caps) = get(&s, "/v1/isolated/capabilities").await;
+    if caps["available"] != true {
+        common::prerequisite_missing("isolation unavailable");
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let sp = src.display().to_string();
+    let sid = create_ok(
+        &s,
+        json!({"workspace": {"path": ws.path()}, "extra_writable": [sp],
+               "binds": [{"source": sp, "dest": dest.path(), "readonly": true}]}),
+    )
+    .await;
+    sh(&s, &sid, &format!("echo w > {sp}/f")).await;
+    assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "w\n", "extra_writable is the host path");
+    assert_eq!(sh(&s, &sid, &format!("cat {}/f", dest.path().display())).await, ["w"]);
+    let (events, _) = run(&s, &sid, json!({"code": format!("touch {}/g", dest.path().display())})).await;
+    assert_eq!(events.last().unwrap()["type"], "error", "readonly bind refuses writes");
+    for bad in [
+        json!({"workspace": {"path": ws.path()}, "binds": [{"source": "/etc"}]}),
+        json!({"workspace": {"path": ws.path()}, "extra_writable": [allowed.path().join("to-etc")]}),
+        json!({"workspace": {"path": ws.path()}, "binds": [{"source": allowed.path().join("missing")}]}),
+        json!({"workspace": {"path": ws.path()}, "binds": [{"source": sp, "dest": "/no/such/dest"}]}),
+    ] {
+        let (st, v) = create(&s, bad.clone()).await;
+        assert_eq!((st, v["code"].as_str()), (400, Some("INVALID_REQUEST_BODY")), "{bad}");
+    }
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i33_env_passthrough_modes() {
+    if !nix::unistd::geteuid().is_root() {
+        common::prerequisite_missing("isolated sessions need root");
+        return;
+    }
+    let s = TestServer::options().env("FOO_TOKEN", "t").env("MY_SECRET", "m").env("PLAIN_VAR", "p").start();
+    let (_, caps) = get(&s, "/v1/isolated/capabilities").await;
+    if caps["available"] != true {
+        common::prerequisite_missing("isolation unavailable");
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let show = "echo ${FOO_TOKEN:-none} ${MY_SECRET:-none} ${PLAIN_VAR:-none}";
+    let cases = [
+        (json!(null), "none none p"),
+        (json!({"mode": "deny", "keys": ["PLAIN_VAR"]}), "t m none"),
+        (json!({"mode": "allow", "keys": ["FOO_TOKEN", "EXECD_ACCESS_TOKEN"]}), "t none none"),
+        (json!({"keys": ["PLAIN_VAR"]}), "none none p"),
+    ];
+    for (pass, want) in cases {
+        let mut body = json!({"workspace": {"path": ws.path()}});
+        if !pass.is_null() {
+            body["env_passthrough"] = pass.clone();
+        }
+        let sid = create_ok(&s, body).await;
+        assert_eq!(sh(&s, &sid, show).await, [want], "{pass}");
+        assert_eq!(sh(&s, &sid, "echo ${EXECD_ACCESS_TOKEN:-none}").await, ["none"]);
+        // Per-run envs win.
+        let (_, out) = run(&s, &sid, json!({"code": "echo $FOO_TOKEN", "envs": {"FOO_TOKEN": "run"}})).await;
+        assert_eq!(out, ["run"]);
+        assert_eq!(delete(&s, &sid).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn i34_uid_gid_switch_applies_to_shell_and_api_files() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}, "uid": 65534, "gid": 65533})).await;
+    let (_, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!((v["uid"].as_u64(), v["gid"].as_u64()), (Some(65534), Some(65533)));
+    assert_eq!(sh(&s, &sid, "id -u; id -g; id -G").await, ["65534", "65533", "65533"]);
+    let d = format!("{}/made", ws.path().display());
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/directories")))
+        .json(&json!({ &d: {"mode": 755} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sh(&s, &sid, &format!("stat -c '%u %g' {d}")).await, ["65534 65533"]);
+    // Background runs switch too (their code comes from a memfd execd made before the switch).
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": "id -u", "background": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rid = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/isolated/session/{sid}/runs/{rid}");
+    assert!(common::wait_until_async(TIMEOUT, || async { get(&s, &path).await.1["running"] == false }).await);
+    let log = s.client().get(s.url(&format!("{path}/logs"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!((get(&s, &path).await.1["exit_code"].as_i64(), log.as_str()), (Some(0), "65534\n"));
+    // A root session that removes the FIFO directory only loses it until the next run.
+    let root = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    sh(&s, &root, "rm -rf /dev/.execd 2>/dev/null; true").await;
+    assert_eq!(sh(&s, &root, "echo fine").await, ["fine"]);
+    assert_eq!(delete(&s, &root).await, 200);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i37_mount_limit_sixteen_counts_every_mount() {
+    if !nix::unistd::geteuid().is_root() {
+        common::prerequisite_missing("isolated sessions need root");
+        return;
+    }
+    let ws = tempfile::tempdir().unwrap();
+    let p = ws.path().display().to_string();
+    let s = TestServer::options().arg("--isolation-allowed-writable").arg(&p).start();
+    if get(&s, "/v1/isolated/capabilities").await.1["available"] != true {
+        common::prerequisite_missing("isolation unavailable");
+        return;
+    }
+    let sixteen: Vec<Value> = (0..16).map(|i| json!({"path": format!("{p}/d{i}"), "mode": "rw"})).collect();
+    let sid = create_ok(&s, json!({ "overlays": sixteen })).await;
+    assert_eq!(sh(&s, &sid, &format!("ls {p} | wc -l")).await, ["16"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+    // 15 overlays + 1 extra_writable + 1 bind = 17: refused (each alone would be fine).
+    let mut fifteen = sixteen.clone();
+    fifteen.pop();
+    let body =
+        json!({"overlays": fifteen, "extra_writable": [format!("{p}/d0")], "binds": [{"source": format!("{p}/d1")}]});
+    let (st, v) = create(&s, body).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("INVALID_REQUEST_BODY")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("16"), "{v}");
+}
+
+#[tokio::test]
+async fn i17_exit_n_fails_the_run_and_keeps_the_session() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    sh(&s, &sid, "export X=1; cd /tmp").await;
+    let (events, out) = run(&s, &sid, json!({"code": "echo a; exit 3; echo never"})).await;
+    assert_eq!(out, ["a"]);
+    let last = events.last().unwrap();
+    assert_eq!((last["type"].as_str(), last["error"]["evalue"].as_str()), (Some("error"), Some("3")), "{events:?}");
+    let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("active")));
+    // Exported variables and the working directory survive; the shell is still PID 1.
+    assert_eq!(sh(&s, &sid, "echo $X; pwd; echo $$").await, ["1", "/tmp", "1"]);
+    // Bare `exit` keeps the last status; `set -e` failures end the run, not the session.
+    let (events, _) = run(&s, &sid, json!({"code": "false; exit"})).await;
+    assert_eq!(events.last().unwrap()["error"]["evalue"], "1");
+    let (events, _) = run(&s, &sid, json!({"code": "set -e; false; echo never"})).await;
+    assert_eq!(events.last().unwrap()["error"]["evalue"], "1");
+    // Exits in subshells are ordinary statuses.
+    assert_eq!(sh(&s, &sid, "x=$(exit 5); echo $?; (exit 6); echo $?").await, ["5", "6"]);
+    let (events, _) = run(&s, &sid, json!({"code": "exit 0"})).await;
+    assert_eq!(events.last().unwrap()["type"], "execution_complete");
+    assert_eq!(sh(&s, &sid, "echo still").await, ["still"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i17_background_job_output_never_reaches_a_later_run() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    // While run 1 lasts, its job's output is run 1's; after its end, it is dropped.
+    let out = sh(&s, &sid, "echo one; (sleep 0.2; while :; do echo LEAK; sleep 0.05; done) & echo $! > /tmp/job").await;
+    assert_eq!(out[0], "one");
+    assert!(out[1..].iter().all(|l| l == "LEAK"), "{out:?}");
+    let out = sh(&s, &sid, "sleep 0.5; echo two").await;
+    assert_eq!(out, ["two"], "a job left by run 1 writes nothing into run 2");
+    // Its output is dropped, the job itself is not killed.
+    assert_eq!(sh(&s, &sid, "kill -0 $(cat /tmp/job) && echo alive; kill $(cat /tmp/job)").await, ["alive"]);
+    assert_eq!(sh(&s, &sid, "echo three").await, ["three"]);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i18_background_code_never_in_argv() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let secret = format!("SECRET{}", uuid::Uuid::new_v4().simple());
+    let r = s
+        .client()
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": format!("S={secret}; read -t 0.1 x; echo \"in=$x\"; sleep 2; echo ${{#S}}"), "background": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rid = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
+    let logs = format!("/v1/isolated/session/{sid}/runs/{rid}/logs");
+    let started = common::wait_until_async(TIMEOUT, || async {
+        s.client().get(s.url(&logs)).send().await.unwrap().text().await.unwrap().starts_with("in=")
+    })
+    .await;
+    assert!(started);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmd).contains(&secret), "code in argv of {:?}", e.path());
+        }
+    }
+    let path = format!("/v1/isolated/session/{sid}/runs/{rid}");
+    assert!(common::wait_until_async(TIMEOUT, || async { get(&s, &path).await.1["running"] == false }).await);
+    let text = s.client().get(s.url(&logs)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, format!("in=\n{}\n", secret.len()), "stdin is /dev/null; the code ran whole");
+    assert_eq!(get(&s, &path).await.1["exit_code"], 0);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i23_ephemeral_overlay_refuses_api_writes() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("lower.txt"), "lower").unwrap();
+    let sid =
+        create_ok(&s, json!({"overlays": [{"path": ws.path(), "persist": false}, {"path": rw.path(), "mode": "rw"}]}))
+            .await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let c = s.client();
+    let w = ws.path().display().to_string();
+    let lower = format!("{w}/lower.txt");
+    // Reads work; every write route is refused with 403.
+    let r = c.get(s.url(&format!("{base}/files/download"))).query(&[("path", &lower)]).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "lower");
+    let r = c.delete(s.url(&format!("{base}/files"))).query(&[("path", &lower)]).send().await.unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    let r = c
+        .post(s.url(&format!("{base}/directories")))
+        .json(&json!({ format!("{w}/d"): {"mode": 755} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    let r = c
+        .post(s.url(&format!("{base}/files/permissions")))
+        .json(&json!({ &lower: {"mode": 700} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    let r = c
+        .post(s.url(&format!("{base}/files/replace")))
+        .json(&json!({ &lower: {"old": "l", "new": "x"} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    // Relative paths resolve against the (ephemeral) primary; a move out of it is refused too.
+    let r = c
+        .post(s.url(&format!("{base}/files/mv")))
+        .json(&json!([{"src": "lower.txt", "dest": format!("{}/moved", rw.path().display())}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    // A symlink from the rw mount into the ephemeral one does not get around it.
+    std::os::unix::fs::symlink(ws.path(), rw.path().join("link")).unwrap();
+    let r = c
+        .delete(s.url(&format!("{base}/directories")))
+        .query(&[("path", format!("{}/link/sub", rw.path().display()))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "FORBIDDEN");
+    // The rw mount next to it still takes writes.
+    let r = c
+        .post(s.url(&format!("{base}/directories")))
+        .json(&json!({ format!("{}/ok", rw.path().display()): {"mode": 755} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The session's own writes stay private (tmpfs upper): not on the host.
+    sh(&s, &sid, &format!("echo x > {w}/own.txt; rm {w}/lower.txt")).await;
+    assert!(!ws.path().join("own.txt").exists());
+    assert_eq!(std::fs::read_to_string(ws.path().join("lower.txt")).unwrap(), "lower");
+    // No background runs, no diff or commit on an ephemeral primary.
+    let r =
+        c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "true", "background": true})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(get(&s, &format!("{base}/diff")).await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}

@@ -6,6 +6,7 @@ isolation is unavailable here (a failure under CI=true)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -16,9 +17,20 @@ import pytest
 
 from opensandbox.adapters.factory import AdapterFactory
 from opensandbox.exceptions import SandboxApiException
-from opensandbox.models.filesystem import SearchEntry, WriteEntry
+from opensandbox.api.execd.api.isolated_execution import isolated_session_commit, isolated_session_diff
+from opensandbox.api.execd.client import Client
+from opensandbox.models.execd import ExecutionHandlers
+from opensandbox.models.filesystem import (
+    ContentReplaceEntry,
+    DirectoryListEntry,
+    MoveEntry,
+    SearchEntry,
+    SetPermissionEntry,
+    WriteEntry,
+)
 from opensandbox.models.isolated import (
     CreateIsolatedSessionRequest,
+    EnvPassthroughSpec,
     IsolatedOverlaySpec,
     IsolatedRunOpts,
     IsolatedWorkspaceSpec,
@@ -173,3 +185,138 @@ def _cmdline(p: Path) -> str:
         return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+async def _ids(isolation) -> set[str]:
+    return {s.session_id for s in await isolation.list()}
+
+
+async def test_i38_run_once_and_session_context_clean_up(isolation, workspace):
+    before = await _ids(isolation)
+    ex = await isolation.run_once("echo hi; cat keep.txt", workspace=str(workspace), workspace_mode="rw")
+    assert ex.text == "hi\nkeep" and ex.exit_code == 0
+    assert await _ids(isolation) == before, "run_once deletes its session"
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        assert s.session_id in await _ids(isolation)
+    assert await _ids(isolation) == before, "the context manager deletes on exit"
+
+
+async def test_i39_create_and_attach_echo(isolation, workspace):
+    req = CreateIsolatedSessionRequest(
+        overlays=[IsolatedOverlaySpec(path=str(workspace), mode="overlay", persist=True)],
+        env_passthrough=EnvPassthroughSpec(mode="deny", keys=["HOME"]),
+        idle_timeout_seconds=0,
+    )
+    async with isolation.session(req) as s:
+        assert str(uuid.UUID(s.session_id)) == s.session_id
+        assert s.info.created_at is not None
+        info = (await isolation.attach(s.session_id)).info
+        assert info.profile == "strict" and info.uid_mode == "setpriv"
+        assert [(o.path, o.mode, o.persist) for o in info.overlays] == [(str(workspace), "overlay", True)]
+        assert info.workspace.path == str(workspace)
+        assert info.env_passthrough.mode == "deny" and info.env_passthrough.keys == ["HOME"]
+        assert info.idle_timeout_seconds == 0
+    with pytest.raises(Exception):
+        await isolation.attach("  ")
+
+
+async def test_i40_run_dispatches_handlers_and_survives_exit(isolation, workspace):
+    seen: list[str] = []
+
+    async def on_init(m):
+        seen.append("init")
+
+    async def on_stdout(m):
+        seen.append(f"out:{m.text}")
+
+    async def on_complete(m):
+        seen.append("complete")
+
+    async def on_error(m):
+        seen.append(f"error:{m.value}")
+
+    handlers = ExecutionHandlers(
+        on_init=on_init, on_stdout=on_stdout, on_execution_complete=on_complete, on_error=on_error
+    )
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        ex = await s.run("echo x; echo y >&2", handlers=handlers)
+        assert seen == ["init", "out:x", "out:y", "complete"]
+        assert ex.id and ex.complete is not None and ex.text == "x\ny"
+        seen.clear()
+        ex = await s.run("export K=v; echo before; exit 3", handlers=handlers)
+        assert seen == ["init", "out:before", "error:3"] and ex.exit_code == 3
+        assert (await s.run("echo $K")).text == "v", "the session survives `exit`"
+        assert (await s.get()).status == "active"
+
+
+async def test_i41_background_logs_cursor_while_running(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        bg = await s.run_background("for i in 1 2 3; do echo $i; sleep 0.3; done", opts=IsolatedRunOpts(envs={"A": "1"}))
+        assert str(uuid.UUID(bg.run_id)) == bg.run_id and bg.started_at is not None
+        text, cursor = "", 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            running = (await s.run_status(bg.run_id)).running
+            logs = await s.run_logs(bg.run_id, cursor=cursor)
+            text += logs.text
+            cursor = logs.cursor
+            if not running and logs.text == "":
+                break
+            time.sleep(0.1)
+        assert text == "1\n2\n3\n" and cursor == len(text)
+        with pytest.raises(Exception):
+            await s.run_logs(bg.run_id, cursor=-1)
+
+
+async def test_i42_files_full_surface(isolation, workspace):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        ws = str(workspace)
+        await s.files.create_directories([WriteEntry(path=f"{ws}/d/e", mode=700)])
+        await s.files.write_files([WriteEntry(path=f"{ws}/d/a.txt", data="hello world")])
+        assert await s.files.read_bytes(f"{ws}/d/a.txt") == b"hello world"
+        chunks = [c async for c in await s.files.read_bytes_stream(f"{ws}/d/a.txt")]
+        assert b"".join(chunks) == b"hello world"
+        await s.files.replace_contents([ContentReplaceEntry(path=f"{ws}/d/a.txt", old_content="world", new_content="there")])
+        assert await s.files.read_file(f"{ws}/d/a.txt") == "hello there"
+        await s.files.move_files([MoveEntry(src=f"{ws}/d/a.txt", dest=f"{ws}/d/b.txt")])
+        await s.files.set_permissions([SetPermissionEntry(path=f"{ws}/d/b.txt", mode=600)])
+        info = await s.files.get_file_info([f"{ws}/d/b.txt"])
+        assert info[f"{ws}/d/b.txt"].mode == 600 and info[f"{ws}/d/b.txt"].size == 11
+        names = [Path(e.path).name for e in await s.files.list_directory(DirectoryListEntry(path=f"{ws}/d", depth=1))]
+        assert names == ["b.txt", "e"]
+        assert (await s.run(f"stat -c %a {ws}/d/e; cat {ws}/d/b.txt")).text == "700\nhello there"
+        await s.files.delete_directories([f"{ws}/d"])
+        with pytest.raises(SandboxApiException):
+            await s.files.get_file_info([f"{ws}/d/b.txt"])
+        assert not (workspace / "d").exists(), "overlay: nothing reached the host"
+
+
+async def test_i43_get_list_delete_capabilities(isolation, workspace):
+    s = await isolation.create(
+        CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)), idle_timeout_seconds=600)
+    )
+    state = await s.get()
+    assert state.status == "active" and state.created_at is not None and state.last_run_at is not None
+    assert 0 < state.idle_remaining_seconds <= 600
+    summary = [x for x in await isolation.list() if x.session_id == s.session_id]
+    assert len(summary) == 1 and summary[0].status == "active"
+    caps = await isolation.capabilities()
+    assert isinstance(caps.setpriv_available, bool) and isinstance(caps.userns_available, bool)
+    await s.delete()
+    with pytest.raises(SandboxApiException) as e:
+        await s.get()
+    assert e.value.status_code == 404
+
+
+async def test_i44_generated_diff_and_commit_functions(isolation, workspace, endpoint):
+    async with isolation.session(CreateIsolatedSessionRequest(workspace=IsolatedWorkspaceSpec(path=str(workspace)))) as s:
+        await s.run(f"echo n > {workspace}/n.txt")
+        client = Client(base_url=f"http://{endpoint.endpoint}", headers=endpoint.headers)
+        r = await isolated_session_diff.asyncio_detailed(session_id=uuid.UUID(s.session_id), client=client)
+        assert r.status_code == 200 and r.parsed is None
+        assert [c["kind"] for c in json.loads(r.content)["changes"]] == ["created"]
+        r = await isolated_session_commit.asyncio_detailed(session_id=uuid.UUID(s.session_id), client=client)
+        assert r.status_code == 200 and r.parsed is None
+        assert (workspace / "n.txt").read_text() == "n\n"
+        r = await isolated_session_diff.asyncio_detailed(session_id=uuid.UUID(int=0), client=client)
+        assert r.status_code == 404

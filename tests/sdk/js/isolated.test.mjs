@@ -80,6 +80,18 @@ test("i45 a failing command reports its exit code and the session stays usable",
   });
 });
 
+test("i45 a bare exit N fails the run, exported state survives in the same session", async (t) => {
+  const iso = await isolation(t);
+  if (!iso) return;
+  await iso.withSession({ workspace: { path: ctx.work("i45-bare-exit") } }, async (session) => {
+    const ex = await session.run("export KEEP=yes; echo before; exit 4");
+    assert.equal(ex.exitCode, 4);
+    assert.deepEqual(lines(ex.logs.stdout), ["before"]);
+    assert.deepEqual(lines((await session.run("echo $KEEP")).logs.stdout), ["yes"]);
+    assert.equal((await session.get()).status, "active");
+  });
+});
+
 test("i45 runOnce on an overlay: the run sees its writes, the host does not, the session is gone", async (t) => {
   const iso = await isolation(t);
   if (!iso) return;
