@@ -43,6 +43,7 @@ impl AppState {
         crate::state_dir::prepare(&config.state_dir).map_err(std::io::Error::other)?;
         let commands = crate::command::CommandManager::new(crate::command::CommandOpts {
             journal_dir: config.state_dir.join("commands"),
+            fresh_state: config.fresh_state,
             envs_file: config.envs_file.clone(),
             retention_ttl: config.command_retention_ttl,
             retention_count: config.command_retention_count,
