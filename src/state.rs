@@ -55,6 +55,7 @@ impl AppState {
             idle_ttl: config.session_idle_ttl,
             envs_file: config.envs_file.clone(),
             shutdown_grace: config.graceful_shutdown_timeout,
+            fresh_state: config.fresh_state,
         });
         let pty = crate::pty::PtyManager::new(crate::pty::PtyOpts { idle_ttl: config.session_idle_ttl });
         let code =

@@ -368,13 +368,17 @@ fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
 }
 
-/// `(pgrp, starttime)` of `pid` from `/proc/<pid>/stat`.
+/// `(pgrp, starttime)` of `pid` from `/proc/<pid>/stat`; `None` for a zombie (it is gone, only
+/// not reaped yet).
 fn proc_stat(pid: i32) -> Option<(i32, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold anything, so fields are counted after its closing parenthesis.
     let rest = &s[s.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): pgrp is field 5, starttime field 22.
+    if f.first() == Some(&"Z") {
+        return None;
+    }
     Some((f.get(2)?.parse().ok()?, f.get(19)?.parse().ok()?))
 }
 
