@@ -24,6 +24,9 @@
 //!   session is free for the next run at once. A run's state is kept only if it ended by itself.
 //! - After each run execd reads the saved state once into memory to compact it
 //!   ([`bash::compact_state`]); its size is that of the session's variables and functions.
+//!   The compacted state is renamed into place before the run's terminal event is sent.
+//! - Sessions survive a restart of execd (X50, [`persist`]): their directories are loaded at
+//!   start (and kept at shutdown); `--fresh-state` removes them instead.
 
 pub mod bash;
 mod persist;
