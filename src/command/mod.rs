@@ -438,16 +438,12 @@ impl CommandManager {
                 Some(x) => terminal.with_exit(x.clone()),
                 None => terminal,
             };
-            // Journal first, so readers see the terminal event no later than the status change.
+            // The finished record first (X50): a client that saw the terminal event or the
+            // finished status finds the command finished after any restart.
             let extent = writer.journal().extent();
             let terminal_rec = persist::EventRec::from_event(&terminal);
-            writer.finish(Some(terminal));
             let exit = exit.unwrap_or_else(ExitInfo::lost);
-            if let Some(done) = observed {
-                done(&ExecEnd { exit_code: Some(outcome.code()), exit: &exit, duration: started.elapsed() });
-            }
             let finished_at = std::time::SystemTime::now();
-            // Then the finished record (X50), on disk before the status says finished.
             let rec = persist::finished_record(
                 &entry.id,
                 &entry.content,
@@ -469,6 +465,11 @@ impl CommandManager {
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(id = %id, error = %e, "could not write the finished command record");
                 }
+            }
+            // Then the journal, so readers see the terminal event no later than the status change.
+            writer.finish(Some(terminal));
+            if let Some(done) = observed {
+                done(&ExecEnd { exit_code: Some(outcome.code()), exit: &exit, duration: started.elapsed() });
             }
             entry.finish(outcome, exit, finished_at);
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");

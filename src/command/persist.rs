@@ -8,8 +8,9 @@
 //!   `/proc` start time and the boot id, so that a later execd can find the command's leftover
 //!   processes without mistaking a recycled pid for them (written without fsync: it only has to
 //!   survive execd's death, not the machine's);
-//! - at the end (before the status turns to finished), the *finished* record: exit code, error,
-//!   the X22 exit, times, the journal's extent and its terminal event.
+//! - at the end, before the terminal event is published and the status turns finished, the
+//!   *finished* record (fsynced): exit code, error, the X22 exit, times, the journal's extent and
+//!   its terminal event.
 //!
 //! At start [`load`] reads every record. A finished one comes back as it was. A running one means
 //! execd died while the command ran: its journal is recovered up to the last whole index record
