@@ -80,10 +80,10 @@ fn platform() -> Vec<(&'static str, Value)> {
     vec![("init", json!(crate::init::active()))]
 }
 
-/// Lifetime and operations (X51–X53): `init` (above, with the platform keys), `GET /ready`, the
-/// `GET /command` inventory.
+/// Lifetime and operations (X50–X53): `init` (above, with the platform keys), `GET /ready`, the
+/// `GET /command` inventory, and restart survival of records, journals and sessions.
 fn lifetime() -> Vec<(&'static str, Value)> {
-    vec![("ready", json!(true)), ("command_inventory", json!(true))]
+    vec![("ready", json!(true)), ("command_inventory", json!(true)), ("restart_survival", json!(true))]
 }
 
 /// Observability (X60–X62): `/metrics/prometheus` always; the audit log when `--audit-log` is

@@ -63,6 +63,8 @@ pub struct Config {
     /// Where to go instead when `state_dir` is the default and cannot be created (empty when
     /// `--state-dir` was given).
     pub state_dir_fallbacks: Vec<PathBuf>,
+    /// `--fresh-state` (X50): wipe the state an earlier execd left instead of loading it.
+    pub fresh_state: bool,
     pub command_retention_ttl: Duration,
     pub command_retention_count: usize,
     pub session_idle_ttl: Duration,
@@ -176,6 +178,12 @@ const SETTINGS: &[Setting] = &[
         env: Some("EXECD_STATE_DIR"),
         default: "/var/lib/execd",
         help: "directory for command journals and session state, private to execd's uid (default for root /var/lib/execd, else /run/execd, else $TMPDIR/execd-0; other uids $XDG_RUNTIME_DIR/execd, else $TMPDIR/execd-<uid>)",
+    },
+    Setting {
+        flag: "fresh-state",
+        env: Some("EXECD_FRESH_STATE"),
+        default: "false",
+        help: "wipe the command records, journals and session state an earlier execd left in the state directory instead of loading them (X50); a bare --fresh-state means true",
     },
     Setting {
         flag: "cgroup-root",
@@ -298,6 +306,9 @@ const SETTINGS: &[Setting] = &[
         help: "events kept per file watch for resuming readers; older ones are reported as one overflow",
     },
 ];
+
+/// Flags that may be given without a value (Go's boolean flags): `--x` means `--x=true`.
+const BOOL_FLAGS: &[&str] = &["fresh-state"];
 
 /// Flags whose values are secrets: `main` overwrites them in the process's argv after parsing so
 /// they cannot be read from `/proc/<pid>/cmdline` (issue #13 finding 3).
@@ -442,7 +453,7 @@ pub fn secret_arg_spans(args: &[String]) -> Vec<(usize, std::ops::Range<usize>)>
                 let start = arg.len() - (body.len() - name.len() - 1);
                 out.push((i, start..arg.len()));
             }
-        } else {
+        } else if !BOOL_FLAGS.contains(&name) {
             i += 1;
             if secret && i < args.len() {
                 out.push((i, 0..args[i].len()));
@@ -493,6 +504,7 @@ impl Config {
             };
             let value = match inline {
                 Some(v) => v,
+                None if BOOL_FLAGS.contains(&st.flag) => "true".to_string(),
                 None => it.next().ok_or_else(|| ConfigError::MissingArgument(format!("-{name}")))?,
             };
             values.insert(st.flag, (format!("--{name}"), value));
@@ -606,6 +618,14 @@ impl Config {
             },
             None => crate::observability::audit::DEFAULT_MAX_BYTES,
         };
+        let fresh_state = match get("fresh-state") {
+            None => false,
+            Some((n, v)) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "" | "0" | "false" | "no" | "off" => false,
+                _ => return Err(invalid(n, v, "expected true or false")),
+            },
+        };
         let access_token = secret(get("access-token"), get("access-token-file"))?;
         let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
@@ -619,6 +639,7 @@ impl Config {
             jupyter_idle_poll_interval,
             state_dir,
             state_dir_fallbacks,
+            fresh_state,
             command_retention_ttl,
             command_retention_count,
             session_idle_ttl,
@@ -665,6 +686,17 @@ mod tests {
             Invocation::Run(c) => Ok(*c),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn x50_fresh_state_is_a_boolean_flag() {
+        assert!(!run(&[], &[]).unwrap().fresh_state);
+        assert!(run(&["--fresh-state", "--port", "1"], &[]).unwrap().fresh_state);
+        assert_eq!(run(&["--fresh-state", "--port", "1"], &[]).unwrap().port, 1);
+        assert!(!run(&["--fresh-state=false"], &[]).unwrap().fresh_state);
+        assert!(run(&[], &[("EXECD_FRESH_STATE", "1")]).unwrap().fresh_state);
+        assert!(!run(&["-fresh-state=0"], &[("EXECD_FRESH_STATE", "1")]).unwrap().fresh_state);
+        assert!(run(&["--fresh-state=maybe"], &[]).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl AppState {
         crate::state_dir::prepare(&config.state_dir).map_err(std::io::Error::other)?;
         let commands = crate::command::CommandManager::new(crate::command::CommandOpts {
             journal_dir: config.state_dir.join("commands"),
+            fresh_state: config.fresh_state,
             envs_file: config.envs_file.clone(),
             retention_ttl: config.command_retention_ttl,
             retention_count: config.command_retention_count,
@@ -54,6 +55,7 @@ impl AppState {
             idle_ttl: config.session_idle_ttl,
             envs_file: config.envs_file.clone(),
             shutdown_grace: config.graceful_shutdown_timeout,
+            fresh_state: config.fresh_state,
         });
         let pty = crate::pty::PtyManager::new(crate::pty::PtyOpts { idle_ttl: config.session_idle_ttl });
         let code =

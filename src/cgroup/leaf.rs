@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use super::{CgroupError, Cgroups, Limits, Mode};
 
 /// What a leaf used (X22); `None` where the controller is missing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub cpu_user_ms: u64,
     pub cpu_system_ms: u64,

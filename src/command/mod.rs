@@ -9,6 +9,7 @@
 //! size. A client disconnect does not kill a foreground command (D13): its waiter task owns it.
 
 pub mod inventory;
+pub mod persist;
 pub mod registry;
 pub mod stdin;
 
@@ -33,8 +34,10 @@ pub use stdin::{StdinRequest, StdinWritten};
 /// Settings of the command subsystem (built from `Config` by `state.rs`).
 #[derive(Debug, Clone)]
 pub struct CommandOpts {
-    /// Directory for journals; emptied at startup (journals do not outlive the daemon).
+    /// Directory for journals and command records; loaded at startup (X50).
     pub journal_dir: PathBuf,
+    /// `--fresh-state`: empty `journal_dir` at startup instead of loading it.
+    pub fresh_state: bool,
     /// `EXECD_ENVS`: re-read for every command.
     pub envs_file: Option<String>,
     pub retention_ttl: Duration,
@@ -251,20 +254,28 @@ pub struct CommandManager {
 }
 
 impl CommandManager {
-    /// Creates (and empties) the journal directory and starts the retention sweeper. Must be
-    /// called inside a tokio runtime.
+    /// Creates the journal directory, loads the commands an earlier execd left there (X50,
+    /// [`persist`]; with `fresh_state` it is emptied instead) and starts the retention sweeper.
+    /// Must be called inside a tokio runtime.
     pub fn new(opts: CommandOpts) -> io::Result<CommandManager> {
-        if opts.journal_dir.exists() {
+        if opts.fresh_state && opts.journal_dir.exists() {
             std::fs::remove_dir_all(&opts.journal_dir)?;
         }
         crate::state_dir::create_dir(&opts.journal_dir)?;
         let retention = Retention { ttl: opts.retention_ttl, max_finished: opts.retention_count };
-        let inner = Arc::new(Inner {
-            opts,
-            registry: Registry::new(retention),
-            stopping: AtomicBool::new(false),
-            observer: std::sync::OnceLock::new(),
-        });
+        let registry = Registry::with_records(retention, opts.journal_dir.clone());
+        let loaded = persist::load(&opts.journal_dir);
+        if !loaded.is_empty() {
+            tracing::info!(count = loaded.len(), "command records of an earlier execd loaded");
+        }
+        for l in loaded {
+            let finished_at = l.finished_at;
+            registry.insert_restored(Arc::new(Entry::restored(l)), finished_at);
+        }
+        // Retention (D12) holds across restarts: the oldest beyond the cap or the TTL go now.
+        registry.evict(Instant::now());
+        let inner =
+            Arc::new(Inner { opts, registry, stopping: AtomicBool::new(false), observer: std::sync::OnceLock::new() });
         spawn_sweeper(Arc::downgrade(&inner), inner.opts.retention_ttl);
         Ok(CommandManager { inner })
     }
@@ -363,6 +374,7 @@ impl CommandManager {
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
                 let terminal = if req.background {
                     let entry = Entry::failed(id.clone(), content, msg.clone(), exit.clone());
+                    self.save_failed(&entry);
                     self.inner.registry.insert(Arc::new(entry));
                     ExecEvent::runtime_error(msg).with_exit(exit)
                 } else {
@@ -389,6 +401,11 @@ impl CommandManager {
         let entry = Arc::new(
             Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()).with_stdin(stdin),
         );
+        // The running record (X50): a later execd reports this command lost unless it finishes.
+        let rec = persist::running_record(&id, &entry.content, req.background, entry.started_at, child.pid());
+        if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, false) {
+            tracing::warn!(id = %id, error = %e, "could not write the command record; it will not survive a restart");
+        }
         // Registered before `init` is produced: a status request right after `init` finds it (C43).
         self.inner.registry.insert(entry.clone());
         tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
@@ -421,13 +438,40 @@ impl CommandManager {
                 Some(x) => terminal.with_exit(x.clone()),
                 None => terminal,
             };
-            // Journal first, so readers see the terminal event no later than the status change.
-            writer.finish(Some(terminal));
+            // The finished record first (X50): a client that saw the terminal event or the
+            // finished status finds the command finished after any restart.
+            let extent = writer.journal().extent();
+            let terminal_rec = persist::EventRec::from_event(&terminal);
             let exit = exit.unwrap_or_else(ExitInfo::lost);
+            let finished_at = std::time::SystemTime::now();
+            let rec = persist::finished_record(
+                &entry.id,
+                &entry.content,
+                entry.background,
+                entry.started_at,
+                true,
+                persist::Finished {
+                    exit_code: outcome.code(),
+                    error: registry::outcome_error(outcome),
+                    finished_at: persist::Time::from_system(finished_at),
+                    exit: persist::ExitRec::from_info(&exit),
+                    journal: Some(extent),
+                    terminal: Some(terminal_rec),
+                },
+            );
+            if let Some(dir) = weak.upgrade().map(|i| i.opts.journal_dir.clone()) {
+                let id = entry.id.clone();
+                let saved = tokio::task::spawn_blocking(move || persist::save(&dir, &rec, true)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(id = %id, error = %e, "could not write the finished command record");
+                }
+            }
+            // Then the journal, so readers see the terminal event no later than the status change.
+            writer.finish(Some(terminal));
             if let Some(done) = observed {
                 done(&ExecEnd { exit_code: Some(outcome.code()), exit: &exit, duration: started.elapsed() });
             }
-            entry.finish(outcome, exit);
+            entry.finish(outcome, exit, finished_at);
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
             if let Some(inner) = weak.upgrade() {
                 inner.registry.mark_finished(&entry.id);
@@ -443,6 +487,29 @@ impl CommandManager {
             CommandEvents { queue: vec![ExecEvent::init(&id)].into(), lines: Some(lines) }
         };
         Ok(Started { id, events })
+    }
+
+    /// Writes the finished record of a background command that failed to start (X50).
+    fn save_failed(&self, entry: &Entry) {
+        let st = entry.status();
+        let rec = persist::finished_record(
+            &st.id,
+            &st.content,
+            entry.background,
+            st.started_at,
+            false,
+            persist::Finished {
+                exit_code: st.exit_code.unwrap_or(255),
+                error: st.error.clone(),
+                finished_at: persist::Time::from_system(st.finished_at.unwrap_or(st.started_at)),
+                exit: persist::ExitRec::from_info(&st.exit.clone().unwrap_or_else(ExitInfo::lost)),
+                journal: None,
+                terminal: None,
+            },
+        );
+        if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, true) {
+            tracing::warn!(id = %st.id, error = %e, "could not write the command record");
+        }
     }
 
     /// Installs the observer of every later command (once; a second call is ignored).
@@ -570,6 +637,12 @@ impl CommandManager {
                 if let Some(j) = &entry.journal {
                     // Bounded: the group is gone or SIGKILLed, so the waiter reaps at once.
                     let _ = tokio::time::timeout(Duration::from_secs(2), j.closed()).await;
+                }
+                // And its finished record is written (X50): then a restart finds it interrupted,
+                // not lost. Polled: the record write is a few milliseconds after the journal.
+                let until = Instant::now() + Duration::from_secs(2);
+                while entry.status().finished_at.is_none() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             });
         }

@@ -105,14 +105,34 @@ impl Entry {
         self.lock().child.clone()
     }
 
-    /// Records the exit.
-    pub fn finish(&self, outcome: ExitOutcome, exit: ExitInfo) {
+    /// A finished command of an earlier execd, loaded from its record (X50).
+    pub fn restored(l: super::persist::Loaded) -> Entry {
+        Entry {
+            id: l.id,
+            content: l.content,
+            background: l.background,
+            started_at: l.started_at,
+            journal: l.journal,
+            stdin: None,
+            state: Mutex::new(EntryState {
+                child: None,
+                exit_code: Some(l.exit_code),
+                error: l.error,
+                finished_at: Some(l.finished_at),
+                exit: Some(l.exit),
+                interrupted: false,
+            }),
+        }
+    }
+
+    /// Records the exit, finished at `finished_at`.
+    pub fn finish(&self, outcome: ExitOutcome, exit: ExitInfo, finished_at: SystemTime) {
         let mut st = self.lock();
         st.exit = Some(exit);
         st.child = None;
         st.exit_code = Some(outcome.code());
-        st.error = if outcome.success() { String::new() } else { outcome.describe() };
-        st.finished_at = Some(SystemTime::now());
+        st.error = outcome_error(outcome);
+        st.finished_at = Some(finished_at);
     }
 
     pub fn status(&self) -> CommandStatus {
@@ -144,6 +164,15 @@ impl Entry {
     }
 }
 
+/// The status `error` of a command that ended with `outcome`.
+pub fn outcome_error(outcome: ExitOutcome) -> String {
+    if outcome.success() {
+        String::new()
+    } else {
+        outcome.describe()
+    }
+}
+
 /// Retention limits for finished entries.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -162,11 +191,31 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     retention: Retention,
+    /// Where the command records live (X50): eviction deletes them too.
+    record_dir: Option<std::path::PathBuf>,
 }
 
 impl Registry {
     pub fn new(retention: Retention) -> Registry {
-        Registry { inner: Mutex::new(Inner::default()), retention }
+        Registry { inner: Mutex::new(Inner::default()), retention, record_dir: None }
+    }
+
+    /// A registry whose evictions also delete the records in `dir` (X50).
+    pub fn with_records(retention: Retention, dir: std::path::PathBuf) -> Registry {
+        Registry { inner: Mutex::new(Inner::default()), retention, record_dir: Some(dir) }
+    }
+
+    /// Adds a finished entry of an earlier execd that finished at wall-clock `finished_at`
+    /// (entries must come oldest first); retention then counts its age from that time.
+    pub fn insert_restored(&self, entry: Arc<Entry>, finished_at: SystemTime) {
+        let age = SystemTime::now().duration_since(finished_at).unwrap_or_default();
+        let now = Instant::now();
+        // An age beyond what Instant can express (older than the boot) is simply expired.
+        let at = now.checked_sub(age).unwrap_or_else(|| now.checked_sub(self.retention.ttl).unwrap_or(now));
+        let id = entry.id.clone();
+        let mut g = self.lock();
+        g.entries.insert(id.clone(), entry);
+        g.finished.push_back((at, id));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -238,6 +287,9 @@ impl Registry {
         for e in &victims {
             if let Some(j) = &e.journal {
                 j.remove_files();
+            }
+            if let Some(dir) = &self.record_dir {
+                super::persist::remove(dir, &e.id);
             }
         }
         victims.len()

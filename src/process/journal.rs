@@ -26,7 +26,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +84,17 @@ impl Chunk {
     pub fn end(&self) -> u64 {
         self.start + self.data.len() as u64
     }
+}
+
+/// How far a journal got (see [`Journal::extent`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Extent {
+    /// Bytes in `.out` (output and input).
+    pub len: u64,
+    /// Records in `.idx`.
+    pub records: u64,
+    /// Bytes of `len` that are stdin (X12).
+    pub input: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -295,6 +306,75 @@ impl Journal {
             queue: std::collections::VecDeque::new(),
             done: false,
         })
+    }
+
+    /// How far the journal got: bytes, index records, stdin bytes among them (what a restart
+    /// needs to reopen it with [`Journal::open_finished`]).
+    pub fn extent(&self) -> Extent {
+        let p = *self.inner.progress.borrow();
+        Extent { len: p.len, records: p.records, input: p.input }
+    }
+
+    /// Reopens the finished journal `<dir>/<name>` of an earlier execd (X50) read-only, with
+    /// `extent` as its published end and `terminal` as its terminal event. Fails when either file
+    /// is missing or shorter than `extent` says.
+    pub fn open_finished(dir: &Path, name: &str, extent: Extent, terminal: Option<ExecEvent>) -> io::Result<Journal> {
+        let out_path = dir.join(format!("{name}.out"));
+        let idx_path = dir.join(format!("{name}.idx"));
+        let out_len = crate::state_dir::open_file(&out_path)?.metadata()?.len();
+        let idx_len = crate::state_dir::open_file(&idx_path)?.metadata()?.len();
+        if out_len < extent.len || idx_len < extent.records.saturating_mul(RECORD) || extent.input > extent.len {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "journal files are shorter than their record"));
+        }
+        let (progress, _) =
+            watch::channel(Progress { len: extent.len, records: extent.records, closed: true, input: extent.input });
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                out_path,
+                idx_path,
+                progress,
+                terminal: Mutex::new(terminal),
+                output_sha256: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Recovers the extent of a journal whose writer died (execd was killed, X50): the whole
+    /// index records whose end offsets are in order and inside `.out`, up to the first one that
+    /// is not (a kill mid-write leaves a torn record or bytes without one). Both files are cut
+    /// back to that extent, so the journal is consistent afterwards.
+    pub fn recover(dir: &Path, name: &str) -> io::Result<Extent> {
+        use std::io::Read;
+        let out_path = dir.join(format!("{name}.out"));
+        let idx_path = dir.join(format!("{name}.idx"));
+        let out_len = crate::state_dir::open_file(&out_path)?.metadata()?.len();
+        let mut idx = io::BufReader::new(crate::state_dir::open_file(&idx_path)?);
+        let mut ext = Extent::default();
+        let mut rec = [0u8; RECORD as usize];
+        loop {
+            match idx.read_exact(&mut rec) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let end = u64::from_le_bytes(rec[8..16].try_into().unwrap_or_default());
+            if !(1..=4).contains(&rec[0]) || end < ext.len || end > out_len {
+                break;
+            }
+            if StreamKind::from_byte(rec[0]) == StreamKind::Stdin {
+                ext.input += end - ext.len;
+            }
+            ext.len = end;
+            ext.records += 1;
+        }
+        drop(idx);
+        for (path, len) in [(&out_path, ext.len), (&idx_path, ext.records * RECORD)] {
+            let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+            if f.metadata()?.len() > len {
+                f.set_len(len)?;
+            }
+        }
+        Ok(ext)
     }
 
     /// Deletes both files (open readers keep working on their descriptors).

@@ -304,7 +304,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<(GroupChild, ChildPipes), SpawnError> {
 }
 
 /// Stages of the child between fork and exec, as reported through the stage pipe.
-const STAGES: [&str; 6] = ["execve", "cgroup", "setgroups", "setgid", "setuid", "chdir"];
+pub(crate) const STAGES: [&str; 6] = ["execve", "cgroup", "setgroups", "setgid", "setuid", "chdir"];
 
 /// [`spawn`] with resource limits on the leaf (X23): fails with [`SpawnError::Cgroup`] when a
 /// limit cannot be applied; without limits a missing cgroup only means "process group only".

@@ -24,8 +24,12 @@
 //!   session is free for the next run at once. A run's state is kept only if it ended by itself.
 //! - After each run execd reads the saved state once into memory to compact it
 //!   ([`bash::compact_state`]); its size is that of the session's variables and functions.
+//!   The compacted state is renamed into place before the run's terminal event is sent.
+//! - Sessions survive a restart of execd (X50, [`persist`]): their directories are loaded at
+//!   start (and kept at shutdown); `--fresh-state` removes them instead.
 
 pub mod bash;
+mod persist;
 mod run;
 
 use std::collections::HashMap;
@@ -54,6 +58,8 @@ pub struct SessionOpts {
     pub envs_file: Option<String>,
     /// At shutdown, running groups get SIGTERM and then SIGKILL after this.
     pub shutdown_grace: Duration,
+    /// `--fresh-state`: remove the sessions an earlier execd left instead of loading them (X50).
+    pub fresh_state: bool,
 }
 
 /// One `POST /session/{id}/run`.
@@ -135,6 +141,8 @@ struct Session {
     /// Cancelled on delete, collection and shutdown: kills the run and lingering groups.
     closed: CancellationToken,
     activity: Mutex<Activity>,
+    /// Set at shutdown: the directory stays for the next execd (X50).
+    keep: std::sync::atomic::AtomicBool,
 }
 
 struct Activity {
@@ -158,6 +166,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if self.keep.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         // Last user gone: nothing reads these files any more.
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -168,22 +179,48 @@ impl Drop for Session {
 }
 
 impl SessionManager {
-    /// A manager keeping sessions under `<state_dir>/sessions/` (left-overs of an earlier execd
-    /// there are removed).
+    /// A manager keeping sessions under `<state_dir>/sessions/`. The sessions an earlier execd
+    /// left there come back with their ids and state (X50, [`persist`]), or are removed with
+    /// `fresh_state`. Must be called inside a tokio runtime.
     pub fn new(opts: SessionOpts) -> SessionManager {
         let root = opts.state_dir.join("sessions");
-        let _ = std::fs::remove_dir_all(&root);
+        let restored = persist::load(&root, opts.fresh_state);
         let (active, _) = watch::channel(0);
-        SessionManager {
+        let shutdown = CancellationToken::new();
+        let now = Instant::now();
+        let sessions: HashMap<String, Arc<Session>> = restored
+            .into_iter()
+            .map(|r| {
+                let session = Session {
+                    id: r.id.clone(),
+                    dir: r.dir,
+                    start_dir: None,
+                    slot: Arc::new(tokio::sync::Mutex::new(r.generation)),
+                    closed: shutdown.child_token(),
+                    activity: Mutex::new(Activity { last: now.checked_sub(r.idle).unwrap_or(now), running: 0 }),
+                    keep: Default::default(),
+                };
+                (r.id, Arc::new(session))
+            })
+            .collect();
+        let any = !sessions.is_empty();
+        if any {
+            tracing::info!(count = sessions.len(), "bash sessions of an earlier execd loaded");
+        }
+        let manager = SessionManager {
             inner: Arc::new(Inner {
                 opts,
                 root,
-                sessions: Mutex::new(HashMap::new()),
-                shutdown: CancellationToken::new(),
+                sessions: Mutex::new(sessions),
+                shutdown,
                 active,
                 collector: std::sync::Once::new(),
             }),
+        };
+        if any {
+            manager.start_collector();
         }
+        manager
     }
 
     /// `POST /session`: a new session whose runs start in `cwd` (created like `mkdir -p`; `~` and
@@ -276,6 +313,18 @@ impl SessionManager {
         let _ = tx.try_send(ExecEvent::init(id));
         session.touch(1);
         self.inner.active.send_modify(|n| *n += 1);
+        // Adopt the state the run saved, or keep the old one (killed, exec'd, cut short).
+        let adopt = move |keep: bool| {
+            let adopted = keep && run::state_complete(&raw) && compact(&raw, &next).is_ok();
+            let _ = std::fs::remove_file(&raw);
+            if adopted {
+                let _ = std::fs::remove_file(&state);
+            } else {
+                let _ = std::fs::remove_file(&next);
+            }
+            let _ = std::fs::remove_file(&cmd_path);
+            adopted
+        };
         let ctx = run::RunCtx {
             session_id: id.to_string(),
             child: Arc::new(child),
@@ -285,26 +334,14 @@ impl SessionManager {
             closed: session.closed.clone(),
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.opts.shutdown_grace,
+            adopt: Box::new(adopt),
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut guard = guard;
-            let finished = run::drive(ctx, tx).await;
-            // Adopt the state the run saved, or keep the old one (killed, exec'd, cut short).
-            let keep = finished.keep_state;
-            let adopt = move || {
-                let adopted = keep && run::state_complete(&raw) && compact(&raw, &next).is_ok();
-                let _ = std::fs::remove_file(&raw);
-                if adopted {
-                    let _ = std::fs::remove_file(&state);
-                } else {
-                    let _ = std::fs::remove_file(&next);
-                }
-                let _ = std::fs::remove_file(&cmd_path);
-                adopted
-            };
-            // Local file work of up to the state's size: off the async workers.
-            if tokio::task::spawn_blocking(adopt).await.unwrap_or(false) {
+            // Local file work of up to the state's size happens in `drive`, off the async workers,
+            // before the terminal event.
+            if run::drive(ctx, tx).await.adopted {
                 *guard += 1;
             }
             session.touch(-1);
@@ -354,6 +391,10 @@ impl SessionManager {
             tracing::warn!("session runs did not finish in time at shutdown");
         }
         let sessions: Vec<_> = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        // Their directories stay: the next execd brings the sessions back (X50).
+        for (_, s) in &sessions {
+            s.keep.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         drop(sessions);
     }
 
@@ -396,9 +437,10 @@ impl Inner {
             slot: Arc::new(tokio::sync::Mutex::new(0)),
             closed: self.shutdown.child_token(),
             activity: Mutex::new(Activity { last: Instant::now(), running: 0 }),
+            keep: Default::default(),
         };
         let state = session.state_file(0);
-        crate::state_dir::write_file(&state, bash::initial_state(session.start_dir.as_deref(), &env).as_bytes())
+        persist::write_atomic(&state, bash::initial_state(session.start_dir.as_deref(), &env).as_bytes())
             .map_err(|e| SessionError::io("writing", &state, e))?;
         Ok(session)
     }
@@ -436,12 +478,23 @@ fn resolve_run_cwd(cwd: &str) -> Result<PathBuf, SessionError> {
     }
 }
 
-/// Writes the compacted form of the raw state file `raw` to `next` ([`bash::compact_state`]).
+/// Writes the compacted form of the raw state file `raw` to `next` ([`bash::compact_state`]),
+/// atomically (a temporary name, then rename), so a kill never leaves a torn `next` (X50).
 fn compact(raw: &Path, next: &Path) -> std::io::Result<()> {
-    let mut reader = std::io::BufReader::new(crate::state_dir::open_file(raw)?);
-    let mut writer = std::io::BufWriter::new(crate::state_dir::create_file(next)?);
-    bash::compact_state(&mut reader, &mut writer)?;
-    std::io::Write::flush(&mut writer)
+    let tmp = persist::tmp_path(next);
+    let write = || -> std::io::Result<()> {
+        let mut reader = std::io::BufReader::new(crate::state_dir::open_file(raw)?);
+        let mut writer = std::io::BufWriter::new(crate::state_dir::create_file(&tmp)?);
+        bash::compact_state(&mut reader, &mut writer)?;
+        std::io::Write::flush(&mut writer)?;
+        drop(writer);
+        std::fs::rename(&tmp, next)
+    };
+    let done = write();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// `p` made absolute against execd's working directory (not resolving symlinks).

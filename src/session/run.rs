@@ -43,6 +43,10 @@ pub(super) struct RunCtx {
     pub closed: CancellationToken,
     pub shutdown: CancellationToken,
     pub shutdown_grace: Duration,
+    /// The state handover, run (off the async workers) before the terminal event is sent, with
+    /// whether the run ended by itself; returns whether the saved state was adopted. So a client
+    /// that saw a run end finds its state after any restart (X50).
+    pub adopt: Box<dyn FnOnce(bool) -> bool + Send>,
 }
 
 /// Why execd ended a run itself.
@@ -54,15 +58,15 @@ enum Stop {
     Disconnected,
 }
 
-/// How a run ended, for the state handover.
+/// How a run ended.
 pub(super) struct Finished {
-    /// The run ended by itself: the state it saved (if complete) becomes the session's.
-    pub keep_state: bool,
+    /// The state the run saved became the session's ([`RunCtx::adopt`]).
+    pub adopted: bool,
 }
 
 /// Runs to the end: streams lines, then the terminal event.
 pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished {
-    let RunCtx { session_id, child, mut pipe, started, timeout, closed, shutdown, shutdown_grace } = ctx;
+    let RunCtx { session_id, child, mut pipe, started, timeout, closed, shutdown, shutdown_grace, adopt } = ctx;
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let mut splitter = LineSplitter::default();
     let mut pending = Pending::default();
@@ -160,6 +164,8 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
         _ if outcome.success() => ExecEvent::complete(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
         _ => ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()]),
     };
+    // The run ended by itself: the state it saved (if complete) becomes the session's.
+    let adopted = tokio::task::spawn_blocking(move || adopt(stop.is_none())).await.unwrap_or(false);
     if stop != Some(Stop::Disconnected) {
         // Bounded: a client that stopped reading must not hold the session forever.
         let flush = async {
@@ -175,7 +181,7 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
             tracing::warn!(session = %session_id, "client did not read the end of a session run; dropped");
         }
     }
-    Finished { keep_state: stop.is_none() }
+    Finished { adopted }
 }
 
 /// Lines read but not yet handed to the client.

@@ -521,7 +521,8 @@ async fn sigkill_then_restart_on_the_same_state_directory_starts_clean() {
     let surviving = marked_pids(&marker);
     assert_eq!(surviving.len(), 2, "expected the killed daemon's commands to be orphaned, not killed");
 
-    let second = TestServer::options().arg("--state-dir").arg(state.to_str().unwrap()).start();
+    // `--fresh-state` (X50): without it the records, journals and sessions would be loaded.
+    let second = TestServer::options().arg("--state-dir").arg(state.to_str().unwrap()).arg("--fresh-state").start();
     // Journals and sessions of the killed daemon were wiped at startup: old ids are unknown.
     let resp = second.client().get(second.url(&format!("/command/status/{fg_id}"))).send().await.unwrap();
     assert_eq!(resp.status(), 404);

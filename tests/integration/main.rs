@@ -36,6 +36,7 @@ mod parsers_prop;
 mod prerequisites;
 mod proxy;
 mod pty;
+mod restart;
 mod session;
 mod soak;
 mod stdin;

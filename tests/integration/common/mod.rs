@@ -91,6 +91,8 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Do not pass `--bind 127.0.0.1` (tests of the default bind address).
     pub default_bind: bool,
+    /// Listen on this port instead of a free one (a restart on the same port, X50).
+    pub port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -104,6 +106,10 @@ impl ServerOptions {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
+        self
+    }
+    pub fn port(mut self, p: u16) -> Self {
+        self.port = Some(p);
         self
     }
     pub fn start(self) -> TestServer {
@@ -138,7 +144,7 @@ impl TestServer {
             let dir = tempfile::tempdir().expect("tempdir");
             let state_dir = dir.path().join("state");
             let log_path = dir.path().join("execd.log");
-            let port = free_port();
+            let port = opts.port.unwrap_or_else(free_port);
             let mut cmd = Command::new(execd_bin());
             cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(&state_dir);
             if !opts.default_bind {

@@ -1,0 +1,436 @@
+//! Command records on disk (EXTENSIONS X50): what lets `/command/status/{id}`, `/logs`, `/events`
+//! and the inventory answer the same after execd was killed and restarted.
+//!
+//! Beside each journal `<journal_dir>/<id>.{out,idx}` lives `<id>.json`, written atomically
+//! (temporary file, fsync, rename; 0600 through [`crate::state_dir`]):
+//!
+//! - at start, a *running* record: id, content, start time, and the leader's pid with its
+//!   `/proc` start time and the boot id, so that a later execd can find the command's leftover
+//!   processes without mistaking a recycled pid for them (written without fsync: it only has to
+//!   survive execd's death, not the machine's);
+//! - at the end, before the terminal event is published and the status turns finished, the
+//!   *finished* record (fsynced): exit code, error, the X22 exit, times, the journal's extent and
+//!   its terminal event.
+//!
+//! At start [`load`] reads every record. A finished one comes back as it was. A running one means
+//! execd died while the command ran: its journal is recovered up to the last whole index record
+//! ([`Journal::recover`]), it is reported finished with `exit_reason:"lost"`, exit code -1 and an
+//! error naming the processes of its process group still alive (they are reported, never
+//! killed: RELIABILITY.md section 7), and its finished record is written at once. Files that do not
+//! parse, journals without a record and leftover temporaries are logged and removed; none of them
+//! stops execd from starting.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Usage;
+use crate::process::journal::Extent;
+use crate::process::{EventError, EventKind, ExecEvent, ExitInfo, Journal};
+
+/// Format version of a record file.
+const VERSION: u32 = 1;
+
+/// One command record file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub id: String,
+    pub content: String,
+    pub background: bool,
+    pub started_at: Time,
+    /// Whether there is a journal (a background command whose start failed has none).
+    #[serde(default)]
+    pub has_journal: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Running>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Finished>,
+}
+
+/// A wall-clock instant, exactly (status answers it to the nanosecond).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Time {
+    pub secs: u64,
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn from_system(t: SystemTime) -> Time {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Time { secs: d.as_secs(), nanos: d.subsec_nanos() }
+    }
+    pub fn to_system(self) -> SystemTime {
+        UNIX_EPOCH + Duration::new(self.secs, self.nanos.min(999_999_999))
+    }
+}
+
+/// Who ran the command while it runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Running {
+    /// The leader's pid, which is also the process group id (D14).
+    pub pid: u32,
+    /// The leader's start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub pid_start: Option<u64>,
+    pub boot_id: Option<String>,
+}
+
+/// The end of a command.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Finished {
+    pub exit_code: i32,
+    pub error: String,
+    pub finished_at: Time,
+    pub exit: ExitRec,
+    #[serde(default)]
+    pub journal: Option<Extent>,
+    #[serde(default)]
+    pub terminal: Option<EventRec>,
+}
+
+/// [`ExitInfo`] as stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExitRec {
+    pub exit_reason: String,
+    pub signal: Option<String>,
+    pub errno: Option<i32>,
+    pub errno_name: Option<String>,
+    pub stage: Option<String>,
+    pub usage: Option<Usage>,
+    pub usage_scope: Option<String>,
+}
+
+/// A terminal [`ExecEvent`] as stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventRec {
+    pub kind: String,
+    pub text: String,
+    pub execution_time: u64,
+    pub timestamp: i64,
+    pub error: Option<(String, String, Vec<String>)>,
+    pub exit: Option<ExitRec>,
+}
+
+const REASONS: [&str; 7] = ["exited", "signaled", "timeout", "interrupted", "oom_killed", "spawn_failed", "lost"];
+
+fn intern(s: &str, known: &[&'static str]) -> Option<&'static str> {
+    known.iter().copied().find(|k| *k == s)
+}
+
+impl ExitRec {
+    pub fn from_info(x: &ExitInfo) -> ExitRec {
+        ExitRec {
+            exit_reason: x.exit_reason.to_string(),
+            signal: x.signal.clone(),
+            errno: x.errno,
+            errno_name: x.errno_name.clone(),
+            stage: x.stage.map(str::to_string),
+            usage: x.usage,
+            usage_scope: x.usage_scope.map(str::to_string),
+        }
+    }
+
+    /// Back to an [`ExitInfo`]; an unknown reason reads as `lost`, an unknown stage as none.
+    pub fn to_info(&self) -> ExitInfo {
+        ExitInfo {
+            exit_reason: intern(&self.exit_reason, &REASONS).unwrap_or("lost"),
+            signal: self.signal.clone(),
+            errno: self.errno,
+            errno_name: self.errno_name.clone(),
+            stage: self.stage.as_deref().and_then(|s| intern(s, &crate::process::spawn::STAGES)),
+            usage: self.usage,
+            usage_scope: self.usage_scope.as_deref().and_then(|s| intern(s, &["leader"])),
+        }
+    }
+}
+
+impl EventRec {
+    pub fn from_event(e: &ExecEvent) -> EventRec {
+        EventRec {
+            kind: e.kind.as_str().to_string(),
+            text: e.text.clone(),
+            execution_time: e.execution_time,
+            timestamp: e.timestamp,
+            error: e.error.as_ref().map(|x| (x.ename.clone(), x.evalue.clone(), x.traceback.clone())),
+            exit: e.exit.as_ref().map(ExitRec::from_info),
+        }
+    }
+
+    /// Back to the event; `None` for a kind that is not terminal.
+    pub fn to_event(&self) -> Option<ExecEvent> {
+        let kind = match self.kind.as_str() {
+            "execution_complete" => EventKind::ExecutionComplete,
+            "error" => EventKind::Error,
+            _ => return None,
+        };
+        let mut e = ExecEvent::new_at(kind, self.text.clone(), self.timestamp);
+        e.execution_time = self.execution_time;
+        e.error = self.error.as_ref().map(|(ename, evalue, traceback)| EventError {
+            ename: ename.clone(),
+            evalue: evalue.clone(),
+            traceback: traceback.clone(),
+        });
+        e.exit = self.exit.as_ref().map(ExitRec::to_info);
+        Some(e)
+    }
+}
+
+/// Path of the record of command `id`.
+pub fn record_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// Writes `rec` atomically: temporary file, optional fsync, rename.
+pub fn save(dir: &Path, rec: &Record, fsync: bool) -> io::Result<()> {
+    let path = record_path(dir, &rec.id);
+    let tmp = dir.join(format!("{}.json.tmp", rec.id));
+    let text = serde_json::to_vec(rec).map_err(io::Error::other)?;
+    let mut f = crate::state_dir::create_file(&tmp)?;
+    io::Write::write_all(&mut f, &text)?;
+    if fsync {
+        f.sync_data()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, &path)
+}
+
+/// Removes the record of `id` (eviction).
+pub fn remove(dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(record_path(dir, id));
+}
+
+/// The running record of a command just spawned with leader `pid`.
+pub fn running_record(id: &str, content: &str, background: bool, started_at: SystemTime, pid: u32) -> Record {
+    Record {
+        v: VERSION,
+        id: id.to_string(),
+        content: content.to_string(),
+        background,
+        started_at: Time::from_system(started_at),
+        has_journal: true,
+        running: Some(Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id() }),
+        finished: None,
+    }
+}
+
+/// The finished record of a command.
+pub fn finished_record(
+    id: &str,
+    content: &str,
+    background: bool,
+    started_at: SystemTime,
+    has_journal: bool,
+    finished: Finished,
+) -> Record {
+    Record {
+        v: VERSION,
+        id: id.to_string(),
+        content: content.to_string(),
+        background,
+        started_at: Time::from_system(started_at),
+        has_journal,
+        running: None,
+        finished: Some(finished),
+    }
+}
+
+/// What [`load`] found of one command.
+pub struct Loaded {
+    pub id: String,
+    pub content: String,
+    pub background: bool,
+    pub started_at: SystemTime,
+    pub journal: Option<Journal>,
+    pub exit_code: i32,
+    pub error: String,
+    pub finished_at: SystemTime,
+    pub exit: ExitInfo,
+}
+
+/// A command id as execd makes them (32 lowercase hex digits); anything else in the directory is
+/// not ours to interpret.
+fn is_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Loads every record in `dir` (see the module docs), oldest finish first. Bad files are logged
+/// and removed.
+pub fn load(dir: &Path) -> Vec<Loaded> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut ids = std::collections::BTreeSet::new();
+    let mut journals = std::collections::BTreeSet::new();
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let (stem, ext) = name.split_once('.').unwrap_or((&name, ""));
+        match ext {
+            "json" if is_id(stem) => {
+                ids.insert(stem.to_string());
+            }
+            "out" | "idx" if is_id(stem) => {
+                journals.insert(stem.to_string());
+            }
+            _ => {
+                tracing::warn!(file = %name, "unknown file in the command directory; removed");
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in &ids {
+        match load_one(dir, id) {
+            Ok(l) => out.push(l),
+            Err(e) => {
+                tracing::warn!(id = %id, error = %e, "command record unusable after restart; dropped");
+                remove_all(dir, id);
+            }
+        }
+    }
+    for id in journals.difference(&ids) {
+        tracing::warn!(id = %id, "journal without a command record; removed");
+        remove_all(dir, id);
+    }
+    out.sort_by_key(|l| l.finished_at);
+    out
+}
+
+fn remove_all(dir: &Path, id: &str) {
+    for ext in ["json", "out", "idx"] {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.{ext}")));
+    }
+}
+
+fn load_one(dir: &Path, id: &str) -> io::Result<Loaded> {
+    let text = io::read_to_string(crate::state_dir::open_file(&record_path(dir, id))?)?;
+    let rec: Record = serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if rec.v != VERSION || rec.id != id {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "record version or id does not match"));
+    }
+    if let Some(f) = &rec.finished {
+        let journal = match (rec.has_journal, f.journal) {
+            (true, Some(ext)) => {
+                Some(Journal::open_finished(dir, id, ext, f.terminal.as_ref().and_then(|t| t.to_event()))?)
+            }
+            (true, None) => return Err(io::Error::new(io::ErrorKind::InvalidData, "finished record without extent")),
+            (false, _) => None,
+        };
+        return Ok(Loaded {
+            id: rec.id,
+            content: rec.content,
+            background: rec.background,
+            started_at: rec.started_at.to_system(),
+            journal,
+            exit_code: f.exit_code,
+            error: f.error.clone(),
+            finished_at: f.finished_at.to_system(),
+            exit: f.exit.to_info(),
+        });
+    }
+    // Running when execd died: lost.
+    let ext = Journal::recover(dir, id)?;
+    let leftovers = rec.running.as_ref().map(leftover_pids).unwrap_or_default();
+    let mut error = "lost: execd stopped while the command ran".to_string();
+    if !leftovers.is_empty() {
+        let list: Vec<String> = leftovers.iter().map(|p| p.to_string()).collect();
+        error.push_str(&format!("; still running in its process group: {}", list.join(", ")));
+        tracing::warn!(id = %id, pids = ?leftovers, "a command lost at restart left processes running; not killed");
+    }
+    let exit = ExitInfo::lost();
+    let terminal =
+        ExecEvent::error(crate::process::event::COMMAND_EXEC_ERROR, "-1", vec![error.clone()]).with_exit(exit.clone());
+    let finished_at = SystemTime::now();
+    let finished = Finished {
+        exit_code: -1,
+        error: error.clone(),
+        finished_at: Time::from_system(finished_at),
+        exit: ExitRec::from_info(&exit),
+        journal: Some(ext),
+        terminal: Some(EventRec::from_event(&terminal)),
+    };
+    let rec = Record { running: None, finished: Some(finished), ..rec };
+    save(dir, &rec, true)?;
+    let journal = Journal::open_finished(dir, id, ext, Some(terminal))?;
+    Ok(Loaded {
+        id: rec.id,
+        content: rec.content,
+        background: rec.background,
+        started_at: rec.started_at.to_system(),
+        journal: Some(journal),
+        exit_code: -1,
+        error,
+        finished_at,
+        exit,
+    })
+}
+
+/// This boot's id.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}
+
+/// `(pgrp, starttime)` of `pid` from `/proc/<pid>/stat`; `None` for a zombie (it is gone, only
+/// not reaped yet).
+fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold anything, so fields are counted after its closing parenthesis.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): pgrp is field 5, starttime field 22.
+    if f.first() == Some(&"Z") {
+        return None;
+    }
+    Some((f.get(2)?.parse().ok()?, f.get(19)?.parse().ok()?))
+}
+
+fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// Live processes of a lost command's process group: same boot, group id = the leader's pid,
+/// started no earlier than the leader (a recycled group id would belong to a later process).
+fn leftover_pids(r: &Running) -> Vec<i32> {
+    let (Some(start), Some(boot)) = (r.pid_start, r.boot_id.as_deref()) else { return Vec::new() };
+    if boot_id().as_deref() != Some(boot) {
+        return Vec::new();
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(proc_stat(pid), Some((pg, t)) if pg == r.pid as i32 && t >= start))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x50_exit_and_terminal_round_trip() {
+        let exit = ExitInfo {
+            exit_reason: "spawn_failed",
+            signal: None,
+            errno: Some(2),
+            errno_name: Some("ENOENT".into()),
+            stage: Some("chdir"),
+            usage: None,
+            usage_scope: Some("leader"),
+        };
+        let ev = ExecEvent::error("CommandExecError", "2", vec!["x".into()]).with_exit(exit.clone()).at(42);
+        let back = EventRec::from_event(&ev).to_event().unwrap();
+        assert_eq!(back.to_json(), ev.to_json());
+        assert_eq!(ExitRec::from_info(&exit).to_info(), exit);
+        let ok = ExecEvent::complete(17).at(5);
+        assert_eq!(EventRec::from_event(&ok).to_event().unwrap().to_json(), ok.to_json());
+    }
+
+    #[test]
+    fn x50_ids_are_checked() {
+        assert!(is_id("0123456789abcdef0123456789abcdef"));
+        assert!(!is_id("../x"));
+        assert!(!is_id("0123456789ABCDEF0123456789abcdef"));
+    }
+}
