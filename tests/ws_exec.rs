@@ -412,3 +412,13 @@ async fn x15_attach_to_a_command_without_stdin() {
     let st = status(&s, &id).await;
     assert_eq!(st["running"], false, "{st}");
 }
+
+#[tokio::test]
+async fn x15_a_command_that_cannot_start_gets_init_and_exit() {
+    let s = TestServer::start();
+    let (mut ws, _id) = exec(&s, json!({"argv": ["no-such-executable-x15"]})).await;
+    let exit = read_to_exit(&mut ws, &mut Seen::default()).await;
+    assert_eq!(exit["exit_code"], 255, "{exit}");
+    assert!(exit["error"].as_str().unwrap_or("").contains("executable file not found"), "{exit}");
+    assert!(exit["exit_reason"].is_string(), "{exit}");
+}
