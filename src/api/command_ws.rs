@@ -22,12 +22,11 @@
 //! # Bounds
 //! The first frame must come within [`FIRST_FRAME_DEADLINE`]; afterwards a client that sends
 //! nothing (pongs included) for [`READ_DEADLINE`] is dropped; every write has [`WRITE_DEADLINE`];
-//! messages are capped at [`MAX_MESSAGE`]. Stdin frames go to a per-socket writer task through a
+//! messages are capped at [`MAX_MESSAGE`]. Stdin frames go to the socket's stdin writer through a
 //! small bounded queue (memory per socket ≤ queue × message cap), so a command that does not read
 //! slows the client down (TCP backpressure) but never blocks its `signal` or `eof` frames beyond
 //! that queue. A disconnect never ends the command (D13); its stdin stays open for the next client.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -99,11 +98,36 @@ async fn exec_ws(State(state): State<AppState>, q: QueryPairs, upgrade: Upgrade)
         Err(e) => return e.into_response(),
     };
     let Ok(upgrade) = upgrade else { return not_websocket("GET /command/ws") };
-    let commands = state.commands.clone();
+    upgrade_to(upgrade, state.commands.clone(), Target::Exec { echo })
+}
+
+/// What an upgraded socket serves.
+enum Target {
+    Exec { echo: bool },
+    Attach { id: String, journal: Journal, since: u64, echo: bool },
+}
+
+/// One upgrade path for both routes (one instantiation of the upgrade machinery: binary size).
+fn upgrade_to(upgrade: WebSocketUpgrade, commands: CommandManager, target: Target) -> Response {
     upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve_exec(commands, echo, socket))
+        .on_upgrade(move |socket| serve(commands, target, socket))
+}
+
+async fn serve(commands: CommandManager, target: Target, socket: WebSocket) {
+    let (id, journal, since, echo) = match target {
+        Target::Exec { echo } => return serve_exec(commands, echo, socket).await,
+        Target::Attach { id, journal, since, echo } => (id, journal, since, echo),
+    };
+    let (mut sink, stream) = socket.split();
+    let live_from = journal.len();
+    let since = since.min(live_from);
+    let init = json!({ "type": "init", "id": id, "offset": live_from });
+    if !send(&mut sink, text(init)).await {
+        return;
+    }
+    follow(commands, Conn { id, journal, since, live_from, echo }, sink, stream, None).await;
 }
 
 /// `GET /command/{id}/ws?since=N&echo=`: 404 (unknown id) or 400 before the upgrade, then
@@ -132,17 +156,7 @@ async fn attach_ws(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let Ok(upgrade) = upgrade else { return not_websocket("GET /command/{id}/ws") };
-    let commands = state.commands.clone();
-    upgrade.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(move |socket| async move {
-        let (mut sink, stream) = socket.split();
-        let live_from = journal.len();
-        let since = since.min(live_from);
-        let init = json!({ "type": "init", "id": id, "offset": live_from });
-        if !send(&mut sink, text(init)).await {
-            return;
-        }
-        follow(commands, Conn { id, journal, since, live_from, echo }, sink, stream, None).await;
-    })
+    upgrade_to(upgrade, state.commands.clone(), Target::Attach { id, journal, since, echo })
 }
 
 fn text(v: Value) -> Message {
@@ -383,33 +397,42 @@ async fn follow(
         let _ = stdin_tx.send(StdinJob::Data(Bytes::from(t))).await;
     }
     let id = conn.id.clone();
-    let stdin_task = tokio::spawn(stdin_loop(commands.clone(), id.clone(), stdin_rx, ctrl_tx.clone()));
-    let writer = tokio::spawn(write_loop(conn, sink, ctrl_rx, done.clone()));
-    read_loop(&commands, &id, &mut stream, &stdin_tx, &ctrl_tx, &done).await;
-    done.cancel();
-    drop(stdin_tx);
-    // The writer ends promptly once `done` is cancelled (each write is bounded too). The stdin task
-    // finishes the queued frames (each bounded by STDIN_TIMEOUT) on its own.
-    if let Ok(true) = writer.await {
-        linger(&mut stream).await;
-    }
-    drop(stdin_task);
+    // Three parts of one task (no extra spawned tasks: binary size, and nothing outlives the
+    // connection but the queued stdin writes, each bounded by STDIN_TIMEOUT).
+    let exited = CancellationToken::new();
+    let reader = async {
+        read_loop(&commands, &id, &mut stream, &stdin_tx, &ctrl_tx, &done).await;
+        done.cancel();
+        drop(stdin_tx);
+        // After the exit frame and close: the client's close reply, so ours is not lost.
+        if exited.is_cancelled() {
+            linger(&mut stream).await;
+        }
+        drop(stream);
+    };
+    let writer = async {
+        // The writer ends promptly once `done` is cancelled (each write is bounded too).
+        if write_loop(conn, sink, ctrl_rx, done.clone()).await {
+            exited.cancel();
+        }
+    };
+    tokio::join!(reader, writer, stdin_loop(&commands, &id, stdin_rx, ctrl_tx.clone()));
 }
 
 /// Writes queued stdin frames in order; errors go back to the client as error frames.
 async fn stdin_loop(
-    commands: CommandManager,
-    id: String,
+    commands: &CommandManager,
+    id: &str,
     mut jobs: mpsc::Receiver<StdinJob>,
     ctrl: mpsc::Sender<Message>,
 ) {
     while let Some(job) = jobs.recv().await {
+        // The same body stream type as `POST /command/{id}/stdin`: one instantiation of the writer.
         let (body, eof) = match job {
-            StdinJob::Data(b) => (Some(b), false),
-            StdinJob::Eof => (None, true),
+            StdinJob::Data(b) => (axum::body::Body::from(b), false),
+            StdinJob::Eof => (axum::body::Body::empty(), true),
         };
-        let stream = futures_util::stream::iter(body.map(Ok::<_, Infallible>));
-        if let Err(e) = commands.write_stdin(&id, stream, eof, STDIN_TIMEOUT).await {
+        if let Err(e) = commands.write_stdin(id, body.into_data_stream(), eof, STDIN_TIMEOUT).await {
             let _ = ctrl.try_send(api_error_frame(&ApiError::from(e)));
         }
     }
