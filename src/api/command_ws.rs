@@ -357,8 +357,14 @@ fn exit_frame(terminal: Option<&ExecEvent>, offset: u64) -> Message {
             obj.insert("error".into(), json!("command ended without a result"));
         }
     }
-    if let Some(Ok(Value::Object(x))) = terminal.and_then(|t| t.exit.as_ref()).map(serde_json::to_value) {
-        obj.extend(x);
+    // The X22 keys as the event's own JSON has them (flattened), without the event's keys: no
+    // second serializer for `ExitInfo` in the binary.
+    if let Some(Ok(Value::Object(x))) =
+        terminal.filter(|t| t.exit.is_some()).map(|t| serde_json::from_slice(&t.to_json()))
+    {
+        const EVENT_KEYS: [&str; 7] =
+            ["type", "text", "execution_count", "execution_time", "timestamp", "results", "error"];
+        obj.extend(x.into_iter().filter(|(k, _)| !EVENT_KEYS.contains(&k.as_str())));
     }
     text(v)
 }
