@@ -32,7 +32,8 @@ pub fn features() -> Map<String, Value> {
 }
 
 /// Commands: `argv` (newer upstream contract), the resumable event stream (DECISIONS D11).
-/// `stdin` (X10–X12), `signal` (X14) and the bounded `output` view (X16).
+/// `stdin` (X10–X12), `signal` (X14), the bounded `output` view (X16) and WebSocket exec (X15;
+/// `tty`: whether `"tty":true` gives the command a PTY).
 fn command() -> Vec<(&'static str, Value)> {
     vec![
         ("argv", json!(true)),
@@ -40,6 +41,7 @@ fn command() -> Vec<(&'static str, Value)> {
         ("stdin", json!(true)),
         ("command_signal", json!(true)),
         ("command_output", json!(true)),
+        ("command_ws", json!({"tty": false})),
     ]
 }
 
@@ -145,6 +147,7 @@ mod tests {
             "proxy",
             "cgroup",
             "stdin",
+            "command_ws",
             "watch",
             "init",
             "otel",

@@ -29,7 +29,8 @@ fn is_websocket_upgrade(req: &Request) -> bool {
 }
 
 /// Whether `path` is a WebSocket route that takes the token from the query (issue #13 finding 4):
-/// the PTY socket `/pty/{id}/ws`, directly or through `/proxy/<execd's port>/`, and WebSockets of
+/// the PTY socket `/pty/{id}/ws` and the WebSocket exec routes `/command/ws`, `/command/{id}/ws`
+/// (X15), directly or through `/proxy/<execd's port>/`, and WebSockets of
 /// other local apps through `/proxy/<port>/` (a browser cannot set headers on those either; the
 /// proxy strips the parameter before forwarding). Besides these only the `/terminal` page takes it
 /// (`api::terminal::page_takes_query_token`).
@@ -44,7 +45,13 @@ pub fn takes_query_token(path: &str, own_port: u16) -> bool {
         }
     }
     let mut segs = path.strip_prefix('/').unwrap_or("").split('/');
-    matches!((segs.next(), segs.next(), segs.next(), segs.next()), (Some("pty"), Some(id), Some("ws"), None) if !id.is_empty())
+    match (segs.next(), segs.next(), segs.next(), segs.next()) {
+        (Some("pty"), Some(id), Some("ws"), None) => !id.is_empty(),
+        // WebSocket exec (X15): `/command/ws` and `/command/{id}/ws`.
+        (Some("command"), Some("ws"), None, None) => true,
+        (Some("command"), Some(id), Some("ws"), None) => !id.is_empty(),
+        _ => false,
+    }
 }
 
 /// Browsers cannot set headers on a WebSocket (or on the address bar), so an upgrade and the
@@ -100,6 +107,13 @@ mod tests {
             ("/pty/abc", false),
             ("/files/download", false),
             ("/command", false),
+            ("/command/ws", true),
+            ("/command/abc/ws", true),
+            ("/proxy/44772/command/ws", true),
+            ("/command//ws", false),
+            ("/command/abc/ws/x", false),
+            ("/command/abc/events", false),
+            ("/command/status/abc", false),
             ("/proxy/44772/files/download", false),
             ("/proxy/x/pty/a/ws", false),
         ] {

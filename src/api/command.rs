@@ -55,7 +55,7 @@ impl From<Option<StdinField>> for crate::command::StdinRequest {
 /// `POST /command` body (keys case-insensitive, unknown keys ignored: `AppJson`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct RunCommandBody {
+pub(super) struct RunCommandBody {
     #[serde(deserialize_with = "de_command")]
     command: String,
     /// Native arguments instead of `command` (the newer upstream contract).

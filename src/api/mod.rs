@@ -20,6 +20,7 @@ pub mod auth;
 pub mod capabilities;
 pub mod code;
 pub mod command;
+pub mod command_ws;
 pub mod directories;
 pub mod error;
 pub mod extract;
@@ -59,6 +60,7 @@ fn routes() -> Router<AppState> {
     Router::new()
         .merge(ping::routes())
         .merge(command::routes())
+        .merge(command_ws::routes())
         .merge(inventory::routes())
         .merge(ready::routes())
         .merge(session::routes())

@@ -613,6 +613,11 @@ impl CommandManager {
             .map_err(read_err)
     }
 
+    /// X15: the journal of `id` (output, input and markers in order), to follow over a WebSocket.
+    pub fn journal(&self, id: &str) -> Result<Journal, CommandError> {
+        self.entry(id)?.journal.clone().ok_or_else(|| CommandError::NoLog(id.to_string()))
+    }
+
     /// Whether `id` is a known command (for routes that also accept other kinds of ids).
     pub fn contains(&self, id: &str) -> bool {
         self.inner.registry.get(id).is_some()

@@ -43,3 +43,4 @@ mod stdin;
 mod terminal;
 mod upload;
 mod watch;
+mod ws_exec;
