@@ -1,7 +1,8 @@
 //! The accept loop and per-connection limits (issue #13 finding 5: slowloris and friends).
 //!
-//! `axum::serve` has no timeouts and no connection cap; this is its replacement, on the same
-//! hyper-util connection builder (HTTP/1.1 with upgrades, and h2c):
+//! `axum::serve` has no timeouts and no connection cap; this is its replacement, on hyper's HTTP/1.1
+//! connection (with upgrades, for the WebSockets). No h2c: upstream serves HTTP/1.1 only, no SDK
+//! speaks HTTP/2 to execd, and the h2 stack cost 339 KB of the 8 MiB static binary (issue #15).
 //!
 //! - **Header deadline.** A connection must deliver a complete request head within
 //!   `header_timeout` of hyper starting to read it; hyper starts that clock when it waits for a
@@ -37,7 +38,7 @@ use axum::http::{Request, Response, StatusCode};
 use axum::Router;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
@@ -102,11 +103,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         let done = all_done_rx.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
             let hyper_svc = hyper::service::service_fn(move |req| svc.clone().call(req));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_svc);
+            let conn = builder.serve_connection(TokioIo::new(io), hyper_svc).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let mut draining = false;
             loop {

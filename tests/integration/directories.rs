@@ -1,6 +1,5 @@
 //! `/directories*` against the real binary: list, mkdir, rm -rf (C131–C136, DECISIONS D32).
 
-use crate::common;
 use crate::fsutil;
 
 use std::os::unix::fs::PermissionsExt;

@@ -207,6 +207,44 @@ async fn x40_create_list_delete_and_bad_input() {
 }
 
 #[tokio::test]
+async fn x40_inotify_watch_limit_is_a_clear_error_and_no_partial_watch() {
+    // execd in its own user namespace, whose per-user inotify watch limit
+    // (/proc/sys/user/max_inotify_watches, the namespaced fs.inotify.max_user_watches) is 40.
+    if !common::is_root() {
+        common::prerequisite_missing("root (a user namespace with its own inotify limit)");
+        return;
+    }
+    let s = TestServer::options()
+        .wrapper(&[
+            "unshare",
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            "echo 40 > /proc/sys/user/max_inotify_watches && exec \"$@\"",
+            "sh",
+        ])
+        .start();
+    let big = tempfile::tempdir().unwrap();
+    for i in 0..60 {
+        std::fs::create_dir(big.path().join(format!("d{i}"))).unwrap();
+    }
+    let resp = create(&s, json!({"path": big.path(), "recursive": true})).await;
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "TOO_MANY_WATCHES", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("max_user_watches"), "{v}");
+    // Nothing of the refused watch is kept: no listed watch, no kernel watch, and a small watch
+    // still fits under the limit.
+    assert!(list(&s).await.is_empty());
+    assert_eq!(kernel_watches(s.pid()), 0);
+    let small = tempfile::tempdir().unwrap();
+    let resp = create(&s, json!({"path": small.path(), "recursive": true})).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(kernel_watches(s.pid()), 1);
+}
+
+#[tokio::test]
 async fn x40_at_most_64_watches_then_429() {
     let s = TestServer::start();
     let dir = tempfile::tempdir().unwrap();

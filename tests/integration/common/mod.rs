@@ -41,6 +41,12 @@ pub fn prerequisite_missing_in(ci: bool, what: &str) {
     eprintln!("SKIPPED: {what}");
 }
 
+/// Whether the tests run as root (namespaces, other uids, cgroups need it).
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
 /// Path of the binary under test (built once by cargo for all test files).
 pub fn execd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_execd"))
@@ -93,6 +99,9 @@ pub struct ServerOptions {
     pub default_bind: bool,
     /// Listen on this port instead of a free one (a restart on the same port, X50).
     pub port: Option<u16>,
+    /// Start execd through this command line (`WRAPPER… execd ARGS…`), e.g. `unshare` to give it
+    /// its own user namespace and limits. The wrapper must `exec` execd (pid stays execd's).
+    pub wrapper: Vec<String>,
 }
 
 impl ServerOptions {
@@ -110,6 +119,10 @@ impl ServerOptions {
     }
     pub fn port(mut self, p: u16) -> Self {
         self.port = Some(p);
+        self
+    }
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn start(self) -> TestServer {
@@ -145,7 +158,14 @@ impl TestServer {
             let state_dir = dir.path().join("state");
             let log_path = dir.path().join("execd.log");
             let port = opts.port.unwrap_or_else(free_port);
-            let mut cmd = Command::new(execd_bin());
+            let mut cmd = match opts.wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut c = Command::new(program);
+                    c.args(rest).arg(execd_bin());
+                    c
+                }
+                None => Command::new(execd_bin()),
+            };
             cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(&state_dir);
             if !opts.default_bind {
                 cmd.arg("--bind").arg("127.0.0.1");
