@@ -11,7 +11,9 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{parse_events, pid_alive, prerequisite_missing, wait_until, EventReader, TestServer, TIMEOUT};
+use common::{
+    parse_events, pid_alive, prerequisite_missing, wait_finished, wait_until, EventReader, TestServer, TIMEOUT,
+};
 use serde_json::{json, Value};
 
 /// Root and a writable v1 `pids` hierarchy (the machine this runs on).
@@ -56,22 +58,6 @@ async fn run(s: &TestServer, body: Value) -> Vec<Value> {
     let resp = s.client().post(s.url("/command")).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     parse_events(&resp.text().await.unwrap())
-}
-
-async fn status(s: &TestServer, id: &str) -> Value {
-    s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_finished(s: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let st = status(s, id).await;
-        if st["running"] == false {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "still running: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Pids printed by the command, one per line as `PID <n>`.

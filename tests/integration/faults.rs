@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{fd_count, pid_alive, texts, without_pings, EventReader, TestServer, TIMEOUT};
+use common::{fd_count, pid_alive, texts, wait_finished, without_pings, EventReader, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 
 async fn start(s: &TestServer, body: Value) -> reqwest::Response {
@@ -25,22 +25,6 @@ async fn start_with_id(s: &TestServer, body: Value) -> (String, EventReader) {
     let init = r.next().await.unwrap();
     assert_eq!(init["type"], "init");
     (init["text"].as_str().unwrap().to_string(), r)
-}
-
-async fn status(s: &TestServer, id: &str) -> Value {
-    s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_finished(s: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let st = status(s, id).await;
-        if st["running"] == false {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "command {id} still running: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The pid printed as the first stdout line of a stream.

@@ -8,7 +8,10 @@ use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{parse_events, pid_alive, prerequisite_missing, texts, without_pings, EventReader, TestServer, TIMEOUT};
+use common::{
+    parse_events, pid_alive, prerequisite_missing, texts, wait_finished, without_pings, EventReader, TestServer,
+    TIMEOUT,
+};
 use serde_json::{json, Value};
 
 async fn post_json(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
@@ -52,22 +55,6 @@ async fn next_stdout(r: &mut EventReader) -> String {
         }
     };
     tokio::time::timeout(TIMEOUT, fut).await.expect("stdout in time")
-}
-
-async fn status(s: &TestServer, id: &str) -> Value {
-    s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_finished(s: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let st = status(s, id).await;
-        if st["running"] == false {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "still running: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn logs(s: &TestServer, id: &str) -> Vec<u8> {

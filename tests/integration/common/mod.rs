@@ -429,3 +429,22 @@ pub fn pid_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// `GET /command/status/{id}` as JSON.
+pub async fn command_status(s: &TestServer, id: &str) -> serde_json::Value {
+    s.client().get(s.url(&format!("/command/status/{id}"))).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls the status of command `id` until it is no longer running (at most [`TIMEOUT`]) and
+/// returns that status.
+pub async fn wait_finished(s: &TestServer, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = command_status(s, id).await;
+        if st["running"] == false {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "command {id} still running: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
