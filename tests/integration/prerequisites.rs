@@ -50,8 +50,14 @@ fn hx_prerequisite_missing_fails_the_test_when_ci_is_set() {
     let exe = std::env::current_exe().unwrap();
     let run = |ci: Option<&str>| {
         let mut cmd = Command::new(&exe);
-        cmd.args(["--exact", "child_calls_prerequisite_missing", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_MARK, "1");
+        cmd.args([
+            "--exact",
+            "prerequisites::child_calls_prerequisite_missing",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_MARK, "1");
         match ci {
             Some(v) => cmd.env("CI", v),
             None => cmd.env_remove("CI"),
