@@ -4,7 +4,7 @@
 //!   event; a `ping` right after `init` and then every 3 s (reference §3.1, §3.3); the body ends
 //!   right after the last event (D3, no tail).
 //! - [`standard_sse`]: standard SSE (`id:`, `event:`, `data:`) for the resumable
-//!   `/command/{id}/events`, with a comment line as keep-alive.
+//!   `/command/{id}/events` and the watch streams, with a `: ping` comment as keep-alive (X3).
 //!
 //! Both set the headers of §3.1: `Content-Type: text/event-stream`, `Cache-Control: no-cache`,
 //! `Connection: keep-alive`, `X-Accel-Buffering: no`, chunked body.
@@ -22,8 +22,10 @@ use crate::process::{EventKind, ExecEvent};
 
 /// Heartbeat period of the bare stream (C23).
 pub const PING_EVERY: Duration = Duration::from_secs(3);
-/// Keep-alive comment period of the standard SSE stream.
-pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+/// Keep-alive comment period of the standard SSE streams (X3: at least every 15 s).
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+/// The keep-alive comment of the standard SSE streams (X3).
+pub const KEEPALIVE: &[u8] = b": ping\n\n";
 
 /// Largest batch of ready events written at once by [`exec_stream`].
 const BATCH_BYTES: usize = 256 * 1024;
@@ -59,7 +61,8 @@ pub fn sse_frame(id: Option<u64>, ev: &ExecEvent) -> Bytes {
     Bytes::from(v)
 }
 
-fn stream_response(body: Body) -> Response {
+/// A `200` streaming response with the headers of §3.1.
+pub(super) fn stream_response(body: Body) -> Response {
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -139,7 +142,7 @@ where
                     Some((id, ev)) => yield Ok::<Bytes, Infallible>(sse_frame(id, &ev)),
                     None => break,
                 },
-                _ = tick.tick() => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+                _ = tick.tick() => yield Ok(Bytes::from_static(KEEPALIVE)),
             }
         }
     };

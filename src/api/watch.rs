@@ -2,11 +2,10 @@
 //! (standard SSE, X3) and "what changed since". Handlers translate to [`crate::watch`].
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -16,11 +15,10 @@ use serde::Deserialize;
 
 use super::error::{empty_ok, json_response, ApiError};
 use super::extract::{AppJson, AppPath, QueryPairs};
+use super::sse::{stream_response, KEEPALIVE, KEEPALIVE_EVERY};
 use crate::state::AppState;
 use crate::watch::{WatchEvent, WatchEvents, WatchSpec};
 
-/// Idle streams get a `: ping` comment this often (X3: at least every 15 s).
-const PING_EVERY: Duration = Duration::from_secs(10);
 /// Largest batch of ready events written at once.
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -106,7 +104,7 @@ fn append_frame(buf: &mut Vec<u8>, ev: &WatchEvent) {
 
 fn sse_response(mut events: WatchEvents) -> Response {
     let body = async_stream::stream! {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -131,17 +129,11 @@ fn sse_response(mut events: WatchEvents) -> Response {
                     }
                     None => break,
                 },
-                _ = tick.tick() => yield Ok(Bytes::from_static(b": ping\n\n")),
+                _ = tick.tick() => yield Ok(Bytes::from_static(KEEPALIVE)),
             }
         }
     };
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    stream_response(Body::from_stream(body))
 }
 
 #[cfg(test)]

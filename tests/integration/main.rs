@@ -1,7 +1,8 @@
 //! The integration tests, linked into one test binary: each module below was its own binary once,
 //! and linking about thirty of them (each with every dependency) was a large part of CI's build
-//! time (issue #14). Every test drives execd through real sockets; the binary under test is
-//! `CARGO_BIN_EXE_execd` (or the static one, where a module says so).
+//! time (issue #14). Every test drives execd through real sockets; the binary under test is the
+//! static release binary when `EXECD_STATIC_BIN` names it (as in CI), else `CARGO_BIN_EXE_execd`
+//! (`common::execd_bin`).
 //!
 //! Run one module with `cargo test --test integration MODULE::` (e.g. `cargo test --test integration
 //! watch::`).
@@ -40,6 +41,7 @@ mod restart;
 mod session;
 mod soak;
 mod stdin;
+mod streams;
 mod terminal;
 mod upload;
 mod watch;
