@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 /// A server whose isolation works here, or None (skipped locally, failure in CI).
 async fn server() -> Option<TestServer> {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("isolated sessions need root");
         return None;
     }
@@ -116,40 +116,77 @@ async fn i8_create_validation_400() {
 }
 
 #[tokio::test]
-async fn i2_i10_i11_i12_session_lifecycle() {
+async fn i2_session_id_is_a_lowercase_uuid_and_created_at_is_utc() {
     let Some(s) = server().await else { return };
     let ws = tempfile::tempdir().unwrap();
-    let p = ws.path().display().to_string();
-    let body = json!({"workspace": {"path": p, "mode": "rw"}, "profile": "balanced", "share_net": true, "idle_timeout_seconds": 0});
-    let (st, created) = create(&s, body).await;
+    let (st, created) = create(&s, json!({"workspace": {"path": ws.path()}})).await;
     assert_eq!(st, 201, "{created}");
     let sid = created["session_id"].as_str().unwrap().to_string();
     assert_eq!(uuid::Uuid::parse_str(&sid).unwrap().to_string(), sid);
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
-    let other = create_ok(&s, json!({"workspace": {"path": p}})).await;
+    assert_eq!(get(&s, "/v1/isolated/session/not-a-uuid").await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i10_list_shows_active_sessions_then_drops_a_deleted_one() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let a = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let b = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let (st, list) = get(&s, "/v1/isolated/sessions").await;
+    assert_eq!(st, 200);
+    let sessions = list["sessions"].as_array().unwrap();
+    let mut ids: Vec<&str> = sessions.iter().map(|x| x["session_id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want = [a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{list}");
+    for x in sessions {
+        assert_eq!(x["status"], "active", "{x}");
+        assert!(x["created_at"].as_str().unwrap().ends_with('Z'), "{x}");
+        assert!(x["last_run_at"].as_str().unwrap().ends_with('Z'), "{x}");
+    }
+    assert_eq!(delete(&s, &a).await, 200);
+    let (_, list) = get(&s, "/v1/isolated/sessions").await;
+    let ids: Vec<&str> =
+        list["sessions"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [b.as_str()]);
+    assert_eq!(delete(&s, &b).await, 200);
+}
+
+#[tokio::test]
+async fn i11_get_echoes_the_creation_parameters() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let p = ws.path().display().to_string();
+    let body = json!({"workspace": {"path": p, "mode": "rw"}, "profile": "balanced", "share_net": true, "idle_timeout_seconds": 0});
+    let sid = create_ok(&s, body).await;
     let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
     assert_eq!(st, 200);
+    assert_eq!(v["session_id"], sid.as_str());
     assert_eq!(v["status"], "active");
     assert_eq!(v["workspace"], json!({"path": p, "mode": "rw"}));
     assert_eq!(v["profile"], "balanced");
     assert_eq!(v["share_net"], true);
     assert_eq!(v["idle_timeout_seconds"], 0);
-    assert!(v.get("idle_remaining_seconds").is_none());
+    assert!(v.get("idle_remaining_seconds").is_none(), "no idle countdown for 0: {v}");
     assert_eq!(v["last_run_at"], v["created_at"]);
-    let (_, list) = get(&s, "/v1/isolated/sessions").await;
-    let ids: Vec<&str> =
-        list["sessions"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&sid.as_str()) && ids.contains(&other.as_str()), "{list}");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i12_delete_is_200_with_an_empty_body_then_404() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
     let r = s.client().delete(s.url(&format!("/v1/isolated/session/{sid}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
     assert_eq!(delete(&s, &sid).await, 404);
     let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
     assert_eq!((st, v["code"].as_str()), (404, Some("SESSION_NOT_FOUND")));
-    assert_eq!(get(&s, "/v1/isolated/session/not-a-uuid").await.0, 404);
-    let (_, list) = get(&s, "/v1/isolated/sessions").await;
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
-    assert_eq!(delete(&s, &other).await, 200);
+    assert_eq!(get(&s, "/v1/isolated/sessions").await.1["sessions"], json!([]));
 }
 
 #[tokio::test]
@@ -215,7 +252,7 @@ async fn i16_timeout_interrupts_the_run_and_keeps_the_session() {
 }
 
 #[tokio::test]
-async fn i28_i32_namespaces_pid_hostname_tmp_and_net() {
+async fn i28_namespaces_pid_hostname_tmp_root_and_dev() {
     let Some(s) = server().await else { return };
     let ws = tempfile::tempdir().unwrap();
     let a = create_ok(&s, json!({"workspace": {"path": ws.path()}, "share_net": false})).await;
@@ -224,11 +261,6 @@ async fn i28_i32_namespaces_pid_hostname_tmp_and_net() {
     assert_eq!(out[0], "1", "{out:?}");
     assert_eq!(out[1], "sandbox");
     assert!(out[2].parse::<u32>().unwrap() < 10, "{out:?}");
-    let ifaces = sh(&s, &a, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").await;
-    assert_eq!(ifaces, ["lo"]);
-    // ... and `lo` is up (as bwrap leaves it): 127.0.0.1 answers "refused", not "unreachable".
-    let lo = sh(&s, &a, "(exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -q refused && echo refused").await;
-    assert_eq!(lo, ["refused"]);
     // Private /tmp: b does not see a's file, the host neither.
     sh(&s, &a, "echo secret > /tmp/only-a").await;
     assert_eq!(sh(&s, &b, "ls /tmp/only-a 2>&1 >/dev/null | wc -l").await, ["1"]);
@@ -249,25 +281,62 @@ async fn i28_i32_namespaces_pid_hostname_tmp_and_net() {
     assert_eq!(delete(&s, &b).await, 200);
 }
 
+/// The network interfaces `/proc/net/dev` lists, as seen by a run in `sid`.
+async fn interfaces(s: &TestServer, sid: &str) -> Vec<String> {
+    sh(s, sid, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | LC_ALL=C sort").await
+}
+
 #[tokio::test]
-async fn i23_i24_i25_overlay_writes_stay_private_until_commit() {
+async fn i32_share_net_false_leaves_only_a_working_loopback() {
     let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let private = create_ok(&s, json!({"workspace": {"path": ws.path()}, "share_net": false})).await;
+    let shared = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    assert_eq!(interfaces(&s, &private).await, ["lo"]);
+    // `lo` is up (as bwrap leaves it): 127.0.0.1 answers "refused", not "unreachable".
+    let lo = sh(&s, &private, "(exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -q refused && echo refused").await;
+    assert_eq!(lo, ["refused"]);
+    // The default (share_net true) is the sandbox's own network.
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let mut host: Vec<String> = host.lines().skip(2).map(|l| l.split(':').next().unwrap().trim().to_string()).collect();
+    host.sort();
+    assert_eq!(interfaces(&s, &shared).await, host);
+    assert_eq!(delete(&s, &private).await, 200);
+    assert_eq!(delete(&s, &shared).await, 200);
+}
+
+/// An overlay session `a` (and a second one, `b`) over a fresh workspace of four files, after
+/// `a` created `new.txt`, deleted `gone.txt` and changed `edit.txt` and `host.txt`.
+async fn overlay_with_changes(s: &TestServer) -> (tempfile::TempDir, String, String) {
     let ws = tempfile::tempdir().unwrap();
     let w = ws.path();
     std::fs::write(w.join("keep.txt"), "keep").unwrap();
     std::fs::write(w.join("gone.txt"), "gone").unwrap();
     std::fs::write(w.join("edit.txt"), "old").unwrap();
     std::fs::write(w.join("host.txt"), "host").unwrap();
-    let a = create_ok(&s, json!({"workspace": {"path": w}})).await;
-    let b = create_ok(&s, json!({"workspace": {"path": w}})).await;
+    let a = create_ok(s, json!({"workspace": {"path": w}})).await;
+    let b = create_ok(s, json!({"workspace": {"path": w}})).await;
     let wd = w.display();
     sh(
-        &s,
+        s,
         &a,
         &format!("echo new > {wd}/new.txt; rm {wd}/gone.txt; echo edited > {wd}/edit.txt; echo s > {wd}/host.txt"),
     )
     .await;
-    // The host and the other session see none of it.
+    (ws, a, b)
+}
+
+#[tokio::test]
+async fn i23_overlay_writes_stay_private_to_the_session() {
+    let Some(s) = server().await else { return };
+    let (ws, a, b) = overlay_with_changes(&s).await;
+    let w = ws.path();
+    let wd = w.display();
+    // The session sees its own changes; the host and the other session see none of them.
+    assert_eq!(
+        sh(&s, &a, &format!("cat {wd}/edit.txt; ls {wd}")).await,
+        ["edited", "edit.txt", "host.txt", "keep.txt", "new.txt"]
+    );
     assert!(!w.join("new.txt").exists());
     assert_eq!(std::fs::read_to_string(w.join("edit.txt")).unwrap(), "old");
     assert!(w.join("gone.txt").exists());
@@ -275,7 +344,15 @@ async fn i23_i24_i25_overlay_writes_stay_private_until_commit() {
         sh(&s, &b, &format!("cat {wd}/edit.txt; echo; ls {wd}")).await,
         ["old", "edit.txt", "gone.txt", "host.txt", "keep.txt"]
     );
-    // Diff: exactly the changes.
+    for sid in [&a, &b] {
+        assert_eq!(delete(&s, sid).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn i24_diff_lists_exactly_the_changes() {
+    let Some(s) = server().await else { return };
+    let (_ws, a, b) = overlay_with_changes(&s).await;
     let (st, d) = get(&s, &format!("/v1/isolated/session/{a}/diff")).await;
     assert_eq!(st, 200, "{d}");
     let mut changes: Vec<(String, String)> = d["changes"]
@@ -292,6 +369,20 @@ async fn i23_i24_i25_overlay_writes_stay_private_until_commit() {
     changes.sort();
     let want = [("edit.txt", "modified"), ("gone.txt", "deleted"), ("host.txt", "modified"), ("new.txt", "created")];
     assert_eq!(changes, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    // A session that changed nothing has an empty diff.
+    let (st, d) = get(&s, &format!("/v1/isolated/session/{b}/diff")).await;
+    assert_eq!((st, d["changes"].clone()), (200, json!([])), "{d}");
+    for sid in [&a, &b] {
+        assert_eq!(delete(&s, sid).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn i25_commit_writes_back_and_reports_a_host_change_as_a_conflict() {
+    let Some(s) = server().await else { return };
+    let (ws, a, b) = overlay_with_changes(&s).await;
+    let w = ws.path();
+    let wd = w.display();
     // The host changes host.txt after the session started: a conflict, not overwritten.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(w.join("host.txt"), "host2").unwrap();
@@ -418,54 +509,118 @@ async fn i23_ro_writes_refused_reads_work() {
     assert_eq!(delete(&s, &sid).await, 200);
 }
 
-#[tokio::test]
-async fn i18_i19_i20_background_run_status_and_logs() {
-    let Some(s) = server().await else { return };
-    let ws = tempfile::tempdir().unwrap();
-    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
-    let base = format!("/v1/isolated/session/{sid}");
+/// Starts `code` as a background run in `sid`; returns the run id once the run is accepted.
+async fn start_background(s: &TestServer, sid: &str, code: &str) -> String {
     let t0 = Instant::now();
     let r = s
         .client()
-        .post(s.url(&format!("{base}/run")))
-        .json(&json!({"code": "echo start; echo $$; sleep 1; echo done >&2; exit 7", "background": true, "envs": {"Z": "z"}}))
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .json(&json!({"code": code, "background": true}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(t0.elapsed() < Duration::from_secs(5), "a background run answers at once");
     let started: Value = r.json().await.unwrap();
-    assert_eq!(started["session_id"], sid.as_str());
-    let rid = started["run_id"].as_str().unwrap().to_string();
-    let (_, st) = get(&s, &format!("{base}/runs/{rid}")).await;
-    assert_eq!(st["running"], true, "{st}");
-    assert!(st.get("exit_code").is_none());
+    assert_eq!(started["session_id"], sid);
+    started["run_id"].as_str().unwrap().to_string()
+}
+
+/// Polls the run's status until it is no longer running (deadline [`TIMEOUT`]).
+async fn wait_run(s: &TestServer, sid: &str, rid: &str) -> Value {
     let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        let (_, st) = get(&s, &format!("{base}/runs/{rid}")).await;
-        if st["running"] == false || Instant::now() > deadline {
-            break st;
+    loop {
+        let (st, v) = get(s, &format!("/v1/isolated/session/{sid}/runs/{rid}")).await;
+        assert_eq!(st, 200, "{v}");
+        if v["running"] == false {
+            return v;
         }
+        assert!(Instant::now() < deadline, "still running: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status["exit_code"], 7, "{status}");
-    assert!(status["finished_at"].is_string());
-    assert!(status.get("error").is_none());
+    }
+}
+
+/// `(tail cursor, text)` of a run's logs from `cursor`.
+async fn run_logs(s: &TestServer, sid: &str, rid: &str, cursor: u64) -> (u64, String) {
+    let url = s.url(&format!("/v1/isolated/session/{sid}/runs/{rid}/logs?cursor={cursor}"));
+    let r = s.client().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tail = r.headers()["EXECD-ISOLATED-TAIL-CURSOR"].to_str().unwrap().parse().unwrap();
+    (tail, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn i18_background_run_answers_202_at_once_and_runs_in_the_session() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let rid = start_background(&s, &sid, "echo $$; sleep 1").await;
+    wait_run(&s, &sid, &rid).await;
+    let (_, text) = run_logs(&s, &sid, &rid, 0).await;
+    assert!(text.trim().parse::<u32>().unwrap() < 20, "runs in the session's PID namespace: {text}");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i19_run_status_goes_from_running_to_the_exit_code() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let rid = start_background(&s, &sid, "sleep 1; exit 7").await;
+    let (st, v) = get(&s, &format!("{base}/runs/{rid}")).await;
+    assert_eq!(st, 200);
+    assert_eq!((v["session_id"].as_str(), v["run_id"].as_str()), (Some(sid.as_str()), Some(rid.as_str())));
+    assert_eq!(v["running"], true, "{v}");
+    assert!(v["started_at"].is_string(), "{v}");
+    assert!(v.get("exit_code").is_none() && v.get("finished_at").is_none(), "{v}");
+    let v = wait_run(&s, &sid, &rid).await;
+    assert_eq!(v["exit_code"], 7, "{v}");
+    assert!(v["finished_at"].is_string());
+    assert!(v.get("error").is_none());
+    let rid = start_background(&s, &sid, "true").await;
+    assert_eq!(wait_run(&s, &sid, &rid).await["exit_code"], 0);
+    let (st, v) = get(&s, &format!("{base}/runs/no-such-run")).await;
+    assert_eq!(st, 404, "{v}");
+    assert!(v["code"].is_string());
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i20_logs_cursor_is_a_byte_offset_and_polling_loses_nothing() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let rid =
+        start_background(&s, &sid, "for i in $(seq 1 20); do echo line-$i; echo err-$i >&2; sleep 0.05; done").await;
+    // Polling with the returned cursor while the run writes concatenates to the whole log.
+    let (mut cursor, mut polled) = (0, String::new());
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let running = get(&s, &format!("{base}/runs/{rid}")).await.1["running"] == true;
+        let (tail, text) = run_logs(&s, &sid, &rid, cursor).await;
+        assert_eq!(tail, cursor + text.len() as u64, "the cursor moves by the bytes returned");
+        polled.push_str(&text);
+        cursor = tail;
+        if !running {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (tail, whole) = run_logs(&s, &sid, &rid, 0).await;
+    assert_eq!((tail, &whole), (whole.len() as u64, &polled));
+    assert_eq!(whole.lines().filter(|l| l.starts_with("line-")).count(), 20);
+    assert_eq!(whole.lines().filter(|l| l.starts_with("err-")).count(), 20, "stderr is in the log too");
+    // Past the end: empty, the cursor stays; the first request needs no cursor; bad cursor 400.
+    let (t, text) = run_logs(&s, &sid, &rid, tail + 100).await;
+    assert_eq!((t, text.as_str()), (tail, ""));
     let r = s.client().get(s.url(&format!("{base}/runs/{rid}/logs"))).send().await.unwrap();
-    let cursor: u64 = r.headers()["EXECD-ISOLATED-TAIL-CURSOR"].to_str().unwrap().parse().unwrap();
-    let text = r.text().await.unwrap();
-    assert_eq!(cursor as usize, text.len());
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "start");
-    assert!(lines[1].parse::<u32>().unwrap() < 20, "runs in the session's PID namespace: {text}");
-    assert_eq!(lines[2], "done");
-    let r = s.client().get(s.url(&format!("{base}/runs/{rid}/logs?cursor={}", cursor + 100))).send().await.unwrap();
-    assert_eq!(r.headers()["EXECD-ISOLATED-TAIL-CURSOR"], cursor.to_string().as_str());
-    assert_eq!(r.text().await.unwrap(), "");
-    let r = s.client().get(s.url(&format!("{base}/runs/{rid}/logs?cursor=6"))).send().await.unwrap();
-    assert_eq!(r.text().await.unwrap(), text[6..]);
+    assert_eq!(r.text().await.unwrap(), whole);
+    let (_, mid) = run_logs(&s, &sid, &rid, 6).await;
+    assert_eq!(mid, whole[6..]);
     assert_eq!(get(&s, &format!("{base}/runs/{rid}/logs?cursor=-1")).await.0, 400);
-    assert_eq!(get(&s, &format!("{base}/runs/no-such-run")).await.0, 404);
     assert_eq!(delete(&s, &sid).await, 200);
 }
 
@@ -898,7 +1053,7 @@ async fn i30_mount_modes_rw_overlay_ro_and_primary() {
 
 #[tokio::test]
 async fn i31_extra_writable_and_binds_follow_the_allowlist() {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("isolated sessions need root");
         return;
     }
@@ -941,7 +1096,7 @@ async fn i31_extra_writable_and_binds_follow_the_allowlist() {
 
 #[tokio::test]
 async fn i33_env_passthrough_modes() {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("isolated sessions need root");
         return;
     }
@@ -1018,7 +1173,7 @@ async fn i34_uid_gid_switch_applies_to_shell_and_api_files() {
 
 #[tokio::test]
 async fn i37_mount_limit_sixteen_counts_every_mount() {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("isolated sessions need root");
         return;
     }
