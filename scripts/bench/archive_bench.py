@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 
-from benchnet import free_port, wait_port
+from benchnet import start_execd
 
 
 
@@ -35,17 +35,11 @@ def timed(cmd, shell=False):
 
 def main():
     runs, tree, execd = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    port = free_port()
     work = tempfile.mkdtemp(prefix="execd-archive-bench-", dir="/var/tmp")
     state = os.path.join(work, "state")
     os.mkdir(state, 0o700)
-    proc = subprocess.Popen(
-        [execd, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state, "--log-level", "3"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, port = start_execd(execd, state)
     try:
-        wait_port(port, proc)
         base = f"http://127.0.0.1:{port}/files/archive"
         q = urllib.parse.quote(tree)
         tarball = os.path.join(work, "tree.tar")

@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.parse
 
-from benchnet import free_port, wait_port
+from benchnet import start_execd
 
 # (label, pattern, regex?, ignore_case?)
 CASES = [
@@ -37,15 +37,10 @@ def run(cmd):
 
 def main():
     runs, tree, execd = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    port = free_port()
     state = tempfile.mkdtemp(prefix="execd-grep-bench-")
-    proc = subprocess.Popen(
-        [execd, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state, "--log-level", "3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    proc, port = start_execd(execd, state)
     rows = []
     try:
-        wait_port(port, proc)
         for label, pattern, regex, icase in CASES:
             q = {"path": tree, "pattern": pattern, "max_matches": "1000000000"}
             flags = []

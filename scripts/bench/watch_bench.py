@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from benchnet import free_port, wait_port
+from benchnet import start_execd
 
 
 def percentile(xs, q):
@@ -38,13 +38,9 @@ def main():
     for n in names:
         open(os.path.join(tree, n), "wb").close()
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [execd, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state, "--log-level", "3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_execd(execd, state)
     inw = None
     try:
-        wait_port(port, proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("POST", "/files/watches", json.dumps({"path": tree, "recursive": True}),
                      {"Content-Type": "application/json"})

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchnet import free_port, wait_port  # noqa: E402
+from benchnet import start_execd  # noqa: E402
 
 
 class Ws:
@@ -139,15 +139,9 @@ def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     execd = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("EXECD_BENCH_BIN", "target/debug/execd")
     line = b"the quick brown fox jumps over the lazy dog\n"
-    port = free_port()
     state = tempfile.mkdtemp(prefix="execd-ws-bench-")
-    proc = subprocess.Popen(
-        [execd, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state, "--log-level", "3"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, port = start_execd(execd, state)
     try:
-        wait_port(port, proc)
         ws_turns(port, 50, line)  # warm-up
         pipe_turns(50, line)
         ws = ws_turns(port, n, line)

@@ -578,7 +578,7 @@ async fn x31_truncated_archives_are_refused_and_leave_nothing() {
 
 #[tokio::test]
 async fn x31_owner_preserve() {
-    if !nix_is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("root (chown to another uid)");
         return;
     }
@@ -604,13 +604,6 @@ async fn x31_owner_preserve() {
     assert_eq!(post_archive(&srv, &b, "format=tar&owner=preserve", t).await.0, 200);
     let m = std::fs::metadata(b.join("owned.txt")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4321, 4322, 0o4755));
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
 /// A full disk: 507, and nothing of the archive left (a 4 MiB tmpfs, a 6 MiB archive).

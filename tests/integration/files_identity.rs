@@ -15,13 +15,9 @@ use serde_json::{json, Value};
 const A: u32 = 4242;
 const B: u32 = 4343;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// A server plus a scratch directory everybody may write in (the test users own nothing else).
 fn fx() -> Option<Fx> {
-    if !is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("root (to act as other uids)");
         return None;
     }

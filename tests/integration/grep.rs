@@ -507,7 +507,7 @@ async fn x32_capability_is_reported() {
 
 #[tokio::test]
 async fn x32_identity_grep_reads_only_what_the_uid_may() {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         common::prerequisite_missing("root (to act as other uids)");
         return;
     }

@@ -15,14 +15,9 @@ use std::time::{Duration, Instant};
 use common::{parse_events, texts, without_pings, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
 /// False (and a loud line) when not root; in CI a missing prerequisite fails the test.
 fn need_root(test: &str) -> bool {
-    if is_root() {
+    if common::is_root() {
         return true;
     }
     common::prerequisite_missing(&format!("{test} needs root"));

@@ -346,7 +346,7 @@ fn bootstrap_shell_override_runs_the_command() {
 
 /// Why the chroot tests cannot run here, if they cannot.
 fn chroot_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
+    if !common::is_root() {
         return Some("not root: chroot, mount and PID namespaces need root".into());
     }
     if busybox().is_none() {
