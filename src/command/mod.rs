@@ -563,10 +563,16 @@ impl CommandManager {
     }
 
     /// `DELETE /command?id=`: SIGTERM to the group, SIGKILL after the interrupt grace; returns when
-    /// the group is gone (C44).
+    /// the group is gone (C44). A finished command that left processes running (`&` children of a
+    /// foreground command) has those ended the same way (#17); one that left nothing is an error,
+    /// as upstream.
     pub async fn interrupt(&self, id: &str) -> Result<(), CommandError> {
         let entry = self.inner.registry.get(id).ok_or(CommandError::NoSuchSession)?;
-        let child = entry.child().ok_or_else(|| CommandError::NotRunning(id.to_string()))?;
+        let Some(child) = entry.child() else {
+            let leftover = entry.take_leftover().ok_or_else(|| CommandError::NotRunning(id.to_string()))?;
+            leftover.kill_leftovers(self.inner.opts.interrupt_grace).await;
+            return Ok(());
+        };
         entry.mark_interrupted();
         child.terminate_group(self.inner.opts.interrupt_grace).await;
         Ok(())
@@ -623,16 +629,26 @@ impl CommandManager {
         self.inner.registry.get(id).is_some()
     }
 
-    /// Shutdown (D15): refuse new commands, SIGTERM every running group, SIGKILL after `grace`,
-    /// and wait (bounded) until every waiter has written its terminal event.
+    /// Shutdown (D15): refuse new commands, SIGTERM every running group and what finished
+    /// commands left running, SIGKILL after `grace`, and wait (bounded) until every waiter has
+    /// written its terminal event.
     pub async fn stop(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         let running = self.inner.registry.running();
-        if running.is_empty() {
+        let leftovers = self.inner.registry.with_leftovers();
+        if running.is_empty() && leftovers.is_empty() {
             return;
         }
-        tracing::info!(count = running.len(), "stopping running commands");
+        tracing::info!(count = running.len(), leftovers = leftovers.len(), "stopping running commands");
         let mut set = tokio::task::JoinSet::new();
+        // What finished foreground commands left running goes too (#17).
+        for entry in leftovers {
+            set.spawn(async move {
+                if let Some(left) = entry.take_leftover() {
+                    left.kill_leftovers(grace).await;
+                }
+            });
+        }
         for entry in running {
             set.spawn(async move {
                 if let Some(child) = entry.child() {
@@ -719,6 +735,9 @@ fn spawn_sweeper(inner: Weak<Inner>, ttl: Duration) {
             tick.tick().await;
             let Some(inner) = inner.upgrade() else { break };
             inner.registry.evict(Instant::now());
+            // Lets go of finished commands' leftovers that ended by themselves (their cgroup
+            // leaves go to the janitor).
+            inner.registry.with_leftovers();
         }
     });
 }

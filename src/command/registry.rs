@@ -39,6 +39,9 @@ pub struct Entry {
 struct EntryState {
     /// Present while the command runs; cleared at exit, so a late interrupt signals nothing.
     child: Option<Arc<GroupChild>>,
+    /// After exit, while processes the command left behind (`&` children) live: an explicit
+    /// interrupt of the finished command ends them (#17). Released once they are gone.
+    leftover: Option<Arc<GroupChild>>,
     exit_code: Option<i32>,
     error: String,
     finished_at: Option<SystemTime>,
@@ -59,6 +62,7 @@ impl Entry {
             stdin: None,
             state: Mutex::new(EntryState {
                 child: Some(child),
+                leftover: None,
                 exit_code: None,
                 error: String::new(),
                 finished_at: None,
@@ -80,6 +84,7 @@ impl Entry {
             stdin: None,
             state: Mutex::new(EntryState {
                 child: None,
+                leftover: None,
                 exit_code: Some(255),
                 error,
                 finished_at: Some(now),
@@ -116,6 +121,7 @@ impl Entry {
             stdin: None,
             state: Mutex::new(EntryState {
                 child: None,
+                leftover: None,
                 exit_code: Some(l.exit_code),
                 error: l.error,
                 finished_at: Some(l.finished_at),
@@ -129,7 +135,7 @@ impl Entry {
     pub fn finish(&self, outcome: ExitOutcome, exit: ExitInfo, finished_at: SystemTime) {
         let mut st = self.lock();
         st.exit = Some(exit);
-        st.child = None;
+        st.leftover = st.child.take().filter(|c| c.leftovers_alive());
         st.exit_code = Some(outcome.code());
         st.error = outcome_error(outcome);
         st.finished_at = Some(finished_at);
@@ -147,6 +153,22 @@ impl Entry {
             finished_at: st.finished_at,
             exit: st.exit.clone(),
         }
+    }
+
+    /// What the finished command left running, if anything is still alive (released when not).
+    pub fn leftover(&self) -> Option<Arc<GroupChild>> {
+        let mut st = self.lock();
+        let alive = st.leftover.as_ref().is_some_and(|c| c.leftovers_alive());
+        if !alive {
+            st.leftover = None;
+        }
+        st.leftover.clone()
+    }
+
+    /// Takes what the finished command left running, if anything is still alive: the caller
+    /// ends it, and dropping the handle then lets its cgroup leaf go.
+    pub fn take_leftover(&self) -> Option<Arc<GroupChild>> {
+        self.lock().leftover.take().filter(|c| c.leftovers_alive())
     }
 
     /// Records that execd was asked to interrupt the command (for `exit_reason`).
@@ -255,6 +277,12 @@ impl Registry {
     /// Every entry that still runs.
     pub fn running(&self) -> Vec<Arc<Entry>> {
         self.lock().entries.values().filter(|e| e.child().is_some()).cloned().collect()
+    }
+
+    /// Finished entries whose leftover processes still live (see [`Entry::leftover`]); lets go
+    /// of the others' leftovers.
+    pub fn with_leftovers(&self) -> Vec<Arc<Entry>> {
+        self.snapshot().into_iter().filter(|e| e.child().is_none() && e.leftover().is_some()).collect()
     }
 
     /// Number of entries (running and finished).

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::unix::AsyncFd;
@@ -642,6 +642,60 @@ impl GroupChild {
         }
     }
 
+    /// After the leader was reaped: whether what it left behind (`&` children that outlived a
+    /// foreground command) is alive: the processes of its cgroup leaf, else the live members of
+    /// its process group.
+    ///
+    /// Cheap (one `cgroup.procs` read, or one `kill(-pgid, 0)`), as it runs at every finish; a
+    /// zombie member counts as alive without a leaf.
+    pub fn leftovers_alive(&self) -> bool {
+        match &self.leaf {
+            Some(leaf) => leaf.populated(),
+            None => !matches!(killpg(self.pid, None), Err(Errno::ESRCH)),
+        }
+    }
+
+    /// [`Self::leftovers_alive`] without counting zombies (a `/proc` scan without a leaf).
+    fn leftovers_live(&self) -> bool {
+        match &self.leaf {
+            Some(leaf) => leaf.populated(),
+            None => live_group_members(self.pid.as_raw()) > 0,
+        }
+    }
+
+    /// Ends what the command left behind (#17: an explicit interrupt of a finished command):
+    /// SIGTERM to every leftover process, SIGKILL rounds after `grace`. Without a leaf the
+    /// members of the process group are signalled one by one, as found in `/proc` (the group id is
+    /// not signalled: the leader was reaped). Returns when nothing is left or about one more
+    /// second passed after the SIGKILL.
+    pub async fn kill_leftovers(&self, grace: Duration) {
+        let signal = |sig: Signal| match &self.leaf {
+            Some(leaf) if sig == Signal::SIGKILL => leaf.kill_round(),
+            Some(leaf) => leaf.signal_all(sig),
+            None => {
+                for p in group_members(self.pid.as_raw()) {
+                    let _ = kill(Pid::from_raw(p), sig);
+                }
+            }
+        };
+        signal(Signal::SIGTERM);
+        for (sig, within) in [(None, grace), (Some(Signal::SIGKILL), AFTER_KILL_WAIT)] {
+            let end = Instant::now() + within;
+            loop {
+                if let Some(sig) = sig {
+                    signal(sig);
+                }
+                if !self.leftovers_live() || Instant::now() >= end {
+                    break;
+                }
+                tokio::time::sleep(GROUP_POLL.min(end.saturating_duration_since(Instant::now()))).await;
+            }
+            if !self.leftovers_live() {
+                return;
+            }
+        }
+    }
+
     /// Whether any live (non-zombie) process is left in the group or the cgroup leaf.
     pub fn group_alive(&self) -> bool {
         if self.leaf.as_ref().is_some_and(|l| l.populated()) {
@@ -719,8 +773,13 @@ fn reap(pid: Pid) -> (ExitOutcome, Usage) {
 
 /// Non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
 pub fn live_group_members(pgid: i32) -> usize {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return 0 };
-    let mut n = 0;
+    group_members(pgid).len()
+}
+
+/// The non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -733,10 +792,10 @@ pub fn live_group_members(pgid: i32) -> usize {
         let state = f.next().unwrap_or("");
         let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
         if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            n += 1;
+            found.extend(name.parse::<i32>().ok());
         }
     }
-    n
+    found
 }
 
 #[cfg(test)]

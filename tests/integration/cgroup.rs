@@ -18,18 +18,11 @@ use serde_json::{json, Value};
 
 /// Root and a writable v1 `pids` hierarchy (the machine this runs on).
 fn v1_ready() -> bool {
-    let ok = nix_is_root() && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() && !is_v2("/sys/fs/cgroup");
+    let ok = common::is_root() && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() && !is_v2("/sys/fs/cgroup");
     if !ok {
         prerequisite_missing("root and a cgroup v1 pids hierarchy at /sys/fs/cgroup/pids");
     }
     ok
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
 fn is_v2(p: &str) -> bool {
@@ -207,6 +200,49 @@ async fn x21_foreground_leaves_background_children_running_until_shutdown() {
 }
 
 #[tokio::test]
+async fn x21_interrupt_of_a_finished_foreground_command_ends_what_it_left_running() {
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parent = parent_dir(&s, None);
+    let ev = run(&s, json!({"command": "setsid sleep 1000 >/dev/null 2>&1 & echo PID $!"})).await;
+    assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+    let id = ev[0]["text"].as_str().unwrap().to_string();
+    let pids = pids_of(&ev);
+    assert!(pid_alive(pids[0]), "the `&` child outlives its foreground command");
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(all_gone(&pids), "an explicit interrupt of the finished command ends its leftovers");
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaf not removed");
+    // Nothing left: interrupting it again is the error it always was; its status is unchanged.
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(common::command_status(&s, &id).await["exit_reason"], "exited");
+}
+
+#[tokio::test]
+async fn x21_without_cgroups_interrupt_and_shutdown_end_what_a_finished_command_left_running() {
+    // `--cgroup-root /proc`: no leaf, so the leftovers are found by the command's process group.
+    let mut s = TestServer::options().arg("--cgroup-root").arg("/proc").start();
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let ev = run(&s, json!({"command": "sleep 1000 >/dev/null 2>&1 & echo PID $!"})).await;
+        assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+        let pids = pids_of(&ev);
+        assert!(pid_alive(pids[0]), "the `&` child outlives its foreground command");
+        left.push((ev[0]["text"].as_str().unwrap().to_string(), pids));
+    }
+    let (id, pids) = &left[0];
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(all_gone(pids), "interrupt ends the finished command's process group");
+    assert!(pid_alive(left[1].1[0]), "another command's leftover is untouched");
+    s.terminate();
+    assert!(all_gone(&left[1].1), "shutdown ends what finished commands left running");
+}
+
+#[tokio::test]
 async fn x20_many_commands_leak_no_leaf() {
     if !v1_ready() {
         return;
@@ -364,7 +400,7 @@ async fn x23_limits_unavailable_without_cgroups() {
 
 #[tokio::test]
 async fn x21_v2_root_interrupt_kills_everything() {
-    let Some(root) = v2_root().filter(|_| nix_is_root()) else {
+    let Some(root) = v2_root().filter(|_| common::is_root()) else {
         prerequisite_missing("root and a cgroup v2 mount");
         return;
     };
