@@ -43,13 +43,17 @@ pub fn prerequisite_missing_in(ci: bool, what: &str) {
 
 /// Whether the tests run as root (namespaces, other uids, cgroups need it).
 pub fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("id -u");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
+    nix::unistd::geteuid().is_root()
 }
 
-/// Path of the binary under test (built once by cargo for all test files).
+/// Path of the binary under test: the static release binary when `EXECD_STATIC_BIN` names one
+/// (CI builds it once per run, scripts/test.sh: the tests then drive what ships), else the one
+/// cargo built beside these tests.
 pub fn execd_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_execd"))
+    match std::env::var_os("EXECD_STATIC_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_execd")),
+    }
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes. Returns whether it held.
