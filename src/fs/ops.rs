@@ -134,12 +134,30 @@ pub fn move_all(items: &[Move]) -> Result<(), FsError> {
         if let Some(parent) = dest.parent() {
             mkdir_p(parent, 0o755).map_err(|e| FsError::io_no_404("mkdir", parent, e))?;
         }
-        if std::fs::metadata(&dest).is_ok() {
-            return Err(FsError::Failed(format!("destination path already exists: {}", dest.display())));
-        }
-        std::fs::rename(&src, &dest).map_err(|e| FsError::io_no_404("rename", &src, e))?;
+        rename_noreplace(&src, &dest).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                FsError::Failed(format!("destination path already exists: {}", dest.display()))
+            }
+            _ => FsError::io_no_404("rename", &src, e),
+        })?;
     }
     Ok(())
+}
+
+/// rename(2) that never replaces `dest`: `renameat2(RENAME_NOREPLACE)`, so no file created at
+/// `dest` between a check and the rename is lost. Where the filesystem does not support the flag
+/// (`EINVAL`: some FUSE and network filesystems), a check and a plain rename.
+fn rename_noreplace(src: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, src, CWD, dest, RenameFlags::NOREPLACE) {
+        Err(rustix::io::Errno::INVAL) => {
+            if std::fs::symlink_metadata(dest).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(src, dest)
+        }
+        r => r.map_err(std::io::Error::from),
+    }
 }
 
 /// `mkdir -p` with `mode` (before umask).

@@ -385,6 +385,12 @@ async fn c125_mv_missing_src_404_and_existing_dest_500_keeps_src() {
     assert!(msg.contains("already exists"), "{msg}");
     assert_eq!(std::fs::read(fx.p("src.txt")).unwrap(), b"src");
     assert_eq!(std::fs::read(fx.p("dst.txt")).unwrap(), b"dst");
+    // A dangling symlink at the destination exists too (renameat2 RENAME_NOREPLACE): kept.
+    std::os::unix::fs::symlink(fx.p("nowhere"), fx.p("link")).unwrap();
+    let r = fx.post_json("/files/mv", json!([{"src": fx.s("src.txt"), "dest": fx.s("link")}])).await;
+    assert_error(r, 500, "RUNTIME_ERROR").await;
+    assert!(std::fs::symlink_metadata(fx.p("link")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(fx.p("src.txt")).unwrap(), b"src");
 }
 
 fn search_paths(v: &Value) -> Vec<String> {

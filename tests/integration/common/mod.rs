@@ -2,7 +2,6 @@
 //! binary on a free loopback port with its own state directory, waits for `/ping` with a deadline,
 //! and stops it on drop. Also helpers to read execd's event streams, and [`prerequisite_missing`],
 //! the one way a test skips (a failure in CI).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! Helpers shared by the filesystem test files (`files.rs`, `directories.rs`, `files_heavy.rs`):
 //! a fixture with a running execd and a scratch directory, multipart body builders, and JSON
 //! request shortcuts.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
