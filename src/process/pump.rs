@@ -189,3 +189,50 @@ fn record(writer: &mut JournalWriter, kind: StreamKind, data: &[u8], err: &mut O
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::process::journal::Journal;
+    use crate::process::spawn::{spawn, SpawnSpec};
+
+    /// X13: a marker asked for while the prompt is still unread in the pipe comes after it (the
+    /// request and the pipe's readiness are both pending when the pump starts, in every round).
+    #[tokio::test]
+    async fn x13_marker_follows_output_still_in_the_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..10 {
+            let (journal, mut writer) = Journal::create(dir.path(), &format!("m{round}")).unwrap();
+            let (child, pipes) = spawn(SpawnSpec::shell("printf 'p> '; exec sleep 30")).unwrap();
+            let child = Arc::new(child);
+            let comm = format!("/proc/{}/comm", child.pid());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // After the exec the prompt is in the pipe.
+            while std::fs::read_to_string(&comm).unwrap_or_default() != "sleep\n" {
+                assert!(std::time::Instant::now() < deadline, "the child never reached its sleep");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let (placed, answer) = tokio::sync::oneshot::channel();
+            tx.send(MarkRequest { input_len: 0, placed }).await.unwrap();
+            let pumped = child.clone();
+            let pump = tokio::spawn(async move {
+                pump_output(&pumped, pipes, &mut writer, PumpOptions::default(), Some(rx)).await;
+                writer
+            });
+            let len = tokio::time::timeout(Duration::from_secs(10), answer).await.unwrap().unwrap();
+            assert_eq!(len, Some(3));
+            child.kill_group();
+            drop(tokio::time::timeout(Duration::from_secs(10), pump).await.unwrap().unwrap());
+            let mut chunks = journal.chunks(0).unwrap();
+            let mut kinds = Vec::new();
+            while let Some(c) = chunks.next().await.unwrap() {
+                kinds.push((c.kind, c.data.to_vec()));
+            }
+            assert_eq!(kinds, [(StreamKind::Stdout, b"p> ".to_vec()), (StreamKind::AwaitingInput, Vec::new())]);
+        }
+    }
+}
