@@ -39,6 +39,8 @@ fn command() -> Vec<(&'static str, Value)> {
         ("argv", json!(true)),
         ("command_events", json!(true)),
         ("stdin", json!(true)),
+        // X10 on `POST /session/{id}/run`: what its `stdin` takes (no open pipe there).
+        ("session_stdin", json!(["string"])),
         ("command_signal", json!(true)),
         ("command_output", json!(true)),
         ("command_ws", json!({"tty": false})),

@@ -42,6 +42,23 @@ struct RunBody {
     cwd: String,
     /// Milliseconds; 0 or absent: 24 h; negative: 400.
     timeout: i64,
+    /// X10: absent/`false` (`/dev/null`) or a string; `true` (an open pipe) is for commands only.
+    /// Never logged: it may hold a secret.
+    #[serde(deserialize_with = "de_stdin")]
+    stdin: Option<StdinField>,
+}
+
+/// `stdin` of a session run (X10).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StdinField {
+    Flag(bool),
+    Text(String),
+}
+
+/// `stdin`, with a type error naming the field.
+fn de_stdin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StdinField>, D::Error> {
+    Option::<StdinField>::deserialize(d).map_err(|_| serde::de::Error::custom("stdin: must be a string or false"))
 }
 
 async fn create(
@@ -69,7 +86,16 @@ async fn run(
         command_len = body.command.len(),
         "session run"
     );
-    let req = RunRequest { command: body.command, cwd: (!body.cwd.is_empty()).then_some(body.cwd), timeout };
+    let stdin = match body.stdin {
+        None | Some(StdinField::Flag(false)) => None,
+        Some(StdinField::Text(t)) => Some(t),
+        Some(StdinField::Flag(true)) => {
+            return Err(ApiError::validation(
+                "stdin: an open pipe (true) is for POST /command only; a session run takes a string",
+            ))
+        }
+    };
+    let req = RunRequest { command: body.command, cwd: (!body.cwd.is_empty()).then_some(body.cwd), timeout, stdin };
     let events = state.sessions.run(&id, req).await?;
     Ok(sse::exec_stream(events))
 }

@@ -388,13 +388,17 @@ impl CommandManager {
             }
         };
         let child = Arc::new(child);
+        // X13 markers go through the pump, after the output already in the pipes.
+        let mut marks = None;
         let stdin = pipes.stdin.take().and_then(|pipe| match req.stdin {
             StdinRequest::Null => None,
             StdinRequest::Text(text) => Some(stdin::StdinHandle::feed_text(pipe, writer.input_log(), text)),
             StdinRequest::Open => {
                 let h = stdin::StdinHandle::open(pipe, writer.input_log());
                 let quiet = req.awaiting_input_ms.unwrap_or(stdin::AWAITING_INPUT_MS);
-                h.watch_awaiting_input(child.pid() as i32, Duration::from_millis(quiet));
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                marks = Some(rx);
+                h.watch_awaiting_input(child.pid() as i32, Duration::from_millis(quiet), tx);
                 Some(h)
             }
         });
@@ -416,7 +420,7 @@ impl CommandManager {
         tokio::spawn(async move {
             // A journal write failure (disk full) was logged by the pump, which kept draining the
             // pipes; the command's own result still stands.
-            let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts).await;
+            let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts, marks).await;
             let outcome = result.outcome;
             if let Some(stdin) = entry.stdin() {
                 stdin.close();

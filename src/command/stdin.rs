@@ -15,6 +15,9 @@ use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::CommandError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::process::pump::MarkRequest;
 use crate::process::{InputLog, StdinPipe, WriteOutcome};
 
 /// What `POST /command` asked for as stdin (X10).
@@ -100,11 +103,14 @@ impl StdinHandle {
         self.client_writable.load(Ordering::SeqCst)
     }
 
-    /// X13: while the pipe is open, watches the command (process group `pgid`) and records one
-    /// `awaiting_input` marker when some process of it sleeps reading this pipe and nothing was
-    /// written to the journal (output or input) for `quiet`; again only after new output or
-    /// input. `/proc` is read at most every [`WATCH_TICK`], and only once the command is quiet.
-    pub(crate) fn watch_awaiting_input(self: &Arc<Self>, pgid: i32, quiet: Duration) {
+    /// X13: while the pipe is open, watches the command (process group `pgid`) and has one
+    /// `awaiting_input` marker recorded when some process of it sleeps reading this pipe and
+    /// nothing was written to the journal (output or input) for `quiet`; again only after new
+    /// output or input. `/proc` is read at most every [`WATCH_TICK`], and only once the command is
+    /// quiet. The output pump places the marker ([`MarkRequest`] through `marks`), after reading
+    /// what the pipes already hold: the journal length the watcher compares lags the pipes, so a
+    /// marker written from here could precede the prompt printed just before the read.
+    pub(crate) fn watch_awaiting_input(self: &Arc<Self>, pgid: i32, quiet: Duration, marks: mpsc::Sender<MarkRequest>) {
         let Some(inode) = self.inode else { return };
         let me = self.clone();
         tokio::spawn(async move {
@@ -133,9 +139,22 @@ impl StdinHandle {
                         .await
                         .unwrap_or(false);
                 // Output that raced the scan re-arms instead.
-                if waits && journal.len() == last_len && me.is_open() {
-                    me.log.mark_awaiting_input();
-                    fired = true;
+                if !(waits && journal.len() == last_len && me.is_open()) {
+                    continue;
+                }
+                let (placed, answer) = oneshot::channel();
+                let req = MarkRequest { input_len: journal.input_len(), placed };
+                let answer = async {
+                    marks.send(req).await.ok()?;
+                    answer.await.ok()?
+                };
+                let at = tokio::select! {
+                    at = answer => at,
+                    _ = me.closed.cancelled() => break,
+                };
+                if let Some(len) = at {
+                    // The prompt the pump just read counts as seen: fire again only after more.
+                    (last_len, fired) = (len, true);
                 }
             }
         });

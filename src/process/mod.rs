@@ -42,10 +42,12 @@
 //!   `ChunkReader::next().await -> io::Result<Option<Chunk { kind, start, data, timestamp }>>`;
 //!   `LineEventReader::next().await -> Option<ExecEvent>` (lines, then the terminal event).
 //! - [`pump`]: `pump_output(&GroupChild, ChildPipes, &mut JournalWriter, PumpOptions { deadline:
-//!   Option<Instant>, kill_group_on_exit: bool }).await -> (PumpResult { outcome, timed_out },
-//!   Option<io::Error>)`: copies the pipes into the journal as bytes arrive until the **leader**
-//!   exits (left-behind children holding the pipe do not hang it), SIGKILLs the group at the
-//!   deadline, drains, optionally kills the group, reaps; the rest of the pipe is discarded.
+//!   Option<Instant>, kill_group_on_exit: bool }, Option<mpsc::Receiver<MarkRequest>>).await ->
+//!   (PumpResult { outcome, timed_out }, Option<io::Error>)`: copies the pipes into the journal as
+//!   bytes arrive until the **leader** exits (left-behind children holding the pipe do not hang
+//!   it), SIGKILLs the group at the deadline, drains, optionally kills the group, reaps; the rest
+//!   of the pipe is discarded. It also places the X13 markers the watcher asks for, after the
+//!   output already in the pipes.
 
 pub mod env;
 pub mod event;

@@ -40,6 +40,23 @@ impl StdinPipe {
         super::waiting::pipe_inode(&self.tx)
     }
 
+    /// Writes all of `data` without recording it (a session run's `stdin` string, X10: sessions
+    /// have no journal), waiting for pipe space as long as it takes. Cancel-safe: the caller
+    /// bounds it by dropping the future.
+    pub async fn write_unrecorded(&mut self, data: &[u8]) -> io::Result<WriteOutcome> {
+        let mut off = 0;
+        while off < data.len() {
+            self.tx.writable().await?;
+            match self.tx.try_write(&data[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(WriteOutcome::ReaderGone),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(WriteOutcome::Done)
+    }
+
     /// Writes all of `data`, recording it through `log`, waiting for pipe space as long as it
     /// takes. `written` grows by every byte that went in, so a caller that drops this future on a
     /// deadline still knows how many did. Cancel-safe in that sense.

@@ -17,6 +17,10 @@
 //!   Children left holding the pipe after a normal end keep running, their output read and
 //!   discarded (so they never get SIGPIPE), until they close it or the session goes away (then
 //!   their group is killed).
+//! - A run's stdin is `/dev/null` (as upstream) or, with a `stdin` string (X10), a pipe that a
+//!   small task fills with those bytes and then closes (EOF); the task gives up when nothing reads
+//!   the pipe any more or the run ended, so a run that ignores its input neither hangs nor holds
+//!   the session. The bytes never reach argv, a file or the log.
 //! - Sessions with no run for `idle_ttl` are collected (D51). A deleted or collected session's
 //!   directory is removed as soon as no run uses it; a run's command file and raw save are
 //!   removed when it ends.
@@ -40,7 +44,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{self, ExecEvent, OutputMode, SpawnError, SpawnSpec};
+use crate::cgroup::Limits;
+use crate::process::{self, ExecEvent, OutputMode, SpawnError, SpawnSpec, StdinMode, StdinPipe};
 
 /// A run without a timeout is bounded by this (upstream's default).
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -71,6 +76,8 @@ pub struct RunRequest {
     pub cwd: Option<String>,
     /// Bounds the wait for a busy session and, separately, the run; `None`: 24 h.
     pub timeout: Option<Duration>,
+    /// X10: these bytes on the run's stdin, then EOF; `None`: `/dev/null` (as upstream).
+    pub stdin: Option<String>,
 }
 
 /// Why a session operation failed.
@@ -300,7 +307,8 @@ impl SessionManager {
             credentials: None,
             output: OutputMode::Merged,
         };
-        let (child, mut pipes) = match process::spawn(spec) {
+        let stdin_mode = if req.stdin.is_some() { StdinMode::Pipe } else { StdinMode::Null };
+        let (child, mut pipes) = match process::spawn_io(spec, &Limits::default(), stdin_mode) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(&cmd_path);
@@ -308,6 +316,11 @@ impl SessionManager {
             }
         };
         let started = Instant::now();
+        // Cancelled when the run task ends: a writer still blocked on a full pipe stops then.
+        let run_over = CancellationToken::new();
+        if let (Some(pipe), Some(text)) = (pipes.stdin.take(), req.stdin) {
+            feed_stdin(pipe, text, run_over.clone());
+        }
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         // Cannot fail: the channel is new and has room.
         let _ = tx.try_send(ExecEvent::init(id));
@@ -338,6 +351,7 @@ impl SessionManager {
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
+            let _run_over = run_over.drop_guard();
             let mut guard = guard;
             // Local file work of up to the state's size happens in `drive`, off the async workers,
             // before the terminal event.
@@ -463,6 +477,20 @@ impl Inner {
             }
         }
     }
+}
+
+/// X10: writes `text` to a run's stdin, then closes it (EOF). Ends early when no process reads
+/// the pipe any more (EPIPE) or when `run_over` is cancelled (the run ended while something it
+/// left behind holds the pipe without reading), so a large input never holds the session. The
+/// bytes go only through the pipe: never argv, a file or the log.
+fn feed_stdin(mut pipe: StdinPipe, text: String, run_over: CancellationToken) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = pipe.write_unrecorded(text.as_bytes()) => {}
+            _ = run_over.cancelled() => {}
+        }
+        // Dropping the write end is the EOF.
+    });
 }
 
 /// The run's `cwd`: expanded against execd's environment, made absolute, and required to be an

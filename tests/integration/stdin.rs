@@ -412,3 +412,163 @@ async fn x13_no_awaiting_input_for_sleep_socket_or_file_reads() {
     let ev = run(&s, json!({"command": "read -r x; echo n:$x", "awaiting_input_ms": 50})).await;
     assert!(ev.iter().all(|e| e["type"] != "awaiting_input"));
 }
+
+/// `POST /session`; the new session's id.
+async fn new_session(s: &TestServer) -> String {
+    let v: Value = post_json(s, "/session", json!({})).await.json().await.unwrap();
+    v["session_id"].as_str().expect("session_id").to_string()
+}
+
+/// Runs `body` in session `sid` to the end: the joined stdout and the terminal event's type.
+async fn session_run(s: &TestServer, sid: &str, body: Value) -> (String, String) {
+    let resp = post_json(s, &format!("/session/{sid}/run"), body).await;
+    assert_eq!(resp.status(), 200);
+    let text = tokio::time::timeout(TIMEOUT, resp.text()).await.expect("run ended in time").unwrap();
+    let ev = without_pings(&parse_events(&text));
+    let terminal = ev.last().expect("events")["type"].as_str().unwrap().to_string();
+    (common::raw_texts(&ev, "stdout").concat(), terminal)
+}
+
+#[tokio::test]
+async fn x10_session_run_stdin_string_reaches_read_and_cat() {
+    let s = TestServer::start();
+    let sid = new_session(&s).await;
+    let run = |body| session_run(&s, &sid, body);
+    assert_eq!(
+        run(json!({"command": "read a; echo got:$a", "stdin": "hello\n"})).await,
+        ("got:hello\n".into(), "execution_complete".into())
+    );
+    let big = "x".repeat(1 << 20);
+    assert_eq!(run(json!({"command": "cat | wc -c", "stdin": big})).await.0.trim(), "1048576");
+    // Exactly the bytes, then EOF (no newline added).
+    assert_eq!(
+        run(json!({"command": "od -An -c", "stdin": "a\tb"})).await.0.split_whitespace().collect::<Vec<_>>(),
+        ["a", "\\t", "b"]
+    );
+    // Absent or false: /dev/null, as before.
+    for body in
+        [json!({"command": "readlink /proc/self/fd/0"}), json!({"command": "readlink /proc/self/fd/0", "stdin": false})]
+    {
+        assert_eq!(run(body).await.0, "/dev/null\n");
+    }
+    // An open pipe is for commands only; a wrong type is a 400 too.
+    for stdin in [json!(true), json!(5)] {
+        let resp = post_json(&s, &format!("/session/{sid}/run"), json!({"command": "true", "stdin": stdin})).await;
+        assert_eq!(resp.status(), 400, "{stdin}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["message"].as_str().unwrap().contains("stdin"), "{v}");
+    }
+    let caps: Value = s.client().get(s.url("/capabilities")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(caps["features"]["session_stdin"], json!(["string"]));
+}
+
+#[tokio::test]
+async fn x10_session_stdin_run_keeps_state_and_ignored_input_never_hangs() {
+    let s = TestServer::start();
+    let sid = new_session(&s).await;
+    let run = |body| session_run(&s, &sid, body);
+    run(json!({"command": "export X=1"})).await;
+    let (_, end) = run(json!({"command": "read -r Y; cd /tmp", "stdin": "from stdin\n"})).await;
+    assert_eq!(end, "execution_complete");
+    assert_eq!(run(json!({"command": "echo \"$X|$Y|$PWD\""})).await.0, "1|from stdin|/tmp\n");
+    // 8 MiB nobody reads: bash exits, the writer meets a closed pipe.
+    let big = "y".repeat(8 << 20);
+    let t = Instant::now();
+    assert_eq!(
+        run(json!({"command": "echo done", "stdin": big.clone()})).await,
+        ("done\n".into(), "execution_complete".into())
+    );
+    // Something left behind holds the pipe without reading: the run still ends with bash, the
+    // writer stops with it (the left-behind reader then sees EOF after what fit in the pipe), and
+    // the session takes the next run at once.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cmd = format!("(sleep 1; wc -c >{d}/n.tmp; mv {d}/n.tmp {d}/n) <&0 >/dev/null 2>&1 &");
+    assert_eq!(run(json!({"command": cmd, "stdin": big})).await.1, "execution_complete");
+    assert_eq!(run(json!({"command": "echo next"})).await.0, "next\n");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let n = dir.path().join("n");
+    assert!(common::wait_until(TIMEOUT, || n.exists()), "the left-behind reader never saw EOF");
+    let got: u64 = std::fs::read_to_string(&n).unwrap().trim().parse().unwrap();
+    assert!(got < 8 << 20, "the writer went on after the run: {got}");
+}
+
+#[tokio::test]
+async fn x10_session_stdin_never_in_cmdline_files_or_log() {
+    let s = TestServer::start();
+    let sid = new_session(&s).await;
+    let secret = format!("SESSIONSECRET-{}", std::process::id());
+    let resp = post_json(
+        &s,
+        &format!("/session/{sid}/run"),
+        json!({"command": "read -r a; echo ready; sleep 30", "stdin": format!("{secret}\n")}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut r = EventReader::new(resp);
+    assert_eq!(r.next_non_ping().await.unwrap()["type"], "init");
+    assert_eq!(next_stdout(&mut r).await, "ready\n");
+    // The run blocks in `sleep` now, having read the secret.
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmdline).contains(&secret), "secret in {:?}", e.path());
+        }
+    }
+    let mut stack = vec![s.state_dir().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(data) = std::fs::read(&p) {
+                assert!(!String::from_utf8_lossy(&data).contains(&secret), "secret in {p:?}");
+            }
+        }
+    }
+    let resp = s.client().delete(s.url(&format!("/session/{sid}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rest = tokio::time::timeout(TIMEOUT, r.rest()).await.expect("stream ends after delete");
+    assert_eq!(rest.last().unwrap()["type"], "error", "{rest:?}");
+    assert!(!s.log().contains(&secret), "secret in execd's log");
+}
+
+#[tokio::test]
+async fn x13_awaiting_input_always_follows_the_prompt() {
+    let s = TestServer::start();
+    const TURNS: usize = 30;
+    let code = format!("for i in range({TURNS}):\n    x = input(f'p{{i}}> ')\n    print(f'a{{i}}:' + x)\n");
+    // Quiet time 0: the watcher asks as soon as it sees the read, the hardest case for the order.
+    let (id, mut r) =
+        start(&s, json!({"command": format!("python3 -u -c \"{code}\""), "stdin": true, "awaiting_input_ms": 0})).await;
+    let mut stdout = String::new();
+    for turn in 0..TURNS {
+        loop {
+            let e = next_event(&mut r).await;
+            match e["type"].as_str().unwrap() {
+                "stdout" => stdout.push_str(e["text"].as_str().unwrap()),
+                "awaiting_input" => break,
+                other => panic!("unexpected {other}: {e}; stdout {stdout:?}"),
+            }
+        }
+        assert!(stdout.ends_with(&format!("p{turn}> ")), "turn {turn}: awaiting_input before the prompt: {stdout:?}");
+        assert_eq!(write_stdin(&s, &id, "", format!("t{turn}\n")).await.0, 200);
+    }
+    let rest = tokio::time::timeout(TIMEOUT, r.rest()).await.expect("stream ends");
+    assert_eq!(rest.last().unwrap()["type"], "execution_complete", "{rest:?}");
+    // The record has the same order: each marker right after its prompt.
+    let events = resumable(&s, &id).await;
+    let mut out = String::new();
+    let mut turn = 0;
+    for (kind, text) in &events {
+        match kind.as_str() {
+            "stdout" => out.push_str(text),
+            "awaiting_input" => {
+                assert!(out.ends_with(&format!("p{turn}> ")), "replay turn {turn}: {out:?}");
+                turn += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(turn, TURNS, "{events:?}");
+    assert!(out.ends_with(&format!("p{}> a{}:t{}\n", TURNS - 1, TURNS - 1, TURNS - 1)), "{out:?}");
+}

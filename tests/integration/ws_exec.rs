@@ -83,6 +83,8 @@ struct Seen {
     /// Live stdin echo (`0x00`).
     stdin: String,
     awaiting: usize,
+    /// stdout and stderr as they were when each `awaiting_input` arrived.
+    awaiting_after: Vec<(String, String)>,
     /// Replay frames (`0x03`): (stream byte, offset, text), in order.
     replay: Vec<(u8, u64, String)>,
     errors: Vec<Value>,
@@ -101,7 +103,10 @@ async fn read_until(ws: &mut Ws, seen: &mut Seen, done: impl Fn(&Seen) -> bool) 
 
 fn absorb_text(seen: &mut Seen, v: Value) {
     match v["type"].as_str() {
-        Some("awaiting_input") => seen.awaiting += 1,
+        Some("awaiting_input") => {
+            seen.awaiting += 1;
+            seen.awaiting_after.push((seen.stdout.clone(), seen.stderr.clone()));
+        }
         Some("error") => seen.errors.push(v),
         _ => panic!("unexpected text frame {v}"),
     }
@@ -146,9 +151,9 @@ async fn x15_python_repl_driven_turn_by_turn() {
     let s = TestServer::start();
     let (mut ws, _id) = exec(&s, json!({"command": "python3 -u -i -q", "awaiting_input_ms": 100})).await;
     let mut seen = Seen::default();
-    // The REPL waits at its prompt: execd says so before anything is sent.
-    // (The prompt may reach the journal just after the marker: the pump and the X13 watcher race.)
-    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1 && s.stderr.contains(">>> ")).await;
+    // The REPL waits at its prompt: execd says so before anything is sent, after the prompt.
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+    assert_eq!(seen.awaiting_after[0], (String::new(), ">>> ".to_string()), "{seen:?}");
     send_stdin(&mut ws, "1 + 1\n").await;
     read_until(&mut ws, &mut seen, |s| s.stdout.contains("2\n")).await;
     send_stdin(&mut ws, "x = 40\n").await;
@@ -157,6 +162,8 @@ async fn x15_python_repl_driven_turn_by_turn() {
     send_stdin(&mut ws, "import sys; print('oops', file=sys.stderr)\n").await;
     read_until(&mut ws, &mut seen, |s| s.stderr.contains("oops\n")).await;
     assert_eq!(seen.stdout, "2\n42\n", "{seen:?}");
+    // Every wait is announced after the prompt that preceded it.
+    assert!(seen.awaiting_after.iter().all(|(_, err)| err.ends_with(">>> ")), "{seen:?}");
     // Echo is off by default: the input is not sent back.
     assert!(seen.stdin.is_empty(), "{seen:?}");
     send_stdin(&mut ws, "exit(3)\n").await;
