@@ -195,14 +195,6 @@ impl InputLog {
         Ok(n)
     }
 
-    /// Appends a zero-length `awaiting_input` marker (X13).
-    pub fn mark_awaiting_input(&self) {
-        let mut core = self.lock();
-        if let Err(e) = core.append(&self.journal, StreamKind::AwaitingInput, &[]) {
-            tracing::warn!(error = %e, "journal write failed; marker dropped");
-        }
-    }
-
     /// The journal written to.
     pub fn journal(&self) -> &Journal {
         &self.journal
