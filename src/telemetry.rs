@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
 
@@ -19,11 +21,18 @@ pub fn level_directive(level: i64) -> &'static str {
     }
 }
 
+/// The filter: `RUST_LOG` when it is set and parses as `level` or `target=level,…` (no span or
+/// field filters), else `--log-level`.
+fn filter(rust_log: Option<&str>, log_level: i64) -> Targets {
+    rust_log
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| level_directive(log_level).parse().expect("a plain level parses"))
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `--log-level` when set.
 pub fn init(config: &Config) -> std::io::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level_directive(config.log_level)));
-    let builder = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_target(false);
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), config.log_level);
+    let builder = tracing_subscriber::fmt().json().with_current_span(false).with_target(false);
     match &config.log_file {
         Some(path) => {
             if let Some(parent) = path.parent() {
@@ -33,9 +42,9 @@ pub fn init(config: &Config) -> std::io::Result<()> {
             let file =
                 std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
                     .open(path)?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
+            builder.with_writer(std::sync::Mutex::new(file)).finish().with(filter).init();
         }
-        None => builder.with_writer(std::io::stdout).init(),
+        None => builder.with_writer(std::io::stdout).finish().with(filter).init(),
     }
     Ok(())
 }
@@ -121,5 +130,17 @@ mod tests {
         assert_eq!(level_directive(4), "warn");
         assert_eq!(level_directive(6), "info");
         assert_eq!(level_directive(9), "debug");
+    }
+
+    #[test]
+    fn rust_log_overrides_the_level_when_it_parses() {
+        use tracing::Level;
+        let f = filter(None, 4);
+        assert!(f.would_enable("execd", &Level::WARN) && !f.would_enable("execd", &Level::INFO));
+        let f = filter(Some("execd=debug,hyper=warn"), 4);
+        assert!(f.would_enable("execd::api", &Level::DEBUG));
+        assert!(!f.would_enable("hyper::proto", &Level::INFO));
+        let f = filter(Some("=nonsense=="), 6);
+        assert!(f.would_enable("execd", &Level::INFO) && !f.would_enable("execd", &Level::DEBUG));
     }
 }
