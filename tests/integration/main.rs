@@ -32,6 +32,7 @@ mod lifetime;
 mod metrics;
 mod observability;
 mod openapi;
+mod otel;
 mod parsers_prop;
 mod prerequisites;
 mod proxy;
