@@ -132,6 +132,8 @@ impl AppState {
         );
         self.pty.stop().await;
         self.code.stop();
+        // Spans of the last requests and executions (X60); a hung collector costs 2 s at most.
+        self.observability.stop_otel(std::time::Duration::from_secs(2)).await;
     }
 }
 

@@ -107,6 +107,13 @@ impl Observability {
         Ok(true)
     }
 
+    /// Exports what is still queued (spans, a last metric collection), waiting at most `limit`.
+    pub async fn stop_otel(&self, limit: Duration) {
+        if let Some(o) = self.inner.otel.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || o.shutdown(limit)).await;
+        }
+    }
+
     /// The running OpenTelemetry export, if any.
     pub fn otel(&self) -> Option<&otel::Otel> {
         self.inner.otel.get().map(|o| &**o)

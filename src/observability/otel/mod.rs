@@ -547,3 +547,46 @@ impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingMetric
         self.inner.temporality()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Option<Settings>, String> {
+        let map: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_env(&|k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn x60_settings_from_the_standard_variables() {
+        assert_eq!(settings(&[]), Ok(None));
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), Ok(None));
+        let both = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap().unwrap();
+        assert!(both.traces && both.metrics);
+        assert_eq!((both.timeout, both.queue), (DEFAULT_TIMEOUT, DEFAULT_QUEUE));
+        let m = settings(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318/v1/metrics")]).unwrap().unwrap();
+        assert!(!m.traces && m.metrics);
+        let t = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_METRICS_EXPORTER", "none")])
+            .unwrap()
+            .unwrap();
+        assert!(t.traces && !t.metrics);
+        let tuned = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "7"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((tuned.timeout, tuned.queue), (Duration::from_millis(250), 7));
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_SDK_DISABLED", "true")]), Ok(None));
+        for bad in [
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")],
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")],
+        ] {
+            assert!(settings(&bad).is_err(), "{bad:?}");
+        }
+    }
+}
