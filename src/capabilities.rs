@@ -91,11 +91,18 @@ fn lifetime() -> Vec<(&'static str, Value)> {
 }
 
 /// Observability (X60–X62): `/metrics/prometheus` always; the audit log when `--audit-log` is
-/// set (`AUDIT_LOG` is filled at startup); OpenTelemetry export not built yet.
+/// set (`AUDIT_LOG` is filled at startup); OpenTelemetry export when configured and started (`OTEL`).
 fn observability() -> Vec<(&'static str, Value)> {
     let audit = AUDIT_LOG.get().copied().unwrap_or(false);
-    vec![("prometheus", json!(true)), ("audit_log", json!(audit)), ("otel", json!(false))]
+    vec![
+        ("prometheus", json!(true)),
+        ("audit_log", json!(audit)),
+        ("otel", json!(OTEL.get().copied().unwrap_or(false))),
+    ]
 }
+
+/// Whether OTLP export was configured and started (set once at startup, X60).
+pub static OTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// Whether this process writes an audit log (set once by `AppState::new`).
 pub static AUDIT_LOG: OnceLock<bool> = OnceLock::new();

@@ -325,6 +325,19 @@ const EXTRA_ENV: &[(&str, &str)] = &[
     ("TMPDIR", "base of the last-resort default state directory (default /tmp)"),
     ("OPENSANDBOX_ID", "sandbox_id label on every /metrics/prometheus sample"),
     ("OPENSANDBOX_EXECD_METRICS_EXTRA_ATTRS", "k=v,k2=v2: more labels on every /metrics/prometheus sample"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://host:4318: export traces and metrics (OTLP/HTTP protobuf, http:// only; builds with the otel feature); unset: off"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces only (…/v1/traces)"),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "full URL for metrics only (…/v1/metrics)"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf (default); anything else: a warning and no export (also _TRACES_/_METRICS_)"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "k=v,k2=v2 headers on export requests (also _TRACES_/_METRICS_)"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (default 10000)"),
+    ("OTEL_SERVICE_NAME", "service.name (default opensandbox-execd-<version>)"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "k=v,k2=v2 resource attributes"),
+    ("OTEL_TRACES_SAMPLER", "always_on, always_off, traceidratio, parentbased_* (default parentbased_always_on; arg in OTEL_TRACES_SAMPLER_ARG)"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "ms between metric exports (default 60000)"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "finished spans waiting for export (default 2048); beyond: dropped and counted"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "ms between span batches (default 5000; also OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"),
+    ("OTEL_TRACES_EXPORTER", "none: no traces (OTEL_METRICS_EXPORTER=none: no metrics; OTEL_SDK_DISABLED=true: neither)"),
 ];
 
 /// The `--help` text: every flag and environment variable.

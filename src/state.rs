@@ -101,6 +101,7 @@ impl AppState {
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
+        start_otel(&observability, &metrics);
         Ok(AppState {
             config,
             shutdown,
@@ -131,5 +132,29 @@ impl AppState {
         );
         self.pty.stop().await;
         self.code.stop();
+        // Spans of the last requests and executions (X60); a hung collector costs 2 s at most.
+        self.observability.stop_otel(std::time::Duration::from_secs(2)).await;
     }
+}
+
+/// Starts OTLP export when the `OTEL_*` variables ask for it (X60); a configuration execd cannot
+/// serve is a warning and no export, as upstream treats an init failure.
+fn start_otel(observability: &crate::observability::Observability, sampler: &crate::metrics::MetricsSampler) {
+    let runtime = tokio::runtime::Handle::current();
+    let (rt, sampler) = (runtime.clone(), sampler.clone());
+    let gauges: crate::observability::otel::GaugeSource = Box::new(move || {
+        // Inside the runtime: the timer needs its context.
+        rt.block_on(async {
+            let read = crate::observability::system::snapshot(&sampler);
+            tokio::time::timeout(std::time::Duration::from_secs(2), read).await.unwrap_or_default()
+        })
+    });
+    let started = match observability.start_otel(&|k| std::env::var(k).ok(), runtime, gauges) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenTelemetry export not started");
+            false
+        }
+    };
+    let _ = crate::capabilities::OTEL.set(started);
 }

@@ -1,7 +1,7 @@
 //! The HTTP layer: the only module that knows axum, http and tower-http. Each area file owns its
 //! routes and handlers; handlers extract, call one domain function and map the result.
 //!
-//! Layers, outermost first: panic → JSON 500, request log, observation (metrics, audit: X61/X62),
+//! Layers, outermost first: panic → JSON 500, request log, tracing (X60), observation (metrics, audit: X61/X62),
 //! access token, route (or JSON 404).
 
 use std::time::Instant;
@@ -31,6 +31,8 @@ pub mod isolated;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+#[cfg(feature = "otel")]
+pub mod otel_layer;
 pub mod ping;
 pub mod prometheus;
 pub mod proxy;
@@ -86,12 +88,15 @@ fn routes() -> Router<AppState> {
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
 /// request log, and panic → JSON 500 (the daemon keeps serving).
 fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe));
+    #[cfg(feature = "otel")]
+    let routes = routes.layer(middleware::from_fn_with_state(state.clone(), otel_layer::trace));
+    routes
         .layer(middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::runtime("internal error: the handler panicked").into_response()

@@ -121,7 +121,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
 }
 
 /// The standard methods as themselves, anything else `OTHER`.
-fn method_label(m: &Method) -> &'static str {
+pub fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -7,6 +7,11 @@
 //! that request's context (peer, route) from the task-local [`REQUEST`].
 
 pub mod audit;
+#[cfg(feature = "otel")]
+pub mod otel;
+#[cfg(not(feature = "otel"))]
+#[path = "otel/off.rs"]
+pub mod otel;
 pub mod prom;
 pub mod system;
 
@@ -60,6 +65,8 @@ pub struct FileMutation {
 struct Inner {
     metrics: prom::Registry,
     audit: Option<audit::AuditLog>,
+    /// OpenTelemetry export (X60), when the `OTEL_*` variables ask for it.
+    otel: std::sync::OnceLock<Arc<otel::Otel>>,
 }
 
 /// Cheap-to-clone handle shared by the API layer and the command observer.
@@ -76,7 +83,40 @@ impl Observability {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Observability, audit::AuditError> {
         let audit = audit_log.map(|p| audit::AuditLog::open(p, audit_max_bytes)).transpose()?;
-        Ok(Observability { inner: Arc::new(Inner { metrics: prom::Registry::new(env), audit }) })
+        let inner = Inner { metrics: prom::Registry::new(env), audit, otel: std::sync::OnceLock::new() };
+        Ok(Observability { inner: Arc::new(inner) })
+    }
+
+    /// Starts OpenTelemetry export when `env` sets an OTLP endpoint (X60). `Ok(false)`: not asked
+    /// for (nothing started); `Err`: asked for but not possible (no export, the caller warns).
+    pub fn start_otel(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        runtime: tokio::runtime::Handle,
+        gauges: otel::GaugeSource,
+    ) -> Result<bool, String> {
+        let Some(settings) = otel::Settings::from_env(env)? else { return Ok(false) };
+        let started =
+            Arc::new(otel::Otel::start(&settings, env, runtime, self.metrics().constant_attributes(), gauges)?);
+        if self.inner.otel.set(started.clone()).is_err() {
+            return Ok(true);
+        }
+        if settings.metrics {
+            self.metrics().set_sink(Box::new(move |kind, labels, values, d| started.record(kind, labels, values, d)));
+        }
+        Ok(true)
+    }
+
+    /// Exports what is still queued (spans, a last metric collection), waiting at most `limit`.
+    pub async fn stop_otel(&self, limit: Duration) {
+        if let Some(o) = self.inner.otel.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || o.shutdown(limit)).await;
+        }
+    }
+
+    /// The running OpenTelemetry export, if any.
+    pub fn otel(&self) -> Option<&otel::Otel> {
+        self.inner.otel.get().map(|o| &**o)
     }
 
     pub fn metrics(&self) -> &prom::Registry {
@@ -99,6 +139,7 @@ impl Observability {
                 Some("/code") => "run_code",
                 _ => "run_command",
             };
+            let span = obs.otel().and_then(|o| o.execution_span(operation, Duration::ZERO));
             let record = obs.audit_enabled().then(|| {
                 json!({
                     "kind": "execution",
@@ -122,9 +163,20 @@ impl Observability {
                 })
             });
             let obs = obs.clone();
+            let id = start.id.to_string();
             Box::new(move |end: &ExecEnd<'_>| {
                 let success = end.exit_code == Some(0);
                 obs.inner.metrics.observe_execution(operation, success, end.duration);
+                if let Some(span) = span {
+                    span.end(&otel::ExecutionEnd {
+                        id: Some(&id),
+                        exit_code: end.exit_code,
+                        exit_reason: Some(end.exit.exit_reason),
+                        success,
+                        duration: end.duration,
+                        usage: end.exit.usage.as_ref().and_then(|u| serde_json::to_value(u).ok()),
+                    });
+                }
                 if let Some(mut record) = record {
                     record["exit_code"] = json!(end.exit_code);
                     record["exit_reason"] = json!(end.exit.exit_reason);
@@ -143,8 +195,13 @@ impl Observability {
 
     /// An execution the command observer did not see (session runs, Jupyter code), measured by
     /// the API layer from request to the end of its stream.
-    pub fn execution_by_request(&self, operation: &str, success: bool, d: Duration) {
+    pub fn execution_by_request(&self, operation: &'static str, success: bool, d: Duration) {
         self.inner.metrics.observe_execution(operation, success, d);
+        if let Some(span) = self.otel().and_then(|o| o.execution_span(operation, d)) {
+            let end =
+                otel::ExecutionEnd { id: None, exit_code: None, exit_reason: None, success, duration: d, usage: None };
+            span.end(&end);
+        }
     }
 
     /// Audits a file mutation (no-op without an audit log).

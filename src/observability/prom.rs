@@ -88,6 +88,17 @@ impl Family {
     }
 }
 
+/// Which histogram an observation went to (for the OpenTelemetry sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistogramKind {
+    Http,
+    Execution,
+    Filesystem,
+}
+
+/// Another consumer of every histogram observation: (which, label names, values, duration).
+pub type Sink = Box<dyn Fn(HistogramKind, &'static [&'static str], &[&str], Duration) + Send + Sync>;
+
 /// Every metric execd accumulates itself (gauges read at scrape time come in a [`Snapshot`]).
 pub struct Registry {
     http: Family,
@@ -101,6 +112,8 @@ pub struct Registry {
     /// Attributes on every sample: `sandbox_id` (`OPENSANDBOX_ID`) and the pairs of
     /// `OPENSANDBOX_EXECD_METRICS_EXTRA_ATTRS`, as upstream puts on every point.
     constant: Vec<(String, String)>,
+    /// OpenTelemetry export (X60), when started.
+    sink: std::sync::OnceLock<Sink>,
 }
 
 /// Readings taken when `/metrics/prometheus` is scraped.
@@ -157,6 +170,7 @@ impl Registry {
             audit_write_errors: AtomicU64::new(0),
             audit_lines: AtomicU64::new(0),
             constant: constant_attributes(&env),
+            sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -165,18 +179,30 @@ impl Registry {
         &self.constant
     }
 
+    /// Also hands every later observation to `sink` (set once).
+    pub fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
+    }
+
     pub fn observe_http(&self, method: &str, route: &str, status: u16, d: Duration) {
         let status = status.to_string();
-        self.count_drop(self.http.observe(&[method, route, &status], d));
+        self.observe(HistogramKind::Http, &self.http, &[method, route, &status], d);
     }
 
     /// `operation`: `run_command`, `run_code` or `run_in_session`.
     pub fn observe_execution(&self, operation: &str, success: bool, d: Duration) {
-        self.count_drop(self.execution.observe(&[operation, result(success)], d));
+        self.observe(HistogramKind::Execution, &self.execution, &[operation, result(success)], d);
     }
 
     pub fn observe_filesystem(&self, operation: &str, success: bool, d: Duration) {
-        self.count_drop(self.filesystem.observe(&[operation, result(success)], d));
+        self.observe(HistogramKind::Filesystem, &self.filesystem, &[operation, result(success)], d);
+    }
+
+    fn observe(&self, kind: HistogramKind, family: &Family, values: &[&str], d: Duration) {
+        self.count_drop(family.observe(values, d));
+        if let Some(sink) = self.sink.get() {
+            sink(kind, family.labels, values, d);
+        }
     }
 
     fn count_drop(&self, kept: bool) {

@@ -63,6 +63,37 @@ pub fn connections(proc: &Path) -> Option<(u64, u64)> {
     Some((tcp, udp))
 }
 
+/// The gauges of `/metrics/prometheus` and of the OpenTelemetry observables: `sampler`'s CPU and
+/// memory (as `GET /metrics` reports them, cgroup-aware) and the `/proc` readings; each left out
+/// when unreadable.
+pub async fn snapshot(sampler: &crate::metrics::MetricsSampler) -> super::prom::Snapshot {
+    use super::prom::Snapshot;
+    const MIB: f64 = 1024.0 * 1024.0;
+    let record = sampler.current().await.ok();
+    let mut snap = tokio::task::spawn_blocking(|| {
+        let proc = std::path::Path::new("/proc");
+        let net = network_io(proc);
+        let conns = connections(proc);
+        Snapshot {
+            process_count: process_count(proc),
+            network_in_bytes: net.map(|n| n.0),
+            network_out_bytes: net.map(|n| n.1),
+            tcp_connections: conns.map(|c| c.0),
+            udp_connections: conns.map(|c| c.1),
+            ..Snapshot::default()
+        }
+    })
+    .await
+    .unwrap_or_default();
+    if let Some(m) = record {
+        snap.cpu_used_pct = Some(m.cpu_used_pct);
+        snap.cpu_count = Some(m.cpu_count);
+        snap.mem_used_bytes = Some((m.mem_used_mib * MIB).round());
+        snap.mem_total_bytes = Some((m.mem_total_mib * MIB).round());
+    }
+    snap
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

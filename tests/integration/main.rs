@@ -33,6 +33,7 @@ mod lifetime;
 mod metrics;
 mod observability;
 mod openapi;
+mod otel;
 mod parsers_prop;
 mod prerequisites;
 mod proxy;
