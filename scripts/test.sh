@@ -11,7 +11,7 @@
 #   ├─ build-static   the one static release binary of this run, in the background (it locks
 #   │                 target/<musl>/release and target/release, the test build target/debug)
 #   └─ test-build     cargo test --no-run, in the foreground
-#      └─ test-run    cargo test, once jupyter-venv and build-static are done
+#      └─ test-run    cargo test, once jupyter-venv, sdk-venv and build-static are done
 #         └─ sdk      scripts/sdk-test.sh, scripts/sdk-js-test.sh and scripts/browser-test.sh, side
 #                     by side, after the cargo tests (not beside them: timing-sensitive tests
 #                     flake on 2 cores)
@@ -136,6 +136,8 @@ collect build-static
 EXECD_STATIC_BIN=$(cat "$logs/static-bin.path")
 export EXECD_STATIC_BIN
 status=0
+# tests/integration/otel.rs decodes OTLP with the SDK venv's opentelemetry-proto (tests/otel).
+collect sdk-venv || status=1
 timed test-run cargo test --locked --all-targets -- ${CARGO_TEST_ARGS:-} || status=1
 # The SDK suites run after the cargo tests, not beside them: on two cores, three SDK passes and
 # the contract check next to the timing-sensitive cargo tests (deadlines, CPU limits, stalls) make

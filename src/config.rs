@@ -325,7 +325,7 @@ const EXTRA_ENV: &[(&str, &str)] = &[
     ("TMPDIR", "base of the last-resort default state directory (default /tmp)"),
     ("OPENSANDBOX_ID", "sandbox_id label on every /metrics/prometheus sample"),
     ("OPENSANDBOX_EXECD_METRICS_EXTRA_ATTRS", "k=v,k2=v2: more labels on every /metrics/prometheus sample"),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://host:4318: export traces and metrics (OTLP/HTTP protobuf, http:// only; builds with the otel feature); unset: off"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://host:4318: export traces and metrics (OTLP/HTTP protobuf, http:// only); unset: off"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full URL for traces only (…/v1/traces)"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "full URL for metrics only (…/v1/metrics)"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf (default); anything else: a warning and no export (also _TRACES_/_METRICS_)"),

@@ -31,7 +31,6 @@ pub mod isolated;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
-#[cfg(feature = "otel")]
 pub mod otel_layer;
 pub mod ping;
 pub mod prometheus;
@@ -88,15 +87,13 @@ fn routes() -> Router<AppState> {
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
 /// request log, and panic → JSON 500 (the daemon keeps serving).
 fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
-    let routes = routes
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), observe::observe));
-    #[cfg(feature = "otel")]
-    let routes = routes.layer(middleware::from_fn_with_state(state.clone(), otel_layer::trace));
-    routes
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(middleware::from_fn_with_state(state.clone(), otel_layer::trace))
         .layer(middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::runtime("internal error: the handler panicked").into_response()

@@ -7,10 +7,6 @@
 //! that request's context (peer, route) from the task-local [`REQUEST`].
 
 pub mod audit;
-#[cfg(feature = "otel")]
-pub mod otel;
-#[cfg(not(feature = "otel"))]
-#[path = "otel/off.rs"]
 pub mod otel;
 pub mod prom;
 pub mod system;

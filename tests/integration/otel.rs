@@ -2,27 +2,19 @@
 //! receiver: `tests/otel/receiver.py`, run with the SDK venv's Python (the official
 //! `opentelemetry-proto` package decodes the protobuf bodies), writes one JSON line per span and
 //! metric point. Also: a collector that never answers does not slow a command and its drops are
-//! counted, and with no `OTEL_*` variable nothing is started. The export tests need the `otel`
-//! cargo feature (`cargo test --features otel --test integration otel::`); without it, a set
-//! endpoint is a startup warning and nothing is started.
+//! counted, and with no `OTEL_*` variable nothing is started.
 
 use crate::common;
 
-#[cfg(feature = "otel")]
 use std::io::{BufRead, BufReader};
-#[cfg(feature = "otel")]
 use std::net::TcpListener;
-#[cfg(feature = "otel")]
 use std::path::{Path, PathBuf};
-#[cfg(feature = "otel")]
 use std::process::{Child, Command, Stdio};
-#[cfg(feature = "otel")]
 use std::time::{Duration, Instant};
 
 use common::{parse_events, TestServer, TIMEOUT};
 use serde_json::{json, Value};
 
-#[cfg(feature = "otel")]
 /// The SDK venv's Python (`$EXECD_SDK_VENV`, else `<repo>/.venv`: tests/sdk/venv.sh), when it
 /// has opentelemetry-proto.
 fn venv_python() -> Option<PathBuf> {
@@ -39,7 +31,6 @@ fn venv_python() -> Option<PathBuf> {
     ok.then_some(py)
 }
 
-#[cfg(feature = "otel")]
 /// The receiver process and the file it writes.
 struct Receiver {
     child: Child,
@@ -48,7 +39,6 @@ struct Receiver {
     _dir: tempfile::TempDir,
 }
 
-#[cfg(feature = "otel")]
 impl Receiver {
     /// `None` (after `prerequisite_missing`) when the venv is not there.
     fn start() -> Option<Receiver> {
@@ -98,7 +88,6 @@ impl Receiver {
     }
 }
 
-#[cfg(feature = "otel")]
 impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -135,7 +124,6 @@ async fn run(s: &TestServer, body: Value, traceparent: Option<&str>) -> Vec<Valu
     parse_events(&r.text().await.unwrap())
 }
 
-#[cfg(feature = "otel")]
 fn exporting(r: &Receiver) -> common::ServerOptions {
     TestServer::options()
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &r.endpoint())
@@ -143,7 +131,6 @@ fn exporting(r: &Receiver) -> common::ServerOptions {
         .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
 }
 
-#[cfg(feature = "otel")]
 #[tokio::test]
 async fn x60_spans_continue_the_incoming_trace_with_execution_attributes() {
     let Some(r) = Receiver::start() else { return };
@@ -206,7 +193,6 @@ async fn x60_spans_continue_the_incoming_trace_with_execution_attributes() {
     assert_eq!(child["attributes"]["exit_reason"], "exited");
 }
 
-#[cfg(feature = "otel")]
 #[tokio::test]
 async fn x60_metrics_keep_upstream_names_and_attributes() {
     let Some(r) = Receiver::start() else { return };
@@ -260,7 +246,6 @@ async fn x60_metrics_keep_upstream_names_and_attributes() {
     assert_eq!(otel_threads(s.pid()), 2, "{:?}", thread_names(s.pid()));
 }
 
-#[cfg(feature = "otel")]
 /// Median wall time of `n` `POST /command true` runs.
 async fn median_true(s: &TestServer, n: usize) -> Duration {
     let mut times = Vec::with_capacity(n);
@@ -279,7 +264,6 @@ async fn prom_value(s: &TestServer, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-#[cfg(feature = "otel")]
 #[tokio::test]
 async fn x60_a_collector_that_never_answers_does_not_slow_commands_and_drops_are_counted() {
     // Accepts connections and never reads or answers them.
@@ -316,7 +300,6 @@ async fn x60_a_collector_that_never_answers_does_not_slow_commands_and_drops_are
     assert_eq!(prom_value(&off, "execd_otel_dropped_spans_total").await, None);
 }
 
-#[cfg(feature = "otel")]
 #[tokio::test]
 async fn x60_collector_down_export_errors_are_counted() {
     // A port nothing listens on: every export is refused at once.
@@ -355,7 +338,6 @@ async fn x60_unset_starts_nothing() {
     assert_eq!(prom_value(&s, "execd_otel_dropped_spans_total").await, None);
 }
 
-#[cfg(feature = "otel")]
 #[tokio::test]
 async fn x60_unsupported_protocol_is_a_warning_and_no_export() {
     let s = TestServer::options()
@@ -365,17 +347,5 @@ async fn x60_unsupported_protocol_is_a_warning_and_no_export() {
     assert_eq!(capability_otel(&s).await, json!(false));
     assert_eq!(otel_threads(s.pid()), 0, "{:?}", thread_names(s.pid()));
     let ok = common::wait_until(TIMEOUT, || s.log().contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"));
-    assert!(ok, "{}", s.log());
-}
-
-#[cfg(not(feature = "otel"))]
-#[tokio::test]
-async fn x60_without_the_feature_an_endpoint_is_a_warning() {
-    let s = TestServer::options().env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9").start();
-    assert_eq!(capability_otel(&s).await, json!(false));
-    run(&s, json!({"command": "true"}), None).await;
-    assert_eq!(otel_threads(s.pid()), 0, "{:?}", thread_names(s.pid()));
-    assert_eq!(prom_value(&s, "execd_otel_dropped_spans_total").await, None);
-    let ok = common::wait_until(TIMEOUT, || s.log().contains("built without the `otel` cargo feature"));
     assert!(ok, "{}", s.log());
 }
