@@ -470,7 +470,10 @@ async fn d10_large_output_streams_completely_in_order() {
 
 #[tokio::test]
 async fn d15_sigterm_during_a_run_ends_the_stream_and_execd_exits_0() {
-    let mut server = TestServer::start();
+    // A grace long enough that the SIGTERM, not the SIGKILL after it, ends the run even on a
+    // loaded machine (bash runs the session's EXIT trap on SIGTERM before it dies; with the 1 s
+    // default, a CI run at load 10 saw "signal: killed").
+    let mut server = TestServer::options().arg("--graceful-shutdown-timeout").arg("10s").start();
     let id = create(&server, None).await;
     let mut reader = EventReader::new(start(&server, &id, json!({ "command": "echo up; sleep 30" })).await);
     assert_eq!(reader.next_non_ping().await.unwrap()["type"], "init");
