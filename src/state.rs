@@ -91,7 +91,10 @@ impl AppState {
                 std::env::var(k).ok()
             })
             .map_err(std::io::Error::other)?;
-        commands.set_observer(observability.command_observer());
+        commands.set_observer(observability.exec_observer());
+        sessions.set_observer(observability.exec_observer());
+        code.set_observer(observability.exec_observer());
+        isolated.set_observer(observability.exec_observer());
         let _ = crate::capabilities::AUDIT_LOG.set(observability.audit_enabled());
         let watches = crate::watch::WatchManager::new(crate::watch::WatchOpts {
             ttl: config.watch_ttl,

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::RunTracker;
 use super::CodeError;
-use crate::process::ExecEvent;
+use crate::process::{EventKind, ExecEvent};
 
 /// The kernel WebSocket.
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -60,10 +60,13 @@ pub async fn send(ws: &mut KernelSocket, frame: String) -> Result<(), CodeError>
 struct Sink {
     tx: mpsc::Sender<ExecEvent>,
     gone: bool,
+    /// An `error` event was produced (sent or not).
+    error: bool,
 }
 
 impl Sink {
     async fn send(&mut self, ev: ExecEvent) {
+        self.error |= ev.kind == EventKind::Error;
         if !self.gone && self.tx.send(ev).await.is_err() {
             self.gone = true;
         }
@@ -73,6 +76,16 @@ impl Sink {
             self.send(ev).await;
         }
     }
+}
+
+/// How a run ended, for the execution observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    /// `exited` (the kernel finished it, with or without an exception), `interrupted` (context
+    /// deleted, shutdown) or `lost` (the kernel or its connection went away).
+    pub reason: &'static str,
+    /// An `error` event was part of the run.
+    pub error: bool,
 }
 
 /// Reads the kernel's answers to the request tracked by `tracker` and sends their events to
@@ -85,8 +98,9 @@ pub async fn drive<G: Send>(
     tx: mpsc::Sender<ExecEvent>,
     cancel: CancellationToken,
     guard: G,
-) {
-    let mut sink = Sink { tx, gone: false };
+) -> RunEnd {
+    let mut sink = Sink { tx, gone: false, error: false };
+    let reason;
     loop {
         let reply_deadline = tracker.reply_deadline().map(tokio::time::Instant::from_std);
         // Three ways on: a kernel message, the post-idle grace for `execute_reply` running out,
@@ -95,10 +109,12 @@ pub async fn drive<G: Send>(
             biased;
             _ = cancel.cancelled() => {
                 sink.send(ExecEvent::runtime_error("the code context was deleted or execd is shutting down")).await;
+                reason = "interrupted";
                 break;
             }
             _ = sleep_until(reply_deadline) => {
                 sink.send_all(tracker.finish()).await;
+                reason = "exited";
                 break;
             }
             frame = ws.next() => match frame {
@@ -109,10 +125,12 @@ pub async fn drive<G: Send>(
                     if let Some(state) = tracker.kernel_lost() {
                         let m = format!("the kernel is {state}: the execution was lost");
                         sink.send(ExecEvent::runtime_error(m)).await;
+                        reason = "lost";
                         break;
                     }
                     if tracker.is_done() {
                         sink.send_all(tracker.finish()).await;
+                        reason = "exited";
                         break;
                     }
                 }
@@ -122,19 +140,23 @@ pub async fn drive<G: Send>(
                 Some(Err(_)) | None => {
                     if tracker.is_idle() {
                         sink.send_all(tracker.finish()).await;
+                        reason = "exited";
                     } else {
                         let m = "the kernel connection closed before the execution finished";
                         sink.send(ExecEvent::runtime_error(m)).await;
+                        reason = "lost";
                     }
                     break;
                 }
             }
         }
     }
+    let error = sink.error;
     drop(guard);
     drop(sink);
     // Best effort, bounded: the Jupyter server may already be gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    RunEnd { reason, error }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

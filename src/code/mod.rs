@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::ExecEvent;
+use crate::process::{ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
 use jupyter::JupyterClient;
 use protocol::RunTracker;
 
@@ -180,6 +180,8 @@ struct Inner {
     /// Per language: held while the default context is looked up or created (single-flight).
     default_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: CancellationToken,
+    /// Told about every run (audit log, metrics, tracing).
+    observer: std::sync::OnceLock<ExecObserver>,
 }
 
 /// Code contexts and runs. Cheap to clone.
@@ -232,6 +234,7 @@ impl CodeManager {
                 registry: Mutex::new(Registry::default()),
                 default_locks: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
+                observer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -332,6 +335,11 @@ impl CodeManager {
         }
     }
 
+    /// Installs the observer of every later run (once; a second call is ignored).
+    pub fn set_observer(&self, observer: ExecObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
     /// `POST /code` with a Jupyter language: resolves the context (the default one when no id
     /// is given), claims it (busy → [`CodeError::Busy`]), opens the kernel WebSocket, sends the
     /// code, and returns the event stream. Everything that can fail does so before `init`.
@@ -368,7 +376,26 @@ impl CodeManager {
         // The channel is empty: the first event always fits.
         let _ = tx.try_send(ExecEvent::init(&ctx.info.id));
         let cancel = ctx.cancel.clone();
-        tokio::spawn(kernel::drive(ws, tracker, tx, cancel, busy));
+        let observed = self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                operation: "run_code",
+                id: &ctx.info.id,
+                command: &req.code,
+                cwd: ctx.info.cwd.as_deref().map(std::path::Path::new),
+                uid: None,
+                gid: None,
+                background: false,
+            })
+        });
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            let end = kernel::drive(ws, tracker, tx, cancel, busy).await;
+            if let Some(done) = observed {
+                let exit = ExitInfo::reason(end.reason);
+                let success = end.reason == "exited" && !end.error;
+                done(&ExecEnd { exit_code: None, success, exit: &exit, duration: started.elapsed() });
+            }
+        });
         Ok(CodeRun { context_id: ctx.info.id.clone(), events })
     }
 

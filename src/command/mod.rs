@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use crate::process::event::COMMAND_EXEC_ERROR;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, expand_path, resolve_credentials, spawn_io, ChunkReader, EndedBy, EventKind, ExecEvent, ExitInfo,
-    Journal, LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
+    child_env, expand_path, resolve_credentials, spawn_io, ChunkReader, EndedBy, EventKind, ExecEnd, ExecEvent,
+    ExecObserver, ExecStart, ExitInfo, Journal, LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec,
+    StdinMode, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
@@ -217,29 +218,6 @@ impl ResumableEvents {
     }
 }
 
-/// What an [`ExecObserver`] learns when a command starts (audit log, metrics, tracing: X60–X62).
-pub struct ExecStart<'a> {
-    pub id: &'a str,
-    /// The shell text, or the argv as a JSON array (as `/command/status` `content`).
-    pub command: &'a str,
-    pub cwd: Option<&'a Path>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub background: bool,
-}
-
-/// What an [`ExecObserver`] learns when the command has ended (or failed to start).
-pub struct ExecEnd<'a> {
-    /// `None` when it never ran.
-    pub exit_code: Option<i32>,
-    pub exit: &'a ExitInfo,
-    pub duration: Duration,
-}
-
-/// Called (in the starting request's task) when a command starts; the returned closure is called
-/// once when it ends.
-pub type ExecObserver = Arc<dyn Fn(&ExecStart<'_>) -> Box<dyn FnOnce(&ExecEnd<'_>) + Send> + Send + Sync>;
-
 struct Inner {
     opts: CommandOpts,
     registry: Registry,
@@ -348,6 +326,7 @@ impl CommandManager {
         });
         let observed = self.inner.observer.get().map(|o| {
             o(&ExecStart {
+                operation: "run_command",
                 id: &id,
                 command: &content,
                 cwd: base.as_ref().ok().and_then(|b| b.cwd.as_deref()),
@@ -368,7 +347,7 @@ impl CommandManager {
             Err(failed) => {
                 let (msg, exit) = *failed;
                 if let Some(done) = observed {
-                    done(&ExecEnd { exit_code: None, exit: &exit, duration: started.elapsed() });
+                    done(&ExecEnd::of_process(None, &exit, started.elapsed()));
                 }
                 journal.remove_files();
                 tracing::warn!(id = %id, error = %msg, "command failed to start");
@@ -473,7 +452,7 @@ impl CommandManager {
             // Then the journal, so readers see the terminal event no later than the status change.
             writer.finish(Some(terminal));
             if let Some(done) = observed {
-                done(&ExecEnd { exit_code: Some(outcome.code()), exit: &exit, duration: started.elapsed() });
+                done(&ExecEnd::of_process(Some(outcome.code()), &exit, started.elapsed()));
             }
             entry.finish(outcome, exit, finished_at);
             tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncBufReadExt;
 
 use crate::fs::FsError;
+use crate::process::{ExecEnd, ExecObserver, ExecStart, ExitInfo};
 pub use spec::{CreateRequest, Settings};
 
 /// Session start (namespaces, mounts, shell ready) must finish within this.
@@ -224,6 +225,8 @@ struct Inner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     probe: OnceLock<Probe>,
     stopping: AtomicBool,
+    /// Told about every run (audit log, metrics, tracing).
+    observer: OnceLock<ExecObserver>,
 }
 
 fn kill(pid: i32, sig: nix::sys::signal::Signal) {
@@ -253,6 +256,7 @@ impl IsolatedManager {
                 sessions: Mutex::new(HashMap::new()),
                 probe: OnceLock::new(),
                 stopping: AtomicBool::new(false),
+                observer: OnceLock::new(),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -619,6 +623,11 @@ impl IsolatedManager {
         }
     }
 
+    /// Installs the observer of every later run (once; a second call is ignored).
+    pub fn set_observer(&self, observer: ExecObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
     /// Starts a foreground run (I13–I17); the events end with exactly one terminal event.
     pub async fn run(
         &self,
@@ -635,10 +644,26 @@ impl IsolatedManager {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         s.busy.fetch_add(1, Ordering::SeqCst);
         let mgr = self.clone();
+        let observed = self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                operation: "run_isolated",
+                id,
+                command: &code,
+                cwd: None,
+                uid: Some(s.uid),
+                gid: Some(s.gid),
+                background: false,
+            })
+        });
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let mut sh = s.shell.lock().await;
             let outcome = sh.run(&code, &envs, timeout, &tx, &s.dead).await;
             drop(sh);
+            if let Some(done) = observed {
+                let exit = ExitInfo::reason(outcome.exit_reason);
+                done(&ExecEnd::of_process(outcome.exit_code, &exit, started.elapsed()));
+            }
             if outcome.touch {
                 s.touch();
             }
@@ -716,9 +741,26 @@ impl IsolatedManager {
         s.touch();
         let r = run.clone();
         let sess = Arc::downgrade(&s);
+        let observed = self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                operation: "run_isolated",
+                id,
+                command: &code,
+                cwd: None,
+                uid: Some(s.uid),
+                gid: Some(s.gid),
+                background: true,
+            })
+        });
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let status = child.wait().await;
             let dead = sess.upgrade().is_none_or(|s| s.is_dead());
+            if let Some(done) = observed {
+                let code = status.as_ref().ok().filter(|_| !dead).map(|c| shell::exit_code(*c));
+                let exit = ExitInfo::reason(if code.is_some() { "exited" } else { "interrupted" });
+                done(&ExecEnd::of_process(code, &exit, started.elapsed()));
+            }
             {
                 let mut st = r.state.lock().unwrap();
                 st.running = false;

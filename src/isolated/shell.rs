@@ -25,6 +25,8 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 const MAX_LINE: usize = 1024 * 1024;
 /// Lines buffered between the reader task and a run.
 const LINE_QUEUE: usize = 64;
+/// The terminal error of a run that outlived its timeout (upstream's wording).
+const DEADLINE_EXCEEDED: &str = "context deadline exceeded";
 
 /// Directory (inside the session, on its private `/dev`) holding each run's output FIFO.
 pub const FIFO_DIR: &str = "/dev/.execd";
@@ -46,6 +48,19 @@ pub struct Outcome {
     pub touch: bool,
     /// The shell is gone or out of step; the session must be deleted.
     pub shell_lost: bool,
+    /// The run's exit code, when its end marker came.
+    pub exit_code: Option<i32>,
+    /// X22's reason: `exited`, `timeout`, `interrupted`, `spawn_failed` (never started), `lost`.
+    pub exit_reason: &'static str,
+}
+
+/// The X22 reason of a run execd stopped: its deadline, or the client went away.
+fn stopped_reason(why: &str) -> &'static str {
+    if why == DEADLINE_EXCEEDED {
+        "timeout"
+    } else {
+        "interrupted"
+    }
 }
 
 impl Shell {
@@ -75,14 +90,14 @@ impl Shell {
         let _ = tx.send(ExecEvent::init(&run_id)).await;
         if dead.load(Ordering::SeqCst) {
             let _ = tx.send(runtime("session not active: session process has exited")).await;
-            return Outcome { touch: false, shell_lost: false };
+            return Outcome { touch: false, shell_lost: false, exit_code: None, exit_reason: "spawn_failed" };
         }
         let marker = format!("__EXECD_RUN_END_{run_id}");
         let fifo = match make_fifo(&self.mnt_ns, &run_id, self.uid, self.gid).await {
             Ok(f) => f,
             Err(e) => {
                 let _ = tx.send(runtime(format!("cannot set up the run's output: {e}"))).await;
-                return Outcome { touch: false, shell_lost: false };
+                return Outcome { touch: false, shell_lost: false, exit_code: None, exit_reason: "spawn_failed" };
             }
         };
         let (fifo_rx, keepalive) = fifo;
@@ -90,7 +105,7 @@ impl Shell {
         let script = script(code, envs, &marker, &format!("{FIFO_DIR}/{run_id}"));
         if let Err(e) = self.stdin.write_all(script.as_bytes()).await {
             let _ = tx.send(runtime(format!("session not active: {e}"))).await;
-            return Outcome { touch: false, shell_lost: true };
+            return Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: "lost" };
         }
         let _ = self.stdin.flush().await;
         let started = Instant::now();
@@ -110,7 +125,7 @@ impl Shell {
                 line = self.lines.recv() => {
                     let Some(line) = line else {
                         let _ = tx.send(runtime("session process exited without end marker")).await;
-                        return Outcome { touch: false, shell_lost: true };
+                        return Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: "lost" };
                     };
                     if let Some(code) = end_marker(&line, &marker) {
                         // Everything the run wrote before its end is in the FIFO already; what
@@ -132,12 +147,13 @@ impl Shell {
                             }
                         };
                         let _ = tx.send(ev).await;
-                        return Outcome { touch: interrupted.is_none(), shell_lost: false };
+                        let exit_reason = interrupted.map(|i| stopped_reason(i.0)).unwrap_or("exited");
+                        return Outcome { touch: interrupted.is_none(), shell_lost: false, exit_code: Some(code), exit_reason };
                     }
                     // Anything else on the shell's own stdout is not a run's output.
                 }
                 _ = tokio::time::sleep_until(deadline), if interrupted.is_none() => {
-                    interrupted = Some(("context deadline exceeded", tokio::time::Instant::now() + INTERRUPT_GRACE));
+                    interrupted = Some((DEADLINE_EXCEEDED, tokio::time::Instant::now() + INTERRUPT_GRACE));
                     signal_run(self.pgid, nix::sys::signal::Signal::SIGINT);
                 }
                 _ = tx.closed(), if interrupted.is_none() => {
@@ -154,7 +170,7 @@ impl Shell {
                         continue;
                     }
                     let _ = tx.send(runtime(format!("{why}; the run did not stop, session terminated"))).await;
-                    return Outcome { touch: false, shell_lost: true };
+                    return Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: stopped_reason(why) };
                 }
             }
         }

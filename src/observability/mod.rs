@@ -1,9 +1,10 @@
 //! Observability (EXTENSIONS X60–X62): the metrics behind `GET /metrics/prometheus` ([`prom`]),
 //! the audit log ([`audit`]), and the `/proc` gauges ([`system`]). No HTTP here: the API layer
 //! (`api::observe`) hands each request over as plain strings in a [`RequestContext`], and the
-//! command subsystem reports executions through the observer [`Observability::command_observer`].
+//! command, session and code subsystems report executions through
+//! [`Observability::exec_observer`].
 //!
-//! The execution observer runs in the task of the request that started the command, so it reads
+//! The execution observer starts in the task of the request that started the execution, so it reads
 //! that request's context (peer, route) from the task-local [`REQUEST`].
 
 pub mod audit;
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::command::{ExecEnd, ExecObserver, ExecStart};
+use crate::process::{ExecEnd, ExecObserver, ExecStart};
 
 tokio::task_local! {
     /// The request being served, set by the API layer around its handler.
@@ -123,20 +124,28 @@ impl Observability {
         self.inner.audit.is_some()
     }
 
-    /// The observer to install on the command manager: metrics and audit line per execution.
-    pub fn command_observer(&self) -> ExecObserver {
+    /// The observer to install on the command, session and code managers: metrics, a span and an
+    /// audit line per execution.
+    pub fn exec_observer(&self) -> ExecObserver {
         let obs = self.clone();
         Arc::new(move |start: &ExecStart<'_>| {
             let ctx = REQUEST.try_with(Arc::clone).ok();
             if let Some(c) = &ctx {
                 c.execution_observed.store(true, Ordering::Relaxed);
             }
+            // `POST /code` with a shell language runs a command: it is still code to the metrics.
             let operation = match ctx.as_deref().map(|c| c.route.as_str()) {
                 Some("/code") => "run_code",
-                _ => "run_command",
+                _ => start.operation,
             };
             let span = obs.otel().and_then(|o| o.execution_span(operation, Duration::ZERO));
             let record = obs.audit_enabled().then(|| {
+                // A command without a cwd runs in execd's; a session or a context knows its own.
+                let cwd = start.cwd.map(|p| p.display().to_string()).or_else(|| {
+                    (start.operation == "run_command")
+                        .then(|| std::env::current_dir().ok().map(|p| p.display().to_string()))
+                        .flatten()
+                });
                 json!({
                     "kind": "execution",
                     "peer": ctx.as_deref().and_then(|c| c.peer).map(|p| p.to_string()),
@@ -146,8 +155,7 @@ impl Observability {
                     "id": start.id,
                     "command": crate::telemetry::command_excerpt(start.command),
                     "command_len": start.command.len(),
-                    "cwd": start.cwd.map(|p| p.display().to_string())
-                        .or_else(|| std::env::current_dir().ok().map(|p| p.display().to_string())),
+                    "cwd": cwd,
                     "uid": start.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw()),
                     // With a uid and no gid: the account's primary group, resolved at spawn (null here).
                     "gid": match (start.uid, start.gid) {
@@ -161,14 +169,13 @@ impl Observability {
             let obs = obs.clone();
             let id = start.id.to_string();
             Box::new(move |end: &ExecEnd<'_>| {
-                let success = end.exit_code == Some(0);
-                obs.inner.metrics.observe_execution(operation, success, end.duration);
+                obs.inner.metrics.observe_execution(operation, end.success, end.duration);
                 if let Some(span) = span {
                     span.end(&otel::ExecutionEnd {
                         id: Some(&id),
                         exit_code: end.exit_code,
                         exit_reason: Some(end.exit.exit_reason),
-                        success,
+                        success: end.success,
                         duration: end.duration,
                         usage: end.exit.usage.as_ref().and_then(|u| serde_json::to_value(u).ok()),
                     });
@@ -176,6 +183,7 @@ impl Observability {
                 if let Some(mut record) = record {
                     record["exit_code"] = json!(end.exit_code);
                     record["exit_reason"] = json!(end.exit.exit_reason);
+                    record["success"] = json!(end.success);
                     if let Some(sig) = &end.exit.signal {
                         record["signal"] = json!(sig);
                     }
@@ -189,8 +197,8 @@ impl Observability {
         })
     }
 
-    /// An execution the command observer did not see (session runs, Jupyter code), measured by
-    /// the API layer from request to the end of its stream.
+    /// An execution no observer saw (it failed before it started), measured by the API layer
+    /// from request to the end of its stream.
     pub fn execution_by_request(&self, operation: &'static str, success: bool, d: Duration) {
         self.inner.metrics.observe_execution(operation, success, d);
         if let Some(span) = self.otel().and_then(|o| o.execution_span(operation, d)) {

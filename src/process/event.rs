@@ -98,6 +98,42 @@ pub struct ExitInfo {
     pub usage_scope: Option<&'static str>,
 }
 
+/// What an [`ExecObserver`] learns when an execution starts: a command, a session run, code in a
+/// Jupyter kernel, an isolated session's run (audit log, metrics, tracing: X60–X62).
+pub struct ExecStart<'a> {
+    /// The metric and audit operation: `run_command`, `run_in_session`, `run_code`, `run_isolated`.
+    pub operation: &'static str,
+    /// The command id, or the session or context the run belongs to.
+    pub id: &'a str,
+    /// The shell text, the code, or the argv as a JSON array (as `/command/status` `content`).
+    pub command: &'a str,
+    pub cwd: Option<&'a std::path::Path>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub background: bool,
+}
+
+/// What an [`ExecObserver`] learns when the execution has ended (or failed to start).
+pub struct ExecEnd<'a> {
+    /// `None` when it never ran, or has no exit code (Jupyter code).
+    pub exit_code: Option<i32>,
+    /// Whether it succeeded (exit code 0; for code: no error).
+    pub success: bool,
+    pub exit: &'a ExitInfo,
+    pub duration: std::time::Duration,
+}
+
+impl ExecEnd<'_> {
+    /// The end of a process that exited with `exit_code` (or never started, `None`).
+    pub fn of_process(exit_code: Option<i32>, exit: &ExitInfo, duration: std::time::Duration) -> ExecEnd<'_> {
+        ExecEnd { exit_code, success: exit_code == Some(0), exit, duration }
+    }
+}
+
+/// Called (in the starting request's task) when an execution starts; the returned closure is
+/// called once when it ends.
+pub type ExecObserver = std::sync::Arc<dyn Fn(&ExecStart<'_>) -> Box<dyn FnOnce(&ExecEnd<'_>) + Send> + Send + Sync>;
+
 /// Why execd itself ended a command, if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndedBy {
@@ -157,8 +193,13 @@ impl ExitInfo {
 
     /// The exit could not be observed (no reap report).
     pub fn lost() -> ExitInfo {
+        ExitInfo::reason("lost")
+    }
+
+    /// Only a reason: no signal, errno or usage (Jupyter code, X62's audit of `/code`).
+    pub fn reason(exit_reason: &'static str) -> ExitInfo {
         ExitInfo {
-            exit_reason: "lost",
+            exit_reason,
             signal: None,
             errno: None,
             errno_name: None,

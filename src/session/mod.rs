@@ -45,7 +45,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::Limits;
-use crate::process::{self, ExecEvent, OutputMode, SpawnError, SpawnSpec, StdinMode, StdinPipe};
+use crate::process::{
+    self, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo, OutputMode, SpawnError, SpawnSpec, StdinMode,
+    StdinPipe,
+};
 
 /// A run without a timeout is bounded by this (upstream's default).
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -135,6 +138,8 @@ struct Inner {
     /// Number of runs in progress (for `stop` to wait on).
     active: watch::Sender<usize>,
     collector: std::sync::Once,
+    /// Told about every run (audit log, metrics, tracing).
+    observer: std::sync::OnceLock<ExecObserver>,
 }
 
 /// One session. Dropped (and its directory removed) once it is out of the map and no run holds it.
@@ -222,12 +227,18 @@ impl SessionManager {
                 shutdown,
                 active,
                 collector: std::sync::Once::new(),
+                observer: std::sync::OnceLock::new(),
             }),
         };
         if any {
             manager.start_collector();
         }
         manager
+    }
+
+    /// Installs the observer of every later run (once; a second call is ignored).
+    pub fn set_observer(&self, observer: ExecObserver) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// `POST /session`: a new session whose runs start in `cwd` (created like `mkdir -p`; `~` and
@@ -308,14 +319,28 @@ impl SessionManager {
             output: OutputMode::Merged,
         };
         let stdin_mode = if req.stdin.is_some() { StdinMode::Pipe } else { StdinMode::Null };
+        let observed = self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                operation: "run_in_session",
+                id,
+                command: &req.command,
+                cwd: cwd.as_deref(),
+                uid: None,
+                gid: None,
+                background: false,
+            })
+        });
+        let started = Instant::now();
         let (child, mut pipes) = match process::spawn_io(spec, &Limits::default(), stdin_mode) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(&cmd_path);
+                if let Some(done) = observed {
+                    done(&ExecEnd::of_process(None, &ExitInfo::spawn_failed(&e), started.elapsed()));
+                }
                 return Err(e.into());
             }
         };
-        let started = Instant::now();
         // Cancelled when the run task ends: a writer still blocked on a full pipe stops then.
         let run_over = CancellationToken::new();
         if let (Some(pipe), Some(text)) = (pipes.stdin.take(), req.stdin) {
@@ -355,8 +380,12 @@ impl SessionManager {
             let mut guard = guard;
             // Local file work of up to the state's size happens in `drive`, off the async workers,
             // before the terminal event.
-            if run::drive(ctx, tx).await.adopted {
+            let finished = run::drive(ctx, tx).await;
+            if finished.adopted {
                 *guard += 1;
+            }
+            if let Some(done) = observed {
+                done(&ExecEnd::of_process(Some(finished.exit_code), &finished.exit, started.elapsed()));
             }
             session.touch(-1);
             drop(guard);

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::event::COMMAND_EXEC_ERROR;
-use crate::process::{ExecEvent, ExitOutcome, GroupChild, LineSplitter, OutputPipe};
+use crate::process::{EndedBy, ExecEvent, ExitInfo, ExitOutcome, ExitReport, GroupChild, LineSplitter, OutputPipe};
 
 /// Read buffer per running run.
 const READ_BUF: usize = 64 * 1024;
@@ -62,6 +62,10 @@ enum Stop {
 pub(super) struct Finished {
     /// The state the run saved became the session's ([`RunCtx::adopt`]).
     pub adopted: bool,
+    /// The leader's exit code (-1 when a signal ended it).
+    pub exit_code: i32,
+    /// Why it ended (X22 reasons: `exited`, `signaled`, `timeout`, `interrupted`).
+    pub exit: ExitInfo,
 }
 
 /// Runs to the end: streams lines, then the terminal event.
@@ -157,6 +161,7 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
         outcome
     };
 
+    let exit = exit_info(stop, outcome, child.report());
     let terminal = match stop {
         Some(Stop::Timeout) => {
             ExecEvent::runtime_error(format!("error running in session. timeout after {}", go_duration(timeout)))
@@ -181,7 +186,25 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
             tracing::warn!(session = %session_id, "client did not read the end of a session run; dropped");
         }
     }
-    Finished { adopted }
+    Finished { adopted, exit_code: outcome.code(), exit }
+}
+
+/// The structured exit of a run (X22), for the execution observer: a run execd stopped (deleted
+/// session, shutdown, client gone) is `interrupted`.
+fn exit_info(stop: Option<Stop>, outcome: ExitOutcome, report: Option<ExitReport>) -> ExitInfo {
+    let ended_by = match stop {
+        None => EndedBy::Itself,
+        Some(Stop::Timeout) => EndedBy::Timeout,
+        Some(Stop::Deleted | Stop::Shutdown | Stop::Disconnected) => EndedBy::Interrupt,
+    };
+    match report {
+        Some(r) => ExitInfo::from_report(&r, ended_by),
+        // Not reaped yet (a group still holds the pipe): no usage to tell.
+        None => {
+            let r = ExitReport { outcome, usage: Default::default(), leader_only: true, oom_killed: false };
+            ExitInfo { usage: None, usage_scope: None, ..ExitInfo::from_report(&r, ended_by) }
+        }
+    }
 }
 
 /// Lines read but not yet handed to the client.

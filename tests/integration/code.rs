@@ -630,3 +630,48 @@ async fn d15_shutdown_ends_a_running_code_stream_with_an_error_event() {
         .unwrap();
     assert_eq!(resp.status(), 204);
 }
+
+#[tokio::test]
+async fn x62_jupyter_code_is_audited_with_its_outcome() {
+    let Some(j) = jupyter() else { return };
+    let audit = tempfile::tempdir().unwrap();
+    let path = audit.path().join("audit.log");
+    let s = TestServer::options()
+        .arg("--jupyter-host")
+        .arg(&j.url)
+        .arg("--jupyter-token")
+        .arg(&j.token)
+        .arg(&format!("--audit-log={}", path.display()))
+        .start();
+    let ctx = create_context(&s, "python").await;
+    run(&s, "print(1)", Some(&ctx)).await;
+    run(&s, "1/0", Some(&ctx)).await;
+    let lines = wait_for_audit_lines(&path, 2).await;
+    for l in &lines {
+        assert_eq!(l["kind"], "execution", "{l}");
+        assert_eq!(l["operation"], "run_code", "{l}");
+        assert_eq!(l["route"], "/code", "{l}");
+        assert_eq!(l["id"], ctx.as_str(), "{l}");
+        assert_eq!(l["exit_reason"], "exited", "{l}");
+        assert_eq!(l["exit_code"], Value::Null, "a kernel has no exit code: {l}");
+        assert!(l["duration_ms"].as_f64().unwrap() >= 0.0, "{l}");
+    }
+    assert_eq!(lines[0]["success"], true, "{}", lines[0]);
+    assert_eq!(lines[1]["success"], false, "ZeroDivisionError: {}", lines[1]);
+    assert_eq!(lines[1]["command"], "1/0");
+    delete_context(&s, &ctx).await;
+}
+
+/// The audit log's lines, once there are at least `n` (bounded wait).
+async fn wait_for_audit_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{} audit lines, want {n}: {lines:#?}", lines.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

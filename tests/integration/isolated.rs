@@ -13,11 +13,15 @@ use serde_json::{json, Value};
 
 /// A server whose isolation works here, or None (skipped locally, failure in CI).
 async fn server() -> Option<TestServer> {
+    server_with(TestServer::options()).await
+}
+
+async fn server_with(opts: common::ServerOptions) -> Option<TestServer> {
     if !common::is_root() {
         common::prerequisite_missing("isolated sessions need root");
         return None;
     }
-    let s = TestServer::options().env("FOO_TOKEN", "secret-x").start();
+    let s = opts.env("FOO_TOKEN", "secret-x").start();
     let caps: Value = s.client().get(s.url("/v1/isolated/capabilities")).send().await.unwrap().json().await.unwrap();
     if caps["available"] != true {
         common::prerequisite_missing(&format!("isolation unavailable here: {}", caps["message"]));
@@ -1349,5 +1353,39 @@ async fn i23_ephemeral_overlay_refuses_api_writes() {
         c.post(s.url(&format!("{base}/run"))).json(&json!({"code": "true", "background": true})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(get(&s, &format!("{base}/diff")).await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn x62_isolated_runs_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let opts = TestServer::options().arg(&format!("--audit-log={}", audit.display()));
+    let Some(s) = server_with(opts).await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    run(&s, &sid, json!({"code": "exit 7"})).await;
+    let rid = start_background(&s, &sid, "exit 3").await;
+    wait_run(&s, &sid, &rid).await;
+    let deadline = Instant::now() + TIMEOUT;
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let runs: Vec<Value> = lines.into_iter().filter(|l| l["kind"] == "execution").collect();
+        if runs.len() >= 2 {
+            break runs;
+        }
+        assert!(Instant::now() < deadline, "audit lines: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (l, code, background) in [(&lines[0], 7, false), (&lines[1], 3, true)] {
+        assert_eq!(l["operation"], "run_isolated", "{l}");
+        assert_eq!(l["route"], "/v1/isolated/session/:sid/run", "{l}");
+        assert_eq!(l["id"], sid.as_str(), "{l}");
+        assert_eq!(l["exit_code"], code, "{l}");
+        assert_eq!(l["exit_reason"], "exited", "{l}");
+        assert_eq!(l["background"], background, "{l}");
+        assert!(l["uid"].is_u64() && l["gid"].is_u64(), "{l}");
+    }
     assert_eq!(delete(&s, &sid).await, 200);
 }

@@ -197,6 +197,61 @@ async fn x62_audit_line_per_execution_with_every_field() {
     assert_eq!(caps["features"]["audit_log"], true);
 }
 
+#[tokio::test]
+async fn x62_session_runs_are_audited_with_their_exit() {
+    let (s, path, _dir) = audit_server(None);
+    let created: Value =
+        s.client().post(s.url("/session")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let sid = created["session_id"].as_str().unwrap().to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |body: Value| {
+        let (s, sid) = (&s, &sid);
+        async move {
+            let r = s.client().post(s.url(&format!("/session/{sid}/run"))).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    run(json!({"command": "API_KEY=hunter2 false", "cwd": cwd.path()})).await;
+    let l = &wait_for_lines(&path, 1).await[0];
+    assert_eq!(l["kind"], "execution", "{l}");
+    assert_eq!(l["operation"], "run_in_session", "{l}");
+    assert_eq!(l["route"], "/session/:id/run", "{l}");
+    assert_eq!(l["id"], sid.as_str(), "{l}");
+    assert_eq!(l["command"], "API_KEY=*** false", "{l}");
+    assert_eq!(l["cwd"], cwd.path().display().to_string(), "{l}");
+    assert_eq!(l["exit_code"], 1, "{l}");
+    assert_eq!(l["exit_reason"], "exited", "{l}");
+    assert_eq!(l["success"], false, "{l}");
+    assert!(l["duration_ms"].as_f64().unwrap() >= 0.0, "{l}");
+    assert!(!std::fs::read_to_string(&path).unwrap().contains("hunter2"));
+
+    // Without a cwd the run is in the session's directory, which only bash knows: none is claimed.
+    run(json!({"command": "true"})).await;
+    let l = &wait_for_lines(&path, 2).await[1];
+    assert_eq!(l["exit_code"], 0, "{l}");
+    assert_eq!(l["success"], true, "{l}");
+    assert_eq!(l["cwd"], Value::Null, "{l}");
+
+    // A run that outlives its timeout is audited as such, when execd has ended it.
+    run(json!({"command": "sleep 30", "timeout": 300})).await;
+    let l = &wait_for_lines(&path, 3).await[2];
+    assert_eq!(l["exit_reason"], "timeout", "{l}");
+    assert_eq!(l["success"], false, "{l}");
+    assert!(l["duration_ms"].as_f64().unwrap() < 20_000.0, "{l}");
+
+    // The Prometheus execution counter sees the same three runs.
+    let text = scrape(&s).await;
+    let runs: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("execd_execution_duration_milliseconds_count") && l.contains("operation=\"run_in_session\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(runs, 3.0, "{text}");
+}
+
 fn rustix_uid() -> u32 {
     // The test runs as the same uid as the execd it starts.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

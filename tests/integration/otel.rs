@@ -194,6 +194,41 @@ async fn x60_spans_continue_the_incoming_trace_with_execution_attributes() {
 }
 
 #[tokio::test]
+async fn x60_session_run_span_carries_the_runs_exit() {
+    let Some(r) = Receiver::start() else { return };
+    let s = exporting(&r).start();
+    let created: Value =
+        s.client().post(s.url("/session")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let sid = created["session_id"].as_str().unwrap().to_string();
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let resp = s
+        .client()
+        .post(s.url(&format!("/session/{sid}/run")))
+        .header("traceparent", format!("00-{trace_id}-10f067aa0ba902b7-01"))
+        .json(&json!({"command": "exit 5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    let exec = r
+        .wait_for("run_in_session span", |recs| {
+            recs.iter()
+                .find(|x| x["signal"] == "span" && x["name"] == "run_in_session" && x["trace_id"] == trace_id)
+                .cloned()
+        })
+        .await;
+    let server =
+        r.wait_for("server span", |recs| recs.iter().find(|x| x["span_id"] == exec["parent_span_id"]).cloned()).await;
+    assert_eq!(server["attributes"]["http.route"], "/session/:id/run", "{server}");
+    assert_eq!(exec["attributes"]["exit_code"], 5, "{exec}");
+    assert_eq!(exec["attributes"]["exit_reason"], "exited", "{exec}");
+    assert_eq!(exec["attributes"]["result"], "failure", "{exec}");
+    assert_eq!(exec["attributes"]["command_id"], sid.as_str(), "{exec}");
+    assert!(exec["attributes"]["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{exec}");
+}
+
+#[tokio::test]
 async fn x60_metrics_keep_upstream_names_and_attributes() {
     let Some(r) = Receiver::start() else { return };
     let s = exporting(&r).env("OPENSANDBOX_ID", "sbx-61").start();
