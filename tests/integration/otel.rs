@@ -176,6 +176,10 @@ async fn x60_spans_continue_the_incoming_trace_with_execution_attributes() {
     assert_eq!(exec["attributes"]["result"], "failure", "{exec}");
     assert!(exec["attributes"]["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{exec}");
     assert!(exec["attributes"]["command_id"].as_str().is_some_and(|i| !i.is_empty()), "{exec}");
+    // X22's usage (the cgroup leaf's, or the leader's rusage without one), flattened.
+    for key in ["usage.cpu_user_ms", "usage.cpu_system_ms"] {
+        assert!(exec["attributes"][key].is_number(), "{key}: {exec}");
+    }
 
     // Without a traceparent: a new trace, its root the server span.
     run(&s, json!({"command": "true"}), None).await;
