@@ -447,4 +447,145 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v, serde_json::json!({"code": "UNAUTHORIZED", "message": "m", "error": "m"}));
     }
+
+    /// Every domain error variant, converted as handlers convert it: the status and code the
+    /// client sees. One row per variant, so a new variant or a changed mapping shows up here.
+    #[test]
+    fn every_domain_error_maps_to_its_status_and_code() {
+        use crate::code::CodeError;
+        use crate::command::inventory::InventoryError;
+        use crate::command::CommandError;
+        use crate::fs::archive::ArchiveError;
+        use crate::fs::identity::IdentityError;
+        use crate::fs::tus::TusError;
+        use crate::fs::FsError;
+        use crate::isolated::IsolatedError;
+        use crate::metrics::MetricsError;
+        use crate::pty::PtyError;
+        use crate::session::SessionError;
+        use crate::watch::WatchError;
+        use std::io;
+        use std::time::Duration;
+
+        let io = || io::Error::other("cause");
+        let p = || "/x".to_string();
+        let fs_not_found = || FsError::NotFound { op: "open", path: p(), source: io() };
+        let rows: Vec<(ApiError, u16, &str)> = vec![
+            // Files (reference §7; X33 uploads; identity routes).
+            (fs_not_found().into(), 404, "FILE_NOT_FOUND"),
+            (FsError::NoSpace { op: "write", path: p(), source: io() }.into(), 507, "INSUFFICIENT_STORAGE"),
+            (FsError::PermissionDenied { op: "open", path: p(), source: io() }.into(), 403, "PERMISSION_DENIED"),
+            (FsError::Io { op: "read", path: p(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (FsError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (FsError::RootRefused("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (FsError::Failed("m".into()).into(), 500, "RUNTIME_ERROR"),
+            (FsError::Internal("m".into()).into(), 500, "RUNTIME_ERROR"),
+            (FsError::TooManyTransfers(8).into(), 429, "TOO_MANY_REQUESTS"),
+            (FsError::Stalled(Duration::from_secs(1)).into(), 408, "REQUEST_TIMEOUT"),
+            (ArchiveError::Unsafe { entry: "../x".into(), reason: "r".into() }.into(), 400, "UNSAFE_ARCHIVE_ENTRY"),
+            (ArchiveError::Invalid("m".into()).into(), 400, "INVALID_FILE"),
+            (ArchiveError::Conflict { path: p(), reason: "r".into() }.into(), 409, "CONFLICT"),
+            (ArchiveError::Fs(fs_not_found()).into(), 404, "FILE_NOT_FOUND"),
+            (TusError::NotFound("u".into()).into(), 404, "FILE_NOT_FOUND"),
+            (TusError::OffsetMismatch { current: 1, given: 2 }.into(), 409, "CONFLICT"),
+            (TusError::ChecksumMismatch { algorithm: "sha1" }.into(), 460, "CHECKSUM_MISMATCH"),
+            (TusError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (TusError::TooLarge("m".into()).into(), 413, "PAYLOAD_TOO_LARGE"),
+            (TusError::TooMany(4).into(), 429, "TOO_MANY_REQUESTS"),
+            (TusError::Busy("u".into()).into(), 423, "CONFLICT"),
+            (TusError::Fs(fs_not_found()).into(), 404, "FILE_NOT_FOUND"),
+            (IdentityError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (IdentityError::Unavailable { uid: 1, gid: 1, source: io() }.into(), 503, "NOT_SUPPORTED"),
+            // Commands (reference §4, X10–X16, X20–X23, X53).
+            (CommandError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (CommandError::NotFound("c".into()).into(), 404, "INVALID_REQUEST_BODY"),
+            (CommandError::NotRunning("c".into()).into(), 500, "RUNTIME_ERROR"),
+            (CommandError::NoSuchSession.into(), 500, "RUNTIME_ERROR"),
+            (CommandError::NoLog("c".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (CommandError::Journal { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (CommandError::Read { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (CommandError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            (CommandError::LimitsUnavailable("m".into()).into(), 400, "LIMITS_UNAVAILABLE"),
+            (CommandError::StdinClosed("c".into()).into(), 409, "STDIN_CLOSED"),
+            (CommandError::StdinTimeout { id: "c".into(), written: 1 }.into(), 408, "REQUEST_TIMEOUT"),
+            (CommandError::StdinBody("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (CommandError::StdinWrite { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (CommandError::Finished("c".into()).into(), 409, "CONFLICT"),
+            (InventoryError::Limit(5000).into(), 400, "INVALID_QUERY"),
+            (InventoryError::Cursor("m").into(), 400, "INVALID_QUERY"),
+            // Sessions (reference §5, D21).
+            (SessionError::NotFound { id: "s".into() }.into(), 404, "CONTEXT_NOT_FOUND"),
+            (SessionError::RunContextNotFound { id: "s".into() }.into(), 500, "RUNTIME_ERROR"),
+            (SessionError::Busy { id: "s".into(), waited_ms: 1 }.into(), 409, "CONFLICT"),
+            (SessionError::EmptyCommand.into(), 400, "INVALID_REQUEST_BODY"),
+            (SessionError::CwdMissing { path: p() }.into(), 400, "INVALID_REQUEST_BODY"),
+            (SessionError::CwdNotDir { path: p() }.into(), 400, "INVALID_REQUEST_BODY"),
+            (SessionError::CreateDir { path: p(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (SessionError::Io { op: "write", path: p(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (SessionError::NoBash.into(), 500, "RUNTIME_ERROR"),
+            (SessionError::Spawn(crate::process::SpawnError::Pipe(io())).into(), 500, "RUNTIME_ERROR"),
+            (SessionError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            // Proxy, PTY, metrics (reference §9–§11).
+            (super::super::proxy::ProxyError::MissingPort.into(), 400, "MISSING_QUERY"),
+            (super::super::proxy::ProxyError::InvalidPort("x".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (super::super::proxy::ProxyError::BadPath("x".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (super::super::proxy::ProxyError::Unreachable { port: 1, reason: "r".into() }.into(), 502, "BAD_GATEWAY"),
+            (super::super::proxy::ProxyError::TooDeep.into(), 502, "BAD_GATEWAY"),
+            (super::super::proxy::ProxyError::NotInitialised.into(), 500, "RUNTIME_ERROR"),
+            (PtyError::NotFound("s".into()).into(), 404, "CONTEXT_NOT_FOUND"),
+            (PtyError::AlreadyConnected("s".into()).into(), 409, "ALREADY_CONNECTED"),
+            (PtyError::CreateDir { path: p(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (PtyError::Start(io()).into(), 500, "RUNTIME_ERROR"),
+            (PtyError::StdinWrite(io()).into(), 500, "RUNTIME_ERROR"),
+            (PtyError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            (MetricsError::Read { path: p().into(), reason: "r".into() }.into(), 500, "RUNTIME_ERROR"),
+            (MetricsError::Parse { path: p().into(), reason: "r".into() }.into(), 500, "RUNTIME_ERROR"),
+            (MetricsError::Timeout(Duration::from_secs(1)).into(), 500, "RUNTIME_ERROR"),
+            (MetricsError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            // Code interpreting (reference §6, D50).
+            (CodeError::NotConfigured.into(), 500, "RUNTIME_ERROR"),
+            (CodeError::BadHost("h".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::Unreachable("h".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::Jupyter("m".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::Kernel("m".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::NoKernelSpec("cobol".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::UnsupportedLanguage("bash".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (CodeError::ContextNotFound("c".into()).into(), 404, "CONTEXT_NOT_FOUND"),
+            (CodeError::RunContextNotFound("c".into()).into(), 500, "RUNTIME_ERROR"),
+            (CodeError::Busy("c".into()).into(), 409, "CONFLICT"),
+            (CodeError::CreateDir { path: p().into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
+            (CodeError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            // Isolated sessions (ISOLATED.md I3, I5, I8).
+            (IsolatedError::Unavailable(String::new()).into(), 503, "SERVICE_UNAVAILABLE"),
+            (IsolatedError::NotSupported("m".into()).into(), 503, "NOT_SUPPORTED"),
+            (IsolatedError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (IsolatedError::NotFound("s".into()).into(), 404, "SESSION_NOT_FOUND"),
+            (IsolatedError::Gone("s".into()).into(), 409, "CONFLICT"),
+            (IsolatedError::ReadOnly("m".into()).into(), 403, "FORBIDDEN"),
+            (IsolatedError::TooMany(4).into(), 429, "TOO_MANY_REQUESTS"),
+            (IsolatedError::Setup("m".into()).into(), 503, "SERVICE_UNAVAILABLE"),
+            (IsolatedError::Fs(fs_not_found()).into(), 404, "FILE_NOT_FOUND"),
+            (IsolatedError::Internal("m".into()).into(), 500, "RUNTIME_ERROR"),
+            // File watches (X40–X42).
+            (WatchError::NotFound("w".into()).into(), 404, "WATCH_NOT_FOUND"),
+            (WatchError::PathNotFound("p".into()).into(), 404, "FILE_NOT_FOUND"),
+            (WatchError::NotADirectory("p".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (WatchError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (WatchError::PermissionDenied("p".into()).into(), 403, "PERMISSION_DENIED"),
+            (WatchError::TooMany(4).into(), 429, "TOO_MANY_WATCHES"),
+            (WatchError::KernelLimit("m".into()).into(), 429, "TOO_MANY_WATCHES"),
+            (WatchError::CursorAhead { after: 2, cursor: 1 }.into(), 400, "INVALID_REQUEST_BODY"),
+            (WatchError::Unavailable("m".into()).into(), 503, "NOT_SUPPORTED"),
+            (WatchError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            (WatchError::Internal("m".into()).into(), 500, "RUNTIME_ERROR"),
+        ];
+        for (i, (err, status, code)) in rows.iter().enumerate() {
+            assert_eq!((err.status.as_u16(), err.code.as_str()), (*status, *code), "row {i}: {err:?}");
+            assert!(!err.message.trim().is_empty(), "row {i}: a message for the client: {err:?}");
+        }
+        // An unavailable isolation host without a reason still says something.
+        let e: ApiError = IsolatedError::Unavailable(String::new()).into();
+        assert_eq!(e.message, "isolation unavailable");
+    }
 }
