@@ -93,7 +93,8 @@ async fn import(State(state): State<AppState>, q: QueryPairs, body: Body) -> Res
     let _permit = state.transfers.admit()?;
     let (mut stream, stall) = state.transfers.stall_guard(body.into_data_stream());
     let (tx, rx) = mpsc::channel(8);
-    let job = archive::import(ImportOpts { dir, format, preserve_owner }, rx);
+    let scratch = state.transfers.scratch().clone();
+    let job = archive::import(ImportOpts { dir, format, preserve_owner, scratch }, rx);
     let pump = async move {
         while let Some(item) = stream.next().await {
             let failed = item.is_err();

@@ -10,6 +10,10 @@
 //! removes every journaled file ([`Scratch::open`]). The one named moment of an anonymous file,
 //! linking it under a temporary name to rename it over an existing target, is journaled too.
 //!
+//! An archive import stages its tree in a directory `.execd-archive-<uuid>` beside its target
+//! (`fs::archive::import`); that directory is journaled the same way, and the next start removes
+//! it whole ([`Scratch::journal_staging_dir`]).
+//!
 //! Upload parts that arrive before their metadata are spooled to `<state_dir>/uploads/` (0700;
 //! files 0600), whose contents the next start removes.
 
@@ -26,6 +30,9 @@ use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use super::FsError;
+
+/// The name prefix of an archive import's staging directory (the journal id follows).
+pub const STAGING_PREFIX: &str = ".execd-archive-";
 
 /// How an anonymous (`O_TMPFILE`) file is given a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +100,17 @@ impl Scratch {
             if let Ok(text) = std::fs::read(entry.path()) {
                 let path = PathBuf::from(OsStr::from_bytes(&text));
                 let expected = format!(".execd-{}.tmp", id.to_string_lossy());
-                if path.is_absolute() && path.file_name() == Some(OsStr::new(&expected)) {
+                let staging = format!("{STAGING_PREFIX}{}", id.to_string_lossy());
+                if path.is_absolute() && path.file_name() == Some(OsStr::new(&staging)) {
+                    // `remove_dir_all` does not follow a symlink put in its place.
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover staging directory")
+                        }
+                    }
+                } else if path.is_absolute() && path.file_name() == Some(OsStr::new(&expected)) {
                     match std::fs::remove_file(&path) {
                         Ok(()) => removed += 1,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -124,6 +141,18 @@ impl Scratch {
             }
         }
         LinkMode::Never
+    }
+
+    /// Journals the staging directory `DIR/.execd-archive-<id>` of an archive import before it is
+    /// made, so that the next start removes it if execd dies meanwhile. Returns the journal entry,
+    /// for [`Scratch::forget`] once the directory is gone.
+    pub fn journal_staging_dir(&self, id: &str, dir: &Path) -> Result<PathBuf, FsError> {
+        self.journal(id, &dir.join(format!("{STAGING_PREFIX}{id}")))
+    }
+
+    /// Removes a journal entry (the file or directory it names is gone).
+    pub fn forget(&self, entry: &Path) {
+        let _ = super::identity::as_execd(|| std::fs::remove_file(entry));
     }
 
     /// Writes a journal entry for a named temporary file `.execd-<id>.tmp`; returns its path.

@@ -364,6 +364,12 @@ async fn x31_gnu_tar_and_zip_archives_round_trip() {
             assert_eq!(a.ino(), b.ino(), "{cmd}: hard link kept");
         }
         assert_eq!(names(dest.parent().unwrap()), ["sub"], "no staging directory left");
+        let journal = srv.state_dir().join("uploads/journal");
+        assert_eq!(
+            std::fs::read_dir(&journal).unwrap().count(),
+            0,
+            "the staging directory's journal entry went with it"
+        );
     }
 }
 
@@ -395,7 +401,7 @@ async fn x31_own_export_round_trips_into_an_existing_tree() {
 }
 
 /// A tar header written by hand, so that any name, link name and type can be used.
-fn raw_tar_entry(out: &mut Vec<u8>, name: &[u8], kind: u8, link: &[u8], data: &[u8]) {
+pub(crate) fn raw_tar_entry(out: &mut Vec<u8>, name: &[u8], kind: u8, link: &[u8], data: &[u8]) {
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name);
     h[100..107].copy_from_slice(b"0000644");

@@ -295,3 +295,36 @@ async fn x50_graceful_restart_keeps_sessions_and_ends_commands_as_interrupted() 
     assert_eq!(st["exit_reason"], "interrupted", "{st}");
     assert_eq!(session_run(&second, &sid, "f").await.1, ["kept"]);
 }
+
+#[tokio::test]
+async fn x31_kill_9_mid_import_leaves_no_staging_directory_after_a_restart() {
+    let mut first = TestServer::start();
+    let dest = tempfile::tempdir().unwrap();
+    // A tar whose one file is announced as 2 MiB; only its first MiB is sent, then the body waits.
+    let mut tar = Vec::new();
+    crate::archive::raw_tar_entry(&mut tar, b"big.bin", b'0', b"", &vec![7u8; 2 << 20]);
+    tar.truncate(512 + (1 << 20));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let url = first.url(&format!("/files/archive?path={}", dest.path().display()));
+    let upload = tokio::spawn(first.client().post(url).body(body).send());
+    tx.send(Ok(tar)).await.unwrap();
+    let staging = || {
+        std::fs::read_dir(dest.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".execd-archive-"))
+            .count()
+    };
+    assert!(common::wait_until_async(TIMEOUT, || async { staging() == 1 }).await, "the import never staged");
+
+    first.kill();
+    drop(tx);
+    let _ = upload.await;
+    assert_eq!(staging(), 1, "kill -9 left the staging directory (what the restart must clean)");
+    let second = restart(&first, &[]);
+    let r = second.client().get(second.url("/ping")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(staging(), 0, "swept at start: {:?}", std::fs::read_dir(dest.path()).unwrap().collect::<Vec<_>>());
+    assert!(!dest.path().join("big.bin").exists());
+}

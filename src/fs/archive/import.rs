@@ -17,8 +17,9 @@
 //! Zip needs random access: its body is spooled to an anonymous file in the staging directory
 //! (bounded by the disk, not memory), gone when closed.
 //!
-//! Known limit: a `kill -9` of execd mid-import leaves the staging directory behind (the temp
-//! file journal of `fs::temp` sweeps files only).
+//! The staging directory is journaled in the state directory before it is made
+//! ([`crate::fs::temp::Scratch::journal_staging_dir`]): after a `kill -9` mid-import the next
+//! start removes it.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -33,6 +34,7 @@ use serde::Serialize;
 
 use super::pipe::{ChannelReader, Chunks, EofWatch};
 use super::{ArchiveError, Format};
+use crate::fs::temp::{Scratch, STAGING_PREFIX};
 use crate::fs::{path, FsError};
 
 /// Deepest path accepted in an archive (the merge recurses once per level).
@@ -53,6 +55,8 @@ pub struct ImportOpts {
     pub format: Format,
     /// Give entries the numeric owner and group the archive records (and keep setuid/setgid).
     pub preserve_owner: bool,
+    /// Journals the staging directory (swept at the next start after a crash).
+    pub scratch: std::sync::Arc<crate::fs::temp::Scratch>,
 }
 
 /// What an import wrote: regular files, symlinks and hard links; directories created; bytes of
@@ -79,7 +83,7 @@ fn run(opts: &ImportOpts, body: Chunks) -> Result<ImportSummary, ArchiveError> {
         let dest =
             rustix::fs::openat(CWD, &target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| FsError::io("opening", &target, e.into()))?;
-        let mut stage = Stage::create(&target, dest.as_fd(), opts.preserve_owner)?;
+        let mut stage = Stage::create(&target, dest.as_fd(), opts.preserve_owner, &opts.scratch)?;
         let res = match opts.format {
             Format::Tar => stage.read_tar(ChannelReader::new(body)),
             Format::TarGz => stage.read_tar(flate2::read::MultiGzDecoder::new(ChannelReader::new(body))),
@@ -183,24 +187,57 @@ struct Stage {
     dirs: Vec<(Vec<Vec<u8>>, Meta)>,
     preserve_owner: bool,
     summary: ImportSummary,
+    scratch: std::sync::Arc<Scratch>,
+    /// The staging directory's entry in the temporary file journal.
+    journal: PathBuf,
 }
 
 impl Stage {
-    fn create(target: &Path, dest: BorrowedFd<'_>, preserve_owner: bool) -> Result<Stage, ArchiveError> {
-        let name = format!(".execd-archive-{}", uuid::Uuid::new_v4().simple());
+    fn create(
+        target: &Path,
+        dest: BorrowedFd<'_>,
+        preserve_owner: bool,
+        scratch: &std::sync::Arc<Scratch>,
+    ) -> Result<Stage, ArchiveError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{STAGING_PREFIX}{id}");
         let path = target.join(&name);
-        rustix::fs::mkdirat(dest, name.as_str(), Mode::from_raw_mode(0o700))
-            .map_err(|e| FsError::io("creating staging directory", &path, e.into()))?;
-        let root = rustix::fs::openat(dest, name.as_str(), DIR_FLAGS, Mode::empty())
-            .map_err(|e| FsError::io("opening staging directory", &path, e.into()))?;
-        Ok(Stage { path, root, cache: None, dirs: Vec::new(), preserve_owner, summary: ImportSummary::default() })
+        let journal = scratch.journal_staging_dir(&id, target)?;
+        let made = rustix::fs::mkdirat(dest, name.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| FsError::io("creating staging directory", &path, e.into()))
+            .and_then(|()| {
+                rustix::fs::openat(dest, name.as_str(), DIR_FLAGS, Mode::empty())
+                    .map_err(|e| FsError::io("opening staging directory", &path, e.into()))
+            });
+        let root = match made {
+            Ok(root) => root,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                scratch.forget(&journal);
+                return Err(e.into());
+            }
+        };
+        Ok(Stage {
+            path,
+            root,
+            cache: None,
+            dirs: Vec::new(),
+            preserve_owner,
+            summary: ImportSummary::default(),
+            scratch: scratch.clone(),
+            journal,
+        })
     }
 
-    /// Removes the staging directory and what is left in it.
+    /// Removes the staging directory and what is left in it, then its journal entry.
     fn remove(&mut self) {
         self.cache = None;
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the archive staging directory");
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => self.scratch.forget(&self.journal),
+            // Left journaled: the next start tries again.
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the archive staging directory")
+            }
         }
     }
 
