@@ -6,7 +6,7 @@
 # a 1 GiB `GET /files/download`, and VmRSS after the first /ping and after the workload. Rounds
 # are interleaved so all three see the same machine load. Prints a markdown table.
 #
-#   scripts/bench/otel.sh [RUNS]   (latency calls per round, default 300; 5 rounds)
+#   scripts/bench/otel.sh [RUNS]   (latency calls per round, default 300; 7 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-300}

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchnet import free_port, start_execd  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-ROUNDS = 5
+ROUNDS = 7
 GIB = 1 << 30
 
 
@@ -103,23 +103,27 @@ def main():
         hung.close()
         subprocess.run(["rm", "-rf", work], check=False)
 
-    off = procs[0]
-    lat_off = statistics.median(off["lat"])
-    p99_off = statistics.median(off["p99"])
-    dl_off = GIB / (1 << 20) / statistics.median(off["dl"])
-    print(f"{ROUNDS} interleaved rounds; latency: {runs} sequential `POST /command true` per round "
-          f"(median of the round medians); download: 1 GiB per round, median; receiver got {spans} spans")
+    print(f"{ROUNDS} interleaved rounds; latency: {runs} sequential `POST /command true` per round; "
+          f"download: 1 GiB per round; receiver got {spans} spans")
+    # Median over the rounds, and the best round (the least disturbed by other load on the machine).
+    for label, pick_lat, pick_dl in (("median of the rounds", statistics.median, statistics.median),
+                                     ("best round", min, min)):
+        off = procs[0]
+        lat_off, p99_off = pick_lat(off["lat"]), pick_lat(off["p99"])
+        dl_off = GIB / (1 << 20) / pick_dl(off["dl"])
+        print()
+        print(f"{label}:")
+        print()
+        print("| export | `true` → terminal, p50 | p99 | 1 GiB download | idle RSS after /ping | "
+              "RSS after the workload |")
+        print("|---|---|---|---|---|---|")
+        for p in procs:
+            lat, p99 = pick_lat(p["lat"]), pick_lat(p["p99"])
+            dl = GIB / (1 << 20) / pick_dl(p["dl"])
+            print(f"| {p['name']} | {lat:.3f} ms ({lat_off / lat:.2f}×) | {p99:.3f} ms ({p99_off / p99:.2f}×) "
+                  f"| {dl:.0f} MiB/s ({dl / dl_off:.2f}×) | {p['idle'] / 1024:.1f} MiB | {p['after'] / 1024:.1f} MiB |")
     print()
-    print("| export | `true` → terminal, p50 | p99 | 1 GiB download | idle RSS after /ping | RSS after the workload |")
-    print("|---|---|---|---|---|---|")
-    for p in procs:
-        lat = statistics.median(p["lat"])
-        p99 = statistics.median(p["p99"])
-        dl = GIB / (1 << 20) / statistics.median(p["dl"])
-        print(f"| {p['name']} | {lat:.3f} ms ({lat_off / lat:.2f}×) | {p99:.3f} ms ({p99_off / p99:.2f}×) "
-              f"| {dl:.0f} MiB/s ({dl / dl_off:.2f}×) | {p['idle'] / 1024:.1f} MiB | {p['after'] / 1024:.1f} MiB |")
-    print()
-    print("Ratios are throughput relative to export off (1.00× = same speed; the goal is ≥ 0.95×).")
+    print("Ratios are speed relative to export off (1.00× = same; the goal is ≥ 0.95×).")
 
 
 if __name__ == "__main__":

@@ -444,8 +444,18 @@ impl CommandManager {
             );
             if let Some(dir) = weak.upgrade().map(|i| i.opts.journal_dir.clone()) {
                 let id = entry.id.clone();
-                let saved = tokio::task::spawn_blocking(move || persist::save(&dir, &rec, true)).await;
-                if let Ok(Err(e)) = saved {
+                // Renamed into place before the terminal event (it survives execd's death from
+                // then on); made durable on disk right after, off the command's latency path.
+                let (saved_tx, saved) = tokio::sync::oneshot::channel();
+                tokio::task::spawn_blocking(move || {
+                    let saved = persist::save(&dir, &rec, false);
+                    let ok = saved.is_ok();
+                    let _ = saved_tx.send(saved);
+                    if ok {
+                        persist::sync(&dir, &rec.id);
+                    }
+                });
+                if let Ok(Err(e)) = saved.await {
                     tracing::warn!(id = %id, error = %e, "could not write the finished command record");
                 }
             }

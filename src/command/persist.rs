@@ -2,15 +2,16 @@
 //! and the inventory answer the same after execd was killed and restarted.
 //!
 //! Beside each journal `<journal_dir>/<id>.{out,idx}` lives `<id>.json`, written atomically
-//! (temporary file, fsync, rename; 0600 through [`crate::state_dir`]):
+//! (temporary file, rename; 0600 through [`crate::state_dir`]):
 //!
 //! - at start, a *running* record: id, content, start time, and the leader's pid with its
 //!   `/proc` start time and the boot id, so that a later execd can find the command's leftover
 //!   processes without mistaking a recycled pid for them (written without fsync: it only has to
 //!   survive execd's death, not the machine's);
 //! - at the end, before the terminal event is published and the status turns finished, the
-//!   *finished* record (fsynced): exit code, error, the X22 exit, times, the journal's extent and
-//!   its terminal event.
+//!   *finished* record: exit code, error, the X22 exit, times, the journal's extent and its
+//!   terminal event. It is fsynced right after the rename, off the command's latency path
+//!   ([`sync`]: a `fdatasync` cost 0.4–1.1 ms per command here, on a floor of about 1.3 ms).
 //!
 //! At start [`load`] reads every record. A finished one comes back as it was. A running one means
 //! execd died while the command ran: its journal is recovered up to the last whole index record
@@ -194,6 +195,14 @@ pub fn save(dir: &Path, rec: &Record, fsync: bool) -> io::Result<()> {
     }
     drop(f);
     std::fs::rename(&tmp, &path)
+}
+
+/// Flushes the record of `id` to disk (best effort: a record that did not reach the disk before a
+/// machine crash reads as `lost` after it, as a command that was running).
+pub fn sync(dir: &Path, id: &str) {
+    if let Ok(f) = std::fs::File::open(record_path(dir, id)) {
+        let _ = f.sync_data();
+    }
 }
 
 /// Removes the record of `id` (eviction).
