@@ -212,16 +212,15 @@ impl Read for Exact {
 /// The compressor under a tar stream.
 enum TarSink {
     Plain(ChannelWriter),
-    Gz(flate2::write::GzEncoder<ChannelWriter>),
-    Zst(zstd::stream::write::Encoder<'static, ChannelWriter>),
+    /// gzip or zstd, on a thread of its own.
+    Compressed(Offload),
 }
 
 impl Write for TarSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             TarSink::Plain(w) => w.write(buf),
-            TarSink::Gz(w) => w.write(buf),
-            TarSink::Zst(w) => w.write(buf),
+            TarSink::Compressed(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -233,9 +232,94 @@ impl TarSink {
     fn finish(self) -> io::Result<ChannelWriter> {
         match self {
             TarSink::Plain(w) => Ok(w),
-            TarSink::Gz(w) => w.finish(),
-            TarSink::Zst(w) => w.finish(),
+            TarSink::Compressed(w) => w.finish(),
         }
+    }
+}
+
+/// Bytes handed to the compressor thread at a time.
+const OFFLOAD_CHUNK: usize = 256 * 1024;
+/// Chunks in flight to the compressor thread: with the chunk being filled, at most 768 KiB.
+const OFFLOAD_DEPTH: usize = 2;
+
+/// A compressor on its own thread, as `tar | zstd`: the tar stream is cut into
+/// [`OFFLOAD_CHUNK`]-byte buffers handed over a bounded channel, so walking and reading files
+/// overlap compressing. Measured on 2 cores (BENCHMARKS.md, "Archives"). Dropped without
+/// [`Offload::finish`] (the export failed), the thread stops without ending the compressed
+/// stream, so a broken archive never gets a valid trailer.
+struct Offload {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<io::Result<ChannelWriter>>>,
+}
+
+impl Offload {
+    /// Starts the thread that feeds `encoder` and ends it with `end` (which writes the trailer).
+    /// Called on a thread of the runtime's blocking pool, as [`ChannelWriter::new`].
+    fn spawn<E: Write + Send + 'static>(
+        mut encoder: E,
+        end: impl FnOnce(E) -> io::Result<ChannelWriter> + Send + 'static,
+    ) -> io::Result<Offload> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(OFFLOAD_DEPTH);
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = finished.clone();
+        // The writer's sends block on the runtime with a timer: the thread enters the runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let thread = std::thread::Builder::new().name("execd-compress".into()).spawn(move || {
+            let _entered = runtime.enter();
+            for chunk in rx {
+                encoder.write_all(&chunk)?;
+            }
+            if !done.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(io::Error::other("export stopped"));
+            }
+            end(encoder)
+        })?;
+        Ok(Offload { buf: Vec::with_capacity(OFFLOAD_CHUNK), tx: Some(tx), finished, thread: Some(thread) })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(OFFLOAD_CHUNK));
+        let Some(tx) = &self.tx else { return Err(io::Error::other("compressor already finished")) };
+        if tx.send(chunk).is_err() {
+            // The thread ended early: its error says why.
+            return Err(self.join().err().unwrap_or_else(|| io::Error::other("compressor stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<ChannelWriter> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("compressor thread panicked")),
+            None => Err(io::Error::other("compressor already finished")),
+        }
+    }
+
+    /// Hands over the rest, lets the thread end the compressed stream, and returns the writer.
+    fn finish(mut self) -> io::Result<ChannelWriter> {
+        self.send()?;
+        self.finished.store(true, std::sync::atomic::Ordering::Release);
+        self.join()
+    }
+}
+
+impl Write for Offload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(OFFLOAD_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == OFFLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -252,8 +336,13 @@ impl Out {
         let sink = match format {
             Format::Zip => return Ok(Out::Zip(Box::new(zip::ZipWriter::new_stream(w)))),
             Format::Tar => TarSink::Plain(w),
-            Format::TarGz => TarSink::Gz(flate2::write::GzEncoder::new(w, flate2::Compression::new(GZIP_LEVEL))),
-            Format::TarZst => TarSink::Zst(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?),
+            Format::TarGz => TarSink::Compressed(Offload::spawn(
+                flate2::write::GzEncoder::new(w, flate2::Compression::new(GZIP_LEVEL)),
+                |e| e.finish(),
+            )?),
+            Format::TarZst => {
+                TarSink::Compressed(Offload::spawn(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?, |e| e.finish())?)
+            }
         };
         let mut b = tar::Builder::new(sink);
         b.follow_symlinks(false);
