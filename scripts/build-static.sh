@@ -20,9 +20,9 @@
 # Debian's glibc cross gcc (`gcc-aarch64-linux-gnu`) as freestanding-enough C (no _FORTIFY_SOURCE,
 # whose `__*_chk` calls only glibc has; no outline atomics, whose helpers live in libgcc), and the
 # same gcc links with Rust's self-contained musl (crt objects, libc.a and libunwind.a ship in the
-# target's rust-std): rustc passes -nostartfiles -nodefaultlibs, so nothing of glibc is linked.
-# The script then checks the binary for glibc-only symbols and, when qemu-user is installed, runs
-# its --version under it. The variables are set here only, not in .cargo/config, so that native
+# target's rust-std; rustc adds them itself with -nostartfiles -nodefaultlibs, so nothing of
+# glibc is linked). The script then checks the C archives for glibc-only symbols and, when
+# qemu-user is installed, runs the binary's --version under it. The variables are set here only, not in .cargo/config, so that native
 # builds are unchanged. No glibc fallback for a cross target: it fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."

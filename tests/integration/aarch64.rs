@@ -107,6 +107,7 @@ async fn x55_aarch64_static_binary_runs_under_qemu() {
     let resp = client.get(s.url("/capabilities")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "GET /capabilities");
     let caps: Value = resp.json().await.unwrap();
+    assert_eq!(caps["features"]["arch"], "aarch64", "{caps}");
     assert_eq!(caps["features"]["command_events"], true, "{caps}");
     assert_eq!(caps["features"]["archive"], json!(["tar", "tar.gz", "tar.zst", "zip"]), "{caps}");
 
