@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the fully static execd release binary and prints its path on stdout (logs go to stderr).
 #
-#   scripts/build-static.sh            # <arch>-unknown-linux-musl, --locked, [profile.release]
-#   EXECD_STATIC_TARGET=... scripts/build-static.sh   # another musl target
+#   scripts/build-static.sh                    # <host arch>-unknown-linux-musl, --locked, [profile.release]
+#   scripts/build-static.sh --target aarch64   # aarch64-unknown-linux-musl, cross-compiled (X55)
+#   EXECD_STATIC_TARGET=... scripts/build-static.sh   # another musl target (a triple or an arch)
 #
 # The binary must run in any image (glibc, musl, or neither: execd-reference.md §1.5), so the
 # script checks that it has no program interpreter and no shared-library dependencies, and that
@@ -13,12 +14,35 @@
 # When the musl target cannot be installed, it falls back to a glibc `crt-static` build and says
 # so loudly: that binary is static too, but glibc's static NSS (getpwnam & co.) does not work,
 # which execd does not use (it reads /etc/passwd and /etc/group itself, DECISIONS D16).
+#
+# Cross builds (a target arch other than the host's; aarch64 on x86_64 is the tested one): Debian
+# has no musl cross compiler, so unless `<arch>-linux-musl-gcc` exists, libzstd is compiled by
+# Debian's glibc cross gcc (`gcc-aarch64-linux-gnu`) as freestanding-enough C (no _FORTIFY_SOURCE,
+# whose `__*_chk` calls only glibc has; no outline atomics, whose helpers live in libgcc), and the
+# same gcc links with Rust's self-contained musl (crt objects, libc.a and libunwind.a ship in the
+# target's rust-std; rustc adds them itself with -nostartfiles -nodefaultlibs, so nothing of
+# glibc is linked). The script then checks the C archives for glibc-only symbols and, when
+# qemu-user is installed, runs the binary's --version under it. The variables are set here only, not in .cargo/config, so that native
+# builds are unchanged. No glibc fallback for a cross target: it fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MAX_BYTES=$((8 * 1024 * 1024))
-arch=$(uname -m)
-target=${EXECD_STATIC_TARGET:-${arch}-unknown-linux-musl}
+host_arch=$(uname -m)
+target=${EXECD_STATIC_TARGET:-}
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --target) target=${2:?--target needs an arch or a triple}; shift 2 ;;
+  --target=*) target=${1#--target=}; shift ;;
+  *) echo "build-static: unknown argument: $1 (usage: $0 [--target ARCH|TRIPLE])" >&2; exit 2 ;;
+  esac
+done
+target=${target:-$host_arch}
+# A bare arch (aarch64, x86_64) means its musl target.
+[[ $target == *-* ]] || target=${target}-unknown-linux-musl
+arch=${target%%-*}
+cross=false
+[ "$arch" = "$host_arch" ] || cross=true
 
 log() { echo "build-static: $*" >&2; }
 
@@ -33,6 +57,10 @@ rustflags=${RUSTFLAGS:-}
 if ! have_target "$target"; then
   log "installing the $target target"
   if ! { command -v rustup >/dev/null 2>&1 && rustup target add "$target" >&2 && have_target "$target"; }; then
+    if $cross; then
+      log "FAIL: the $target target is not available (rustup target add $target)"
+      exit 1
+    fi
     fallback=${arch}-unknown-linux-gnu
     log "################################################################################"
     log "WARNING: the $target target is not available."
@@ -47,13 +75,37 @@ fi
 # zstd-sys compiles C for the target: point cc-rs at musl's gcc wrapper unless the caller chose.
 cc_var="CC_${target//-/_}"
 if [[ $target == *-musl ]] && [ -z "${!cc_var:-}" ]; then
-  for cc in "${arch}-linux-musl-gcc" musl-gcc; do
+  # musl-gcc (musl-tools' wrapper around the host gcc) compiles for the host arch only.
+  cands=("${arch}-linux-musl-gcc")
+  $cross || cands+=(musl-gcc)
+  for cc in "${cands[@]}"; do
     if command -v "$cc" >/dev/null 2>&1; then
       export "$cc_var=$cc"
       break
     fi
   done
-  [ -n "${!cc_var:-}" ] || { log "FAIL: no musl C compiler (install musl-tools) for zstd-sys"; exit 1; }
+  if [ -z "${!cc_var:-}" ] && $cross && command -v "${arch}-linux-gnu-gcc" >/dev/null 2>&1; then
+    # Debian's glibc cross gcc, for C that links against Rust's self-contained musl (see above).
+    gnu_cc=${arch}-linux-gnu-gcc
+    export "$cc_var=$gnu_cc"
+    cflags_var="CFLAGS_${target//-/_}"
+    cflags="-U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=0 -fno-stack-protector"
+    [ "$arch" != aarch64 ] || cflags="$cflags -mno-outline-atomics"
+    export "$cflags_var=$cflags ${!cflags_var:-}"
+    linker_var="CARGO_TARGET_$(echo "${target//-/_}" | tr '[:lower:]' '[:upper:]')_LINKER"
+    [ -n "${!linker_var:-}" ] || export "$linker_var=$gnu_cc"
+    ar_var="AR_${target//-/_}"
+    [ -n "${!ar_var:-}" ] || ! command -v "${arch}-linux-gnu-ar" >/dev/null 2>&1 || export "$ar_var=${arch}-linux-gnu-ar"
+    log "cross: C with $gnu_cc (${!cflags_var}), linked by ${!linker_var} with Rust's self-contained musl"
+  fi
+  if [ -z "${!cc_var:-}" ]; then
+    if $cross; then
+      log "FAIL: no C compiler for $target (install gcc-${arch}-linux-gnu) for zstd-sys"
+    else
+      log "FAIL: no musl C compiler (install musl-tools) for zstd-sys"
+    fi
+    exit 1
+  fi
 fi
 
 # xterm.js for GET /terminal (X70), embedded by build.rs; without it the binary still builds.
@@ -104,6 +156,27 @@ if [ "$size" -gt "$MAX_BYTES" ]; then
   log "FAIL: $bin is $size bytes, more than 8 MiB ($MAX_BYTES)"
   exit 1
 fi
+nm_bin=$(command -v "${arch}-linux-gnu-nm" || command -v nm || true)
+if [ -n "${gnu_cc:-}" ] && [ -n "$nm_bin" ]; then
+  # The C compiled against glibc's headers must not call what only glibc has (fortified `__*_chk`,
+  # C99 scanf `__isoc99_*`): musl's libc.a would not resolve them. The binary is stripped, so this
+  # looks at the C archives the build scripts left.
+  glibc_only=$(find "${target_dir:-$PWD/target}/$target/release/build" -name '*.a' \
+    -exec "$nm_bin" -u {} + 2>/dev/null | grep -E '__[a-z0-9_]+_chk$|__isoc(99|23)_' | sort -u || true)
+  if [ -n "$glibc_only" ]; then
+    log "FAIL: the C code compiled by $gnu_cc calls glibc-only functions:"
+    echo "$glibc_only" >&2
+    exit 1
+  fi
+fi
 log "OK: static, $size bytes ($(( (size + 1023) / 1024 )) KiB), target $target"
-"$bin" --version >&2
+if ! $cross; then
+  "$bin" --version >&2
+elif command -v "qemu-${arch}-static" >/dev/null 2>&1; then
+  "qemu-${arch}-static" "$bin" --version >&2
+elif command -v "qemu-${arch}" >/dev/null 2>&1; then
+  "qemu-${arch}" "$bin" --version >&2
+else
+  log "no qemu-${arch}: $bin not run"
+fi
 echo "$bin"

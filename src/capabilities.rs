@@ -79,9 +79,10 @@ fn isolation_and_limits() -> Vec<(&'static str, Value)> {
     vec![("cgroup", json!(c.cgroup)), ("limits", json!(c.limits))]
 }
 
-/// Process-level features: acting as init (X51, true when `--init` runs this execd).
+/// Process-level features: acting as init (X51, true when `--init` runs this execd), and the
+/// architecture this binary was built for (X55: `x86_64`, `aarch64`).
 fn platform() -> Vec<(&'static str, Value)> {
-    vec![("init", json!(crate::init::active()))]
+    vec![("init", json!(crate::init::active())), ("arch", json!(std::env::consts::ARCH))]
 }
 
 /// Lifetime and operations (X50–X53): `init` (above, with the platform keys), `GET /ready`, the
@@ -159,6 +160,7 @@ mod tests {
             "command_ws",
             "watch",
             "init",
+            "arch",
             "otel",
         ] {
             assert!(f.contains_key(key), "{key} missing from {f:?}");

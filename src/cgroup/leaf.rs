@@ -36,6 +36,20 @@ pub(crate) struct Dirs {
 }
 
 impl Dirs {
+    /// The directories of a leaf an earlier execd made (X50): only read (`cgroup.procs` of the
+    /// first: every hierarchy holds the same processes) and removed, never limited or killed.
+    pub(crate) fn adopted(paths: &[PathBuf]) -> Dirs {
+        Dirs { v2: false, dirs: paths.iter().map(|p| (p.clone(), Vec::new())).collect(), tries: 0 }
+    }
+
+    /// Removes the (empty) parent directories of the leaf's directories but those in `keep`; one
+    /// still in use stays anyway (rmdir fails).
+    pub fn remove_parents(&self, keep: &[&Path]) {
+        for parent in self.dirs.iter().filter_map(|(d, _)| d.parent()).filter(|p| !keep.contains(p)) {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
     fn with(&self, ctrl: &str) -> Option<&Path> {
         if self.v2 {
             return self.dirs.first().map(|(d, _)| d.as_path());
@@ -236,6 +250,11 @@ impl Leaf {
     /// Name of the first directory (for logs).
     pub fn describe(&self) -> String {
         self.dirs().describe()
+    }
+
+    /// The leaf's directories (one on v2, one per hierarchy on v1), for the command record (X50).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs().dirs.iter().map(|(d, _)| d.clone()).collect()
     }
 
     pub fn pids(&self) -> Vec<i32> {

@@ -141,6 +141,8 @@ pub(crate) struct Cgroups {
     counter: AtomicU64,
     /// Dropped leaves that still held processes (or could not be removed yet).
     pending: Mutex<Vec<leaf::Dirs>>,
+    /// Leaves of commands an earlier execd lost (X50) that still hold processes; see [`adopt_lost`].
+    adopted: Mutex<Vec<leaf::Dirs>>,
 }
 
 static GLOBAL: OnceLock<Cgroups> = OnceLock::new();
@@ -197,8 +199,18 @@ pub fn check_limits(limits: &Limits) -> Result<(), CgroupError> {
 pub fn new_leaf(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
     check_limits(limits)?;
     let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None) else { return Ok(None) };
-    let n = cg.counter.fetch_add(1, Ordering::Relaxed);
-    match Leaf::create(cg, &format!("c{n}"), limits) {
+    let mut created = Leaf::create(cg, &format!("c{}", cg.counter.fetch_add(1, Ordering::Relaxed)), limits);
+    // A name already taken: a leaf an earlier execd with this same pid left populated (X50, kept
+    // while its processes run). Never reuse it; take the next names.
+    for _ in 0..64 {
+        match &created {
+            Err(CgroupError::Io { op: "mkdir", source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                created = Leaf::create(cg, &format!("c{}", cg.counter.fetch_add(1, Ordering::Relaxed)), limits);
+            }
+            _ => break,
+        }
+    }
+    match created {
         Ok(l) => Ok(Some(l)),
         Err(e) if limits.is_empty() => {
             tracing::warn!(error = %e, "cannot create a cgroup leaf; using the process group only");
@@ -232,6 +244,16 @@ pub fn shutdown() {
     }
 }
 
+/// Takes over the leaf (its directories `dirs`) of a command an earlier execd lost (X50) whose
+/// processes still run: they are reported, never killed (not at [`shutdown`] either), and the
+/// janitor removes the leaf once it is empty, then its `execd-<pid>` parent when nothing else is
+/// left in it. Without placement here (no janitor) a later start's sweep removes it.
+pub fn adopt_lost(dirs: &[PathBuf]) {
+    if let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None && !dirs.is_empty()) {
+        cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).push(leaf::Dirs::adopted(dirs));
+    }
+}
+
 pub(crate) fn pend(dirs: leaf::Dirs) {
     if let Some(cg) = GLOBAL.get() {
         cg.pending.lock().unwrap_or_else(|e| e.into_inner()).push(dirs);
@@ -258,6 +280,15 @@ fn janitor() {
             true
         });
         cg.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
+        // An adopted leaf's parent is this execd's own when both had the same pid: that one stays.
+        let own: Vec<&Path> = cg.v2_parent.iter().chain(cg.v1.iter().map(|h| &h.parent)).map(|p| p.as_path()).collect();
+        cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| {
+            if d.populated() || !d.try_remove() {
+                return true;
+            }
+            d.remove_parents(&own);
+            false
+        });
     }
 }
 
@@ -269,6 +300,7 @@ fn none() -> Cgroups {
         limits: Vec::new(),
         counter: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
+        adopted: Mutex::new(Vec::new()),
     }
 }
 

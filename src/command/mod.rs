@@ -385,7 +385,14 @@ impl CommandManager {
             Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()).with_stdin(stdin),
         );
         // The running record (X50): a later execd reports this command lost unless it finishes.
-        let rec = persist::running_record(&id, &entry.content, req.background, entry.started_at, child.pid());
+        let rec = persist::running_record(
+            &id,
+            &entry.content,
+            req.background,
+            entry.started_at,
+            child.pid(),
+            child.leaf_paths(),
+        );
         if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, false) {
             tracing::warn!(id = %id, error = %e, "could not write the command record; it will not survive a restart");
         }

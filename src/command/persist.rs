@@ -4,10 +4,11 @@
 //! Beside each journal `<journal_dir>/<id>.{out,idx}` lives `<id>.json`, written atomically
 //! (temporary file, rename; 0600 through [`crate::state_dir`]):
 //!
-//! - at start, a *running* record: id, content, start time, and the leader's pid with its
-//!   `/proc` start time and the boot id, so that a later execd can find the command's leftover
-//!   processes without mistaking a recycled pid for them (written without fsync: it only has to
-//!   survive execd's death, not the machine's);
+//! - at start, a *running* record: id, content, start time, the leader's pid with its `/proc`
+//!   start time and the boot id, and the directories of its cgroup leaf (X20) if it has one, so
+//!   that a later execd can find the command's leftover processes without mistaking a recycled
+//!   pid for them (written without fsync: it only has to survive execd's death, not the
+//!   machine's);
 //! - at the end, before the terminal event is published and the status turns finished, the
 //!   *finished* record: exit code, error, the X22 exit, times, the journal's extent and its
 //!   terminal event. It is fsynced right after the rename, off the command's latency path
@@ -16,8 +17,8 @@
 //! At start [`load`] reads every record. A finished one comes back as it was. A running one means
 //! execd died while the command ran: its journal is recovered up to the last whole index record
 //! ([`Journal::recover`]), it is reported finished with `exit_reason:"lost"`, exit code -1 and an
-//! error naming the processes of its process group still alive (they are reported, never
-//! killed: RELIABILITY.md section 7), and its finished record is written at once. Files that do not
+//! error naming the processes of its process group and of its cgroup leaf still alive (they are
+//! reported, never killed: RELIABILITY.md section 7), and its finished record is written at once. Files that do not
 //! parse, journals without a record and leftover temporaries are logged and removed; none of them
 //! stops execd from starting.
 
@@ -76,6 +77,11 @@ pub struct Running {
     /// The leader's start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
     pub pid_start: Option<u64>,
     pub boot_id: Option<String>,
+    /// The command's cgroup leaf: one directory on v2, one per hierarchy on v1; empty without a
+    /// leaf (and in records of execd versions before it was recorded). Its `cgroup.procs` also
+    /// lists the processes that left the process group (`setsid`, daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup: Vec<PathBuf>,
 }
 
 /// The end of a command.
@@ -210,8 +216,16 @@ pub fn remove(dir: &Path, id: &str) {
     let _ = std::fs::remove_file(record_path(dir, id));
 }
 
-/// The running record of a command just spawned with leader `pid`.
-pub fn running_record(id: &str, content: &str, background: bool, started_at: SystemTime, pid: u32) -> Record {
+/// The running record of a command just spawned with leader `pid` and cgroup leaf directories
+/// `cgroup` (empty: none).
+pub fn running_record(
+    id: &str,
+    content: &str,
+    background: bool,
+    started_at: SystemTime,
+    pid: u32,
+    cgroup: Vec<PathBuf>,
+) -> Record {
     Record {
         v: VERSION,
         id: id.to_string(),
@@ -219,7 +233,7 @@ pub fn running_record(id: &str, content: &str, background: bool, started_at: Sys
         background,
         started_at: Time::from_system(started_at),
         has_journal: true,
-        running: Some(Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id() }),
+        running: Some(Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id(), cgroup }),
         finished: None,
     }
 }
@@ -342,8 +356,18 @@ fn load_one(dir: &Path, id: &str) -> io::Result<Loaded> {
     let mut error = "lost: execd stopped while the command ran".to_string();
     if !leftovers.is_empty() {
         let list: Vec<String> = leftovers.iter().map(|p| p.to_string()).collect();
-        error.push_str(&format!("; still running in its process group: {}", list.join(", ")));
-        tracing::warn!(id = %id, pids = ?leftovers, "a command lost at restart left processes running; not killed");
+        let leaf = rec.running.as_ref().map(|r| r.cgroup.as_slice()).unwrap_or_default();
+        let place = if leaf.is_empty() { "its process group" } else { "its process group or cgroup leaf" };
+        // The leaf stays while they run; the janitor removes it after (RELIABILITY.md section 7).
+        let leaf: Vec<PathBuf> = leaf.iter().filter(|d| is_leaf_dir(d)).cloned().collect();
+        crate::cgroup::adopt_lost(&leaf);
+        error.push_str(&format!("; still running in {place}: {}", list.join(", ")));
+        tracing::warn!(
+            id = %id,
+            pids = ?leftovers,
+            leaf = ?leaf,
+            "a command lost at restart left processes running; not killed"
+        );
     }
     let exit = ExitInfo::lost();
     let terminal =
@@ -396,8 +420,10 @@ fn proc_start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
 }
 
-/// Live processes of a lost command's process group: same boot, group id = the leader's pid,
-/// started no earlier than the leader (a recycled group id would belong to a later process).
+/// Live processes of a lost command, sorted, each once: the members of its process group (same
+/// boot, group id = the leader's pid, started no earlier than the leader: a recycled group id
+/// would belong to a later process) and the processes in its cgroup leaf (which also holds those
+/// that left the group). Nothing from another boot.
 fn leftover_pids(r: &Running) -> Vec<i32> {
     let (Some(start), Some(boot)) = (r.pid_start, r.boot_id.as_deref()) else { return Vec::new() };
     if boot_id().as_deref() != Some(boot) {
@@ -409,8 +435,38 @@ fn leftover_pids(r: &Running) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| matches!(proc_stat(pid), Some((pg, t)) if pg == r.pid as i32 && t >= start))
         .collect();
+    pids.extend(leaf_pids(&r.cgroup));
     pids.sort_unstable();
+    pids.dedup();
     pids
+}
+
+/// The processes in a recorded cgroup leaf (the union of its directories' `cgroup.procs`: on v1
+/// every hierarchy holds the same processes, unless one could not be entered). A directory is
+/// read only if it looks like a leaf execd made (`…/execd-<pid>/c<n>`, absolute, no `..`) and
+/// lies on a cgroup filesystem; zombies (exited, not yet reaped by their new parent) are left out.
+fn leaf_pids(dirs: &[PathBuf]) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for dir in dirs.iter().filter(|d| is_leaf_dir(d)) {
+        let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else { continue };
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|&p| proc_stat(p).is_some()));
+    }
+    pids
+}
+
+/// Whether `dir` has the shape of an execd leaf and lies on a cgroup (v1 or v2) filesystem.
+fn is_leaf_dir(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let numbered = |name: Option<&std::ffi::OsStr>, prefix: &str| {
+        name.and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(prefix))
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    };
+    dir.is_absolute()
+        && !dir.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && numbered(dir.file_name(), "c")
+        && numbered(dir.parent().and_then(Path::file_name), "execd-")
+        && statfs(dir).is_ok_and(|s| [CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC].contains(&s.filesystem_type()))
 }
 
 #[cfg(test)]
@@ -434,6 +490,28 @@ mod tests {
         assert_eq!(ExitRec::from_info(&exit).to_info(), exit);
         let ok = ExecEvent::complete(17).at(5);
         assert_eq!(EventRec::from_event(&ok).to_event().unwrap().to_json(), ok.to_json());
+    }
+
+    #[test]
+    fn x50_only_execd_leaves_on_a_cgroup_filesystem_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = tmp.path().join("execd-12/c3");
+        std::fs::create_dir_all(&fake).unwrap();
+        std::fs::write(fake.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        // The right shape, but not a cgroup filesystem.
+        assert!(!is_leaf_dir(&fake));
+        assert!(leaf_pids(&[fake]).is_empty());
+        for bad in [
+            "relative/execd-1/c1",
+            "/sys/fs/cgroup/pids/execd-1/../c1",
+            "/sys/fs/cgroup/pids/x/c1",
+            "/sys/fs/cgroup/pids/execd-1/cx",
+        ] {
+            assert!(!is_leaf_dir(Path::new(bad)), "{bad}");
+        }
+        // A record of an execd that did not record leaves still parses.
+        let r: Running = serde_json::from_str(r#"{"pid":1,"pid_start":null,"boot_id":null}"#).unwrap();
+        assert!(r.cgroup.is_empty());
     }
 
     #[test]

@@ -548,6 +548,11 @@ impl GroupChild {
         self.leaf.is_some()
     }
 
+    /// The directories of the command's cgroup leaf (none without one), for its record (X50).
+    pub fn leaf_paths(&self) -> Vec<PathBuf> {
+        self.leaf.as_ref().map(Leaf::paths).unwrap_or_default()
+    }
+
     /// Usage, OOM and exit status, once the leader has been reaped.
     pub fn report(&self) -> Option<ExitReport> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).report

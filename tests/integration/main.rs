@@ -10,6 +10,7 @@
 mod common;
 mod fsutil;
 
+mod aarch64;
 mod archive;
 mod auth_matrix;
 mod background;

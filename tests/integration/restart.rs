@@ -328,3 +328,117 @@ async fn x31_kill_9_mid_import_leaves_no_staging_directory_after_a_restart() {
     assert_eq!(staging(), 0, "swept at start: {:?}", std::fs::read_dir(dest.path()).unwrap().collect::<Vec<_>>());
     assert!(!dest.path().join("big.bin").exists());
 }
+
+/// The leaf directories of execd `pid` in the machine's v1 hierarchies (`…/execd-<pid>/c<n>`).
+fn v1_leaves_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let parent = h.path().join(format!("execd-{pid}"));
+        for l in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if l.path().is_dir() {
+                out.push(l.path());
+            }
+        }
+    }
+    out
+}
+
+/// A lost command's processes and the leaf directories of the execd that lost them: killed and
+/// removed on drop, so that a failing test leaves nothing on the machine.
+struct Leftovers {
+    pids: Vec<i32>,
+    leaves: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for p in &self.pids {
+            kill_pid(*p);
+        }
+        common::wait_until(TIMEOUT, || {
+            for l in &self.leaves {
+                let _ = std::fs::remove_dir(l);
+                let _ = std::fs::remove_dir(l.parent().unwrap());
+            }
+            self.leaves.iter().all(|l| !l.exists())
+        });
+    }
+}
+
+#[tokio::test]
+async fn x50_lost_command_reports_the_processes_of_its_cgroup_leaf() {
+    // cgroup v1 as on this machine (root, a pids hierarchy, /sys/fs/cgroup not cgroup2).
+    let v1 = common::is_root()
+        && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v1 {
+        common::prerequisite_missing("root and cgroup v1 hierarchies (a pids hierarchy at /sys/fs/cgroup/pids)");
+        return;
+    }
+    let mut first = TestServer::start();
+    let first_pid = first.pid();
+    // The leader, and a child that leaves the process group (setsid): only the leaf still holds it.
+    let cmd = "setsid sh -c 'echo sid=$$; exec sleep 300' & echo pid=$$; exec sleep 300";
+    let id = run(&first, json!({"command": cmd, "background": true})).await;
+    let out = wait_output(&first, &id, "sid=").await;
+    let out = if out.contains("pid=") { out } else { wait_output(&first, &id, "pid=").await };
+    let num = |key: &str| -> i32 {
+        out.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok()).expect(key)
+    };
+    let (pid, sid) = (num("pid="), num("sid="));
+    let leaves = v1_leaves_of(first_pid);
+    let mut cleanup = Leftovers { pids: vec![pid, sid], leaves: leaves.clone() };
+    let leaf = leaves.iter().find(|l| l.starts_with("/sys/fs/cgroup/pids")).expect("no leaf in the pids hierarchy");
+    let procs = std::fs::read_to_string(leaf.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l == sid.to_string()), "the setsid child is not in the leaf {leaf:?}: {procs}");
+
+    first.kill();
+    let second = restart(&first, &[]);
+    let (code, st) = status(&second, &id).await;
+    assert_eq!((code, st["exit_reason"].as_str()), (200, Some("lost")), "{st}");
+    let error = st["error"].as_str().unwrap();
+    for p in [pid, sid] {
+        assert!(error.contains(&p.to_string()), "leftover {p} not reported: {error}");
+        assert!(common::pid_alive(p), "leftover {p} was killed instead of reported");
+    }
+    assert!(error.contains("cgroup leaf"), "{error}");
+    // Reported, not killed; the leaf stays while they run.
+    assert!(leaf.is_dir(), "the leaf of the lost command was removed while its processes run");
+    assert!(second.log().contains("not killed"), "no WARN naming them: {}", second.log());
+
+    // Once they end, the new execd's janitor removes the leaf and the dead execd's parent.
+    for p in std::mem::take(&mut cleanup.pids) {
+        kill_pid(p);
+    }
+    let gone = common::wait_until(TIMEOUT, || leaves.iter().all(|l| !l.exists()));
+    assert!(gone, "the lost command's leaf was not removed after its processes ended: {leaves:?}");
+    let parent = format!("/sys/fs/cgroup/pids/execd-{first_pid}");
+    assert!(common::wait_until(TIMEOUT, || !Path::new(&parent).exists()), "the dead execd's parent {parent} is left");
+    drop(cleanup);
+}
+
+#[tokio::test]
+async fn x50_a_leaf_name_an_earlier_execd_left_is_not_reused() {
+    // An earlier execd with this execd's pid (a restart in a fresh PID namespace) left a leaf that
+    // still holds a lost command's processes: the new execd must neither enter it nor fail.
+    let v1 = common::is_root()
+        && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v1 {
+        common::prerequisite_missing("root and cgroup v1 hierarchies (a pids hierarchy at /sys/fs/cgroup/pids)");
+        return;
+    }
+    let s = TestServer::start();
+    let old = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/execd-{}/c0", s.pid()));
+    std::fs::create_dir(&old).unwrap();
+    let _cleanup = Leftovers { pids: Vec::new(), leaves: vec![old.clone()] };
+    // The pids limit needs a leaf of its own: without one the request fails.
+    let id = run(&s, json!({"command": "echo pid=$$; cat /proc/self/cgroup", "limits": {"pids": 50}})).await;
+    wait_finished(&s, &id).await;
+    let out = String::from_utf8(logs(&s, &id).await.2).unwrap();
+    assert!(out.starts_with("pid="), "the command did not run: {out}");
+    let pids_line = out.lines().find(|l| l.contains(":pids:")).unwrap_or_else(|| panic!("no pids cgroup: {out}"));
+    assert!(pids_line.ends_with(&format!("/execd-{}/c1", s.pid())), "not in the next leaf: {pids_line}");
+    assert_eq!(std::fs::read_to_string(old.join("cgroup.procs")).unwrap(), "", "the old leaf was entered");
+    drop(s);
+}

@@ -105,6 +105,10 @@ pub struct ServerOptions {
     /// Start execd through this command line (`WRAPPER… execd ARGS…`), e.g. `unshare` to give it
     /// its own user namespace and limits. The wrapper must `exec` execd (pid stays execd's).
     pub wrapper: Vec<String>,
+    /// Run this binary instead of [`execd_bin`] (another build, e.g. the aarch64 one under qemu).
+    pub program: Option<PathBuf>,
+    /// How long to wait for `/ping` (default [`TIMEOUT`]; an emulated binary starts slower).
+    pub ready_timeout: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -126,6 +130,14 @@ impl ServerOptions {
     }
     pub fn wrapper(mut self, argv: &[&str]) -> Self {
         self.wrapper = argv.iter().map(|a| a.to_string()).collect();
+        self
+    }
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_path_buf());
+        self
+    }
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = Some(t);
         self
     }
     pub fn start(self) -> TestServer {
@@ -161,13 +173,14 @@ impl TestServer {
             let state_dir = dir.path().join("state");
             let log_path = dir.path().join("execd.log");
             let port = opts.port.unwrap_or_else(free_port);
+            let execd = opts.program.clone().unwrap_or_else(execd_bin);
             let mut cmd = match opts.wrapper.split_first() {
                 Some((program, rest)) => {
                     let mut c = Command::new(program);
-                    c.args(rest).arg(execd_bin());
+                    c.args(rest).arg(execd);
                     c
                 }
-                None => Command::new(execd_bin()),
+                None => Command::new(execd),
             };
             cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(&state_dir);
             if !opts.default_bind {
@@ -186,7 +199,7 @@ impl TestServer {
             let child = cmd.spawn().expect("spawn execd");
             let mut server =
                 TestServer { child: Some(child), port, token: opts.token.clone(), dir, state_dir, log_path };
-            if server.wait_ready() {
+            if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
                 return server;
             }
             let exited = matches!(server.child.as_mut().unwrap().try_wait(), Ok(Some(_)));
@@ -199,10 +212,10 @@ impl TestServer {
         panic!("execd did not become ready; log:\n{last_log}");
     }
 
-    fn wait_ready(&mut self) -> bool {
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
         let port = self.port;
         let token = self.token.clone();
-        wait_until(TIMEOUT, || {
+        wait_until(timeout, || {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return true;
             }
