@@ -1,7 +1,8 @@
 //! Full-duplex exec over a WebSocket (EXTENSIONS X15, issue #16) against the real binary through a
 //! real socket with a WebSocket client library: a REPL driven turn by turn, `eof`, `signal`,
 //! attaching with `since=0` (whole transcript, input included), disconnects that leave the command
-//! running, bad first frames, unknown ids and the query token.
+//! running, bad first frames, unknown ids and the query token; the same under a PTY (`"tty":true`:
+//! `x15_tty_…`, `x13_tty_…`).
 
 use crate::common;
 
@@ -328,9 +329,17 @@ async fn x15_bad_first_frame_is_refused_with_1008() {
         "INVALID_REQUEST_BODY",
     )
     .await;
-    // No PTY-backed commands yet: a clear refusal, nothing started.
-    expect_refused(&s, Message::Text(json!({"command": "bash", "tty": true}).to_string().into()), "NOT_SUPPORTED")
-        .await;
+    // A window size needs a terminal, and must be sane: refused, nothing started.
+    for first in [
+        json!({"command": "bash", "cols": 80, "rows": 24}),
+        json!({"command": "bash", "tty": true, "cols": 0}),
+        json!({"command": "bash", "tty": true, "rows": 100000}),
+        json!({"command": "bash", "tty": true, "cols": "80"}),
+        json!({"command": "bash", "tty": true, "cols": -3, "rows": 2}),
+        json!({"command": "bash", "tty": "yes"}),
+    ] {
+        expect_refused(&s, Message::Text(first.to_string().into()), "INVALID_REQUEST_BODY").await;
+    }
     // A first message over the cap ends the connection without starting anything.
     let mut ws = connect(&s, "/command/ws").await;
     let huge = format!("{{\"command\":\"echo {}\"}}", "a".repeat(2 << 20));
@@ -428,4 +437,160 @@ async fn x15_a_command_that_cannot_start_gets_init_and_exit() {
     assert_eq!(exit["exit_code"], 255, "{exit}");
     assert!(exit["error"].as_str().unwrap_or("").contains("executable file not found"), "{exit}");
     assert!(exit["exit_reason"].is_string(), "{exit}");
+}
+
+// ---- Under a PTY (`"tty":true`) ----
+
+/// A terminal's output: what the command wrote and the terminal's echo of the input, with `\r\n`
+/// line ends (ONLCR); this maps them back to `\n`.
+fn screen(seen: &Seen) -> String {
+    seen.stdout.replace("\r\n", "\n")
+}
+
+#[tokio::test]
+async fn x15_tty_is_a_terminal_of_the_asked_size_and_resizes() {
+    let s = TestServer::start();
+    let script = "test -t 0 && test -t 1 && test -t 2 && echo is-a-tty; stty size; \
+                  while read -r line; do echo \"got $line\"; stty size; done";
+    let (mut ws, id) = exec(&s, json!({"command": script, "tty": true, "cols": 100, "rows": 30})).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("is-a-tty\n30 100\n")).await;
+    // The resize is applied before the next input frame is written: the answer shows it.
+    send_json(&mut ws, json!({"type": "resize", "cols": 132, "rows": 43})).await;
+    send_stdin(&mut ws, "one\n").await;
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("got one\n43 132\n")).await;
+    // Bad sizes are error frames; the command runs on with its size unchanged.
+    for bad in [
+        json!({"type": "resize", "cols": 0, "rows": 10}),
+        json!({"type": "resize", "cols": 10, "rows": 70000}),
+        json!({"type": "resize", "cols": "wide", "rows": 10}),
+        json!({"type": "resize", "cols": 10}),
+        json!({"type": "resize", "cols": 1e12, "rows": 10}),
+    ] {
+        send_json(&mut ws, bad).await;
+    }
+    read_until(&mut ws, &mut seen, |s| s.errors.len() >= 5).await;
+    assert!(seen.errors.iter().all(|e| e["code"] == "INVALID_REQUEST_BODY"), "{seen:?}");
+    send_stdin(&mut ws, "two\n").await;
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("got two\n43 132\n")).await;
+    // Input is journalled as stdin; the terminal's echo is part of the output.
+    send_json(&mut ws, json!({"type": "eof"})).await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    assert_eq!(exit["exit_reason"], "exited", "{exit}");
+    let st = status(&s, &id).await;
+    assert_eq!((st["running"].clone(), st["exit_code"].clone()), (json!(false), json!(0)), "{st}");
+    let logs = s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
+    assert!(logs.replace("\r\n", "\n").contains("one\ngot one\n43 132\n"), "{logs:?}");
+    // A finished terminal cannot be resized.
+    let mut b = connect(&s, &format!("/command/{id}/ws?since=0")).await;
+    assert!(matches!(next(&mut b).await, Frame::Text(v) if v["type"] == "init"));
+    read_to_exit(&mut b, &mut Seen::default()).await;
+}
+
+#[tokio::test]
+async fn x15_tty_python_repl_driven_turn_by_turn() {
+    let s = TestServer::start();
+    let first = json!({
+        "command": "python3 -q -i",
+        "tty": true,
+        "envs": {"TERM": "dumb", "PYTHON_BASIC_REPL": "1"},
+        "awaiting_input_ms": 100,
+    });
+    let (mut ws, _id) = exec(&s, first).await;
+    let mut seen = Seen::default();
+    // X13 under a PTY: the REPL at its prompt (readline waits in select) is announced.
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+    assert!(seen.awaiting_after[0].0.ends_with(">>> "), "{seen:?}");
+    send_stdin(&mut ws, "1 + 1\n").await;
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("1 + 1\n2\n>>> ")).await;
+    send_stdin(&mut ws, "import os, sys; print(os.isatty(0), sys.stdout.isatty())\n").await;
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("True True\n>>> ")).await;
+    send_stdin(&mut ws, "x = 40\n").await;
+    send_stdin(&mut ws, "print(x + 2)\n").await;
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("\n42\n>>> ")).await;
+    // Waits are announced again after new input and output.
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 2).await;
+    send_stdin(&mut ws, "exit(3)\n").await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 3, "{exit}");
+    assert!(seen.errors.is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn x15_tty_eof_ends_cat() {
+    let s = TestServer::start();
+    let (mut ws, id) = exec(&s, json!({"command": "cat", "tty": true})).await;
+    let mut seen = Seen::default();
+    send_stdin(&mut ws, "hello\n").await;
+    // The terminal echoes the line, then cat writes it back.
+    read_until(&mut ws, &mut seen, |s| screen(s) == "hello\nhello\n").await;
+    send_json(&mut ws, json!({"type": "eof"})).await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    // The EOF character is part of the typed input in the journal.
+    let events = s.client().get(s.url(&format!("/command/{id}/events"))).send().await.unwrap().text().await.unwrap();
+    let stdin: String = events
+        .split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter(|e| e["type"] == "stdin")
+        .map(|e| e["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(stdin, "hello\n\u{4}", "{events}");
+}
+
+#[tokio::test]
+async fn x15_tty_sigint_interrupts_sleep() {
+    let s = TestServer::start();
+    let (mut ws, _id) = exec(&s, json!({"command": "sleep 30", "tty": true})).await;
+    let started = std::time::Instant::now();
+    send_json(&mut ws, json!({"type": "signal", "signal": "SIGINT"})).await;
+    let exit = read_to_exit(&mut ws, &mut Seen::default()).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "SIGINT did not end sleep");
+    assert_eq!(exit["exit_reason"], "signaled", "{exit}");
+    assert_eq!(exit["signal"], "SIGINT", "{exit}");
+    assert_eq!(exit["exit_code"], -1, "{exit}");
+}
+
+#[tokio::test]
+async fn x15_tty_attach_since_zero_sees_the_transcript() {
+    let s = TestServer::start();
+    let (mut a, id) = exec(&s, json!({"command": "cat", "tty": true})).await;
+    let mut sa = Seen::default();
+    send_stdin(&mut a, "one\n").await;
+    read_until(&mut a, &mut sa, |s| screen(s) == "one\none\n").await;
+    let mut b = connect(&s, &format!("/command/{id}/ws?since=0")).await;
+    assert!(matches!(next(&mut b).await, Frame::Text(v) if v["type"] == "init"));
+    let mut sb = Seen::default();
+    read_until(&mut b, &mut sb, |s| replayed(s, 1).replace("\r\n", "\n") == "one\none\n").await;
+    assert_eq!(sb.replay[0], (0, 0, "one\n".to_string()), "the input comes first: {sb:?}");
+    // B types; A sees the output, B its echo of the input too.
+    send_stdin(&mut b, "two\n").await;
+    read_until(&mut a, &mut sa, |s| screen(s) == "one\none\ntwo\ntwo\n").await;
+    read_until(&mut b, &mut sb, |s| s.stdin == "two\n" && screen(s) == "two\ntwo\n").await;
+    send_json(&mut b, json!({"type": "eof"})).await;
+    let exit_a = read_to_exit(&mut a, &mut sa).await;
+    let exit_b = read_to_exit(&mut b, &mut sb).await;
+    assert_eq!(exit_a, exit_b);
+    assert_eq!(exit_a["exit_code"], 0, "{exit_a}");
+}
+
+#[tokio::test]
+async fn x13_tty_awaiting_input_fires_for_read_not_for_sleep() {
+    let s = TestServer::start();
+    // The first second is a sleep: no event then, only once `read` waits on the terminal.
+    let script = "sleep 1; echo slept; read -r -p 'name? ' n; echo \"hi $n\"; read -r m";
+    let first = json!({"command": script, "tty": true, "awaiting_input_ms": 100});
+    let (mut ws, _id) = exec(&s, first).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+    assert_eq!(screen(&Seen { stdout: seen.awaiting_after[0].0.clone(), ..Seen::default() }), "slept\nname? ");
+    send_stdin(&mut ws, "bob\n").await;
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 2).await;
+    assert!(screen(&seen).ends_with("bob\nhi bob\n"), "{seen:?}");
+    assert_eq!(seen.awaiting, 2, "once per wait: {seen:?}");
+    send_json(&mut ws, json!({"type": "eof"})).await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 1, "read at EOF fails: {exit}");
 }
