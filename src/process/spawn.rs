@@ -507,6 +507,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         pid: Pid::from_raw(pid as i32),
         pidfd,
         leaf,
+        session: tty.is_some(),
         state: Mutex::new(State { outcome: None, report: None, holds: 0 }),
         released: Notify::new(),
     };
@@ -540,6 +541,9 @@ pub struct GroupChild {
     pidfd: AsyncFd<OwnedFd>,
     /// The cgroup leaf of the command (X20); `None`: process group only.
     leaf: Option<Leaf>,
+    /// The leader leads a session of its own ([`StdinMode::Tty`]): without a leaf, the session's
+    /// other process groups (job control) are signalled and waited for too.
+    session: bool,
     state: Mutex<State>,
     released: Notify,
 }
@@ -565,6 +569,14 @@ impl GroupChild {
             return Err(Errno::ESRCH.into());
         }
         let res = killpg(self.pid, sig).map_err(io::Error::from);
+        if self.session && self.leaf.is_none() {
+            // Jobs a shell on the terminal moved to other groups of its session.
+            for p in self.members() {
+                if p != self.pid.as_raw() {
+                    let _ = kill(Pid::from_raw(p), sig);
+                }
+            }
+        }
         match &self.leaf {
             Some(leaf) => {
                 leaf.signal_all(sig);
@@ -706,6 +718,7 @@ impl GroupChild {
     pub fn leftovers_alive(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
+            None if self.session => !self.members().is_empty(),
             None => !matches!(killpg(self.pid, None), Err(Errno::ESRCH)),
         }
     }
@@ -714,8 +727,13 @@ impl GroupChild {
     fn leftovers_live(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
-            None => live_group_members(self.pid.as_raw()) > 0,
+            None => !self.members().is_empty(),
         }
+    }
+
+    /// The live (non-zombie) processes of the group, or of the session for a terminal's command.
+    fn members(&self) -> Vec<i32> {
+        members_of(self.pid.as_raw(), self.session)
     }
 
     /// Ends what the command left behind (#17: an explicit interrupt of a finished command):
@@ -728,7 +746,7 @@ impl GroupChild {
             Some(leaf) if sig == Signal::SIGKILL => leaf.kill_round(),
             Some(leaf) => leaf.signal_all(sig),
             None => {
-                for p in group_members(self.pid.as_raw()) {
+                for p in self.members() {
                     let _ = kill(Pid::from_raw(p), sig);
                 }
             }
@@ -757,14 +775,14 @@ impl GroupChild {
             return true;
         }
         // EPERM (members under another uid) still means the group exists.
-        if let Err(Errno::ESRCH) = killpg(self.pid, None) {
+        if let (Err(Errno::ESRCH), false) = (killpg(self.pid, None), self.session) {
             return false;
         }
         if !self.has_exited() {
             return true;
         }
         // The unreaped leader keeps the group "existing"; look for live members.
-        live_group_members(self.pid.as_raw()) > 0
+        !self.members().is_empty()
     }
 }
 
@@ -833,6 +851,11 @@ pub fn live_group_members(pgid: i32) -> usize {
 
 /// The non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
 fn group_members(pgid: i32) -> Vec<i32> {
+    members_of(pgid, false)
+}
+
+/// The non-zombie processes whose process group (or, with `session`, session) is `id`.
+fn members_of(id: i32, session: bool) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
     for e in rd.flatten() {
@@ -846,7 +869,9 @@ fn group_members(pgid: i32) -> Vec<i32> {
         let mut f = stat[close + 1..].split_whitespace();
         let state = f.next().unwrap_or("");
         let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+        let sid = f.next().and_then(|p| p.parse::<i32>().ok());
+        let ours = pgrp == Some(id) || (session && sid == Some(id));
+        if ours && state != "Z" && state != "X" {
             found.extend(name.parse::<i32>().ok());
         }
     }

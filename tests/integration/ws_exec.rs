@@ -594,3 +594,30 @@ async fn x13_tty_awaiting_input_fires_for_read_not_for_sleep() {
     let exit = read_to_exit(&mut ws, &mut seen).await;
     assert_eq!(exit["exit_code"], 1, "read at EOF fails: {exit}");
 }
+
+/// Kill guarantees hold for a terminal's command: a job that job control moved to another process
+/// group of the command's session goes with the command (its cgroup leaf, or else its session).
+#[tokio::test]
+async fn x15_tty_interrupt_kills_jobs_in_other_process_groups() {
+    // With cgroup leaves where the machine has them, and without (the session is the unit then).
+    for s in [TestServer::start(), TestServer::options().arg("--cgroup-root").arg("none").start()] {
+        tty_interrupt_kills_jobs(&s).await;
+    }
+}
+
+async fn tty_interrupt_kills_jobs(s: &TestServer) {
+    let script = "set -m; sleep 300 & echo \"job=$! pgid=$(ps -o pgid= $!)\"; read -r x";
+    let (mut ws, id) = exec(s, json!({"command": script, "tty": true})).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| s.stdout.contains("pgid=")).await;
+    let out = screen(&seen);
+    let job: i32 = out.split("job=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    let pgid: i32 = out.split("pgid=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    assert_eq!(job, pgid, "the job leads a group of its own: {out:?}");
+    assert!(common::pid_alive(job));
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_reason"], "interrupted", "{exit}");
+    assert!(common::wait_until(TIMEOUT, || !common::pid_alive(job)), "the job {job} survived its command");
+}
