@@ -450,6 +450,10 @@ fn screen(seen: &Seen) -> String {
 #[tokio::test]
 async fn x15_tty_is_a_terminal_of_the_asked_size_and_resizes() {
     let s = TestServer::start();
+    let caps: Value = s.client().get(s.url("/capabilities")).send().await.unwrap().json().await.unwrap();
+    if caps["features"]["command_ws"]["tty"] != true {
+        return common::prerequisite_missing("a pseudo-terminal (/dev/ptmx)");
+    }
     let script = "test -t 0 && test -t 1 && test -t 2 && echo is-a-tty; stty size; \
                   while read -r line; do echo \"got $line\"; stty size; done";
     let (mut ws, id) = exec(&s, json!({"command": script, "tty": true, "cols": 100, "rows": 30})).await;
@@ -620,4 +624,38 @@ async fn tty_interrupt_kills_jobs(s: &TestServer) {
     let exit = read_to_exit(&mut ws, &mut seen).await;
     assert_eq!(exit["exit_reason"], "interrupted", "{exit}");
     assert!(common::wait_until(TIMEOUT, || !common::pid_alive(job)), "the job {job} survived its command");
+}
+
+/// X13 for event loops: a process waiting in `poll` or `epoll_wait` with its stdin among the
+/// descriptors is announced; one polling only another descriptor is not.
+#[tokio::test]
+async fn x13_awaiting_input_fires_in_poll_and_epoll_waits() {
+    let s = TestServer::start();
+    let waits = [
+        "p = select.poll(); p.register(0, select.POLLIN); p.poll()",
+        "e = select.epoll(); e.register(0, select.EPOLLIN); e.poll()",
+        "select.select([0], [], [])",
+    ];
+    for wait in waits {
+        let script = format!(
+            "import select, sys\nprint('ready', flush=True)\n{wait}\nprint('got', sys.stdin.readline(), end='')"
+        );
+        let first = json!({"argv": ["python3", "-c", script], "awaiting_input_ms": 100});
+        let (mut ws, _id) = exec(&s, first).await;
+        let mut seen = Seen::default();
+        read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+        assert_eq!(seen.awaiting_after[0].0, "ready\n", "{wait}: {seen:?}");
+        send_stdin(&mut ws, "line\n").await;
+        let exit = read_to_exit(&mut ws, &mut seen).await;
+        assert_eq!((exit["exit_code"].clone(), seen.stdout.as_str()), (json!(0), "ready\ngot line\n"), "{wait}");
+    }
+    // Waiting on a pipe of its own (not stdin) for a second: no event before it is done.
+    let script = "import os, select\nr, w = os.pipe()\np = select.poll(); p.register(r, select.POLLIN)\n\
+                  print('polling', flush=True)\np.poll(1000)\nprint('done', flush=True)\ninput()";
+    let (mut ws, _id) = exec(&s, json!({"argv": ["python3", "-c", script], "awaiting_input_ms": 100})).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+    assert_eq!(seen.awaiting_after[0].0, "polling\ndone\n", "{seen:?}");
+    send_json(&mut ws, json!({"type": "eof"})).await;
+    read_to_exit(&mut ws, &mut seen).await;
 }
