@@ -561,7 +561,8 @@ impl GroupChild {
     }
 
     /// Sends `sig` to the whole group and to every process of the cgroup leaf (which also holds
-    /// those that left the group with `setsid`). Fails with ESRCH once the leader has been reaped.
+    /// those that left the group with `setsid`), or of a terminal's session without a leaf; each
+    /// process once. Fails with ESRCH once the leader has been reaped.
     pub fn signal_group(&self, sig: Signal) -> io::Result<()> {
         // The lock orders this kill against the reap in `wait`: never signal a reaped pgid.
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -569,19 +570,26 @@ impl GroupChild {
             return Err(Errno::ESRCH.into());
         }
         let res = killpg(self.pid, sig).map_err(io::Error::from);
-        if self.session && self.leaf.is_none() {
-            // Jobs a shell on the terminal moved to other groups of its session.
-            for p in self.members() {
-                if p != self.pid.as_raw() {
-                    let _ = kill(Pid::from_raw(p), sig);
-                }
+        // Then every other process of the command, once (a second SIGINT is a second interrupt):
+        // the leaf's processes outside the group (`setsid`, job control), or without a leaf, for
+        // a terminal's command, the other groups of its session.
+        let pgid = self.pid.as_raw();
+        let others: Vec<i32> = match &self.leaf {
+            Some(leaf) => leaf
+                .pids()
+                .into_iter()
+                .filter(|&p| nix::unistd::getpgid(Some(Pid::from_raw(p))).map(Pid::as_raw) != Ok(pgid))
+                .collect(),
+            None if self.session => {
+                members_of(pgid, true).into_iter().filter(|&(_, g)| g != pgid).map(|(p, _)| p).collect()
             }
+            None => Vec::new(),
+        };
+        for p in others {
+            let _ = kill(Pid::from_raw(p), sig);
         }
         match &self.leaf {
-            Some(leaf) => {
-                leaf.signal_all(sig);
-                Ok(())
-            }
+            Some(_) => Ok(()),
             None => res,
         }
     }
@@ -733,7 +741,7 @@ impl GroupChild {
 
     /// The live (non-zombie) processes of the group, or of the session for a terminal's command.
     fn members(&self) -> Vec<i32> {
-        members_of(self.pid.as_raw(), self.session)
+        members_of(self.pid.as_raw(), self.session).into_iter().map(|(p, _)| p).collect()
     }
 
     /// Ends what the command left behind (#17: an explicit interrupt of a finished command):
@@ -851,11 +859,12 @@ pub fn live_group_members(pgid: i32) -> usize {
 
 /// The non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
 fn group_members(pgid: i32) -> Vec<i32> {
-    members_of(pgid, false)
+    members_of(pgid, false).into_iter().map(|(p, _)| p).collect()
 }
 
-/// The non-zombie processes whose process group (or, with `session`, session) is `id`.
-fn members_of(id: i32, session: bool) -> Vec<i32> {
+/// The non-zombie processes whose process group (or, with `session`, session) is `id`, with
+/// their process group: `(pid, pgid)`.
+fn members_of(id: i32, session: bool) -> Vec<(i32, i32)> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
     for e in rd.flatten() {
@@ -871,8 +880,8 @@ fn members_of(id: i32, session: bool) -> Vec<i32> {
         let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
         let sid = f.next().and_then(|p| p.parse::<i32>().ok());
         let ours = pgrp == Some(id) || (session && sid == Some(id));
-        if ours && state != "Z" && state != "X" {
-            found.extend(name.parse::<i32>().ok());
+        if let (true, Some(pgrp), Ok(pid)) = (ours && state != "Z" && state != "X", pgrp, name.parse::<i32>()) {
+            found.push((pid, pgrp));
         }
     }
     found
