@@ -741,3 +741,25 @@ async fn x13_tty_interactive_bash_prompt_and_last_words() {
         assert_eq!(seen.stdout, format!("last words {round}"), "round {round}");
     }
 }
+
+/// The journal is the buffer under a PTY too: 64 MiB of output to a client that reads nothing
+/// does not hold the command up or grow execd's memory, and all of it is in the record.
+#[tokio::test]
+async fn x15_tty_output_flood_to_a_client_that_does_not_read_is_bounded() {
+    const TOTAL: u64 = 64 << 20;
+    let s = TestServer::start();
+    let before = common::hwm_kib(s.pid());
+    let script = format!("head -c {TOTAL} /dev/zero | tr '\\0' x; echo; echo end");
+    let (ws, id) = exec(&s, json!({"command": script, "tty": true})).await;
+    // The socket is never read; the command finishes anyway.
+    let st = common::wait_finished(&s, &id).await;
+    assert_eq!(st["exit_code"], 0, "{st}");
+    let url = s.url(&format!("/command/{id}/output?head=4&tail=8"));
+    let view: Value = s.client().get(url).send().await.unwrap().json().await.unwrap();
+    // `\n` became `\r\n` on the terminal (ONLCR).
+    assert_eq!(view["total_bytes"], TOTAL + 7, "{view}");
+    assert_eq!((view["head"].as_str(), view["tail"].as_str()), (Some("xxxx"), Some("x\r\nend\r\n")), "{view}");
+    let grown = common::hwm_kib(s.pid()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "execd's peak RSS grew by {grown} KiB for 64 MiB of terminal output");
+    drop(ws);
+}
