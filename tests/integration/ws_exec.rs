@@ -763,3 +763,21 @@ async fn x15_tty_output_flood_to_a_client_that_does_not_read_is_bounded() {
     assert!(grown < 32 * 1024, "execd's peak RSS grew by {grown} KiB for 64 MiB of terminal output");
     drop(ws);
 }
+
+/// A terminal for a command run as another uid: it becomes the controlling terminal before the
+/// credentials switch, and the command can use it.
+#[tokio::test]
+async fn x15_tty_command_as_another_uid() {
+    if !common::is_root() {
+        return common::prerequisite_missing("root (to run a command as another uid)");
+    }
+    let s = TestServer::start();
+    let script = "id -u; test -t 0 && stty size; read -r x; echo \"read $x\"";
+    let (mut ws, _id) = exec(&s, json!({"command": script, "tty": true, "uid": 65534, "cols": 90})).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| screen(s).contains("65534\n24 90\n")).await;
+    send_stdin(&mut ws, "ok\n").await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    assert!(screen(&seen).ends_with("ok\nread ok\n"), "{seen:?}");
+}
