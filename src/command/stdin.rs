@@ -142,9 +142,11 @@ impl StdinHandle {
                 if fired || since.elapsed() < quiet {
                     continue;
                 }
-                let waits = tokio::task::spawn_blocking(move || crate::process::waiting::group_waits_on(pgid, target))
-                    .await
-                    .unwrap_or(false);
+                let session = me.tty;
+                let waits =
+                    tokio::task::spawn_blocking(move || crate::process::waiting::group_waits_on(pgid, session, target))
+                        .await
+                        .unwrap_or(false);
                 // Output that raced the scan re-arms instead.
                 if !(waits && journal.len() == last_len && me.is_open()) {
                     continue;

@@ -1,6 +1,6 @@
 //! Whether a process of a command is blocked reading its stdin (X13): the pipe, or the terminal
 //! of a command started with `"tty":true`. From `/proc`, for each sleeping process of the
-//! command's process group or session:
+//! command's process group (or session, for a terminal's command, which leads one):
 //!
 //! - the syscall it sleeps in and its arguments (`/proc/<pid>/syscall`);
 //! - a `read`-family call: the descriptor it reads is its first argument;
@@ -73,8 +73,9 @@ const POLL_READ: i16 = 0x1 | 0x2 | 0x40;
 /// `EPOLLIN | EPOLLPRI | EPOLLRDNORM`.
 const EPOLL_READ: u32 = 0x1 | 0x2 | 0x40;
 
-/// Whether some sleeping process whose process group or session is `pgid` waits to read `target`.
-pub fn group_waits_on(pgid: i32, target: FileId) -> bool {
+/// Whether some sleeping process whose process group (or, with `session`, session) is `pgid`
+/// waits to read `target`.
+pub fn group_waits_on(pgid: i32, session: bool, target: FileId) -> bool {
     let Ok(rd) = std::fs::read_dir("/proc") else { return false };
     for e in rd.flatten() {
         let name = e.file_name();
@@ -84,8 +85,9 @@ pub fn group_waits_on(pgid: i32, target: FileId) -> bool {
         let Some(close) = stat.rfind(')') else { continue };
         // After `(comm)`: state ppid pgrp session ...
         let f: Vec<&str> = stat[close + 1..].split_whitespace().take(4).collect();
-        let [state, _ppid, pgrp, session] = f[..] else { continue };
-        let ours = [pgrp, session].iter().any(|v| v.parse::<i32>().ok() == Some(pgid));
+        let [state, _ppid, pgrp, sid] = f[..] else { continue };
+        let of = |v: &str| v.parse::<i32>().ok() == Some(pgid);
+        let ours = of(pgrp) || (session && of(sid));
         if ours && state == "S" && waits_on(pid, target) {
             return true;
         }
