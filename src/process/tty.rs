@@ -26,23 +26,47 @@ pub const MAX_DIM: u16 = 4096;
 /// A PTY master registered with the reactor, shared by the output pump and the stdin writer.
 pub type Master = Arc<AsyncFd<PtyMaster>>;
 
-/// The identity of an open file (`st_dev`, `st_ino`): how X13 recognises the descriptor a
-/// process reads (a pipe or a terminal) through `/proc/<pid>/fd/<n>`.
+/// The identity of an open file (`st_dev`, `st_ino`; `st_rdev` for a device): how X13 recognises
+/// the descriptor a process reads (a pipe or a terminal) through `/proc/<pid>/fd/<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
+    /// The device number of a device file (a terminal's slave: 136/N), else 0.
+    pub rdev: u64,
 }
 
 impl FileId {
+    fn from_stat(st: nix::sys::stat::FileStat) -> FileId {
+        FileId { dev: st.st_dev, ino: st.st_ino, rdev: st.st_rdev }
+    }
+
     /// The identity of an open descriptor.
     pub fn of(fd: RawFd) -> Option<FileId> {
-        nix::sys::stat::fstat(fd).ok().map(|st| FileId { dev: st.st_dev, ino: st.st_ino })
+        nix::sys::stat::fstat(fd).ok().map(FileId::from_stat)
     }
 
     /// The identity of what a path (or a `/proc/<pid>/fd/<n>` link) names.
     pub fn of_path(path: &str) -> Option<FileId> {
-        nix::sys::stat::stat(path).ok().map(|st| FileId { dev: st.st_dev, ino: st.st_ino })
+        nix::sys::stat::stat(path).ok().map(FileId::from_stat)
+    }
+
+    /// The same open file (device and inode).
+    pub fn same_file(&self, other: &FileId) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
+    /// `/dev/tty` (5/0): whatever the opening process's controlling terminal is.
+    pub fn is_dev_tty(&self) -> bool {
+        self.rdev != 0 && (nix::sys::stat::major(self.rdev), nix::sys::stat::minor(self.rdev)) == (5, 0)
+    }
+
+    /// Whether this device is the terminal `/proc/<pid>/stat` names as `tty_nr` (major in bits
+    /// 8–15, minor in bits 0–7 and 20–31).
+    pub fn is_tty_nr(&self, tty_nr: u32) -> bool {
+        let (major, minor) = ((tty_nr >> 8) & 0xfff, (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00));
+        self.rdev != 0
+            && (nix::sys::stat::major(self.rdev), nix::sys::stat::minor(self.rdev)) == (major.into(), minor.into())
     }
 }
 
@@ -165,6 +189,21 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
         assert_eq!(eof_char(&m), 0x04);
-        assert!(FileId::of(slave.as_raw_fd()).is_some());
+        let id = FileId::of(slave.as_raw_fd()).unwrap();
+        assert_eq!(nix::sys::stat::major(id.rdev), 136, "{id:?}");
+        assert!(!id.is_dev_tty());
+    }
+
+    #[test]
+    fn x13_tty_device_numbers() {
+        let dev = |major, minor| FileId { dev: 0, ino: 0, rdev: nix::sys::stat::makedev(major, minor) };
+        assert!(dev(5, 0).is_dev_tty());
+        assert!(!dev(5, 1).is_dev_tty() && !dev(136, 0).is_dev_tty());
+        // tty_nr: major in bits 8-15, minor in bits 0-7 and 20-31.
+        assert!(dev(136, 3).is_tty_nr((136 << 8) | 3));
+        assert!(dev(136, 300).is_tty_nr((136 << 8) | (300 & 0xff) | ((300 >> 8) << 20)));
+        assert!(!dev(136, 300).is_tty_nr((136 << 8) | (300 & 0xff)));
+        assert!(!dev(136, 3).is_tty_nr(0));
+        assert!(!FileId { dev: 1, ino: 2, rdev: 0 }.is_tty_nr(0));
     }
 }

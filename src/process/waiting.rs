@@ -11,7 +11,9 @@
 //!   `python3 -i` (readline's `select`), `bash -i` (`pselect6`) and event loops (node: `epoll`)
 //!   sleep in at their prompts;
 //! - each such descriptor is compared with the stdin by identity (`st_dev`, `st_ino` of what
-//!   `/proc/<pid>/fd/<n>` resolves to), so a reopened terminal (`/dev/tty`, libuv) counts too.
+//!   `/proc/<pid>/fd/<n>` resolves to), so the terminal reopened by its name (libuv) counts too;
+//!   `/dev/tty` (5/0: `getpass`, `sudo`, `read < /dev/tty`) counts when the process's controlling
+//!   terminal (`tty_nr` in `/proc/<pid>/stat`) is the command's terminal.
 //!
 //! `sleep`, a read of a file (never blocks), a wait on a socket or on other descriptors do not
 //! count. Memory that cannot be read (no ptrace access) only means that wait is not seen. A
@@ -83,23 +85,28 @@ pub fn group_waits_on(pgid: i32, session: bool, target: FileId) -> bool {
         let Ok(pid) = name.parse::<i32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let Some(close) = stat.rfind(')') else { continue };
-        // After `(comm)`: state ppid pgrp session ...
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().take(4).collect();
-        let [state, _ppid, pgrp, sid] = f[..] else { continue };
+        // After `(comm)`: state ppid pgrp session tty_nr ...
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().take(5).collect();
+        let [state, _ppid, pgrp, sid, tty_nr] = f[..] else { continue };
         let of = |v: &str| v.parse::<i32>().ok() == Some(pgid);
         let ours = of(pgrp) || (session && of(sid));
-        if ours && state == "S" && waits_on(pid, target) {
+        let tty_nr = tty_nr.parse::<i32>().map(|n| n as u32).unwrap_or(0);
+        if ours && state == "S" && waits_on(pid, tty_nr, target) {
             return true;
         }
     }
     false
 }
 
-/// Whether `pid` sleeps in a syscall that waits to read `target`.
-fn waits_on(pid: i32, target: FileId) -> bool {
+/// Whether `pid` (controlling terminal `tty_nr`) sleeps in a syscall that waits to read `target`.
+fn waits_on(pid: i32, tty_nr: u32, target: FileId) -> bool {
     let Ok(sc) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
     let Some((nr, args)) = parse_syscall(&sc) else { return false };
-    let is_target = |fd: u64| FileId::of_path(&format!("/proc/{pid}/fd/{fd}")) == Some(target);
+    let is_target = |fd: u64| match FileId::of_path(&format!("/proc/{pid}/fd/{fd}")) {
+        Some(f) if f.same_file(&target) => true,
+        Some(f) => f.is_dev_tty() && target.is_tty_nr(tty_nr),
+        None => false,
+    };
     let candidates = match classify(nr) {
         None => return false,
         Some(Wait::Read) => vec![args[0]],

@@ -781,3 +781,26 @@ async fn x15_tty_command_as_another_uid() {
     assert_eq!(exit["exit_code"], 0, "{exit}");
     assert!(screen(&seen).ends_with("ok\nread ok\n"), "{seen:?}");
 }
+
+/// X13 for readers of `/dev/tty` (`getpass`, `sudo`, installers): the command's terminal reached
+/// through the controlling-terminal device is recognised too.
+#[tokio::test]
+async fn x13_tty_awaiting_input_fires_for_dev_tty_readers() {
+    let s = TestServer::start();
+    let script = "python3 -c \"import getpass; print('len', len(getpass.getpass('pw: ')))\"; \
+                  read -r x < /dev/tty; echo \"x=$x\"";
+    let (mut ws, id) = exec(&s, json!({"command": script, "tty": true, "awaiting_input_ms": 100})).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 1).await;
+    assert!(seen.awaiting_after[0].0.ends_with("pw: "), "{seen:?}");
+    send_stdin(&mut ws, "secret\n").await;
+    read_until(&mut ws, &mut seen, |s| s.awaiting >= 2).await;
+    // getpass turned the echo off: the password is in the input record, not on the screen.
+    assert!(screen(&seen).ends_with("pw: \nlen 6\n"), "{seen:?}");
+    send_stdin(&mut ws, "y\n").await;
+    let exit = read_to_exit(&mut ws, &mut seen).await;
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    assert!(screen(&seen).ends_with("y\nx=y\n"), "{seen:?}");
+    assert_eq!(seen.awaiting, 2, "{seen:?}");
+    assert_eq!(status(&s, &id).await["exit_code"], 0);
+}
