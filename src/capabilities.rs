@@ -33,7 +33,7 @@ pub fn features() -> Map<String, Value> {
 
 /// Commands: `argv` (newer upstream contract), the resumable event stream (DECISIONS D11).
 /// `stdin` (X10–X12), `signal` (X14), the bounded `output` view (X16) and WebSocket exec (X15;
-/// `tty`: whether `"tty":true` gives the command a PTY).
+/// `tty`: whether `"tty":true` gives the command a PTY, i.e. whether one can be opened here).
 fn command() -> Vec<(&'static str, Value)> {
     vec![
         ("argv", json!(true)),
@@ -43,7 +43,7 @@ fn command() -> Vec<(&'static str, Value)> {
         ("session_stdin", json!(["string"])),
         ("command_signal", json!(true)),
         ("command_output", json!(true)),
-        ("command_ws", json!({"tty": false})),
+        ("command_ws", json!({"tty": pty_usable()})),
     ]
 }
 
@@ -117,8 +117,8 @@ fn terminal() -> Vec<(&'static str, Value)> {
 fn pty_usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open("/dev/ptmx").is_ok()
+        use crate::process::tty::{open_pty, DEFAULT_COLS, DEFAULT_ROWS};
+        open_pty(DEFAULT_COLS, DEFAULT_ROWS).is_ok()
     })
 }
 

@@ -155,6 +155,8 @@ impl TryFrom<RunCommandBody> for CommandRequest {
             limits,
             stdin: b.stdin.into(),
             awaiting_input_ms: b.awaiting_input_ms,
+            // Only `GET /command/ws` gives a terminal (its first frame's `tty`).
+            tty: None,
         })
     }
 }

@@ -15,9 +15,19 @@
 //! `{"type":"pong"}`, and last `{"type":"exit","exit_code",…X22 fields,"offset"}` then close 1000.
 //!
 //! Client → server: binary `0x00` + bytes (stdin), text `{"type":"stdin","data":"…"}`,
-//! `{"type":"eof"}`, `{"type":"signal","signal":"SIGINT"|"INT"|2}`, `{"type":"ping"}`;
-//! `{"type":"resize"}` is answered with a `NOT_SUPPORTED` error frame (no PTY-backed commands yet:
-//! `"tty":true` in the first frame is refused with close 1008).
+//! `{"type":"eof"}`, `{"type":"signal","signal":"SIGINT"|"INT"|2}`, `{"type":"ping"}`,
+//! `{"type":"resize","cols":C,"rows":R}` (a command with a terminal only; else a `NOT_SUPPORTED`
+//! error frame; bad sizes an `INVALID_REQUEST_BODY` one).
+//!
+//! # Terminal
+//! `"tty":true` in the first frame (optional `"cols"`, `"rows"`: 1 to
+//! [`crate::process::tty::MAX_DIM`], default 80×24) runs the command on a new PTY: stdin, stdout
+//! and stderr, the controlling terminal of a new session. What the terminal shows (the command's
+//! output and the terminal's echo of the input, merged) is journalled and sent as stdout; input
+//! goes to the terminal and is journalled as stdin; `eof` types the terminal's `VEOF` character
+//! (`^D`) and input stays open; `resize` sets the window size (`SIGWINCH`). Everything else
+//! (status, `/logs`, `/events`, attach with `since`, signals, kill guarantees) is as for any
+//! command.
 //!
 //! # Bounds
 //! The first frame must come within [`FIRST_FRAME_DEADLINE`]; afterwards a client that sends
@@ -205,45 +215,63 @@ async fn linger(stream: &mut SplitStream<WebSocket>) {
     .await;
 }
 
-/// The first frame: a `POST /command` body plus `tty` and `echo`.
+/// The first frame: a `POST /command` body plus `tty` (with `cols`, `rows`) and `echo`.
 struct FirstFrame {
     req: CommandRequest,
     /// A `stdin` string: written first, then the pipe stays open.
     initial: Option<String>,
-    tty: bool,
     echo: Option<bool>,
+}
+
+fn invalid_body(m: impl Into<String>) -> ApiError {
+    ApiError::new(axum::http::StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody, m)
+}
+
+/// A window size from a frame: `cols` and `rows`, each absent (`default`) or an integer in range.
+fn frame_size(obj: &serde_json::Map<String, Value>, default: Option<(u16, u16)>) -> Result<(u16, u16), String> {
+    let dim = |k: &str, d: Option<u16>| match (obj.get(k), d) {
+        (None, Some(d)) => Ok(u64::from(d)),
+        (Some(v), _) => v.as_u64().ok_or_else(|| format!("{k}: expected a positive integer, got {v}")),
+        (None, None) => Err(format!("{k}: required")),
+    };
+    let cols = dim("cols", default.map(|d| d.0))?;
+    let rows = dim("rows", default.map(|d| d.1))?;
+    crate::process::tty::check_size(cols, rows)
 }
 
 fn parse_first_frame(raw: &str) -> Result<FirstFrame, ApiError> {
     let mut value = super::extract::first_json_value(raw.as_bytes())?;
     super::extract::fold_keys(&mut value, super::extract::KeyFold::Struct);
     let Value::Object(obj) = &mut value else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequestBody,
-            "first frame: expected a JSON object (a POST /command body)",
-        ));
+        return Err(invalid_body("first frame: expected a JSON object (a POST /command body)"));
     };
     let flag = |obj: &mut serde_json::Map<String, Value>, k: &str| match obj.remove(k) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(b)),
-        Some(v) => Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequestBody,
-            format!("{k}: expected true or false, got {v}"),
-        )),
+        Some(v) => Err(invalid_body(format!("{k}: expected true or false, got {v}"))),
     };
     let tty = flag(obj, "tty")?.unwrap_or(false);
     let echo = flag(obj, "echo")?;
+    let size = if tty {
+        let default = (crate::process::tty::DEFAULT_COLS, crate::process::tty::DEFAULT_ROWS);
+        Some(frame_size(obj, Some(default)).map_err(invalid_body)?)
+    } else if obj.contains_key("cols") || obj.contains_key("rows") {
+        return Err(invalid_body("cols, rows: only with \"tty\":true"));
+    } else {
+        None
+    };
+    obj.remove("cols");
+    obj.remove("rows");
     let body: RunCommandBody = serde_json::from_value(value).map_err(ApiError::invalid_body)?;
     let mut req = CommandRequest::try_from(body)?;
+    req.tty = size;
     // The socket is the foreground; a disconnect never kills the command anyway (D13).
     req.background = false;
     let initial = match std::mem::replace(&mut req.stdin, StdinRequest::Open) {
         StdinRequest::Text(t) if !t.is_empty() => Some(t),
         _ => None,
     };
-    Ok(FirstFrame { req, initial, tty, echo })
+    Ok(FirstFrame { req, initial, echo })
 }
 
 /// Waits (bounded) for the first data frame; pings and pongs are skipped.
@@ -281,14 +309,6 @@ async fn serve_exec(commands: CommandManager, echo: bool, socket: WebSocket) {
         Ok(f) => f,
         Err(e) => return refuse(sink, stream, &e, CLOSE_POLICY).await,
     };
-    if first.tty {
-        let e = ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            ErrorCode::NotSupported,
-            "tty: PTY-backed commands are not supported on /command/ws yet; use /pty for a terminal",
-        );
-        return refuse(sink, stream, &e, CLOSE_POLICY).await;
-    }
     let echo = first.echo.unwrap_or(echo);
     let started = match commands.start(first.req) {
         Ok(s) => s,
@@ -619,8 +639,14 @@ async fn control(commands: &CommandManager, id: &str, raw: &str, ctrl: &mpsc::Se
             }
         }
         "resize" => {
-            let m = "resize: this command has no terminal (tty is not supported on /command/ws yet)";
-            let _ = ctrl.send(error_frame(ErrorCode::NotSupported.as_str(), m)).await;
+            let res = match v.as_object().map(|o| frame_size(o, None)) {
+                Some(Ok((cols, rows))) => commands.resize(id, cols, rows).map_err(ApiError::from),
+                Some(Err(m)) => Err(invalid_body(format!("resize: {m}"))),
+                None => Err(invalid_body("resize: expected an object")),
+            };
+            if let Err(e) = res {
+                let _ = ctrl.send(api_error_frame(&e)).await;
+            }
         }
         "ping" => {
             let _ = ctrl.send(text(json!({ "type": "pong" }))).await;
@@ -644,8 +670,20 @@ mod tests {
         assert!(!f.req.background);
         assert_eq!(f.initial.as_deref(), Some("hi"));
         assert_eq!(f.echo, Some(true));
-        assert!(!f.tty);
-        assert!(parse_first_frame(r#"{"command":"x","tty":true}"#).unwrap().tty);
+        assert_eq!(f.req.tty, None);
+        assert_eq!(parse_first_frame(r#"{"command":"x","tty":true}"#).unwrap().req.tty, Some((80, 24)));
+        let sized = parse_first_frame(r#"{"command":"x","tty":true,"cols":120,"rows":40}"#).unwrap();
+        assert_eq!(sized.req.tty, Some((120, 40)));
+        for bad in [
+            r#"{"command":"x","tty":true,"cols":0}"#,
+            r#"{"command":"x","tty":true,"rows":100000}"#,
+            r#"{"command":"x","tty":true,"cols":"80"}"#,
+            r#"{"command":"x","tty":true,"cols":-1}"#,
+            r#"{"command":"x","tty":true,"cols":1.5}"#,
+            r#"{"command":"x","cols":80}"#,
+        ] {
+            assert!(parse_first_frame(bad).is_err(), "{bad}");
+        }
         assert!(parse_first_frame("[1]").is_err());
         assert!(parse_first_frame("nope").is_err());
         assert!(parse_first_frame(r#"{"command":"x","tty":"yes"}"#).is_err());

@@ -261,6 +261,9 @@ impl From<crate::command::CommandError> for ApiError {
             }
             CommandError::StdinBody(_) => ApiError::bad_request(e.to_string()),
             CommandError::Finished(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()),
+            CommandError::NoTerminal(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NotSupported, e.to_string())
+            }
             CommandError::StdinWrite { .. }
             | CommandError::NotRunning(_)
             | CommandError::NoSuchSession

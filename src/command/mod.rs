@@ -71,6 +71,9 @@ pub struct CommandRequest {
     pub stdin: StdinRequest,
     /// X13: quiet time before `awaiting_input` (ms); `None`: the default (300).
     pub awaiting_input_ms: Option<u64>,
+    /// X15 `"tty":true`: run on a new PTY of `(cols, rows)` (stdin, stdout and stderr; output is
+    /// recorded as stdout). Needs `stdin` [`StdinRequest::Open`].
+    pub tty: Option<(u16, u16)>,
 }
 
 /// Why a command operation failed.
@@ -112,6 +115,9 @@ pub enum CommandError {
     /// X14: a signal to a command that has finished.
     #[error("command {0} has finished")]
     Finished(String),
+    /// X15: `resize` of a command that has no terminal.
+    #[error("command {0} has no terminal (start it with \"tty\":true on GET /command/ws)")]
+    NoTerminal(String),
 }
 
 impl From<crate::cgroup::CgroupError> for CommandError {
@@ -279,6 +285,12 @@ impl CommandManager {
                 req.timeout_ms
             )));
         }
+        if let Some((cols, rows)) = req.tty {
+            crate::process::tty::check_size(cols.into(), rows.into()).map_err(CommandError::Invalid)?;
+            if req.stdin != StdinRequest::Open {
+                return Err(CommandError::Invalid("tty: needs an open stdin".into()));
+            }
+        }
         if req.gid.is_some() && req.uid.is_none() {
             return Err(CommandError::Invalid("gid: requires uid".into()));
         }
@@ -338,7 +350,11 @@ impl CommandManager {
         let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
-        let stdin_mode = if req.stdin == StdinRequest::Null { StdinMode::Null } else { StdinMode::Pipe };
+        let stdin_mode = match (req.tty, &req.stdin) {
+            (Some((cols, rows)), _) => StdinMode::Tty { cols, rows },
+            (None, StdinRequest::Null) => StdinMode::Null,
+            (None, _) => StdinMode::Pipe,
+        };
         let spawned = base.and_then(|spec| {
             spawn_io(spec, &req.limits, stdin_mode).map_err(|e| Box::new((e.to_string(), ExitInfo::spawn_failed(&e))))
         });
@@ -382,7 +398,9 @@ impl CommandManager {
             }
         });
         let entry = Arc::new(
-            Entry::running(id.clone(), content, req.background, journal.clone(), child.clone()).with_stdin(stdin),
+            Entry::running(id.clone(), content, req.background, journal.clone(), child.clone())
+                .with_stdin(stdin)
+                .with_tty(pipes.tty.take()),
         );
         // The running record (X50): a later execd reports this command lost unless it finishes.
         let rec = persist::running_record(
@@ -606,6 +624,15 @@ impl CommandManager {
             // EPERM from members under another uid: the rest were signalled.
             _ => Ok(()),
         }
+    }
+
+    /// X15 `resize`: the window size of the command's terminal (its foreground process group gets
+    /// `SIGWINCH`). [`CommandError::NoTerminal`] without one, `Finished` once it is closed.
+    pub fn resize(&self, id: &str, cols: u16, rows: u16) -> Result<(), CommandError> {
+        let entry = self.entry(id)?;
+        let tty = entry.tty().ok_or_else(|| CommandError::NoTerminal(id.to_string()))?;
+        let (cols, rows) = crate::process::tty::check_size(cols.into(), rows.into()).map_err(CommandError::Invalid)?;
+        tty.resize(cols, rows).map_err(|_| CommandError::Finished(id.to_string()))
     }
 
     /// `GET /command/{id}/output` (X16): the bounded head/tail view of the output.

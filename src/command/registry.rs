@@ -33,6 +33,8 @@ pub struct Entry {
     pub journal: Option<Journal>,
     /// The stdin pipe when the command was started with one (X10).
     stdin: Option<Arc<super::stdin::StdinHandle>>,
+    /// The terminal of a `"tty":true` command (X15; holds it weakly).
+    tty: Option<crate::process::tty::TtyControl>,
     state: Mutex<EntryState>,
 }
 
@@ -60,6 +62,7 @@ impl Entry {
             started_at: SystemTime::now(),
             journal: Some(journal),
             stdin: None,
+            tty: None,
             state: Mutex::new(EntryState {
                 child: Some(child),
                 leftover: None,
@@ -82,6 +85,7 @@ impl Entry {
             started_at: now,
             journal: None,
             stdin: None,
+            tty: None,
             state: Mutex::new(EntryState {
                 child: None,
                 leftover: None,
@@ -98,6 +102,17 @@ impl Entry {
     pub(crate) fn with_stdin(mut self, stdin: Option<Arc<super::stdin::StdinHandle>>) -> Entry {
         self.stdin = stdin;
         self
+    }
+
+    /// Attaches the command's terminal (X15).
+    pub(crate) fn with_tty(mut self, tty: Option<crate::process::tty::TtyControl>) -> Entry {
+        self.tty = tty;
+        self
+    }
+
+    /// The terminal, if the command was started with one.
+    pub(crate) fn tty(&self) -> Option<crate::process::tty::TtyControl> {
+        self.tty.clone()
     }
 
     /// The stdin pipe, if the command was started with one.
@@ -119,6 +134,7 @@ impl Entry {
             started_at: l.started_at,
             journal: l.journal,
             stdin: None,
+            tty: None,
             state: Mutex::new(EntryState {
                 child: None,
                 leftover: None,

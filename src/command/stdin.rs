@@ -5,6 +5,10 @@
 //! The pipe closes (EOF for the command) on `eof=true`, when a string given at start was written,
 //! when no process reads it any more, or when the command ends: then every waiting writer gives up
 //! with [`CommandError::StdinClosed`].
+//!
+//! A command on a terminal (X15 `"tty":true`) is written through the PTY master instead; there
+//! `eof=true` types the terminal's `VEOF` character (recorded as input) and input stays open, as a
+//! terminal's does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,7 +41,7 @@ pub enum StdinRequest {
 pub struct StdinWritten {
     /// Bytes of this request that went into the pipe.
     pub written: u64,
-    /// Whether the pipe is now closed (EOF sent).
+    /// Whether EOF was sent (the pipe is now closed; a terminal got its `VEOF` and stays open).
     pub eof: bool,
 }
 
@@ -52,8 +56,10 @@ pub(crate) struct StdinHandle {
     /// `None` once closed. Async mutex: a writer holds it for a whole body, across awaits.
     pipe: tokio::sync::Mutex<Option<StdinPipe>>,
     log: InputLog,
-    /// The pipe's inode, to recognise it in `/proc/<pid>/fd` (X13).
-    inode: Option<u64>,
+    /// What the command reads (the pipe, or its terminal), to recognise it in `/proc` (X13).
+    target: Option<crate::process::tty::FileId>,
+    /// A terminal (`"tty":true`): `eof` sends its `VEOF` character and the input stays open.
+    tty: bool,
     /// Whether clients may write (`stdin: true` and not closed yet).
     client_writable: AtomicBool,
     /// Cancelled when the pipe closes for good; waiting writers stop.
@@ -64,7 +70,8 @@ impl StdinHandle {
     /// An open pipe for clients (`stdin: true`).
     pub(crate) fn open(pipe: StdinPipe, log: InputLog) -> Arc<StdinHandle> {
         Arc::new(StdinHandle {
-            inode: pipe.inode(),
+            target: pipe.target(),
+            tty: pipe.eof_char().is_some(),
             pipe: tokio::sync::Mutex::new(Some(pipe)),
             log,
             client_writable: AtomicBool::new(true),
@@ -75,7 +82,8 @@ impl StdinHandle {
     /// A pipe fed once with `text`, then closed; clients cannot write to it.
     pub(crate) fn feed_text(pipe: StdinPipe, log: InputLog, text: String) -> Arc<StdinHandle> {
         let h = Arc::new(StdinHandle {
-            inode: None,
+            target: None,
+            tty: false,
             pipe: tokio::sync::Mutex::new(Some(pipe)),
             log,
             client_writable: AtomicBool::new(false),
@@ -111,7 +119,7 @@ impl StdinHandle {
     /// what the pipes already hold: the journal length the watcher compares lags the pipes, so a
     /// marker written from here could precede the prompt printed just before the read.
     pub(crate) fn watch_awaiting_input(self: &Arc<Self>, pgid: i32, quiet: Duration, marks: mpsc::Sender<MarkRequest>) {
-        let Some(inode) = self.inode else { return };
+        let Some(target) = self.target else { return };
         let me = self.clone();
         tokio::spawn(async move {
             let journal = me.log.journal().clone();
@@ -134,8 +142,9 @@ impl StdinHandle {
                 if fired || since.elapsed() < quiet {
                     continue;
                 }
+                let session = me.tty;
                 let waits =
-                    tokio::task::spawn_blocking(move || crate::process::waiting::group_waits_on_pipe(pgid, inode))
+                    tokio::task::spawn_blocking(move || crate::process::waiting::group_waits_on(pgid, session, target))
                         .await
                         .unwrap_or(false);
                 // Output that raced the scan re-arms instead.
@@ -207,7 +216,15 @@ impl StdinHandle {
                     Err(e) => return Err(CommandError::StdinWrite { id: id.to_string(), source: e }),
                 }
             }
-            if eof {
+            if eof && self.tty {
+                // A terminal ends input with its EOF character (recorded as typed); it stays open
+                // for more, as a terminal does.
+                let veof = pipe.eof_char().unwrap_or(0x04);
+                let mut typed = 0;
+                if let Err(e) = pipe.write(&[veof], &self.log, &mut typed).await {
+                    return Err(CommandError::StdinWrite { id: id.to_string(), source: e });
+                }
+            } else if eof {
                 self.client_writable.store(false, Ordering::SeqCst);
                 *guard = None;
             }

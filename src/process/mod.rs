@@ -9,7 +9,8 @@
 //!   - `SpawnSpec { program: PathBuf, arg0: Option<OsString>, args: Vec<OsString>, env: Vec<(String, String)> /* complete,
 //!     env_clear */, cwd: Option<PathBuf>, credentials: Option<Credentials>, output: OutputMode }`,
 //!     `SpawnSpec::shell(cmd)` = `bash -c cmd` (or `sh -c`), separate pipes, empty env.
-//!   - `OutputMode::{Separate, Merged /* one pipe for both */, Null}`; stdin is always `/dev/null`.
+//!   - `OutputMode::{Separate, Merged /* one pipe for both */, Null}`; stdin is `/dev/null` unless
+//!     `spawn_io` asks for `StdinMode::Pipe` or `StdinMode::Tty { cols, rows }` (a PTY: [`tty`]).
 //!   - `ChildPipes { stdout: Option<OutputPipe>, stderr: Option<OutputPipe> }`;
 //!     `OutputPipe::read(&mut self, &mut [u8]).await -> io::Result<usize>` (cancel-safe, 0 = EOF),
 //!     `OutputPipe::read_now(&mut self, &mut [u8]) -> io::Result<Option<usize>>` (non-blocking,
@@ -57,6 +58,7 @@ pub mod lines;
 pub mod pump;
 pub mod spawn;
 pub mod stdin;
+pub mod tty;
 pub mod waiting;
 
 pub use env::{child_env, expand_path, expand_vars, EnvMap};

@@ -45,6 +45,11 @@ pub enum StdinMode {
     Null,
     /// A pipe whose write end is [`ChildPipes::stdin`].
     Pipe,
+    /// A new pseudo-terminal of this size as stdin, stdout and stderr, the controlling terminal of
+    /// a new session the child leads (X15 `"tty":true`). Its master is [`ChildPipes::stdin`] (input)
+    /// and [`ChildPipes::stdout`] (the merged output; `stderr` is `None`); [`ChildPipes::tty`]
+    /// resizes it. The spec's [`OutputMode`] is ignored.
+    Tty { cols: u16, rows: u16 },
 }
 
 /// Where the child's stdout and stderr go. stdin is `/dev/null` unless [`spawn_io`] asks for a pipe.
@@ -236,53 +241,78 @@ pub fn credentials_from(passwd: &str, group: &str, uid: u32, gid: Option<u32>) -
 pub struct ChildPipes {
     pub stdout: Option<OutputPipe>,
     pub stderr: Option<OutputPipe>,
-    /// The write end of the child's stdin with [`StdinMode::Pipe`].
+    /// The write end of the child's stdin with [`StdinMode::Pipe`] (the master with
+    /// [`StdinMode::Tty`]).
     pub stdin: Option<super::stdin::StdinPipe>,
+    /// With [`StdinMode::Tty`]: the terminal's size control.
+    pub tty: Option<super::tty::TtyControl>,
 }
 
-/// The read end of an output pipe.
+/// The read end of an output pipe, or the master of the child's terminal ([`StdinMode::Tty`]:
+/// everything the child writes to it, `EIO` once no slave is open being end of file).
 #[derive(Debug)]
 pub struct OutputPipe {
-    rx: pipe::Receiver,
+    src: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    Pipe(pipe::Receiver),
+    Tty(super::tty::Master),
 }
 
 impl OutputPipe {
     /// Reads what is available, waiting for data; `Ok(0)` at end of file. Cancel-safe.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.rx.read(buf).await
+        match &mut self.src {
+            Source::Pipe(rx) => rx.read(buf).await,
+            Source::Tty(m) => m.async_io(tokio::io::Interest::READABLE, |m| super::tty::read_master(m, buf)).await,
+        }
     }
 
     /// Waits until the pipe is readable (data or end of file). Cancel-safe.
     pub async fn readable(&self) -> io::Result<()> {
-        self.rx.readable().await
+        match &self.src {
+            Source::Pipe(rx) => rx.readable().await,
+            Source::Tty(m) => m.readable().await.map(drop),
+        }
     }
 
     /// Reads without waiting; `WouldBlock` when nothing is there (use after [`Self::readable`]).
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.rx.try_read(buf)
+        match &mut self.src {
+            Source::Pipe(rx) => rx.try_read(buf),
+            Source::Tty(m) => m.try_io(tokio::io::Interest::READABLE, |m| super::tty::read_master(m, buf)),
+        }
     }
 
     /// One non-blocking read syscall, bypassing the reactor's readiness cache: `Some(n)` bytes
     /// (`Some(0)` = end of file) or `None` when the pipe is empty right now. Used for the final
-    /// drain after the leader exited: everything it wrote is in the pipe by then.
+    /// drain after the leader exited: everything it wrote is in the pipe by then (a terminal's
+    /// read flushes the line discipline's pending input first).
     pub fn read_now(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let fd = match &self.src {
+            Source::Pipe(rx) => rx.as_raw_fd(),
+            Source::Tty(m) => m.get_ref().as_raw_fd(),
+        };
         loop {
-            match nix::unistd::read(self.rx.as_raw_fd(), buf) {
+            match nix::unistd::read(fd, buf) {
                 Ok(n) => return Ok(Some(n)),
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EIO) if matches!(self.src, Source::Tty(_)) => return Ok(Some(0)),
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Keeps reading (and discarding) until end of file in a background task, so that processes
-    /// left behind by the command never get SIGPIPE; the task ends when the last writer closes.
-    pub fn discard_rest(self) {
-        let mut rx = self.rx;
+    /// left behind by the command never get SIGPIPE (or block on a full terminal); the task ends
+    /// when the last writer closes.
+    pub fn discard_rest(mut self) {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = rx.read(&mut buf).await {
+            while let Ok(n) = self.read(&mut buf).await {
                 if n == 0 {
                     break;
                 }
@@ -294,7 +324,7 @@ impl OutputPipe {
 fn make_pipe() -> Result<(OutputPipe, OwnedFd), SpawnError> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
     let rx = pipe::Receiver::from_owned_fd(r).map_err(SpawnError::Pipe)?;
-    Ok((OutputPipe { rx }, w))
+    Ok((OutputPipe { src: Source::Pipe(rx) }, w))
 }
 
 /// Starts `spec` as the leader of a new process group, in a cgroup leaf of its own where execd
@@ -337,6 +367,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     }
     cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     let mut stdin_pipe = None;
+    let mut tty = None;
     match stdin {
         StdinMode::Null => {
             cmd.stdin(Stdio::null());
@@ -346,8 +377,26 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
             cmd.stdin(Stdio::from(r));
             stdin_pipe = Some(super::stdin::StdinPipe::new(w).map_err(SpawnError::Pipe)?);
         }
+        StdinMode::Tty { cols, rows } => {
+            let (m, slave) = super::tty::open_pty(cols, rows).map_err(SpawnError::Pipe)?;
+            let slave_id = super::tty::FileId::of(slave.as_raw_fd());
+            let dup = |f: &std::fs::File| f.try_clone().map_err(SpawnError::Pipe);
+            cmd.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
+            // SAFETY: runs in the forked child before exec (and before the other hook below);
+            // `become_controlling_tty` makes only raw, async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(super::tty::become_controlling_tty);
+            }
+            let master = super::tty::register(m).map_err(SpawnError::Pipe)?;
+            tty = Some(master);
+            stdin_pipe = tty.as_ref().map(|m| super::stdin::StdinPipe::tty(m.clone(), slave_id));
+        }
     }
-    cmd.process_group(0);
+    // A terminal's child leads a new session (so its own process group, pgid = pid) instead:
+    // `setsid` fails in a process that already leads a group.
+    if tty.is_none() {
+        cmd.process_group(0);
+    }
     // With a pre-exec step (cgroup, credentials) the chdir happens there too, after the switch,
     // as Go does, so a directory the user cannot enter is a start failure (stage `chdir`).
     let use_hook = !procs_fds.is_empty() || spec.credentials.is_some();
@@ -363,21 +412,27 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         None => None,
     };
     let mut pipes = ChildPipes { stdin: stdin_pipe, ..ChildPipes::default() };
-    match spec.output {
-        OutputMode::Separate => {
+    let output = if tty.is_some() { None } else { Some(spec.output) };
+    if let Some(m) = &tty {
+        pipes.stdout = Some(OutputPipe { src: Source::Tty(m.clone()) });
+        pipes.tty = Some(super::tty::TtyControl::new(m));
+    }
+    match output {
+        None => {}
+        Some(OutputMode::Separate) => {
             let (out, w_out) = make_pipe()?;
             let (err, w_err) = make_pipe()?;
             cmd.stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
             pipes.stdout = Some(out);
             pipes.stderr = Some(err);
         }
-        OutputMode::Merged => {
+        Some(OutputMode::Merged) => {
             let (out, w) = make_pipe()?;
             let w2 = w.try_clone().map_err(SpawnError::Pipe)?;
             cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
             pipes.stdout = Some(out);
         }
-        OutputMode::Null => {
+        Some(OutputMode::Null) => {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
@@ -452,6 +507,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         pid: Pid::from_raw(pid as i32),
         pidfd,
         leaf,
+        session: tty.is_some(),
         state: Mutex::new(State { outcome: None, report: None, holds: 0 }),
         released: Notify::new(),
     };
@@ -485,6 +541,9 @@ pub struct GroupChild {
     pidfd: AsyncFd<OwnedFd>,
     /// The cgroup leaf of the command (X20); `None`: process group only.
     leaf: Option<Leaf>,
+    /// The leader leads a session of its own ([`StdinMode::Tty`]): without a leaf, the session's
+    /// other process groups (job control) are signalled and waited for too.
+    session: bool,
     state: Mutex<State>,
     released: Notify,
 }
@@ -502,7 +561,8 @@ impl GroupChild {
     }
 
     /// Sends `sig` to the whole group and to every process of the cgroup leaf (which also holds
-    /// those that left the group with `setsid`). Fails with ESRCH once the leader has been reaped.
+    /// those that left the group with `setsid`), or of a terminal's session without a leaf; each
+    /// process once. Fails with ESRCH once the leader has been reaped.
     pub fn signal_group(&self, sig: Signal) -> io::Result<()> {
         // The lock orders this kill against the reap in `wait`: never signal a reaped pgid.
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -510,11 +570,26 @@ impl GroupChild {
             return Err(Errno::ESRCH.into());
         }
         let res = killpg(self.pid, sig).map_err(io::Error::from);
-        match &self.leaf {
-            Some(leaf) => {
-                leaf.signal_all(sig);
-                Ok(())
+        // Then every other process of the command, once (a second SIGINT is a second interrupt):
+        // the leaf's processes outside the group (`setsid`, job control), or without a leaf, for
+        // a terminal's command, the other groups of its session.
+        let pgid = self.pid.as_raw();
+        let others: Vec<i32> = match &self.leaf {
+            Some(leaf) => leaf
+                .pids()
+                .into_iter()
+                .filter(|&p| nix::unistd::getpgid(Some(Pid::from_raw(p))).map(Pid::as_raw) != Ok(pgid))
+                .collect(),
+            None if self.session => {
+                members_of(pgid, true).into_iter().filter(|&(_, g)| g != pgid).map(|(p, _)| p).collect()
             }
+            None => Vec::new(),
+        };
+        for p in others {
+            let _ = kill(Pid::from_raw(p), sig);
+        }
+        match &self.leaf {
+            Some(_) => Ok(()),
             None => res,
         }
     }
@@ -656,6 +731,7 @@ impl GroupChild {
     pub fn leftovers_alive(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
+            None if self.session => !self.members().is_empty(),
             None => !matches!(killpg(self.pid, None), Err(Errno::ESRCH)),
         }
     }
@@ -664,8 +740,13 @@ impl GroupChild {
     fn leftovers_live(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
-            None => live_group_members(self.pid.as_raw()) > 0,
+            None => !self.members().is_empty(),
         }
+    }
+
+    /// The live (non-zombie) processes of the group, or of the session for a terminal's command.
+    fn members(&self) -> Vec<i32> {
+        members_of(self.pid.as_raw(), self.session).into_iter().map(|(p, _)| p).collect()
     }
 
     /// Ends what the command left behind (#17: an explicit interrupt of a finished command):
@@ -678,7 +759,7 @@ impl GroupChild {
             Some(leaf) if sig == Signal::SIGKILL => leaf.kill_round(),
             Some(leaf) => leaf.signal_all(sig),
             None => {
-                for p in group_members(self.pid.as_raw()) {
+                for p in self.members() {
                     let _ = kill(Pid::from_raw(p), sig);
                 }
             }
@@ -707,14 +788,14 @@ impl GroupChild {
             return true;
         }
         // EPERM (members under another uid) still means the group exists.
-        if let Err(Errno::ESRCH) = killpg(self.pid, None) {
+        if let (Err(Errno::ESRCH), false) = (killpg(self.pid, None), self.session) {
             return false;
         }
         if !self.has_exited() {
             return true;
         }
         // The unreaped leader keeps the group "existing"; look for live members.
-        live_group_members(self.pid.as_raw()) > 0
+        !self.members().is_empty()
     }
 }
 
@@ -783,6 +864,12 @@ pub fn live_group_members(pgid: i32) -> usize {
 
 /// The non-zombie processes whose process group is `pgid` (from `/proc/*/stat`).
 fn group_members(pgid: i32) -> Vec<i32> {
+    members_of(pgid, false).into_iter().map(|(p, _)| p).collect()
+}
+
+/// The non-zombie processes whose process group (or, with `session`, session) is `id`, with
+/// their process group: `(pid, pgid)`.
+fn members_of(id: i32, session: bool) -> Vec<(i32, i32)> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
     for e in rd.flatten() {
@@ -796,8 +883,10 @@ fn group_members(pgid: i32) -> Vec<i32> {
         let mut f = stat[close + 1..].split_whitespace();
         let state = f.next().unwrap_or("");
         let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            found.extend(name.parse::<i32>().ok());
+        let sid = f.next().and_then(|p| p.parse::<i32>().ok());
+        let ours = pgrp == Some(id) || (session && sid == Some(id));
+        if let (true, Some(pgrp), Ok(pid)) = (ours && state != "Z" && state != "X", pgrp, name.parse::<i32>()) {
+            found.push((pid, pgrp));
         }
     }
     found

@@ -16,9 +16,44 @@ use tokio::net::unix::pipe;
 use super::journal::InputLog;
 
 /// The write end of a child's stdin pipe (non-blocking, close-on-exec). Dropping it is EOF.
+/// Or the master of the child's terminal ([`super::spawn::StdinMode::Tty`]): dropping it is not
+/// EOF there (the output pump holds the master too); [`StdinPipe::eof_char`] is.
 #[derive(Debug)]
 pub struct StdinPipe {
-    tx: pipe::Sender,
+    tx: Sink,
+}
+
+#[derive(Debug)]
+enum Sink {
+    Pipe(pipe::Sender),
+    /// The master, and the identity of the slave (what the child reads; X13).
+    Tty(super::tty::Master, Option<super::tty::FileId>),
+}
+
+impl Sink {
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Sink::Pipe(tx) => tx.writable().await,
+            Sink::Tty(m, _) => m.writable().await.map(drop),
+        }
+    }
+
+    /// One non-blocking write. A terminal whose slave side is all closed answers `EIO`: the
+    /// reader is gone, as `EPIPE` says for a pipe.
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Pipe(tx) => tx.try_write(data),
+            Sink::Tty(m, _) => m
+                .try_io(tokio::io::Interest::WRITABLE, |m| {
+                    let mut m = m;
+                    std::io::Write::write(&mut m, data)
+                })
+                .map_err(|e| match e.raw_os_error() {
+                    Some(nix::libc::EIO) => io::Error::from(io::ErrorKind::BrokenPipe),
+                    _ => e,
+                }),
+        }
+    }
 }
 
 /// How a write ended when it did not fail.
@@ -32,12 +67,29 @@ pub enum WriteOutcome {
 
 impl StdinPipe {
     pub(crate) fn new(fd: OwnedFd) -> io::Result<StdinPipe> {
-        Ok(StdinPipe { tx: pipe::Sender::from_owned_fd(fd)? })
+        Ok(StdinPipe { tx: Sink::Pipe(pipe::Sender::from_owned_fd(fd)?) })
     }
 
-    /// The pipe's inode (how `/proc/<pid>/fd` names it; X13).
-    pub fn inode(&self) -> Option<u64> {
-        super::waiting::pipe_inode(&self.tx)
+    /// Input through a terminal's master; `slave`: the identity of its slave.
+    pub(crate) fn tty(master: super::tty::Master, slave: Option<super::tty::FileId>) -> StdinPipe {
+        StdinPipe { tx: Sink::Tty(master, slave) }
+    }
+
+    /// What the child reads (the pipe, or the terminal's slave), as `/proc/<pid>/fd` resolves it
+    /// (X13).
+    pub fn target(&self) -> Option<super::tty::FileId> {
+        match &self.tx {
+            Sink::Pipe(tx) => super::tty::FileId::of(std::os::fd::AsRawFd::as_raw_fd(tx)),
+            Sink::Tty(_, slave) => *slave,
+        }
+    }
+
+    /// With a terminal: its end-of-file character now (`VEOF`), which is how input ends there.
+    pub fn eof_char(&self) -> Option<u8> {
+        match &self.tx {
+            Sink::Pipe(_) => None,
+            Sink::Tty(m, _) => Some(super::tty::eof_char(m.get_ref())),
+        }
     }
 
     /// Writes all of `data` without recording it (a session run's `stdin` string, X10: sessions

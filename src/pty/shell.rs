@@ -1,8 +1,8 @@
 //! Starting and controlling a PTY session's shell (reference §11.2 step 6): PTY mode (a new
 //! pseudo-terminal that becomes the shell's controlling terminal) and pipe mode (three pipes).
 //!
-//! `process::spawn` does not fit here: its stdin is always `/dev/null` and a controlling terminal
-//! needs `setsid` + `TIOCSCTTY` in the child before exec. In both modes the shell leads a new
+//! The PTY itself comes from [`crate::process::tty::open_pty`] (shared with commands started with
+//! `"tty":true`, which go through `process::spawn`). In both modes the shell leads a new
 //! **session** (and so its own process group), which lets [`ShellProc::kill_all`] find every
 //! process the shell started, even jobs that interactive bash moved to other process groups.
 //!
@@ -16,13 +16,11 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::PtyMaster;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -31,12 +29,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
-nix::ioctl_write_ptr_bad!(tiocswinsz, nix::libc::TIOCSWINSZ, nix::libc::winsize);
-
-/// Columns of a new PTY (upstream: 80×24).
-pub const DEFAULT_COLS: u16 = 80;
-/// Rows of a new PTY.
-pub const DEFAULT_ROWS: u16 = 24;
+use crate::process::tty::{set_winsize, DEFAULT_COLS, DEFAULT_ROWS};
 
 /// How the shell's standard streams are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,13 +237,6 @@ fn session_members(sid: i32) -> Vec<i32> {
         .collect()
 }
 
-fn set_winsize(fd: i32, cols: u16, rows: u16) -> io::Result<()> {
-    let ws = nix::libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: `fd` is an open PTY master owned by the caller; `ws` lives across the call and
-    // TIOCSWINSZ only reads a `winsize` from the pointer.
-    unsafe { tiocswinsz(fd, &ws) }.map(drop).map_err(io::Error::from)
-}
-
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1; no memory is shared.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
@@ -259,12 +245,6 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn set_nonblocking(fd: i32) -> io::Result<()> {
-    let flags = fcntl(fd, FcntlArg::F_GETFL)?;
-    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 /// Starts the shell as `spec` says. Must run inside the tokio runtime.
@@ -287,16 +267,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
     };
     match spec.mode {
         Mode::Pty => {
-            // O_CLOEXEC at open: no other concurrently spawned child inherits the master.
-            let m = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-            nix::pty::grantpt(&m)?;
-            nix::pty::unlockpt(&m)?;
-            let name = nix::pty::ptsname_r(&m)?;
-            // std opens with O_CLOEXEC; the child gets the slave only as fds 0–2 (dup2).
-            let slave =
-                std::fs::OpenOptions::new().read(true).write(true).custom_flags(nix::libc::O_NOCTTY).open(&name)?;
-            set_winsize(m.as_raw_fd(), DEFAULT_COLS, DEFAULT_ROWS)?;
-            set_nonblocking(m.as_raw_fd())?;
+            let (m, slave) = crate::process::tty::open_pty(DEFAULT_COLS, DEFAULT_ROWS)?;
             cmd.stdin(Stdio::from(slave.try_clone()?))
                 .stdout(Stdio::from(slave.try_clone()?))
                 .stderr(Stdio::from(slave));
@@ -307,18 +278,11 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
                 cmd.pre_exec(move || {
                     // Best effort, as for the leaf itself.
                     let _ = crate::cgroup::leaf::enter(&procs);
-                    if nix::libc::setsid() < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // fd 0 is the slave now: make it the controlling terminal of the new session.
-                    if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
+                    // fd 0 is the slave now: the controlling terminal of a new session.
+                    crate::process::tty::become_controlling_tty()
                 });
             }
-            // SAFETY: a PtyMaster owns its descriptor for its whole life and always returns it.
-            master = Some(Arc::new(unsafe { AsyncFd::register(m) }?));
+            master = Some(crate::process::tty::register(m)?);
         }
         Mode::Pipe => {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
