@@ -514,6 +514,7 @@ mod tests {
             (CommandError::StdinBody("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
             (CommandError::StdinWrite { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
             (CommandError::Finished("c".into()).into(), 409, "CONFLICT"),
+            (CommandError::NoTerminal("c".into()).into(), 400, "NOT_SUPPORTED"),
             (InventoryError::Limit(5000).into(), 400, "INVALID_QUERY"),
             (InventoryError::Cursor("m").into(), 400, "INVALID_QUERY"),
             // Sessions (reference §5, D21).
