@@ -105,15 +105,24 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                     m.paths_complete = complete;
                     obs.file_mutation(m);
                 }
-                Paths::Later(rx) => {
-                    tokio::spawn(async move {
-                        if let Ok(Ok((p, complete))) = tokio::time::timeout(UPLOAD_PARSE_WAIT, rx).await {
-                            m.paths = p;
-                            m.paths_complete = complete;
-                        }
+                // The parser has normally finished by the end of the response: the line is then
+                // written at once, in the order of the requests; else when it has (bounded).
+                Paths::Later(mut rx) => match rx.try_recv() {
+                    Ok((p, complete)) => {
+                        m.paths = p;
+                        m.paths_complete = complete;
                         obs.file_mutation(m);
-                    });
-                }
+                    }
+                    Err(_) => {
+                        tokio::spawn(async move {
+                            if let Ok(Ok((p, complete))) = tokio::time::timeout(UPLOAD_PARSE_WAIT, rx).await {
+                                m.paths = p;
+                                m.paths_complete = complete;
+                            }
+                            obs.file_mutation(m);
+                        });
+                    }
+                },
             }
         }
     };

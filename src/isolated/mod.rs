@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncBufReadExt;
 
 use crate::fs::FsError;
-use crate::process::{ExecEnd, ExecObserver, ExecStart, ExitInfo};
+use crate::process::{ExecDone, ExecEnd, ExecObserver, ExecStart, ExitInfo};
 pub use spec::{CreateRequest, Settings};
 
 /// Session start (namespaces, mounts, shell ready) must finish within this.
@@ -628,6 +628,21 @@ impl IsolatedManager {
         let _ = self.inner.observer.set(observer);
     }
 
+    /// Tells the observer (if any) that a run of `code` starts in `s`; the closure is for its end.
+    fn observe(&self, s: &Session, code: &str, background: bool) -> Option<ExecDone> {
+        self.inner.observer.get().map(|o| {
+            o(&ExecStart {
+                operation: "run_isolated",
+                id: &s.id,
+                command: code,
+                cwd: None,
+                uid: Some(s.uid),
+                gid: Some(s.gid),
+                background,
+            })
+        })
+    }
+
     /// Starts a foreground run (I13–I17); the events end with exactly one terminal event.
     pub async fn run(
         &self,
@@ -644,17 +659,7 @@ impl IsolatedManager {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         s.busy.fetch_add(1, Ordering::SeqCst);
         let mgr = self.clone();
-        let observed = self.inner.observer.get().map(|o| {
-            o(&ExecStart {
-                operation: "run_isolated",
-                id,
-                command: &code,
-                cwd: None,
-                uid: Some(s.uid),
-                gid: Some(s.gid),
-                background: false,
-            })
-        });
+        let observed = self.observe(&s, &code, false);
         let started = std::time::Instant::now();
         tokio::spawn(async move {
             let mut sh = s.shell.lock().await;
@@ -741,17 +746,7 @@ impl IsolatedManager {
         s.touch();
         let r = run.clone();
         let sess = Arc::downgrade(&s);
-        let observed = self.inner.observer.get().map(|o| {
-            o(&ExecStart {
-                operation: "run_isolated",
-                id,
-                command: &code,
-                cwd: None,
-                uid: Some(s.uid),
-                gid: Some(s.gid),
-                background: true,
-            })
-        });
+        let observed = self.observe(&s, &code, true);
         let started = std::time::Instant::now();
         tokio::spawn(async move {
             let status = child.wait().await;

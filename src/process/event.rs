@@ -130,9 +130,12 @@ impl ExecEnd<'_> {
     }
 }
 
-/// Called (in the starting request's task) when an execution starts; the returned closure is
-/// called once when it ends.
-pub type ExecObserver = std::sync::Arc<dyn Fn(&ExecStart<'_>) -> Box<dyn FnOnce(&ExecEnd<'_>) + Send> + Send + Sync>;
+/// Called (in the starting request's task) when an execution starts; the returned
+/// [`ExecDone`] is called once when it ends.
+pub type ExecObserver = std::sync::Arc<dyn Fn(&ExecStart<'_>) -> ExecDone + Send + Sync>;
+
+/// What an [`ExecObserver`] returned for one execution: call it when the execution has ended.
+pub type ExecDone = Box<dyn FnOnce(&ExecEnd<'_>) + Send>;
 
 /// Why execd itself ended a command, if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

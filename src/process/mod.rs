@@ -62,7 +62,9 @@ pub mod tty;
 pub mod waiting;
 
 pub use env::{child_env, expand_path, expand_vars, EnvMap};
-pub use event::{now_ms, EndedBy, EventError, EventKind, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
+pub use event::{
+    now_ms, EndedBy, EventError, EventKind, ExecDone, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo,
+};
 pub use journal::{
     Chunk, ChunkReader, InputLog, Journal, JournalWriter, LineEventReader, OutputReader, OutputView, StreamKind,
 };

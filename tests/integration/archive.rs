@@ -152,6 +152,19 @@ async fn post_archive(srv: &TestServer, dir: &Path, query: &str, body: Vec<u8>) 
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
 }
 
+/// `len` bytes (a multiple of 8) of xorshift noise from `seed`: incompressible, reproducible.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect()
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
@@ -288,15 +301,7 @@ async fn x30_error_mid_stream_cuts_the_body() {
     let big = src.join("big");
     // Incompressible, and far more than the channel and the socket buffers hold.
     let size = 48usize << 20;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let noise: Vec<u8> = (0..size / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect();
+    let noise = noise(size, 0x9E37_79B9_7F4A_7C15);
     // tar.gz and tar.zst compress on a thread of their own: the cut must still reach the client.
     for format in ["tar", "zip", "tar.gz", "tar.zst"] {
         std::fs::write(&big, &noise).unwrap();
@@ -664,16 +669,7 @@ async fn x30_large_compressed_exports_are_complete() {
     let src = work.path().join("t");
     std::fs::create_dir(&src).unwrap();
     // More than the compressor thread's chunks and the body channel hold, half of it incompressible.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let noise: Vec<u8> = (0..(6usize << 20) / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect();
-    std::fs::write(src.join("noise"), &noise).unwrap();
+    std::fs::write(src.join("noise"), noise(6 << 20, 0x2545_F491_4F6C_DD1D)).unwrap();
     std::fs::write(src.join("text"), "a compressible line\n".repeat(300_000)).unwrap();
     for (format, unpack) in
         [("tar.zst", "zstd -q -d -c '{f}' | tar -xf - -C '{o}'"), ("tar.gz", "tar -xzf '{f}' -C '{o}'")]

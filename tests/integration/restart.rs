@@ -329,6 +329,18 @@ async fn x31_kill_9_mid_import_leaves_no_staging_directory_after_a_restart() {
     assert!(!dest.path().join("big.bin").exists());
 }
 
+/// Whether cgroup v1 is here as on this machine (root, a pids hierarchy, /sys/fs/cgroup not
+/// cgroup2); else the prerequisite is reported missing.
+fn cgroup_v1() -> bool {
+    let v1 = common::is_root()
+        && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v1 {
+        common::prerequisite_missing("root and cgroup v1 hierarchies (a pids hierarchy at /sys/fs/cgroup/pids)");
+    }
+    v1
+}
+
 /// The leaf directories of execd `pid` in the machine's v1 hierarchies (`…/execd-<pid>/c<n>`).
 fn v1_leaves_of(pid: u32) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -367,12 +379,7 @@ impl Drop for Leftovers {
 
 #[tokio::test]
 async fn x50_lost_command_reports_the_processes_of_its_cgroup_leaf() {
-    // cgroup v1 as on this machine (root, a pids hierarchy, /sys/fs/cgroup not cgroup2).
-    let v1 = common::is_root()
-        && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
-        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if !v1 {
-        common::prerequisite_missing("root and cgroup v1 hierarchies (a pids hierarchy at /sys/fs/cgroup/pids)");
+    if !cgroup_v1() {
         return;
     }
     let mut first = TestServer::start();
@@ -421,11 +428,7 @@ async fn x50_lost_command_reports_the_processes_of_its_cgroup_leaf() {
 async fn x50_a_leaf_name_an_earlier_execd_left_is_not_reused() {
     // An earlier execd with this execd's pid (a restart in a fresh PID namespace) left a leaf that
     // still holds a lost command's processes: the new execd must neither enter it nor fail.
-    let v1 = common::is_root()
-        && Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
-        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if !v1 {
-        common::prerequisite_missing("root and cgroup v1 hierarchies (a pids hierarchy at /sys/fs/cgroup/pids)");
+    if !cgroup_v1() {
         return;
     }
     let s = TestServer::start();

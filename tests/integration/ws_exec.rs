@@ -660,56 +660,6 @@ async fn x13_awaiting_input_fires_in_poll_and_epoll_waits() {
     read_to_exit(&mut ws, &mut seen).await;
 }
 
-/// X11 (issue #16 "a 1 GiB stdin body streams through in flat memory"): 1 GiB through
-/// `POST /command/{id}/stdin` (a chunked body generated as it is sent) into `wc -c`, which counts
-/// every byte, while execd's resident memory, sampled as it streams, stays within 32 MiB of where
-/// it started.
-#[tokio::test]
-async fn x11_one_gib_stdin_in_flat_memory() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-    const MIB: usize = 1 << 20;
-    const TOTAL: usize = 1024; // MiB
-    let s = TestServer::start();
-    let body = json!({"command": "wc -c", "stdin": true, "background": true});
-    let text = s.client().post(s.url("/command")).json(&body).send().await.unwrap().text().await.unwrap();
-    let events = common::parse_events(&text);
-    let id = events.iter().find(|e| e["type"] == "init").expect("init")["text"].as_str().unwrap().to_string();
-    let pid = s.pid();
-    let start = common::rss_kib(pid);
-    let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(start)));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(common::rss_kib(pid), Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let piece = bytes::Bytes::from(vec![b'q'; MIB]);
-    let stream = futures_util::stream::iter((0..TOTAL).map(move |_| Ok::<_, std::io::Error>(piece.clone())));
-    let resp = s
-        .client()
-        .post(s.url(&format!("/command/{id}/stdin?eof=true&timeout_ms=120000")))
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap();
-    stop.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer, json!({"written": TOTAL * MIB, "eof": true}));
-    let st = common::wait_finished(&s, &id).await;
-    assert_eq!(st["exit_code"], 0, "{st}");
-    let logs = s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
-    assert_eq!(logs.trim(), (TOTAL * MIB).to_string(), "wc -c counted what went in");
-    let grown = peak.load(Ordering::SeqCst).saturating_sub(start);
-    assert!(grown < 32 * 1024, "execd's RSS grew by {grown} KiB while 1 GiB streamed through (from {start} KiB)");
-}
-
 /// An interactive shell on the terminal (readline waits in `pselect6`) is announced at each
 /// prompt; what a command writes just before it exits is never lost (the master is drained after
 /// the leader's exit).
