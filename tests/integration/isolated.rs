@@ -635,18 +635,19 @@ async fn i36_delete_kills_everything_and_leaves_nothing_behind() {
     let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
     let iso = s.state_dir().join("isolated").join(&sid);
     assert!(iso.join("upper0").is_dir());
-    // A process that escapes its group, and a background run.
-    sh(&s, &sid, "setsid nohup sleep 300 >/dev/null 2>&1 &").await;
+    // A process that escapes its group, and a background run. Durations no other test uses: the
+    // count is of the whole machine's processes, and tests run side by side.
+    sh(&s, &sid, "setsid nohup sleep 3036 >/dev/null 2>&1 &").await;
     let r = s
         .client()
         .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
-        .json(&json!({"code": "sleep 301", "background": true}))
+        .json(&json!({"code": "sleep 3037", "background": true}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     let sleepers = || {
-        let out = std::process::Command::new("pgrep").args(["-f", "^sleep 30[01]$"]).output().unwrap();
+        let out = std::process::Command::new("pgrep").args(["-f", "^sleep 303[67]$"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
     assert!(common::wait_until(TIMEOUT, || sleepers() == 2), "both sleepers run");
