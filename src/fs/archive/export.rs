@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::pipe::{ChannelWriter, Chunks, DEPTH};
 use super::{ArchiveError, Format};
+use crate::fs::bufpool::BufPool;
 use crate::fs::{path, FsError};
 
 /// Zip entries at least this large get zip64 sizes (deflate can grow incompressible data a
@@ -25,7 +26,6 @@ const ZIP64_FROM: u64 = 0xF000_0000;
 /// gzip level (as `gzip`'s default) and zstd level (as `zstd`'s default).
 const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 3;
-
 /// What to export.
 #[derive(Debug, Clone)]
 pub struct ExportOpts {
@@ -130,6 +130,20 @@ fn walk_into(p: &Prepared, out: &mut Out) -> io::Result<()> {
         }
         let full = entry.path();
         let Ok(rel) = full.strip_prefix(&p.root) else { continue };
+        // A regular file by the directory listing: open it and take its metadata from the open
+        // file (no separate lstat, and a path lookup less per file). One swapped for a symlink
+        // since (`ELOOP` under `O_NOFOLLOW`) goes the lstat way below.
+        if entry.file_type().is_some_and(|t| t.is_file()) {
+            match open_file(full) {
+                Ok((file, meta)) => {
+                    write_file(out, rel, full, file, &meta, &mut links)?;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {}
+                Err(e) => return Err(with_path(e, "open", full)),
+            }
+        }
         let meta = match std::fs::symlink_metadata(full) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -146,23 +160,12 @@ fn walk_into(p: &Prepared, out: &mut Out) -> io::Result<()> {
             };
             out.symlink(rel, &target, &meta)?;
         } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                    if out.hard_link(rel, first, &meta)? {
-                        continue;
-                    }
-                }
-            }
-            let file = match open_file(full) {
+            let (file, meta) = match open_file(full) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(with_path(e, "open", full)),
             };
-            let mut reader = Exact { file, left: meta.len(), path: full.to_path_buf() };
-            out.file(rel, &meta, &mut reader)?;
-            if meta.nlink() > 1 {
-                links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
-            }
+            write_file(out, rel, full, file, &meta, &mut links)?;
         }
         // FIFOs, sockets, devices: skipped.
     }
@@ -173,14 +176,41 @@ fn with_path(e: io::Error, op: &str, p: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{op} {}: {e}", p.display()))
 }
 
-/// Opens a file found as regular by the walk: never following a symlink put there since, never
-/// blocking on a FIFO put there since (and refusing it).
-fn open_file(p: &Path) -> io::Result<File> {
+/// Opens a file found as regular by the walk, with its metadata: never following a symlink put
+/// there since, never blocking on a FIFO put there since (and refusing it: `NotFound`, so the
+/// entry is skipped as a vanished one).
+fn open_file(p: &Path) -> io::Result<(File, Metadata)> {
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::NotFound, "no longer a regular file"));
     }
-    Ok(file)
+    Ok((file, meta))
+}
+
+/// Writes an opened regular file: as a hard link to an earlier entry of the same inode (tar), or
+/// its content, exactly the size its metadata says.
+fn write_file(
+    out: &mut Out,
+    rel: &Path,
+    full: &Path,
+    file: File,
+    meta: &Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    if meta.nlink() > 1 {
+        if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            if out.hard_link(rel, first, meta)? {
+                return Ok(());
+            }
+        }
+    }
+    let mut reader = Exact { file, left: meta.len(), path: full.to_path_buf() };
+    out.file(rel, meta, &mut reader)?;
+    if meta.nlink() > 1 {
+        links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+    }
+    Ok(())
 }
 
 /// Reads exactly the size the header announced: a file that shrank is an error (the archive
@@ -249,6 +279,8 @@ const OFFLOAD_DEPTH: usize = 2;
 /// stream, so a broken archive never gets a valid trailer.
 struct Offload {
     buf: Vec<u8>,
+    /// The compressor thread gives the buffers back here (see [`BufPool`]).
+    pool: BufPool,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<io::Result<ChannelWriter>>>,
@@ -266,24 +298,28 @@ impl Offload {
         let done = finished.clone();
         // The writer's sends block on the runtime with a timer: the thread enters the runtime.
         let runtime = tokio::runtime::Handle::current();
+        // Those in the channel, the one being compressed, the one being filled.
+        let pool = BufPool::new(OFFLOAD_DEPTH + 2, OFFLOAD_CHUNK);
+        let used = pool.clone();
         let thread = std::thread::Builder::new().name("execd-compress".into()).spawn(move || {
             let _entered = runtime.enter();
             for chunk in rx {
                 encoder.write_all(&chunk)?;
+                used.give(chunk);
             }
             if !done.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(io::Error::other("export stopped"));
             }
             end(encoder)
         })?;
-        Ok(Offload { buf: Vec::with_capacity(OFFLOAD_CHUNK), tx: Some(tx), finished, thread: Some(thread) })
+        Ok(Offload { buf: pool.take(OFFLOAD_CHUNK), pool, tx: Some(tx), finished, thread: Some(thread) })
     }
 
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(OFFLOAD_CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, self.pool.take(OFFLOAD_CHUNK));
         let Some(tx) = &self.tx else { return Err(io::Error::other("compressor already finished")) };
         if tx.send(chunk).is_err() {
             // The thread ended early: its error says why.

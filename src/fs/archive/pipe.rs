@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
+
+use crate::fs::bufpool::BufPool;
 
 /// A body as a channel of chunks; an `Err` item ends it as a failure.
 pub type Chunks = mpsc::Receiver<io::Result<Bytes>>;
@@ -24,13 +26,17 @@ pub type Chunks = mpsc::Receiver<io::Result<Bytes>>;
 pub(super) const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the two sides.
 pub(super) const DEPTH: usize = 8;
+/// Buffers a writer's pool keeps: the channel's, the one hyper is writing, the one being filled.
+const POOL_KEEP: usize = DEPTH + 2;
 
 /// Writes into a bounded channel in [`CHUNK`]-sized pieces (see the module docs). Once its
 /// [`AbortFlag`] is raised every write fails, so that writers whose `Drop` finishes the archive
 /// (tar's builder, zip's writer) cannot append a clean end after a failure.
 pub(super) struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: BytesMut,
+    buf: Vec<u8>,
+    /// The chunks' buffers come back here once the body has sent them (see [`BufPool`]).
+    pool: BufPool,
     rt: tokio::runtime::Handle,
     stall: Duration,
     aborted: Arc<AtomicBool>,
@@ -51,9 +57,11 @@ impl ChannelWriter {
     /// created on a runtime thread or a blocking-pool thread of that runtime.
     pub(super) fn new(tx: mpsc::Sender<io::Result<Bytes>>, stall: Duration) -> (ChannelWriter, AbortFlag) {
         let flag = Arc::new(AtomicBool::new(false));
+        let pool = BufPool::new(POOL_KEEP, CHUNK);
         let w = ChannelWriter {
             tx,
-            buf: BytesMut::with_capacity(CHUNK),
+            buf: pool.take(CHUNK),
+            pool,
             rt: tokio::runtime::Handle::current(),
             stall,
             aborted: flag.clone(),
@@ -77,9 +85,8 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.buf.split().freeze();
-        self.buf.reserve(CHUNK);
-        self.send(Ok(chunk))
+        let full = std::mem::replace(&mut self.buf, self.pool.take(CHUNK));
+        self.send(Ok(Bytes::from_owner(self.pool.chunk(full, 0))))
     }
 
     /// Sends what is buffered: the archive is complete.
