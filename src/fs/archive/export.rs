@@ -26,6 +26,14 @@ const ZIP64_FROM: u64 = 0xF000_0000;
 /// gzip level (as `gzip`'s default) and zstd level (as `zstd`'s default).
 const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 3;
+/// Input per zstd job: libzstd's smallest, which bounds its buffers at a few MiB per export.
+const ZSTD_JOB_SIZE: u32 = 512 * 1024;
+
+/// libzstd's compression threads (`zstdmt`): one per core, at most two.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u32
+}
+
 /// What to export.
 #[derive(Debug, Clone)]
 pub struct ExportOpts {
@@ -377,7 +385,10 @@ impl Out {
                 |e| e.finish(),
             )?),
             Format::TarZst => {
-                TarSink::Compressed(Offload::spawn(zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?, |e| e.finish())?)
+                let mut encoder = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
+                encoder.multithread(zstd_workers())?;
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                TarSink::Compressed(Offload::spawn(encoder, |e| e.finish())?)
             }
         };
         let mut b = tar::Builder::new(sink);
