@@ -5,6 +5,7 @@
 # For a change on the latency path: build the old binary, copy it away, build the new one.
 #
 #   scripts/bench/ab.sh OLD_EXECD NEW_EXECD [RUNS]   (RUNS per round, default 300; 9 rounds)
+#   AB_OLD_ARGS="--cgroup-root none" AB_NEW_ARGS=... scripts/bench/ab.sh ...   (extra execd arguments)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 old=$1 new=$2 runs=${3:-300}

@@ -2,9 +2,13 @@
 interleaved rounds with the `bash -c true` floor; prints a markdown table.
 
     python3 ab_bench.py OLD NEW COMMANDS_CLIENT RUNS
+
+AB_OLD_ARGS / AB_NEW_ARGS: extra execd arguments for each side (shell words), e.g.
+`AB_OLD_ARGS="--cgroup-root none"` to compare placement against none with one binary.
 """
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,7 +34,8 @@ def main():
             for name, binary in (("old", old), ("new", new)):
                 state = os.path.join(work, name)
                 os.mkdir(state)
-                proc, port = start_execd(binary, state)
+                extra = shlex.split(os.environ.get(f"AB_{name.upper()}_ARGS", ""))
+                proc, port = start_execd(binary, state, *extra)
                 procs.append((name, proc, f"127.0.0.1:{port}"))
             for _, _, addr in procs:  # warm-up
                 client(exe, "latency", addr, 50)
@@ -44,6 +49,8 @@ def main():
                 proc.wait(timeout=20)
     floor = rows["floor: spawn `bash -c true`, piped"]
     print(f"{ROUNDS} interleaved rounds of {runs} sequential calls each")
+    for name, binary in (("old", old), ("new", new)):
+        print(f"{name}: {binary} {os.environ.get(f'AB_{name.upper()}_ARGS', '')}".rstrip())
     for label, pick in (("median of the rounds", statistics.median), ("best round", min)):
         f50 = pick(r["median_ms"] for r in floor)
         f99 = pick(r["p99_ms"] for r in floor)
