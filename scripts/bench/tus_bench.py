@@ -1,0 +1,130 @@
+"""Driver for scripts/bench/tus.sh: starts execd on a loopback port and times a 1 GiB upload with
+tus (EXTENSIONS X33) against the multipart upload of the same file, the two taking turns RUNS
+times (the order alternating), and prints a markdown table of medians and the throughput ratio
+(multipart time / tus time: 1.0 is as fast as multipart).
+
+    python3 tus_bench.py RUNS WORKDIR EXECD CHUNK_MIB
+
+- tus: `POST /files/tus` (Upload-Length, Upload-Metadata `path`), then `PATCH` chunks of CHUNK_MIB
+  read from the cached file, all on one keep-alive connection (http.client), timed from the POST
+  to the last 204;
+- multipart: `curl -F metadata=@…;filename=metadata -F file=@big.bin` to `/files/upload`, as
+  scripts/bench/fs_bench.py does.
+
+Each target is removed (and `sync` run) before its run, untimed. Both land the file with fsync
+and a rename. The first tus upload is compared byte for byte with the source (untimed).
+"""
+import base64
+import filecmp
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchnet import start_execd
+
+GIB = 1024 * 1024 * 1024
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def tus_upload(port, src, dest, chunk):
+    """Uploads SRC to DEST with tus over one connection; returns (seconds, PATCH count)."""
+    size = os.path.getsize(src)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    start = time.perf_counter()
+    conn.request("POST", "/files/tus", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": f"path {b64(dest)}",
+        "Content-Length": "0"})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 201:
+        raise SystemExit(f"tus creation: {resp.status}")
+    url = "/files/" + resp.getheader("Location")  # relative: tus/<id>
+    offset, patches = 0, 0
+    with open(src, "rb") as f:
+        while offset < size:
+            data = f.read(chunk)
+            conn.request("PATCH", url, body=data, headers={
+                "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream", "Content-Length": str(len(data))})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 204:
+                raise SystemExit(f"PATCH at {offset}: {resp.status}")
+            offset = int(resp.getheader("Upload-Offset"))
+            patches += 1
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed, patches
+
+
+def curl_upload(port, src, dest, work):
+    meta = os.path.join(work, "meta.json")
+    with open(meta, "w") as f:
+        json.dump({"path": dest, "mode": 644}, f)
+    cmd = ["curl", "-sS", "--fail", "-o", "/dev/null",
+           "-F", f"metadata=@{meta};filename=metadata;type=application/json",
+           "-F", f"file=@{src};type=application/octet-stream", f"http://127.0.0.1:{port}/files/upload"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def clear(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    subprocess.run(["sync"], check=True)
+
+
+def main():
+    runs, work, execd, chunk_mib = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    chunk = chunk_mib << 20
+    big = os.path.join(work, "big.bin")
+    subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=1M", "count=1024", "status=none"], check=True)
+    subprocess.run(["cat", big], check=True, stdout=subprocess.DEVNULL)  # into the page cache
+    state = os.path.join(work, "state")
+    os.mkdir(state, 0o700)
+    proc, port = start_execd(execd, state)
+    t_tus, t_mp, loads = [], [], []
+    up_t, up_m = os.path.join(work, "up-tus.bin"), os.path.join(work, "up-multipart.bin")
+    try:
+        for i in range(runs):
+            loads.append(os.getloadavg()[0])
+            order = ("tus", "multipart") if i % 2 == 0 else ("multipart", "tus")
+            for which in order:
+                if which == "tus":
+                    clear(up_t)
+                    t, patches = tus_upload(port, big, up_t, chunk)
+                    assert patches == -(-GIB // chunk), patches
+                    assert os.path.getsize(up_t) == GIB
+                    if i == 0:
+                        assert filecmp.cmp(big, up_t, shallow=False), "tus upload differs"
+                    t_tus.append(t)
+                else:
+                    clear(up_m)
+                    t_mp.append(curl_upload(port, big, up_m, work))
+                    assert os.path.getsize(up_m) == GIB
+    finally:
+        proc.kill()
+        proc.wait()
+    mt, mm = statistics.median(t_tus), statistics.median(t_mp)
+    print(f"runs: {runs}, load (1 min) at each run: {', '.join(f'{x:.1f}' for x in loads)}")
+    print(f"tus runs: {', '.join(f'{x:.2f}' for x in t_tus)} s; multipart runs: {', '.join(f'{x:.2f}' for x in t_mp)} s")
+    print()
+    print("| upload of 1 GiB | execd | throughput |")
+    print("|---|---|---|")
+    print(f"| multipart (`curl -F`, /files/upload) | {mm:.2f} s | {GIB / mm / 2**20:.0f} MiB/s |")
+    print(f"| tus, {chunk_mib} MiB PATCHes, one connection | {mt:.2f} s | {GIB / mt / 2**20:.0f} MiB/s |")
+    print(f"| ratio (multipart time / tus time) | **{mm / mt:.2f}×** | goal ≥ 0.8× |")
+
+
+if __name__ == "__main__":
+    main()
