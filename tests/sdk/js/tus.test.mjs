@@ -1,15 +1,17 @@
 // Resumable uploads (EXTENSIONS X33) with tus-js-client, the tus project's own JS client, against
 // `/files/tus` of the suite's execd (directly, and through `/proxy/<port>` in the proxy pass, where
 // the relative `Location` must keep the prefix): a multi-chunk upload whose file appears only at
-// the end, an upload aborted midway and resumed by a new Upload from the server's offset, and
-// termination (`Upload.terminate(url)` and `abort(true)`). tests/sdk/test_tus.py does the same with
+// the end, an upload aborted midway (and one whose client process is killed) resumed by a new
+// Upload from the server's offset, and termination (`Upload.terminate(url)` and `abort(true)`). tests/sdk/test_tus.py does the same with
 // tuspy; the edge cases (409, 460, expiry, restart) are in tests/integration/upload.rs.
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
 
 import * as tus from "tus-js-client";
 
@@ -176,4 +178,69 @@ test("x33_tusjs_termination_removes_the_partial_upload", async () => {
   assert.notEqual(again.url, gone.url);
   assert.ok(readFileSync(b).equals(data));
   assert.equal((await head(gone.url)).status, 404);
+});
+
+// The client process dies (SIGKILL, no abort, no cleanup) after two chunks; a new client resumes.
+const KILLED_CLIENT = `
+import * as tus from "tus-js-client";
+import { readFileSync } from "node:fs";
+const [src, endpoint, header, token, target, chunk] = process.argv.slice(1);
+let n = 0;
+const upload = new tus.Upload(readFileSync(src), {
+  endpoint, headers: { [header]: token }, chunkSize: Number(chunk), retryDelays: null,
+  storeFingerprintForResuming: false, metadata: { path: target },
+  onChunkComplete: () => {
+    n += 1;
+    if (n === 2) {
+      process.stdout.write(upload.url + "\\n", () => process.kill(process.pid, "SIGKILL"));
+    }
+  },
+  onError: (err) => { console.error(String(err)); process.exit(3); },
+  onSuccess: () => process.exit(4),
+});
+upload.start();
+`;
+
+test("x33_tusjs_killed_client_resumes_from_the_server_offset", async () => {
+  const w = ctx.work("x33-killed");
+  const data = randomBytes(8 * CHUNK + 99);
+  const src = join(w, "source.bin");
+  writeFileSync(src, data);
+  const target = join(w, "out", "killed.bin");
+  // Run from this directory, so `tus-js-client` resolves from its node_modules.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const child = spawn(
+    process.execPath,
+    ["--input-type=module", "-e", KILLED_CLIENT, src, endpoint(), TOKEN_HEADER, ctx.execd.token, target, String(CHUNK)],
+    { cwd: here, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (err += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const [code, signal] = await new Promise((r) => child.once("exit", (c, s) => r([c, s])));
+  clearTimeout(timer);
+  assert.equal(signal, "SIGKILL", `client exit ${code}; stderr: ${err}`);
+  const url = out.trim();
+  assert.ok(url.startsWith(`${endpoint()}/`), `url ${JSON.stringify(url)}; stderr: ${err}`);
+
+  const before = await head(url);
+  assert.equal(before.status, 200);
+  assert.ok(before.offset > 0 && before.offset < data.length, `server offset ${before.offset}`);
+  assert.ok(!existsSync(target));
+  const patches = [];
+  const resumed = new tus.Upload(
+    data,
+    options({
+      uploadUrl: url,
+      onBeforeRequest: (req) => {
+        if (req.getMethod() === "PATCH") patches.push(Number(req.getHeader("Upload-Offset")));
+      },
+    }),
+  );
+  await finish(resumed);
+  assert.equal(patches[0], before.offset, `PATCH offsets ${patches}`);
+  assert.ok(readFileSync(target).equals(data), "the resumed bytes differ");
+  assert.deepEqual(leftovers(join(w, "out")), []);
 });
