@@ -3,7 +3,10 @@ tus (EXTENSIONS X33) against the multipart upload of the same file, the two taki
 times (the order alternating), and prints a markdown table of medians and the throughput ratio
 (multipart time / tus time: 1.0 is as fast as multipart).
 
-    python3 tus_bench.py RUNS WORKDIR EXECD CHUNK_MIB
+    python3 tus_bench.py RUNS WORKDIR EXECD CHUNK_MIB [BEFORE]
+
+With BEFORE (another execd binary, e.g. the one before a change), its tus upload is timed too, in
+the same rounds, against a second execd started from it.
 
 - tus: `POST /files/tus` (Upload-Length, Upload-Metadata `path`), then `PATCH` chunks of CHUNK_MIB
   read from the cached file, all on one keep-alive connection (http.client), timed from the POST
@@ -47,9 +50,10 @@ def tus_upload(port, src, dest, chunk):
         raise SystemExit(f"tus creation: {resp.status}")
     url = "/files/" + resp.getheader("Location")  # relative: tus/<id>
     offset, patches = 0, 0
+    buf = bytearray(chunk)  # one buffer for every chunk, as a streaming client reads
     with open(src, "rb") as f:
         while offset < size:
-            data = f.read(chunk)
+            data = memoryview(buf)[:f.readinto(buf)]
             conn.request("PATCH", url, body=data, headers={
                 "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
                 "Content-Type": "application/offset+octet-stream", "Content-Length": str(len(data))})
@@ -92,15 +96,29 @@ def main():
     subprocess.run(["cat", big], check=True, stdout=subprocess.DEVNULL)  # into the page cache
     state = os.path.join(work, "state")
     os.mkdir(state, 0o700)
+    before = sys.argv[5] if len(sys.argv) > 5 else None
     proc, port = start_execd(execd, state)
-    t_tus, t_mp, loads = [], [], []
+    procs = [proc]
+    t_tus, t_mp, t_before, loads = [], [], [], []
     up_t, up_m = os.path.join(work, "up-tus.bin"), os.path.join(work, "up-multipart.bin")
     try:
+        if before:
+            state_b = os.path.join(work, "state-before")
+            os.mkdir(state_b, 0o700)
+            proc_b, port_b = start_execd(before, state_b)
+            procs.append(proc_b)
         for i in range(runs):
             loads.append(os.getloadavg()[0])
             order = ("tus", "multipart") if i % 2 == 0 else ("multipart", "tus")
+            if before:
+                order = order + ("before",)
             for which in order:
-                if which == "tus":
+                if which == "before":
+                    clear(up_t)
+                    t, _ = tus_upload(port_b, big, up_t, chunk)
+                    assert os.path.getsize(up_t) == GIB
+                    t_before.append(t)
+                elif which == "tus":
                     clear(up_t)
                     t, patches = tus_upload(port, big, up_t, chunk)
                     assert patches == -(-GIB // chunk), patches
@@ -113,17 +131,25 @@ def main():
                     t_mp.append(curl_upload(port, big, up_m, work))
                     assert os.path.getsize(up_m) == GIB
     finally:
-        proc.kill()
-        proc.wait()
+        for p in procs:
+            p.kill()
+            p.wait()
     mt, mm = statistics.median(t_tus), statistics.median(t_mp)
     print(f"runs: {runs}, load (1 min) at each run: {', '.join(f'{x:.1f}' for x in loads)}")
     print(f"tus runs: {', '.join(f'{x:.2f}' for x in t_tus)} s; multipart runs: {', '.join(f'{x:.2f}' for x in t_mp)} s")
+    pairs = [m / t for m, t in zip(t_mp, t_tus)]
+    print(f"ratio per round (multipart / tus): {', '.join(f'{x:.2f}' for x in pairs)}; median {statistics.median(pairs):.2f}")
     print()
     print("| upload of 1 GiB | execd | throughput |")
     print("|---|---|---|")
     print(f"| multipart (`curl -F`, /files/upload) | {mm:.2f} s | {GIB / mm / 2**20:.0f} MiB/s |")
     print(f"| tus, {chunk_mib} MiB PATCHes, one connection | {mt:.2f} s | {GIB / mt / 2**20:.0f} MiB/s |")
     print(f"| ratio (multipart time / tus time) | **{mm / mt:.2f}×** | goal ≥ 0.8× |")
+    if t_before:
+        mb = statistics.median(t_before)
+        print(f"| before: tus with {before} | {mb:.2f} s | {GIB / mb / 2**20:.0f} MiB/s |")
+        print(f"| before: ratio (multipart time / tus time) | {mm / mb:.2f}× | |")
+        print(f"\nbefore runs: {', '.join(f'{x:.2f}' for x in t_before)} s")
 
 
 if __name__ == "__main__":
