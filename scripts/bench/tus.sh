@@ -7,7 +7,8 @@
 #   EXECD_BENCH_BEFORE=/path/to/old/execd scripts/bench/tus.sh 5   # its tus upload too, same rounds
 #
 # 1 GiB (in the page cache) uploaded to execd with tus (POST /files/tus, then PATCH chunks of
-# 8 MiB over one keep-alive connection, client in Python: scripts/bench/tus_bench.py) against the
+# 8 MiB over one keep-alive connection, bodies sent with sendfile; client in Python:
+# scripts/bench/tus_bench.py) against the
 # multipart upload of the same file (`curl -F`, the SDK layout, as scripts/bench/fs.sh measures
 # it), the two taking turns, targets on the same disk filesystem as the source (/var/tmp).
 set -euo pipefail

@@ -8,9 +8,10 @@ times (the order alternating), and prints a markdown table of medians and the th
 With BEFORE (another execd binary, e.g. the one before a change), its tus upload is timed too, in
 the same rounds, against a second execd started from it.
 
-- tus: `POST /files/tus` (Upload-Length, Upload-Metadata `path`), then `PATCH` chunks of CHUNK_MIB
-  read from the cached file, all on one keep-alive connection (http.client), timed from the POST
-  to the last 204;
+- tus: `POST /files/tus` (Upload-Length, Upload-Metadata `path`), then `PATCH` chunks of CHUNK_MIB,
+  each body sent from the cached file with sendfile, all on one keep-alive connection (a minimal
+  HTTP/1.1 client on a plain socket: http.client copies every chunk through Python first), timed
+  from the POST to the last 204;
 - multipart: `curl -F metadata=@…;filename=metadata -F file=@big.bin` to `/files/upload`, as
   scripts/bench/fs_bench.py does.
 
@@ -19,9 +20,9 @@ and a rename. The first tus upload is compared byte for byte with the source (un
 """
 import base64
 import filecmp
-import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,35 +37,57 @@ def b64(s):
     return base64.b64encode(s.encode()).decode()
 
 
+def read_response(sock, buf):
+    """Reads one response without a body (201/204) from SOCK; BUF holds bytes already read.
+    Returns (status, headers dict with lower-case names, rest of BUF)."""
+    while b"\r\n\r\n" not in buf:
+        more = sock.recv(65536)
+        if not more:
+            raise SystemExit("connection closed by execd")
+        buf += more
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if int(headers.get("content-length", "0")) != 0:
+        raise SystemExit(f"unexpected body: {status} {headers}")
+    return status, headers, buf
+
+
 def tus_upload(port, src, dest, chunk):
-    """Uploads SRC to DEST with tus over one connection; returns (seconds, PATCH count)."""
+    """Uploads SRC to DEST with tus over one keep-alive connection, each PATCH body sent from the
+    cached file with sendfile (as an efficient client streams it); returns (seconds, PATCHes)."""
     size = os.path.getsize(src)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b""
     start = time.perf_counter()
-    conn.request("POST", "/files/tus", headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": f"path {b64(dest)}",
-        "Content-Length": "0"})
-    resp = conn.getresponse()
-    resp.read()
-    if resp.status != 201:
-        raise SystemExit(f"tus creation: {resp.status}")
-    url = "/files/" + resp.getheader("Location")  # relative: tus/<id>
+    sock.sendall((f"POST /files/tus HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+                  f"Upload-Length: {size}\r\nUpload-Metadata: path {b64(dest)}\r\n"
+                  "Content-Length: 0\r\n\r\n").encode())
+    status, headers, buf = read_response(sock, buf)
+    if status != 201:
+        raise SystemExit(f"tus creation: {status}")
+    url = "/files/" + headers["location"]  # relative: tus/<id>
     offset, patches = 0, 0
-    buf = bytearray(chunk)  # one buffer for every chunk, as a streaming client reads
     with open(src, "rb") as f:
         while offset < size:
-            data = memoryview(buf)[:f.readinto(buf)]
-            conn.request("PATCH", url, body=data, headers={
-                "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream", "Content-Length": str(len(data))})
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 204:
-                raise SystemExit(f"PATCH at {offset}: {resp.status}")
-            offset = int(resp.getheader("Upload-Offset"))
+            n = min(chunk, size - offset)
+            sock.sendall((f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+                          f"Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n"
+                          f"Content-Length: {n}\r\n\r\n").encode())
+            if sock.sendfile(f, offset, n) != n:
+                raise SystemExit(f"short sendfile at {offset}")
+            status, headers, buf = read_response(sock, buf)
+            if status != 204:
+                raise SystemExit(f"PATCH at {offset}: {status}")
+            offset = int(headers["upload-offset"])
             patches += 1
     elapsed = time.perf_counter() - start
-    conn.close()
+    sock.close()
     return elapsed, patches
 
 
