@@ -687,3 +687,177 @@ async fn x30_large_compressed_exports_are_complete() {
         }
     }
 }
+
+/// Headroom for execd's peak RSS (VmHWM) over an export: the archive is streamed, so this bounds
+/// its buffers and the walker's state, whatever the tree's size.
+const FLAT_KIB: u64 = 32 * 1024;
+
+/// A temp dir on tmpfs (`/dev/shm`) when there is one: creating 100 000 files there takes well under
+/// a second, against half a minute on this machine's ext4. Removed on drop, like any `TempDir`.
+fn fast_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("execd-archive-").tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap()
+}
+
+/// `dirs` × `per_dir` files of 512 bytes of noise (incompressible, so a compressed export is as
+/// long as a plain one and the walker feels the client's backpressure), `d000/f0000`, ….
+fn make_wide_tree(root: &Path, dirs: usize, per_dir: usize) {
+    let pool = noise(16 << 20, 0xD1B5_4A32_D192_ED03);
+    let mut at = 0;
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..per_dir {
+            std::fs::write(dir.join(format!("f{f:04}")), &pool[at..at + 512]).unwrap();
+            at = (at + 512) % pool.len();
+        }
+    }
+}
+
+/// GNU tar listing an archive verbosely on its stdin (`tar_args`, e.g. `-tvf -`): the child, and
+/// a thread returning the names of the regular files listed (lines of type `-`; the names here
+/// have no spaces).
+fn tar_lister(tar_args: &str) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::BufRead;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec tar {tar_args}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let names = std::thread::spawn(move || {
+        std::io::BufReader::new(out)
+            .lines()
+            .map(|l| l.unwrap())
+            .filter(|l| l.starts_with('-'))
+            .map(|l| l.rsplit(' ').next().unwrap().trim_start_matches("./").to_string())
+            .collect()
+    });
+    (child, names)
+}
+
+/// Exports of a 100 000-file tree as tar and tar.zst: execd's peak RSS grows by a bounded amount,
+/// the first bytes arrive while the walk is still early (a file created in the last directory
+/// after the first chunk was read is in the archive: that directory was not read yet), and GNU
+/// tar lists every file.
+#[tokio::test]
+async fn x30_export_of_100k_files_streams_in_flat_memory() {
+    if !tools_present(&["tar", "zstd"]) {
+        return;
+    }
+    let srv = TestServer::start();
+    let work = fast_tempdir();
+    let src = work.path().join("t");
+    let started = std::time::Instant::now();
+    make_wide_tree(&src, 100, 1000);
+    let made = started.elapsed();
+    // Warm-up exports of a small tree, so threads and allocator arenas exist before the baseline.
+    let small = work.path().join("small");
+    make_wide_tree(&small, 2, 10);
+    for format in ["tar", "tar.zst"] {
+        let resp = get_archive(&srv, &small, &format!("format={format}")).await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    let base = common::hwm_kib(srv.pid());
+    for (format, tar_args) in [("tar", "-tvf -"), ("tar.zst", "--zstd -tvf -")] {
+        let late = src.join("d099").join(format!("zz-late-{format}"));
+        let t0 = std::time::Instant::now();
+        let mut resp = get_archive(&srv, &src, &format!("format={format}")).await;
+        assert_eq!(resp.status(), 200, "{format}");
+        let first = resp.chunk().await.unwrap().expect("a first chunk");
+        let ttfb = t0.elapsed();
+        // The walker is held back by this reader now; d099 comes last in its sorted walk.
+        std::fs::write(&late, b"late").unwrap();
+        let (mut child, names) = tar_lister(tar_args);
+        let mut stdin = child.stdin.take().unwrap();
+        let mut total = first.len() as u64;
+        std::io::Write::write_all(&mut stdin, &first).unwrap();
+        while let Some(chunk) = resp.chunk().await.unwrap_or_else(|e| panic!("{format}: {e:?}")) {
+            total += chunk.len() as u64;
+            std::io::Write::write_all(&mut stdin, &chunk).unwrap();
+        }
+        drop(stdin);
+        let whole = t0.elapsed();
+        assert!(child.wait().unwrap().success(), "{format}: tar failed");
+        let files = names.join().unwrap();
+        let late_name = format!("d099/zz-late-{format}");
+        assert!(
+            files.contains(&late_name),
+            "{format}: {late_name} (created after the first chunk) is not in the archive: the walk had ended"
+        );
+        assert_eq!(files.len(), 100_001, "{format}: files listed");
+        assert!(files.iter().any(|n| n == "d000/f0000") && files.iter().any(|n| n == "d099/f0999"), "{format}");
+        let hwm = common::hwm_kib(srv.pid());
+        println!(
+            "{format}: tree made in {made:?}; {total} bytes, first after {ttfb:?}, all after {whole:?}; \
+             execd VmHWM {base} → {hwm} KiB"
+        );
+        assert!(hwm <= base + FLAT_KIB, "{format}: execd's peak RSS grew from {base} to {hwm} KiB");
+        std::fs::remove_file(&late).unwrap();
+    }
+}
+
+/// A tree holding a 4 GiB sparse file: the tar export streams it whole (the header says 4 GiB,
+/// the next entry starts right after its data) in flat memory. Nothing is stored: the bytes are
+/// counted and only the two headers and the small file's data are kept.
+#[tokio::test]
+async fn x30_export_of_a_4gib_sparse_file_is_whole_in_flat_memory() {
+    const BIG: u64 = 4 << 30;
+    let srv = TestServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("t");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::File::create(src.join("a-big")).unwrap().set_len(BIG).unwrap();
+    std::fs::write(src.join("b.txt"), "after the big file\n").unwrap();
+    let warm = get_archive(&srv, &src, "format=tar&exclude=a-big").await;
+    assert_eq!(warm.status(), 200);
+    warm.bytes().await.unwrap();
+    let base = common::hwm_kib(srv.pid());
+
+    let started = std::time::Instant::now();
+    let mut resp = get_archive(&srv, &src, "format=tar").await;
+    assert_eq!(resp.status(), 200);
+    // The first header, and the second header with b.txt's data block right after a-big's data.
+    let next_at = 512 + BIG;
+    let (mut head, mut next) = (Vec::with_capacity(512), Vec::with_capacity(1024));
+    let mut total = 0u64;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        let (from, to) = (total, total + chunk.len() as u64);
+        if from < 512 {
+            head.extend_from_slice(&chunk[..(512.min(to) - from) as usize]);
+        }
+        if to > next_at && from < next_at + 1024 {
+            let a = next_at.saturating_sub(from) as usize;
+            let b = ((next_at + 1024).min(to) - from) as usize;
+            next.extend_from_slice(&chunk[a..b]);
+        }
+        total = to;
+    }
+    let hwm = common::hwm_kib(srv.pid());
+    println!("{total} bytes in {:?}; execd VmHWM {base} → {hwm} KiB", started.elapsed());
+    assert_eq!(total % 512, 0);
+    assert!(total >= next_at + 1024 + 1024, "{total} bytes: the archive is short");
+
+    let name = |h: &[u8]| String::from_utf8_lossy(&h[..100]).trim_end_matches('\0').to_string();
+    // ustar/GNU size: 11 octal digits, or base-256 when the first byte has its top bit set.
+    let size = |h: &[u8]| -> u64 {
+        let f = &h[124..136];
+        if f[0] & 0x80 != 0 {
+            f[1..].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        } else {
+            let s = String::from_utf8_lossy(f);
+            u64::from_str_radix(s.trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap()
+        }
+    };
+    assert_eq!(head.len(), 512);
+    assert_eq!(name(&head), "a-big");
+    assert_eq!(size(&head), BIG);
+    assert_eq!(head[156], b'0', "a regular file");
+    assert_eq!(next.len(), 1024);
+    assert_eq!(name(&next), "b.txt");
+    assert_eq!(size(&next), 19);
+    assert_eq!(&next[512..531], b"after the big file\n");
+    assert!(hwm <= base + FLAT_KIB, "execd's peak RSS grew from {base} to {hwm} KiB");
+}
