@@ -766,7 +766,13 @@ fn resolve_target(given: &str) -> Result<PathBuf, FsError> {
     }
 }
 
-/// Writes a record: temporary file, fsync, rename (a crash leaves the old record or the new one).
+/// Writes a record: temporary file, rename (a crash leaves the old record or the new one).
+///
+/// Not fsynced: a PATCH's data is synced before its record is written, and at start the partial
+/// file is cut back to the recorded offset, so a record older than the data after a machine crash
+/// only makes the client resume earlier; a lost creation record makes its upload unknown (`404`),
+/// which a tus client answers with a new upload. One fdatasync per PATCH instead of two (the tus
+/// benchmark, BENCHMARKS.md "Resumable upload").
 fn save_record(dir: &Path, rec: &Record) -> Result<(), FsError> {
     let path = dir.join(format!("{}.json", rec.id));
     let tmp = dir.join(format!("{}.json.tmp", rec.id));
@@ -774,7 +780,6 @@ fn save_record(dir: &Path, rec: &Record) -> Result<(), FsError> {
     super::identity::as_execd(|| -> io::Result<()> {
         let mut f = crate::state_dir::create_file(&tmp)?;
         io::Write::write_all(&mut f, &text)?;
-        f.sync_data()?;
         std::fs::rename(&tmp, &path)
     })
     .map_err(|e| FsError::io("writing the upload record", &path, e))
