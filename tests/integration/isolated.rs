@@ -1494,6 +1494,15 @@ async fn i36_session_processes_share_one_cgroup_leaf_and_delete_removes_it() {
     let leaf_b = one_leaf(&b_chain, execd, "other session");
     assert_ne!(leaf_b, leaf_a, "another session has another leaf");
     let (dirs_a, dirs_b) = (leaf_dirs(&leaf_a, execd), leaf_dirs(&leaf_b, execd));
+    // Hostile: a root process of the session cannot move itself out of the leaf (the session's
+    // /sys is read-only and it has no CAP_SYS_ADMIN to mount a cgroup hierarchy of its own).
+    let escape = "for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do \
+                  [ -e \"$f\" ] && (echo 0 >\"$f\") 2>/dev/null && echo \"ESCAPED $f\"; done; \
+                  mkdir -p /tmp/cg && mount -t cgroup -o pids none /tmp/cg 2>/dev/null && echo MOUNTED; \
+                  cat /proc/self/cgroup";
+    let out = sh(&s, &b, escape).await.join("\n");
+    assert!(!out.contains("ESCAPED") && !out.contains("MOUNTED"), "{out}");
+    assert!(out.contains(&format!("/execd-{execd}/c")), "{out}");
     assert!(!dirs_a.is_empty() && dirs_a.iter().all(|d| d.is_dir()), "{dirs_a:?}");
 
     assert_eq!(delete(&s, &a).await, 200);
