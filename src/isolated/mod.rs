@@ -3,6 +3,8 @@
 //! IPC (and optionally network) namespaces, built natively by [`ns`] (execd re-executed as a
 //! helper; no bubblewrap needed). Its workspace is an overlayfs whose upper layer, kept in execd's
 //! private state directory, is exactly the session's diff ([`diff`]) until it is committed.
+//! Every process of a session (stage 1, the shell, its runs, background runs) is in one cgroup
+//! leaf of its own (X20) when execd has cgroup placement; teardown kills what is left in it.
 //!
 //! No HTTP here: [`IsolatedManager`] takes plain values and returns [`IsolatedError`];
 //! `api/isolated.rs` translates.
@@ -33,6 +35,8 @@ pub use spec::{CreateRequest, Settings};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// After SIGKILL, teardown waits this long for the session's processes to go.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
+/// After the namespace teardown, kill rounds over the session's cgroup leaf go on this long.
+const LEAF_KILL_WAIT: Duration = Duration::from_secs(2);
 /// How often idle sessions are looked for (I35: at least every second).
 const GC_EVERY: Duration = Duration::from_millis(500);
 /// Background run logs are read (per response) and kept (after the run) up to this size (I20).
@@ -153,6 +157,9 @@ pub struct Session {
     env: crate::process::env::EnvMap,
     uid: u32,
     gid: u32,
+    /// The session's cgroup leaf (X20): stage 1, everything under it and every background run's
+    /// helper enter it before exec. `None` without cgroup placement; taken by the teardown.
+    leaf: Mutex<Option<crate::cgroup::Leaf>>,
 }
 
 impl Session {
@@ -239,6 +246,51 @@ fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {
     if pgid > 1 {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
     }
+}
+
+/// A new cgroup leaf for a session (no limits); `None` when there is no placement or the leaf
+/// cannot be made or opened: the session then runs without one, as commands do.
+fn new_session_leaf() -> Option<crate::cgroup::Leaf> {
+    let leaf = crate::cgroup::new_leaf(&crate::cgroup::Limits::default()).ok().flatten()?;
+    match leaf.procs_files() {
+        Ok(_) => Some(leaf),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the session's cgroup leaf; running without one");
+            None
+        }
+    }
+}
+
+/// Makes the child of `cmd` enter `leaf` (if any) between fork and exec, so that it and every
+/// process it starts are in the leaf from their first instruction.
+#[allow(unsafe_code)]
+fn enter_leaf_on_spawn(cmd: &mut tokio::process::Command, leaf: Option<&crate::cgroup::Leaf>) {
+    let Some(fds) = leaf.and_then(|l| l.procs_files().ok()) else { return };
+    // SAFETY: runs in the forked child before exec and only calls `write(2)` on descriptors
+    // opened before the fork (async-signal-safe, no allocation). A failure is not fatal: the
+    // session then runs outside the leaf (no limits are asked for), as commands do.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = crate::cgroup::leaf::enter(&fds);
+            Ok(())
+        });
+    }
+}
+
+/// Kills whatever is still in `leaf` (rounds until it is empty or [`LEAF_KILL_WAIT`] passed),
+/// then drops it: an empty leaf is removed at once, one the kernel still holds goes to the
+/// cgroup janitor. Blocking.
+fn end_leaf(leaf: crate::cgroup::Leaf) {
+    let end = std::time::Instant::now() + LEAF_KILL_WAIT;
+    while leaf.populated() {
+        leaf.kill_round();
+        if std::time::Instant::now() >= end {
+            tracing::warn!(leaf = %leaf.describe(), "isolated session's cgroup leaf still populated");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(leaf);
 }
 
 impl IsolatedManager {
@@ -444,8 +496,9 @@ impl IsolatedManager {
         let env = spec::session_env(crate::process::env::base_env(), &settings.env_passthrough);
         let spec_json = serde_json::to_string(&nspec).map_err(|e| IsolatedError::Internal(e.to_string()))?;
         let exe = std::env::current_exe().map_err(|e| IsolatedError::io("current_exe", e))?;
-        let mut child = tokio::process::Command::new(exe)
-            .arg(ns::HELPER_ARG)
+        let leaf = new_session_leaf();
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg(ns::HELPER_ARG)
             .arg("init")
             .arg(spec_json)
             .env_clear()
@@ -453,9 +506,12 @@ impl IsolatedManager {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| IsolatedError::Setup(format!("cannot start the session helper: {e}")))?;
+            .process_group(0);
+        enter_leaf_on_spawn(&mut cmd, leaf.as_ref());
+        let spawned = cmd.spawn();
+        // Closes execd's copies of the leaf's descriptors.
+        drop(cmd);
+        let mut child = spawned.map_err(|e| IsolatedError::Setup(format!("cannot start the session helper: {e}")))?;
         let stage1_pid = child.id().map(|p| p as i32).unwrap_or(0);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -539,6 +595,7 @@ impl IsolatedManager {
             env,
             uid,
             gid,
+            leaf: Mutex::new(leaf),
         };
         // Reaps stage 1; when the session's shell dies on its own (`exit`, killed), the session
         // is dead and is removed like a DELETE (upstream).
@@ -589,7 +646,15 @@ impl IsolatedManager {
                 kill_group(r.pgid, SIGKILL);
             }
         }
-        if !s.exited_flag.load(Ordering::SeqCst) && tokio::time::timeout(TEARDOWN_WAIT, notified).await.is_err() {
+        let stopped =
+            s.exited_flag.load(Ordering::SeqCst) || tokio::time::timeout(TEARDOWN_WAIT, notified).await.is_ok();
+        // Whatever is still in the session's leaf (a background run's helper, anything the PID
+        // namespace's end has not taken yet) is killed; the leaf goes with it.
+        let leaf = s.leaf.lock().unwrap().take();
+        if let Some(leaf) = leaf {
+            let _ = tokio::task::spawn_blocking(move || end_leaf(leaf)).await;
+        }
+        if !stopped {
             return Err(IsolatedError::Internal(format!("session {} did not stop within {TEARDOWN_WAIT:?}", s.id)));
         }
         let dir = s.dir.clone();
@@ -711,8 +776,8 @@ impl IsolatedManager {
         let nnp = if s.settings.strict() { "1" } else { "0" };
         let mut env = s.env.clone();
         env.extend(envs);
-        let mut child = tokio::process::Command::new(exe)
-            .arg(ns::HELPER_ARG)
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg(ns::HELPER_ARG)
             .arg("enter")
             .args([s.init_pid.to_string(), s.uid.to_string(), s.gid.to_string(), nnp.to_string()])
             .arg(s.primary_path())
@@ -721,9 +786,12 @@ impl IsolatedManager {
             .stdin(std::process::Stdio::piped())
             .stdout(file)
             .stderr(err_file)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))?;
+            .process_group(0);
+        // The run joins the session's leaf, so deleting the session ends it with the rest.
+        enter_leaf_on_spawn(&mut cmd, s.leaf.lock().unwrap().as_ref());
+        let spawned = cmd.spawn();
+        drop(cmd);
+        let mut child = spawned.map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
         // The code travels through a pipe, never argv (`/proc/<pid>/cmdline` is world-readable).
         if let Some(mut stdin) = child.stdin.take() {

@@ -1390,3 +1390,136 @@ async fn x62_isolated_runs_are_audited() {
     }
     assert_eq!(delete(&s, &sid).await, 200);
 }
+
+/// Host pids of the processes whose command line is exactly `cmdline` (e.g. `sleep 3041`).
+fn pids_running(cmdline: &str) -> Vec<i32> {
+    let out = std::process::Command::new("pgrep").args(["-f", &format!("^{cmdline}$")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid` and its ancestors below `stop` (execd), nearest first.
+fn chain_below(pid: i32, stop: i32) -> Vec<i32> {
+    let mut chain = vec![pid];
+    while let Some(p) = parent_of(*chain.last().unwrap()) {
+        if p == stop || p <= 1 || chain.len() > 16 {
+            return chain;
+        }
+        chain.push(p);
+    }
+    panic!("{pid} is not below execd {stop}: {chain:?}")
+}
+
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+}
+
+/// The directories of the cgroup leaf named in a `/proc/<pid>/cgroup` text: the lines under
+/// execd's `execd-<pid>` parent, each mapped to its hierarchy's mount point.
+fn leaf_dirs(cgroup: &str, execd: u32) -> Vec<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let marker = format!("/execd-{execd}/");
+    cgroup
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            if !path.contains(&marker) {
+                return None;
+            }
+            let mount = mounts.lines().map(|m| m.split(' ').collect::<Vec<_>>()).find(|m| {
+                m.len() > 3
+                    && if ctrls.is_empty() {
+                        m[2] == "cgroup2"
+                    } else {
+                        m[2] == "cgroup" && ctrls.split(',').all(|c| m[3].split(',').any(|o| o == c))
+                    }
+            })?;
+            Some(Path::new(mount[1]).join(path.trim_start_matches('/')))
+        })
+        .collect()
+}
+
+/// All processes of `chain` are in one cgroup leaf under execd's parent; returns its text.
+fn one_leaf(chain: &[i32], execd: u32, what: &str) -> String {
+    let cg = cgroup_of(chain[0]);
+    assert!(cg.contains(&format!("/execd-{execd}/c")), "{what} ({}) is not in a leaf of execd: {cg}", chain[0]);
+    for p in chain {
+        assert_eq!(cgroup_of(*p), cg, "{what}: process {p} of {chain:?} is in another cgroup");
+    }
+    cg
+}
+
+#[tokio::test]
+async fn i36_session_processes_share_one_cgroup_leaf_and_delete_removes_it() {
+    let Some(s) = server().await else { return };
+    let (_, caps) = get(&s, "/capabilities").await;
+    if caps["features"]["cgroup"] == "none" {
+        common::prerequisite_missing("cgroup placement (cgroup mode is none here)");
+        return;
+    }
+    let execd = s.pid();
+    let (wa, wb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = create_ok(&s, json!({"workspace": {"path": wa.path()}})).await;
+    let b = create_ok(&s, json!({"workspace": {"path": wb.path()}})).await;
+    // A foreground run still running (its stream read in a task), a background run in each.
+    // Durations no other test uses: pgrep sees the whole machine.
+    let (client, url) = (s.client(), s.url(&format!("/v1/isolated/session/{a}/run")));
+    let fg = tokio::spawn(async move {
+        let r = client.post(url).json(&json!({"code": "sleep 3041"})).send().await.unwrap();
+        r.text().await.unwrap_or_default()
+    });
+    start_background(&s, &a, "sleep 3042").await;
+    start_background(&s, &b, "sleep 3043").await;
+    let one = |c: &str| {
+        let p = pids_running(c);
+        (p.len() == 1).then(|| p[0])
+    };
+    assert!(common::wait_until(TIMEOUT, || ["sleep 3041", "sleep 3042", "sleep 3043"]
+        .iter()
+        .all(|c| one(c).is_some())));
+    // The foreground run's chain: sleep, the session's shell (its PID 1), stage 1.
+    let fg_chain = chain_below(one("sleep 3041").unwrap(), execd as i32);
+    assert!(fg_chain.len() >= 3, "sleep, shell and stage 1: {fg_chain:?}");
+    let leaf_a = one_leaf(&fg_chain, execd, "foreground run and shell");
+    // The background run's chain: sleep, its bash, the `enter` helper.
+    let bg_chain = chain_below(one("sleep 3042").unwrap(), execd as i32);
+    assert_eq!(one_leaf(&bg_chain, execd, "background run"), leaf_a, "the background run is in the session's leaf");
+    assert_ne!(cgroup_of(execd as i32), leaf_a, "execd itself is not in the session's leaf");
+    let b_chain = chain_below(one("sleep 3043").unwrap(), execd as i32);
+    let leaf_b = one_leaf(&b_chain, execd, "other session");
+    assert_ne!(leaf_b, leaf_a, "another session has another leaf");
+    let (dirs_a, dirs_b) = (leaf_dirs(&leaf_a, execd), leaf_dirs(&leaf_b, execd));
+    // Hostile: a root process of the session cannot move itself out of the leaf (the session's
+    // /sys is read-only and it has no CAP_SYS_ADMIN to mount a cgroup hierarchy of its own).
+    let escape = "for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do \
+                  [ -e \"$f\" ] && (echo 0 >\"$f\") 2>/dev/null && echo \"ESCAPED $f\"; done; \
+                  mkdir -p /tmp/cg && mount -t cgroup -o pids none /tmp/cg 2>/dev/null && echo MOUNTED; \
+                  cat /proc/self/cgroup";
+    let out = sh(&s, &b, escape).await.join("\n");
+    assert!(!out.contains("ESCAPED") && !out.contains("MOUNTED"), "{out}");
+    assert!(out.contains(&format!("/execd-{execd}/c")), "{out}");
+    assert!(!dirs_a.is_empty() && dirs_a.iter().all(|d| d.is_dir()), "{dirs_a:?}");
+
+    assert_eq!(delete(&s, &a).await, 200);
+    let gone = |cmds: &[&str]| cmds.iter().all(|c| pids_running(c).is_empty());
+    assert!(
+        common::wait_until(Duration::from_secs(5), || gone(&["sleep 3041", "sleep 3042"])),
+        "session a's processes survive delete"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || dirs_a.iter().all(|d| !d.exists())),
+        "session a's leaf left behind: {dirs_a:?}"
+    );
+    let ended = tokio::time::timeout(TIMEOUT, fg).await.expect("the foreground stream ends with its session").unwrap();
+    assert!(ended.contains("\"type\""), "{ended}");
+    assert!(!gone(&["sleep 3043"]) && dirs_b.iter().all(|d| d.is_dir()), "session b is untouched");
+
+    assert_eq!(delete(&s, &b).await, 200);
+    assert!(common::wait_until(Duration::from_secs(5), || gone(&["sleep 3043"])));
+    assert!(common::wait_until(Duration::from_secs(5), || dirs_b.iter().all(|d| !d.exists())), "{dirs_b:?}");
+}
