@@ -12,15 +12,11 @@ use std::ops::Range;
 
 /// The bounds of this process's argv area, from `/proc/self/stat`.
 fn arg_area() -> io::Result<(usize, usize)> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3; arg_start and arg_end are fields 48 and 49.
+    let stat = crate::os::proc::Stat::read_self()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cannot read /proc/self/stat"))?;
+    // arg_start and arg_end are fields 48 and 49.
     let field = |n: usize| -> io::Result<usize> {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse().ok())
+        stat.num(n)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no field {n} in /proc/self/stat")))
     };
     Ok((field(48)?, field(49)?))

@@ -10,6 +10,8 @@
 //! - `state_dir`: the private state directory and how files in it are made and opened.
 //! - `api/`: the only HTTP-aware module (router, auth, errors, one file per area).
 //! - `cgroup`: a cgroup leaf per spawned command (v2, v1 or none), kill-all, usage, limits.
+//! - `os`: the OS surface written once for every module: pidfds, `/proc` scans and stat fields,
+//!   the account files.
 //! - domain modules (no HTTP): `process` (the leaf: spawn, journal, lines, events, child env),
 //!   `command`, `session`, `pty`, `code`, `fs`, `metrics`, `watch` (file watches), `isolated` (namespace-isolated
 //!   sessions; `isolated::ns` is also a helper mode of the binary). The port proxy is HTTP by nature and
@@ -28,6 +30,7 @@ pub mod init;
 pub mod isolated;
 pub mod metrics;
 pub mod observability;
+pub mod os;
 pub mod process;
 pub mod pty;
 pub mod readiness;

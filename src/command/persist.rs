@@ -405,15 +405,11 @@ fn boot_id() -> Option<String> {
 /// `(pgrp, starttime)` of `pid` from `/proc/<pid>/stat`; `None` for a zombie (it is gone, only
 /// not reaped yet).
 fn proc_stat(pid: i32) -> Option<(i32, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold anything, so fields are counted after its closing parenthesis.
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): pgrp is field 5, starttime field 22.
-    if f.first() == Some(&"Z") {
+    let st = crate::os::proc::Stat::read(pid)?;
+    if st.state() == "Z" {
         return None;
     }
-    Some((f.get(2)?.parse().ok()?, f.get(19)?.parse().ok()?))
+    Some((st.pgrp()?, st.start_time()?))
 }
 
 fn proc_start_time(pid: i32) -> Option<u64> {
@@ -429,10 +425,7 @@ fn leftover_pids(r: &Running) -> Vec<i32> {
     if boot_id().as_deref() != Some(boot) {
         return Vec::new();
     }
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids: Vec<i32> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    let mut pids: Vec<i32> = crate::os::proc::pids()
         .filter(|&pid| matches!(proc_stat(pid), Some((pg, t)) if pg == r.pid as i32 && t >= start))
         .collect();
     pids.extend(leaf_pids(&r.cgroup));

@@ -37,6 +37,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::os::accounts;
+
 /// The largest uid or gid accepted (`u32::MAX` is the kernel's "no id", -1).
 pub const MAX_ID: u32 = 4_294_967_294;
 
@@ -70,9 +72,9 @@ impl Identity {
         if uid > MAX_ID || gid > MAX_ID {
             return Err(IdentityError::Invalid(format!("uid and gid must be between 0 and {MAX_ID}")));
         }
-        let creds = crate::process::spawn::resolve_credentials(uid, Some(gid));
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let home = home_from(&passwd, uid).unwrap_or_else(|| "/".to_string());
+        let (passwd, group) = (accounts::read_passwd(), accounts::read_group());
+        let creds = crate::process::spawn::credentials_from(&passwd, &group, uid, Some(gid));
+        let home = accounts::user(&passwd, uid).and_then(|u| u.home).unwrap_or("/").to_string();
         Ok(Identity { uid, gid, groups: creds.groups, home })
     }
 
@@ -100,14 +102,6 @@ impl Identity {
         let _unmark = Unmark;
         f()
     }
-}
-
-/// The home directory of `uid` in passwd text.
-fn home_from(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid) && f[5].starts_with('/')).then(|| f[5].to_string())
-    })
 }
 
 tokio::task_local! {
@@ -374,14 +368,6 @@ mod tests {
         for (given, want) in cases {
             assert_eq!(expand(given, &who), want, "{given:?}");
         }
-    }
-
-    #[test]
-    fn home_comes_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/home/u:/bin/sh\nbad:x:7:7::rel:/bin/sh\n";
-        assert_eq!(home_from(passwd, 1000).as_deref(), Some("/home/u"));
-        assert_eq!(home_from(passwd, 7), None);
-        assert_eq!(home_from(passwd, 4242), None);
     }
 
     #[test]

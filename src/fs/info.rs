@@ -13,6 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
 use super::{path, FsError};
+use crate::os::accounts;
 
 /// One file as the API reports it. Every key is required by the Python SDK.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -354,22 +355,20 @@ pub struct Accounts {
 impl Accounts {
     /// Reads the system's account files (missing files mean no names).
     pub fn load() -> Accounts {
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-        Accounts::parse(&passwd, &group)
+        Accounts::parse(&accounts::read_passwd(), &accounts::read_group())
     }
 
     /// Parses passwd and group file contents (`name:x:id:...`); the first entry for an id or
     /// name wins, malformed lines are skipped.
     pub fn parse(passwd: &str, group: &str) -> Accounts {
         let mut a = Accounts::default();
-        for (name, id) in entries(passwd) {
-            a.users.entry(id).or_insert_with(|| Name(name.into()));
-            a.user_ids.entry(name.to_string()).or_insert(id);
+        for u in accounts::users(passwd) {
+            a.users.entry(u.uid).or_insert_with(|| Name(u.name.into()));
+            a.user_ids.entry(u.name.to_string()).or_insert(u.uid);
         }
-        for (name, id) in entries(group) {
-            a.groups.entry(id).or_insert_with(|| Name(name.into()));
-            a.group_ids.entry(name.to_string()).or_insert(id);
+        for g in accounts::groups(group) {
+            a.groups.entry(g.gid).or_insert_with(|| Name(g.name.into()));
+            a.group_ids.entry(g.name.to_string()).or_insert(g.gid);
         }
         a
     }
@@ -393,16 +392,6 @@ impl Accounts {
     pub fn gid(&self, name: &str) -> Option<u32> {
         self.group_ids.get(name).copied().or_else(|| name.parse().ok())
     }
-}
-
-fn entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
-    text.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
-        let mut it = line.split(':');
-        let name = it.next()?;
-        let _password = it.next()?;
-        let id = it.next()?.parse().ok()?;
-        (!name.is_empty()).then_some((name, id))
-    })
 }
 
 /// The wire form of a mode: the permission bits written in octal, read as decimal (0o755 → 755,

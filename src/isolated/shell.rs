@@ -181,16 +181,8 @@ impl Shell {
 /// is its namespace's init and, while it waits for a foreground child, handles SIGINT by exiting;
 /// it must not get it. Processes that left the group (`setsid`) are not runs' business.
 fn signal_run(pgid: i32, sig: nix::sys::signal::Signal) {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if pid == pgid {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
-        if pgrp == Some(pgid) {
+    for pid in crate::os::proc::pids().filter(|&pid| pid != pgid) {
+        if crate::os::proc::Stat::read(pid).and_then(|s| s.pgrp()) == Some(pgid) {
             super::kill(pid, sig);
         }
     }

@@ -13,7 +13,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +31,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 
 use crate::cgroup::{Leaf, Limits, Usage};
+use crate::os::accounts;
 
 /// How often [`GroupChild::terminate_group`] checks whether the group is gone.
 const GROUP_POLL: Duration = Duration::from_millis(50);
@@ -205,29 +206,18 @@ fn is_executable(p: &Path) -> bool {
 
 /// Credentials for `uid` (and an explicit `gid`), from `/etc/passwd` and `/etc/group`.
 pub fn resolve_credentials(uid: u32, gid: Option<u32>) -> Credentials {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    credentials_from(&passwd, &group, uid, gid)
+    credentials_from(&accounts::read_passwd(), &accounts::read_group(), uid, gid)
 }
 
 /// [`resolve_credentials`] over given file contents (pure, for tests).
 pub fn credentials_from(passwd: &str, group: &str, uid: u32, gid: Option<u32>) -> Credentials {
-    let entry = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| (f[0].to_string(), f[3].parse::<u32>().ok()))
-    });
-    match entry {
-        Some((name, primary)) => {
-            let primary = primary.unwrap_or(uid);
+    match accounts::user(passwd, uid) {
+        Some(user) => {
+            let primary = user.gid.unwrap_or(uid);
             let mut groups = vec![primary];
-            for l in group.lines() {
-                let f: Vec<&str> = l.split(':').collect();
-                if f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name) {
-                    if let Ok(g) = f[2].parse::<u32>() {
-                        if !groups.contains(&g) {
-                            groups.push(g);
-                        }
-                    }
+            for g in accounts::groups(group).filter(|g| g.has_member(user.name)) {
+                if !groups.contains(&g.gid) {
+                    groups.push(g.gid);
                 }
             }
             Credentials { uid, gid: gid.unwrap_or(primary), groups }
@@ -499,7 +489,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
     drop(child);
     let watch = |source| SpawnError::Watch { pid, source };
-    let pidfd = pidfd_open(pid).map_err(watch)?;
+    let pidfd = crate::os::pidfd::open(pid).map_err(watch)?;
     // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| watch(e.into()))?;
@@ -512,16 +502,6 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         released: Notify::new(),
     };
     Ok((child, pipes))
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1; no memory is shared.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 struct State {
@@ -870,26 +850,7 @@ fn group_members(pgid: i32) -> Vec<i32> {
 /// The non-zombie processes whose process group (or, with `session`, session) is `id`, with
 /// their process group: `(pid, pgid)`.
 fn members_of(id: i32, session: bool) -> Vec<(i32, i32)> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        let mut f = stat[close + 1..].split_whitespace();
-        let state = f.next().unwrap_or("");
-        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
-        let sid = f.next().and_then(|p| p.parse::<i32>().ok());
-        let ours = pgrp == Some(id) || (session && sid == Some(id));
-        if let (true, Some(pgrp), Ok(pid)) = (ours && state != "Z" && state != "X", pgrp, name.parse::<i32>()) {
-            found.push((pid, pgrp));
-        }
-    }
-    found
+    crate::os::proc::members_of(id, session)
 }
 
 #[cfg(test)]

@@ -78,24 +78,11 @@ const EPOLL_READ: u32 = 0x1 | 0x2 | 0x40;
 /// Whether some sleeping process whose process group (or, with `session`, session) is `pgid`
 /// waits to read `target`.
 pub fn group_waits_on(pgid: i32, session: bool, target: FileId) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Ok(pid) = name.parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        // After `(comm)`: state ppid pgrp session tty_nr ...
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().take(5).collect();
-        let [state, _ppid, pgrp, sid, tty_nr] = f[..] else { continue };
-        let of = |v: &str| v.parse::<i32>().ok() == Some(pgid);
-        let ours = of(pgrp) || (session && of(sid));
-        let tty_nr = tty_nr.parse::<i32>().map(|n| n as u32).unwrap_or(0);
-        if ours && state == "S" && waits_on(pid, tty_nr, target) {
-            return true;
-        }
-    }
-    false
+    crate::os::proc::pids().any(|pid| {
+        let Some(st) = crate::os::proc::Stat::read(pid) else { return false };
+        let ours = st.pgrp() == Some(pgid) || (session && st.session() == Some(pgid));
+        ours && st.state() == "S" && waits_on(pid, st.tty_nr(), target)
+    })
 }
 
 /// Whether `pid` (controlling terminal `tty_nr`) sleeps in a syscall that waits to read `target`.

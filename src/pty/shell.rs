@@ -15,7 +15,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -225,26 +225,9 @@ impl ShellProc {
 
 /// Pids of every process whose session id is `sid` (from `/proc/<pid>/stat`).
 fn session_members(sid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|&pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-            // Fields after the `(comm)`: state ppid pgrp session ...
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
-            rest.split_whitespace().nth(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
-        })
+    crate::os::proc::pids()
+        .filter(|&pid| crate::os::proc::Stat::read(pid).and_then(|s| s.session()) == Some(sid))
         .collect()
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1; no memory is shared.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Starts the shell as `spec` says. Must run inside the tokio runtime.
@@ -323,7 +306,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
     drop(child);
     // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
     let register = |fd: OwnedFd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    let pidfd = match pidfd_open(pid).and_then(|fd| register(fd).map_err(io::Error::from)) {
+    let pidfd = match crate::os::pidfd::open(pid).and_then(|fd| register(fd).map_err(io::Error::from)) {
         Ok(fd) => fd,
         Err(e) => {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
