@@ -3,6 +3,7 @@
 namespace floor and plain commands, in interleaved rounds on one execd. Prints markdown tables.
 
     isolated.py EXECD [RUNS] [CREATES] [ROUNDS]
+    EXECD_BENCH_ARGS="--cgroup-root none" isolated.py …   # extra execd flags
 
 Per round (same machine load for every row):
   (a) POST /v1/isolated/session, then the first `run true` until its terminal event (then DELETE,
@@ -142,7 +143,7 @@ def main():
         ws = os.path.join(work, "ws")
         os.mkdir(state)
         os.mkdir(ws)
-        proc, port = start_execd(execd, state)
+        proc, port = start_execd(execd, state, *os.environ.get("EXECD_BENCH_ARGS", "").split())
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             resp = request(conn, "GET", "/v1/isolated/capabilities")

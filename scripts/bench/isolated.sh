@@ -5,6 +5,7 @@
 # BENCHMARKS.md, "Isolated sessions").
 #
 #   scripts/bench/isolated.sh [EXECD] [RUNS] [CREATES] [ROUNDS]
+#   EXECD_BENCH_ARGS="--cgroup-root none" scripts/bench/isolated.sh …   # extra execd flags
 #     EXECD    binary to measure (default: build the static release binary, scripts/build-static.sh)
 #     RUNS     calls per round for (b), (b′), (c), (d), (e) (default 200), CREATES creates per round for (a)
 #              (default 20), ROUNDS (default 9)
