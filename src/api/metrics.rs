@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -27,13 +27,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 async fn watch(State(state): State<AppState>) -> Response {
     let events = state.metrics.watch().map(|r| Ok::<Bytes, Infallible>(frame(r)));
-    let mut resp = Response::new(Body::from_stream(events));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    super::sse::stream_response(Body::from_stream(events))
 }
 
 /// One event: the record, or `{"error": ...}` as upstream, followed by an empty line.

@@ -48,17 +48,20 @@ fn append_frame(buf: &mut Vec<u8>, ev: &ExecEvent) {
 
 /// One event in standard SSE framing: `id: N\nevent: <type>\ndata: {json}\n\n`.
 pub fn sse_frame(id: Option<u64>, ev: &ExecEvent) -> Bytes {
-    let json = ev.to_json();
-    let mut v = Vec::with_capacity(json.len() + 48);
+    let mut v = Vec::with_capacity(ev.text.len() + 128);
+    append_sse_frame(&mut v, id, ev);
+    Bytes::from(v)
+}
+
+fn append_sse_frame(v: &mut Vec<u8>, id: Option<u64>, ev: &ExecEvent) {
     if let Some(id) = id {
         v.extend_from_slice(format!("id: {id}\n").as_bytes());
     }
     v.extend_from_slice(b"event: ");
     v.extend_from_slice(ev.kind.as_str().as_bytes());
     v.extend_from_slice(b"\ndata: ");
-    v.extend_from_slice(&json);
+    ev.write_json(v);
     v.extend_from_slice(b"\n\n");
-    Bytes::from(v)
 }
 
 /// A `200` streaming response with the headers of §3.1.
@@ -81,7 +84,7 @@ where
     S: Stream<Item = ExecEvent> + Send + 'static,
 {
     let body = async_stream::stream! {
-        let mut events = std::pin::pin!(events);
+        let mut events = Box::pin(events);
         let Some(first) = events.next().await else { return };
         let pinging = first.kind == EventKind::Init;
         yield Ok::<Bytes, Infallible>(frame(&first));
@@ -91,36 +94,12 @@ where
             }
             return;
         }
-        yield Ok(frame(&ExecEvent::ping()));
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // Events win over a due ping so the terminal event is never delayed; the stream
-            // ends right after the last event (no tail, D3).
-            tokio::select! {
-                biased;
-                ev = events.next() => match ev {
-                    Some(ev) => {
-                        // Events that are already available go out in one write (up to
-                        // BATCH_BYTES); an event is never held back waiting for another.
-                        let mut buf = frame_vec(&ev);
-                        let mut ended = false;
-                        while buf.len() < BATCH_BYTES {
-                            match events.next().now_or_never() {
-                                Some(Some(ev)) => append_frame(&mut buf, &ev),
-                                Some(None) => { ended = true; break }
-                                None => break,
-                            }
-                        }
-                        yield Ok(Bytes::from(buf));
-                        if ended {
-                            break;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => yield Ok(frame(&ExecEvent::ping())),
-            }
+        let ping = frame(&ExecEvent::ping());
+        yield Ok(ping.clone());
+        // The stream ends right after the last event (no tail, D3).
+        let mut rest = std::pin::pin!(coalesced(events, append_frame, BATCH_BYTES, PING_EVERY, ping));
+        while let Some(chunk) = rest.next().await {
+            yield chunk;
         }
     };
     stream_response(Body::from_stream(body))
@@ -132,21 +111,56 @@ pub fn standard_sse<S>(events: S) -> Response
 where
     S: Stream<Item = (Option<u64>, ExecEvent)> + Send + 'static,
 {
-    let body = async_stream::stream! {
-        let mut events = std::pin::pin!(events);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
+    let append = |buf: &mut Vec<u8>, (id, ev): &(Option<u64>, ExecEvent)| append_sse_frame(buf, *id, ev);
+    let body = coalesced(events, append, BATCH_BYTES, KEEPALIVE_EVERY, Bytes::from_static(KEEPALIVE));
+    stream_response(Body::from_stream(body))
+}
+
+/// The body of a long-lived stream: `items` framed by `append`, those already available
+/// coalesced into one chunk of up to about `max` bytes (an item is never held back waiting for
+/// another, and items win over a due heartbeat, so a terminal event is never delayed), and
+/// `heartbeat` after each `every` without one. Ends when `items` ends.
+pub(super) fn coalesced<S, T>(
+    items: S,
+    append: impl Fn(&mut Vec<u8>, &T) + Send,
+    max: usize,
+    every: Duration,
+    heartbeat: Bytes,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send
+where
+    S: Stream<Item = T> + Send,
+    T: Send,
+{
+    async_stream::stream! {
+        let mut items = std::pin::pin!(items);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                item = events.next() => match item {
-                    Some((id, ev)) => yield Ok::<Bytes, Infallible>(sse_frame(id, &ev)),
+                item = items.next() => match item {
+                    Some(item) => {
+                        let mut buf = Vec::with_capacity(256);
+                        append(&mut buf, &item);
+                        let mut ended = false;
+                        while buf.len() < max {
+                            match items.next().now_or_never() {
+                                Some(Some(item)) => append(&mut buf, &item),
+                                Some(None) => { ended = true; break }
+                                None => break,
+                            }
+                        }
+                        yield Ok(Bytes::from(buf));
+                        if ended {
+                            break;
+                        }
+                    }
                     None => break,
                 },
-                _ = tick.tick() => yield Ok(Bytes::from_static(KEEPALIVE)),
+                _ = tick.tick() => yield Ok(heartbeat.clone()),
             }
         }
-    };
-    stream_response(Body::from_stream(body))
+    }
 }
 
 #[cfg(test)]

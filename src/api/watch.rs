@@ -1,8 +1,6 @@
 //! `/files/watches` routes (EXTENSIONS X40–X42): create, list, delete, the resumable event stream
 //! (standard SSE, X3) and "what changed since". Handlers translate to [`crate::watch`].
 
-use std::convert::Infallible;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,12 +8,11 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use bytes::Bytes;
-use futures_util::FutureExt;
 use serde::Deserialize;
 
 use super::error::{empty_ok, json_response, ApiError};
 use super::extract::{AppJson, AppPath, QueryPairs};
-use super::sse::{stream_response, KEEPALIVE, KEEPALIVE_EVERY};
+use super::sse::{coalesced, stream_response, KEEPALIVE, KEEPALIVE_EVERY};
 use crate::state::AppState;
 use crate::watch::{WatchEvent, WatchEvents, WatchSpec};
 
@@ -102,37 +99,9 @@ fn append_frame(buf: &mut Vec<u8>, ev: &WatchEvent) {
     buf.extend_from_slice(b"\n\n");
 }
 
-fn sse_response(mut events: WatchEvents) -> Response {
-    let body = async_stream::stream! {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                ev = events.next() => match ev {
-                    Some(ev) => {
-                        // Events already available go out in one write.
-                        let mut buf = Vec::with_capacity(256);
-                        append_frame(&mut buf, &ev);
-                        let mut ended = false;
-                        while buf.len() < BATCH_BYTES {
-                            match events.next().now_or_never() {
-                                Some(Some(ev)) => append_frame(&mut buf, &ev),
-                                Some(None) => { ended = true; break }
-                                None => break,
-                            }
-                        }
-                        yield Ok::<Bytes, Infallible>(Bytes::from(buf));
-                        if ended {
-                            break;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => yield Ok(Bytes::from_static(KEEPALIVE)),
-            }
-        }
-    };
+fn sse_response(events: WatchEvents) -> Response {
+    let body =
+        coalesced(events.into_stream(), append_frame, BATCH_BYTES, KEEPALIVE_EVERY, Bytes::from_static(KEEPALIVE));
     stream_response(Body::from_stream(body))
 }
 

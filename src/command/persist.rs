@@ -226,16 +226,8 @@ pub fn running_record(
     pid: u32,
     cgroup: Vec<PathBuf>,
 ) -> Record {
-    Record {
-        v: VERSION,
-        id: id.to_string(),
-        content: content.to_string(),
-        background,
-        started_at: Time::from_system(started_at),
-        has_journal: true,
-        running: Some(Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id(), cgroup }),
-        finished: None,
-    }
+    let running = Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id(), cgroup };
+    Record { running: Some(running), ..record(id, content, background, started_at, true) }
 }
 
 /// The finished record of a command.
@@ -247,6 +239,11 @@ pub fn finished_record(
     has_journal: bool,
     finished: Finished,
 ) -> Record {
+    Record { finished: Some(finished), ..record(id, content, background, started_at, has_journal) }
+}
+
+/// A record with neither a running nor a finished part.
+fn record(id: &str, content: &str, background: bool, started_at: SystemTime, has_journal: bool) -> Record {
     Record {
         v: VERSION,
         id: id.to_string(),
@@ -255,7 +252,7 @@ pub fn finished_record(
         started_at: Time::from_system(started_at),
         has_journal,
         running: None,
-        finished: Some(finished),
+        finished: None,
     }
 }
 

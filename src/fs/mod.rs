@@ -8,6 +8,7 @@
 //! (issue #13): transfers hand the blocking pool one chunk or batch at a time ([`transfer`]).
 
 pub mod archive;
+pub mod batch;
 pub mod bufpool;
 pub mod download;
 pub mod grep;

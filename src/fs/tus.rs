@@ -27,13 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::batch::{BatchSink, Batcher};
 use super::info::mode_from_wire;
-use super::ops::mkdir_p;
-use super::{path, FsError};
+use super::FsError;
 
 /// The protocol version spoken.
 pub const TUS_VERSION: &str = "1.0.0";
@@ -43,11 +43,6 @@ pub const TUS_EXTENSIONS: &[&str] = &["creation", "creation-with-upload", "termi
 pub const MAX_SIZE: u64 = 1 << 40;
 /// Largest `Upload-Metadata` value kept (it is echoed on every HEAD).
 pub const MAX_METADATA: usize = 16 * 1024;
-/// Bytes collected from the network before one write on the blocking pool. Like the multipart
-/// upload's batches (src/fs/upload.rs): small enough to stay in the CPU cache between the copy in
-/// and the write out (1 MiB batches made the kernel's copy into the page cache several times
-/// slower: a 1 GiB upload in 8 MiB PATCHes took 2–4× as long as the multipart upload).
-const BATCH: usize = 256 * 1024;
 /// How long a second request waits for the one writing to the same upload.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -491,8 +486,7 @@ impl TusStore {
                 }
             }
         }
-        let flushed = w.flush_and_sync().await;
-        let (written_to, hasher) = (w.at, w.hasher.take());
+        let ChunkWritten { at: written_to, hasher, result: flushed } = w.flush_and_sync(current).await;
         let keep = match (&failure, &flushed, &checksum) {
             // Too long: nothing of this request is acknowledged.
             (Some(TusError::TooLarge(_)), _, _) => false,
@@ -639,130 +633,79 @@ impl TusStore {
     }
 }
 
-/// Writes a chunk's bytes at increasing offsets, one batch per blocking-pool job, hashing them
-/// on the way. Two buffers: one batch is written while the next one fills from the network, and
-/// both are reused for the whole request (no fresh, page-faulting allocation per batch).
+/// Writes a chunk's bytes at increasing offsets through a [`Batcher`], hashing them on the way,
+/// and syncs them at the end.
 struct ChunkWriter {
-    file: Option<Arc<File>>,
+    batches: Batcher<PartialSink>,
+    /// The same file, for the sync at the end (the sink travels with the batch in flight).
+    file: Arc<File>,
     path: PathBuf,
-    /// Bytes written for sure (the batch in flight not counted until it is done).
-    at: u64,
-    buf: BytesMut,
-    spare: Option<BytesMut>,
-    /// Travels with the batch in flight, so the bytes are hashed in order.
-    hasher: Option<Hasher>,
-    in_flight: Option<InFlight>,
 }
 
-type InFlight = tokio::task::JoinHandle<(BytesMut, Option<Hasher>, Result<(), FsError>)>;
+/// The partial file from the batches' point of view: where the next batch goes, and the hasher,
+/// which travels with the batch in flight so the bytes are hashed in order.
+struct PartialSink {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Bytes written for sure.
+    at: u64,
+    hasher: Option<Hasher>,
+}
+
+impl BatchSink for PartialSink {
+    fn write_batch(&mut self, batch: &[u8]) -> Result<(), FsError> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(batch);
+        }
+        self.file.write_all_at(batch, self.at).map_err(|e| FsError::io("writing", &self.path, e))?;
+        // Starts the writeback of this batch now (a hint, not a wait; errors ignored), so the
+        // fdatasync that ends the PATCH finds little left to write: without it every PATCH waited
+        // for its whole chunk to reach the disk while the client sat idle. On Linux, DONTNEED
+        // starts writeback of the range's dirty pages (the ones under writeback stay cached);
+        // rustix has no safe sync_file_range.
+        let len = std::num::NonZeroU64::new(batch.len() as u64);
+        let _ = rustix::fs::fadvise(&*self.file, self.at, len, rustix::fs::Advice::DontNeed);
+        self.at += batch.len() as u64;
+        Ok(())
+    }
+}
+
+/// What a chunk's writing left: the offset written to for sure, the hasher, and the first error.
+struct ChunkWritten {
+    at: u64,
+    hasher: Option<Hasher>,
+    result: Result<(), FsError>,
+}
 
 impl ChunkWriter {
     fn new(file: File, path: PathBuf, at: u64, hasher: Option<Hasher>) -> ChunkWriter {
-        ChunkWriter {
-            file: Some(Arc::new(file)),
-            path,
-            at,
-            buf: BytesMut::with_capacity(BATCH),
-            spare: Some(BytesMut::with_capacity(BATCH)),
-            hasher,
-            in_flight: None,
-        }
+        let file = Arc::new(file);
+        let sink = PartialSink { file: file.clone(), path: path.clone(), at, hasher };
+        ChunkWriter { batches: Batcher::new(sink), file, path }
     }
 
-    async fn push(&mut self, mut data: &[u8]) -> Result<(), FsError> {
-        while !data.is_empty() {
-            let n = (BATCH - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() >= BATCH {
-                self.send_batch().await?;
-            }
-        }
-        Ok(())
+    async fn push(&mut self, data: &[u8]) -> Result<(), FsError> {
+        self.batches.push(data).await
     }
 
-    /// Waits for the batch in flight, if any: counts its bytes and takes its buffer and the
-    /// hasher back. After an error the filled buffer is dropped, so only `flush_and_sync`'s fsync
-    /// follows.
-    async fn settle(&mut self) -> Result<(), FsError> {
-        let Some(task) = self.in_flight.take() else { return Ok(()) };
-        let (mut batch, hasher, res) = match task.await {
-            Ok(done) => done,
-            Err(e) => (BytesMut::new(), None, Err(FsError::Internal(e.to_string()))),
-        };
-        self.hasher = hasher;
-        if let Err(e) = res {
-            // Nothing after a failed write is written (at the wrong offset): the bytes before it
-            // are what the request leaves behind.
-            self.buf.clear();
-            return Err(e);
-        }
-        self.at += batch.len() as u64;
-        batch.clear();
-        self.spare = Some(batch);
-        Ok(())
-    }
-
-    /// Hands the current batch to the blocking pool and goes on with the other buffer.
-    async fn send_batch(&mut self) -> Result<(), FsError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.settle().await?;
-        let file = self.file.clone().ok_or_else(|| FsError::Internal("partial file closed".into()))?;
-        let spare = self.spare.take().unwrap_or_else(|| BytesMut::with_capacity(BATCH));
-        let batch = std::mem::replace(&mut self.buf, spare);
-        let (at, path) = (self.at, self.path.clone());
-        let mut hasher = self.hasher.take();
-        self.in_flight = Some(super::identity::spawn_blocking(move || {
-            if let Some(h) = hasher.as_mut() {
-                h.update(&batch);
-            }
-            let res = file.write_all_at(&batch, at).map_err(|e| FsError::io("writing", &path, e));
-            if res.is_ok() {
-                // Starts the writeback of this batch now (a hint, not a wait; errors ignored), so
-                // the fdatasync that ends the PATCH finds little left to write: without it every
-                // PATCH waited for its whole chunk to reach the disk while the client sat idle.
-                // On Linux, DONTNEED starts writeback of the range's dirty pages (the ones under
-                // writeback stay cached); rustix has no safe sync_file_range.
-                let len = std::num::NonZeroU64::new(batch.len() as u64);
-                let _ = rustix::fs::fadvise(&*file, at, len, rustix::fs::Advice::DontNeed);
-            }
-            (batch, hasher, res)
-        }));
-        Ok(())
-    }
-
-    async fn flush_and_sync(&mut self) -> Result<(), FsError> {
-        let res = match self.send_batch().await {
-            Ok(()) => self.settle().await,
-            Err(e) => Err(e),
-        };
-        let Some(file) = self.file.take() else { return res };
-        let path = self.path.clone();
+    /// Writes the rest and syncs the file (also after a failed write: what was written before it
+    /// counts). `from` is the offset the chunk started at, what is left when a write job panicked.
+    async fn flush_and_sync(self, from: u64) -> ChunkWritten {
+        let (sink, res) = self.batches.finish().await;
+        let (at, hasher) = sink.map_or((from, None), |s| (s.at, s.hasher));
+        let (file, path) = (self.file, self.path);
         let synced = super::blocking(move || file.sync_data().map_err(|e| FsError::io("fsync", &path, e))).await;
-        res.and(synced)
+        ChunkWritten { at, hasher, result: res.and(synced) }
     }
 }
 
-/// The target of an upload: expanded (empty refused), an existing symlink followed, absolute;
-/// its directory created (0777 &^ umask); a directory or other non-regular file refused (400;
-/// the multipart upload answers 500 for a directory, as upstream, but this route has no upstream).
+/// The target of an upload ([`super::upload::resolve_target`]); a directory refused (400).
 fn resolve_target(given: &str) -> Result<PathBuf, FsError> {
-    let given = path::expanded_checked(given)?;
-    let target = match std::fs::symlink_metadata(&given) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&given).unwrap_or(given),
-        _ => given,
-    };
-    let target = path::absolute(&target);
-    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    mkdir_p(&dir, 0o777).map_err(|e| FsError::io_no_404("mkdir", &dir, e))?;
-    match std::fs::metadata(&target) {
-        Ok(m) if m.is_dir() => Err(FsError::Invalid(format!("cannot upload to {}: is a directory", target.display()))),
-        Ok(m) if !m.is_file() => {
-            Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())))
+    match super::upload::resolve_target(given)? {
+        (target, Some(m)) if m.is_dir() => {
+            Err(FsError::Invalid(format!("cannot upload to {}: is a directory", target.display())))
         }
-        _ => Ok(target),
+        (target, _) => Ok(target),
     }
 }
 
@@ -838,6 +781,7 @@ fn spawn_sweeper(inner: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::batch::BATCH;
 
     #[test]
     fn ids_are_uuid_hex_only() {
@@ -868,9 +812,10 @@ mod tests {
         for piece in data.chunks(100_003) {
             w.push(piece).await.unwrap();
         }
-        w.flush_and_sync().await.unwrap();
-        assert_eq!(w.at, 4 + data.len() as u64);
-        assert_eq!(w.hasher.take().unwrap().finish(), sha2::Sha256::digest(&data).to_vec());
+        let done = w.flush_and_sync(4).await;
+        done.result.unwrap();
+        assert_eq!(done.at, 4 + data.len() as u64);
+        assert_eq!(done.hasher.unwrap().finish(), sha2::Sha256::digest(&data).to_vec());
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[..4], b"head");
         assert!(on_disk[4..] == data[..]);
@@ -889,8 +834,9 @@ mod tests {
         let data = vec![7u8; BATCH * 3];
         let pushed = w.push(&data).await;
         assert!(pushed.is_err(), "the failed first batch surfaces when the second is handed over");
-        w.flush_and_sync().await.unwrap();
-        assert_eq!(w.at, 0);
+        let done = w.flush_and_sync(0).await;
+        done.result.unwrap();
+        assert_eq!(done.at, 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 

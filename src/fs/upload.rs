@@ -20,20 +20,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::task::JoinHandle;
+use bytes::Bytes;
 
+use super::batch::{BatchSink, Batcher};
 use super::info::{mode_from_wire, Accounts};
 use super::ops::{mkdir_p, Permission};
 use super::temp::{Scratch, TempFile};
 use super::{path, FsError};
 
-/// Network chunks are copied into batches of this many bytes; each batch is one write on the
-/// blocking pool. Copying (instead of passing the network's `Bytes` on) lets hyper reuse its
-/// read buffer at once, and the two batch buffers are reused for the whole file: no fresh,
-/// page-faulting allocation per batch (with musl's allocator that was 40% of an upload's CPU
-/// time).
-const BATCH: usize = 256 * 1024;
 /// Finished files waiting for the end of the form keep their descriptor open up to this many;
 /// beyond, they are parked under a journaled name (see [`TempFile::park`]).
 const MAX_OPEN_STAGED: usize = 16;
@@ -66,20 +60,17 @@ pub enum Received {
     Spooled(SpooledFile),
 }
 
-/// A batch write in flight on the blocking pool; gives the file and the emptied buffer back.
-type InFlight = JoinHandle<Result<(TempFile, BytesMut), FsError>>;
-
-/// Writes one uploaded file; see the module docs.
+/// Writes one uploaded file in batches ([`super::batch`]); see the module docs.
 pub struct UploadWriter {
-    /// The file, while no write is in flight.
-    tmp: Option<TempFile>,
-    in_flight: Option<InFlight>,
-    /// The batch being filled.
-    buf: BytesMut,
-    /// The other batch buffer, while no write is in flight.
-    spare: Option<BytesMut>,
+    batches: Batcher<TempFile>,
     /// `None` for a spool file.
     target: Option<PathBuf>,
+}
+
+impl BatchSink for TempFile {
+    fn write_batch(&mut self, batch: &[u8]) -> Result<(), FsError> {
+        self.file()?.write_all(batch).map_err(|e| FsError::io("writing", self.location(), e))
+    }
 }
 
 impl UploadWriter {
@@ -98,64 +89,21 @@ impl UploadWriter {
     }
 
     fn new(tmp: TempFile, target: Option<PathBuf>) -> UploadWriter {
-        UploadWriter {
-            tmp: Some(tmp),
-            in_flight: None,
-            buf: BytesMut::with_capacity(BATCH),
-            spare: Some(BytesMut::with_capacity(BATCH)),
-            target,
-        }
+        UploadWriter { batches: Batcher::new(tmp), target }
     }
 
     /// Queues one chunk; writes a full batch (waiting only for the previous batch's write).
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FsError> {
-        let mut data = &chunk[..];
-        while !data.is_empty() {
-            let n = (BATCH - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() >= BATCH {
-                self.send_batch().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the write in flight, if any, and takes the file and the spare buffer back.
-    async fn settle(&mut self) -> Result<(), FsError> {
-        if let Some(task) = self.in_flight.take() {
-            let (tmp, spare) = task.await.map_err(|e| FsError::Internal(e.to_string()))??;
-            self.tmp = Some(tmp);
-            self.spare = Some(spare);
-        }
-        Ok(())
-    }
-
-    /// Hands the current batch to the blocking pool and continues with the other buffer.
-    async fn send_batch(&mut self) -> Result<(), FsError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.settle().await?;
-        let (Some(tmp), Some(spare)) = (self.tmp.take(), self.spare.take()) else {
-            return Err(FsError::Internal("upload writer lost its file".into()));
-        };
-        let mut batch = std::mem::replace(&mut self.buf, spare);
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            // On an error the file is dropped here, which removes it.
-            tmp.file()?.write_all(&batch).map_err(|e| FsError::io("writing", tmp.location(), e))?;
-            batch.clear();
-            Ok((tmp, batch))
-        }));
-        Ok(())
+        self.batches.push(&chunk).await
     }
 
     /// Completes the file: writes the rest and fsyncs it. It replaces nothing yet.
-    pub async fn finish(mut self) -> Result<Received, FsError> {
-        self.send_batch().await?;
-        self.settle().await?;
-        let tmp = self.tmp.take().ok_or_else(|| FsError::Internal("upload writer lost its file".into()))?;
-        let target = self.target.take();
+    pub async fn finish(self) -> Result<Received, FsError> {
+        // On an error the file is dropped, which removes it.
+        let (tmp, res) = self.batches.finish().await;
+        res?;
+        let tmp = tmp.ok_or_else(|| FsError::Internal("upload writer lost its file".into()))?;
+        let target = self.target;
         super::blocking(move || {
             let mut tmp = tmp;
             tmp.file()?.sync_all().map_err(|e| FsError::io("fsync", tmp.location(), e))?;
@@ -172,29 +120,36 @@ impl UploadWriter {
     }
 }
 
-/// Resolves the target (following an existing symlink), creates its parent directories
-/// (0777 &^ umask), validates the mode, refuses a directory (500, as upstream) or another
-/// non-regular file (400: renaming over a FIFO or device node is never what was meant), and
-/// creates the temporary file beside it with the owner and mode the result must have.
-fn prepare_target(spec: &UploadSpec, scratch: &Arc<Scratch>) -> Result<(TempFile, PathBuf), FsError> {
-    let given = path::expanded_checked(&spec.path)?;
+/// An upload's target (multipart, raw or resumable): expanded (empty refused), an existing
+/// symlink followed, absolute; its directory created (0777 &^ umask); with its metadata when it
+/// exists. A non-regular file other than a directory is refused (400: renaming over a FIFO or
+/// device node is never what was meant); a directory is the caller's to refuse (the multipart
+/// upload answers 500 for it, as upstream; the resumable one, which has no upstream, 400).
+pub(super) fn resolve_target(given: &str) -> Result<(PathBuf, Option<std::fs::Metadata>), FsError> {
+    let given = path::expanded_checked(given)?;
     let target = match std::fs::symlink_metadata(&given) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&given).unwrap_or(given),
         _ => given,
     };
     let target = path::absolute(&target);
-    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    mkdir_p(&dir, 0o777).map_err(|e| FsError::io_no_404("mkdir", &dir, e))?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    mkdir_p(dir, 0o777).map_err(|e| FsError::io_no_404("mkdir", dir, e))?;
     let existing = std::fs::metadata(&target).ok();
-    match &existing {
-        Some(m) if m.is_dir() => {
-            return Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display())))
-        }
-        Some(m) if !m.is_file() => {
-            return Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())))
-        }
-        _ => {}
+    if existing.as_ref().is_some_and(|m| !m.is_dir() && !m.is_file()) {
+        return Err(FsError::Invalid(format!("cannot upload to {}: not a regular file", target.display())));
     }
+    Ok((target, existing))
+}
+
+/// Resolves the target ([`resolve_target`]; a directory refused with 500, as upstream),
+/// validates the mode, and creates the temporary file beside it with the owner and mode the
+/// result must have.
+fn prepare_target(spec: &UploadSpec, scratch: &Arc<Scratch>) -> Result<(TempFile, PathBuf), FsError> {
+    let (target, existing) = resolve_target(&spec.path)?;
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(FsError::Failed(format!("cannot upload to {}: is a directory", target.display())));
+    }
+    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mode = match spec.perm.mode {
         0 => existing.as_ref().map(|m| m.mode() & 0o7777),
         m => Some(mode_from_wire(m)?),

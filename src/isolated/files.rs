@@ -172,26 +172,41 @@ pub fn write_uploads(view: &SessionView, items: Vec<Upload>) -> Result<(), FsErr
             crate::fs::ops::mkdir_p(&dir, 0o755).map_err(|e| FsError::io("mkdir", &dir, e))?;
             view.own(&dir);
         }
-        let tmp = dir.join(format!(".execd-upload-{}", uuid::Uuid::new_v4().simple()));
-        let res = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| FsError::io("create", &abs, e))?;
+        replace_file(&abs, "upload", |f, tmp| {
             u.spooled.rewind().map_err(|e| FsError::io("rewind spool", &abs, e))?;
-            std::io::copy(&mut u.spooled, &mut f).map_err(|e| FsError::io("write", &abs, e))?;
+            std::io::copy(&mut u.spooled, f).map_err(|e| FsError::io("write", &abs, e))?;
             f.set_permissions(std::fs::Permissions::from_mode(u.mode)).map_err(|e| FsError::io("chmod", &abs, e))?;
-            view.own(&tmp);
-            std::fs::rename(&tmp, &abs).map_err(|e| FsError::io("rename", &abs, e))
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res?;
+            view.own(tmp);
+            Ok(())
+        })?;
     }
     Ok(())
+}
+
+/// Replaces `abs` with a file that `fill` writes: a new 0600 file `.execd-<what>-<uuid>` in the
+/// same directory, filled (and given its mode and owner) by `fill`, then renamed over `abs`;
+/// removed again when anything fails.
+fn replace_file(
+    abs: &Path,
+    what: &str,
+    fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<(), FsError>,
+) -> Result<(), FsError> {
+    let dir = abs.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(".execd-{what}-{}", uuid::Uuid::new_v4().simple()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| FsError::io("create", abs, e))?;
+        fill(&mut f, &tmp)?;
+        std::fs::rename(&tmp, abs).map_err(|e| FsError::io("rename", abs, e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// `POST directories`: `mkdir -p` each path with its mode, owned by the session's uid/gid.
@@ -237,24 +252,13 @@ pub fn replace(given: &str, old: &str, new: &str) -> Result<u64, FsError> {
         at = h + old.len();
     }
     out.extend_from_slice(&content[at..]);
-    let dir = abs.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(".execd-replace-{}", uuid::Uuid::new_v4().simple()));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| FsError::io("create", &abs, e))?;
+    replace_file(&abs, "replace", |f, _| {
         f.write_all(&out).map_err(|e| FsError::io("write", &abs, e))?;
         use std::os::unix::fs::MetadataExt;
         f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(|e| FsError::io("chmod", &abs, e))?;
-        let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
-        std::fs::rename(&tmp, &abs).map_err(|e| FsError::io("rename", &abs, e))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map(|()| count)
+        let _ = std::os::unix::fs::fchown(&*f, Some(meta.uid()), Some(meta.gid()));
+        Ok(())
+    })?;
+    Ok(count)
 }

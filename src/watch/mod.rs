@@ -378,6 +378,11 @@ pub struct WatchEvents {
 }
 
 impl WatchEvents {
+    /// The events as a stream (ends as [`WatchEvents::next`] does).
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = WatchEvent> + Send {
+        futures_util::stream::unfold(self, |mut events| async move { events.next().await.map(|ev| (ev, events)) })
+    }
+
     /// The next event; `None` once the watch ended (deleted, collected, directory gone, shutdown)
     /// and everything was read.
     pub async fn next(&mut self) -> Option<WatchEvent> {

@@ -1,0 +1,167 @@
+//! Double-buffered batch writing, shared by the uploads (multipart and raw, [`super::upload`];
+//! resumable, [`super::tus`]). Network chunks are copied into a batch buffer; each full batch is
+//! written by one short job on the blocking pool while the next one fills, so no thread waits for
+//! the client and the client waits for at most one batch. Copying (instead of passing the
+//! network's `Bytes` on) lets hyper reuse its read buffer at once, and the two buffers are reused
+//! for the whole request: no fresh, page-faulting allocation per batch (with musl's allocator that
+//! was 40% of an upload's CPU time).
+
+use bytes::BytesMut;
+use tokio::task::JoinHandle;
+
+use super::FsError;
+
+/// Bytes per batch: small enough to stay in the CPU cache between the copy in and the write out
+/// (1 MiB batches made the kernel's copy into the page cache several times slower: a 1 GiB tus
+/// upload in 8 MiB PATCHes took 2–4× as long as the multipart upload).
+pub const BATCH: usize = 256 * 1024;
+
+/// Where batches go: one blocking write per batch, in order.
+pub trait BatchSink: Send + 'static {
+    /// Writes one whole batch (on the blocking pool).
+    fn write_batch(&mut self, batch: &[u8]) -> Result<(), FsError>;
+}
+
+/// A batch in flight: gives the sink and the emptied buffer back with the write's result.
+type InFlight<S> = JoinHandle<(S, BytesMut, Result<(), FsError>)>;
+
+/// Writes a byte stream to a [`BatchSink`] in [`BATCH`]-sized writes, one in flight at a time.
+/// After a failed write nothing more is written (no batch lands after a gap).
+pub struct Batcher<S: BatchSink> {
+    /// The sink, while no write is in flight.
+    sink: Option<S>,
+    in_flight: Option<InFlight<S>>,
+    /// The batch being filled.
+    buf: BytesMut,
+    /// The other buffer, while no write is in flight.
+    spare: Option<BytesMut>,
+    /// A write failed: later pushes are refused.
+    failed: bool,
+}
+
+impl<S: BatchSink> Batcher<S> {
+    pub fn new(sink: S) -> Batcher<S> {
+        Batcher {
+            sink: Some(sink),
+            in_flight: None,
+            buf: BytesMut::with_capacity(BATCH),
+            spare: Some(BytesMut::with_capacity(BATCH)),
+            failed: false,
+        }
+    }
+
+    /// Queues `data`; each batch it fills is handed to the blocking pool (waiting only for the
+    /// previous batch's write). A failed earlier write surfaces here.
+    pub async fn push(&mut self, mut data: &[u8]) -> Result<(), FsError> {
+        if self.failed {
+            return Err(FsError::Internal("an earlier write of this upload failed".into()));
+        }
+        while !data.is_empty() {
+            let n = (BATCH - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() >= BATCH {
+                self.send_batch().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and waits for every write: the sink back (`None` only when a
+    /// write job panicked) with the first error, if any.
+    pub async fn finish(mut self) -> (Option<S>, Result<(), FsError>) {
+        let res = match self.send_batch().await {
+            Ok(()) => self.settle().await,
+            Err(e) => Err(e),
+        };
+        (self.sink.take(), res)
+    }
+
+    /// Waits for the write in flight, if any, and takes the sink and the spare buffer back.
+    async fn settle(&mut self) -> Result<(), FsError> {
+        let Some(task) = self.in_flight.take() else { return Ok(()) };
+        let (sink, mut batch, res) = task.await.map_err(|e| {
+            self.failed = true;
+            FsError::Internal(format!("upload write job failed: {e}"))
+        })?;
+        self.sink = Some(sink);
+        if let Err(e) = res {
+            self.failed = true;
+            self.buf.clear();
+            return Err(e);
+        }
+        batch.clear();
+        self.spare = Some(batch);
+        Ok(())
+    }
+
+    /// Hands the current batch to the blocking pool and goes on with the other buffer.
+    async fn send_batch(&mut self) -> Result<(), FsError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.settle().await?;
+        let Some(mut sink) = self.sink.take() else {
+            return Err(FsError::Internal("upload writer lost its file".into()));
+        };
+        let spare = self.spare.take().unwrap_or_else(|| BytesMut::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.buf, spare);
+        self.in_flight = Some(super::identity::spawn_blocking(move || {
+            let res = sink.write_batch(&batch);
+            (sink, batch, res)
+        }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records batch sizes and bytes; fails the write that would pass `fail_after` bytes.
+    struct Recorder {
+        sizes: Vec<usize>,
+        bytes: Vec<u8>,
+        fail_after: usize,
+    }
+
+    impl BatchSink for Recorder {
+        fn write_batch(&mut self, batch: &[u8]) -> Result<(), FsError> {
+            if self.bytes.len() + batch.len() > self.fail_after {
+                return Err(FsError::Internal("disk full".into()));
+            }
+            self.sizes.push(batch.len());
+            self.bytes.extend_from_slice(batch);
+            Ok(())
+        }
+    }
+
+    fn recorder(fail_after: usize) -> Recorder {
+        Recorder { sizes: Vec::new(), bytes: Vec::new(), fail_after }
+    }
+
+    #[tokio::test]
+    async fn odd_pieces_land_in_order_in_whole_batches() {
+        let data: Vec<u8> = (0..BATCH * 3 + 777).map(|i| (i * 31 % 251) as u8).collect();
+        let mut b = Batcher::new(recorder(usize::MAX));
+        for piece in data.chunks(100_003) {
+            b.push(piece).await.unwrap();
+        }
+        let (sink, res) = b.finish().await;
+        res.unwrap();
+        let sink = sink.unwrap();
+        assert_eq!(sink.sizes, [BATCH, BATCH, BATCH, 777]);
+        assert!(sink.bytes == data);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_a_failed_batch() {
+        let mut b = Batcher::new(recorder(BATCH));
+        let data = vec![7u8; BATCH * 3];
+        assert!(b.push(&data).await.is_err(), "the second batch fails, seen when the third is handed over");
+        assert!(b.push(b"more").await.is_err());
+        let (sink, res) = b.finish().await;
+        assert!(res.is_ok(), "the failure was already reported");
+        assert_eq!(sink.unwrap().sizes, [BATCH]);
+    }
+}
