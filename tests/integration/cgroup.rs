@@ -291,7 +291,11 @@ async fn x22_structured_exit_reasons_and_usage() {
     let u = &ev.last().unwrap()["usage"];
     let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_system_ms"].as_u64().unwrap();
     assert!(own >= 1000, "the busy loop ran {own} ms");
-    assert!(cpu + 30 >= own && cpu <= own + 200, "leaf cpu {cpu} ms, the process counted {own} ms: {u}");
+    // Above it by at most a quarter plus 100 ms: the leaf also carries the shell's start and the
+    // interpreter's teardown after its own count, which a loaded machine stretches (CI run 24, a
+    // test build beside it: 1 313 ms against 1 090). Missing system time (here over half of the
+    // total) or a unit slip would still fail.
+    assert!(cpu + 30 >= own && cpu <= own + own / 4 + 100, "leaf cpu {cpu} ms, the process counted {own} ms: {u}");
 
     // Memory-bound: 200 MiB touched.
     let ev =
