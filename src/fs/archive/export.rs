@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::pipe::{ChannelWriter, Chunks, DEPTH};
+use super::pipe::{ChannelWriter, Chunks, FailSlot, DEPTH};
 use super::{ArchiveError, Format};
 use crate::fs::bufpool::BufPool;
 use crate::fs::{path, FsError};
@@ -54,20 +54,21 @@ pub struct ExportOpts {
 /// archive is broken and the body must be cut. Dropping the receiver stops the writer.
 pub async fn export(opts: ExportOpts) -> Result<Chunks, ArchiveError> {
     let prepared = crate::fs::blocking(move || Ok(prepare(opts))).await??;
-    let (tx, rx) = mpsc::channel(DEPTH);
-    let fail_tx = tx.clone();
+    // One slot more than the writer uses: the failure's (see FailSlot).
+    let (tx, rx) = mpsc::channel(DEPTH + 1);
+    let slot = FailSlot::reserve(&tx).await.ok_or_else(|| FsError::Internal("archive channel closed".into()))?;
     let stall = prepared.stall;
     crate::fs::identity::spawn_blocking(move || {
         let (writer, abort) = ChannelWriter::new(tx, stall);
         let mut out = match Out::new(prepared.format, writer) {
             Ok(out) => out,
-            Err(e) => return ChannelWriter::fail(&fail_tx, e),
+            Err(e) => return slot.fail(e),
         };
         match walk_into(&prepared, &mut out) {
             Ok(()) => {
                 if let Err(e) = out.finish() {
                     tracing::warn!(error = %e, "archive export failed at its end; cutting it off");
-                    ChannelWriter::fail(&fail_tx, e);
+                    slot.fail(e);
                 }
             }
             Err(e) => {
@@ -77,7 +78,7 @@ pub async fn export(opts: ExportOpts) -> Result<Chunks, ArchiveError> {
                 if e.kind() != io::ErrorKind::BrokenPipe {
                     tracing::warn!(dir = %prepared.root.display(), error = %e, "archive export failed; cutting it off");
                 }
-                ChannelWriter::fail(&fail_tx, e);
+                slot.fail(e);
             }
         }
     });

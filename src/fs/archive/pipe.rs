@@ -96,10 +96,24 @@ impl ChannelWriter {
         }
         self.send_buffered()
     }
+}
 
-    /// Ends the body as a failure (the client sees a cut transfer).
-    pub(super) fn fail(tx: &mpsc::Sender<io::Result<Bytes>>, e: io::Error) {
-        let _ = tx.try_send(Err(e));
+/// A channel slot kept back for the body's failure, so that a failure always reaches the client
+/// however full the channel is. (A `try_send` into a full channel lost it, and the body then
+/// ended cleanly after the queued chunks: a cut archive that looked whole.) Dropped unused, it
+/// frees the slot; the body ends once it and every sender are gone.
+pub(super) struct FailSlot(mpsc::OwnedPermit<io::Result<Bytes>>);
+
+impl FailSlot {
+    /// Takes one slot of `tx`'s channel (make the channel one larger than its writer needs).
+    /// `None` when the receiver is gone.
+    pub(super) async fn reserve(tx: &mpsc::Sender<io::Result<Bytes>>) -> Option<FailSlot> {
+        tx.clone().reserve_owned().await.ok().map(FailSlot)
+    }
+
+    /// Ends the body as a failure (the client sees a cut transfer), without waiting.
+    pub(super) fn fail(self, e: io::Error) {
+        self.0.send(Err(e));
     }
 }
 
@@ -208,6 +222,23 @@ mod tests {
         let all = consumer.await.unwrap();
         assert_eq!(all.len(), 400_000);
         assert_eq!(&all[400 * 999..400 * 999 + 4], &999u32.to_le_bytes());
+    }
+
+    /// The failure is the last thing the reader gets even when the channel was full of chunks
+    /// nobody had read yet.
+    #[tokio::test]
+    async fn x30_a_failure_reaches_the_reader_through_a_full_channel() {
+        let (tx, mut rx) = mpsc::channel(3);
+        let slot = FailSlot::reserve(&tx).await.unwrap();
+        tx.try_send(Ok(Bytes::from_static(b"a"))).unwrap();
+        tx.try_send(Ok(Bytes::from_static(b"b"))).unwrap();
+        assert!(tx.try_send(Ok(Bytes::from_static(b"c"))).is_err(), "full for the writer");
+        drop(tx);
+        slot.fail(io::Error::other("shrank"));
+        assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"a");
+        assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"b");
+        assert_eq!(rx.recv().await.unwrap().unwrap_err().to_string(), "shrank");
+        assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
