@@ -459,7 +459,9 @@ async fn stdin_loop(
             StdinJob::Eof => (axum::body::Body::empty(), true),
         };
         if let Err(e) = commands.write_stdin(id, body.into_data_stream(), eof, STDIN_TIMEOUT).await {
-            let _ = ctrl.try_send(api_error_frame(&ApiError::from(e)));
+            // Waits for room (the socket writer drains it, and it is gone once the writer ends):
+            // a failed write is never lost for a full control queue.
+            let _ = ctrl.send(api_error_frame(&ApiError::from(e))).await;
         }
     }
 }
