@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use crate::process::event::COMMAND_EXEC_ERROR;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, expand_path, resolve_credentials, spawn_io, ChunkReader, EndedBy, EventKind, ExecEnd, ExecEvent,
-    ExecObserver, ExecStart, ExitInfo, Journal, LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec,
-    StdinMode, StreamKind,
+    child_env, expand_path, resolve_credentials, spawn_io, ChildPipes, ChunkReader, EndedBy, EventKind, ExecDone,
+    ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo, GroupChild, Journal, JournalWriter, LineEventReader,
+    OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
@@ -271,71 +271,17 @@ impl CommandManager {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(CommandError::ShuttingDown);
         }
-        match (&req.argv, req.command.is_empty()) {
-            (None, true) => return Err(CommandError::Invalid("command: must not be empty".into())),
-            (Some(_), false) => {
-                return Err(CommandError::Invalid("command, argv: give exactly one of the two, not both".into()))
-            }
-            (Some(argv), true) => validate_argv(argv)?,
-            (None, false) => {}
-        }
-        if req.timeout_ms < 0 {
-            return Err(CommandError::Invalid(format!(
-                "timeout: must be a positive number of milliseconds or 0 (got {})",
-                req.timeout_ms
-            )));
-        }
-        if let Some((cols, rows)) = req.tty {
-            crate::process::tty::check_size(cols.into(), rows.into()).map_err(CommandError::Invalid)?;
-            if req.stdin != StdinRequest::Open {
-                return Err(CommandError::Invalid("tty: needs an open stdin".into()));
-            }
-        }
-        if req.gid.is_some() && req.uid.is_none() {
-            return Err(CommandError::Invalid("gid: requires uid".into()));
-        }
-        crate::cgroup::check_limits(&req.limits)?;
+        validate(&req)?;
         let env = child_env(self.inner.opts.envs_file.as_deref(), &req.envs);
         // Validated with the same merged env the command runs with (reference §4.3 recommendation).
-        let cwd = if req.cwd.is_empty() {
-            None
-        } else {
-            let path = expand_path(&req.cwd, |k| env.get(k).cloned());
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_dir() => Some(PathBuf::from(path)),
-                Ok(_) => return Err(CommandError::Invalid(format!("cwd: not a directory: {path}"))),
-                Err(_) => return Err(CommandError::Invalid(format!("cwd: working directory does not exist: {path}"))),
-            }
-        };
+        let cwd = checked_cwd(&req.cwd, &env)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         // `/command/status` `content`: the shell text, or the argv as a JSON array (as upstream).
         let content = match &req.argv {
             Some(argv) => serde_json::to_string(argv).unwrap_or_default(),
             None => req.command.clone(),
         };
-        // An argv executable that cannot be found is a start failure, reported like a failed spawn.
-        let program = match &req.argv {
-            Some(argv) => resolve_executable(&argv[0], cwd.as_deref(), env.get("PATH").map(String::as_str))
-                .map(|p| Some((p, argv))),
-            None => Ok(None),
-        };
-        let base = match program {
-            Ok(Some((path, argv))) => Ok(SpawnSpec {
-                program: path,
-                arg0: Some(argv[0].clone().into()),
-                args: argv[1..].iter().map(Into::into).collect(),
-                ..SpawnSpec::shell("")
-            }),
-            Ok(None) => Ok(SpawnSpec::shell(&req.command)),
-            Err(msg) => Err(Box::new((msg, ExitInfo::not_found()))),
-        };
-        let base = base.map(|base| SpawnSpec {
-            env: env.into_iter().collect(),
-            cwd,
-            credentials: req.uid.map(|u| resolve_credentials(u, req.gid)),
-            output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
-            ..base
-        });
+        let base = spawn_spec(&req, env, cwd);
         let observed = self.inner.observer.get().map(|o| {
             o(&ExecStart {
                 operation: "run_command",
@@ -347,7 +293,7 @@ impl CommandManager {
                 background: req.background,
             })
         });
-        let (journal, mut writer) = Journal::create(&self.inner.opts.journal_dir, &id)
+        let (journal, writer) = Journal::create(&self.inner.opts.journal_dir, &id)
             .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         let started = Instant::now();
         let stdin_mode = match (req.tty, &req.stdin) {
@@ -362,24 +308,13 @@ impl CommandManager {
             Ok(c) => c,
             Err(failed) => {
                 let (msg, exit) = *failed;
-                if let Some(done) = observed {
-                    done(&ExecEnd::of_process(None, &exit, started.elapsed()));
-                }
-                journal.remove_files();
-                tracing::warn!(id = %id, error = %msg, "command failed to start");
-                let terminal = if req.background {
-                    let entry = Entry::failed(id.clone(), content, msg.clone(), exit.clone());
-                    self.save_failed(&entry);
-                    self.inner.registry.insert(Arc::new(entry));
-                    ExecEvent::runtime_error(msg).with_exit(exit)
-                } else {
-                    ExecEvent::error(COMMAND_EXEC_ERROR, msg.clone(), vec![msg]).with_exit(exit)
-                };
-                drop(writer);
-                return Ok(Started {
-                    id: id.clone(),
-                    events: CommandEvents::fixed(vec![ExecEvent::init(&id), terminal]),
-                });
+                return Ok(self.start_failed(
+                    StartFailure { id, content, background: req.background, msg, exit },
+                    journal,
+                    writer,
+                    observed,
+                    started,
+                ));
             }
         };
         let child = Arc::new(child);
@@ -421,80 +356,7 @@ impl CommandManager {
         let deadline = (req.timeout_ms > 0).then(|| started + Duration::from_millis(req.timeout_ms as u64));
         let opts = PumpOptions { deadline, kill_group_on_exit: req.background };
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            // A journal write failure (disk full) was logged by the pump, which kept draining the
-            // pipes; the command's own result still stands.
-            let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts, marks).await;
-            let outcome = result.outcome;
-            if let Some(stdin) = entry.stdin() {
-                stdin.close();
-            }
-            let ended_by = if result.timed_out {
-                EndedBy::Timeout
-            } else if entry.interrupted() {
-                EndedBy::Interrupt
-            } else {
-                EndedBy::Itself
-            };
-            let exit = child.report().map(|r| ExitInfo::from_report(&r, ended_by));
-            let terminal = if outcome.success() {
-                ExecEvent::complete(started.elapsed().as_millis() as u64)
-            } else {
-                ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()])
-            };
-            let terminal = match &exit {
-                Some(x) => terminal.with_exit(x.clone()),
-                None => terminal,
-            };
-            // The finished record first (X50): a client that saw the terminal event or the
-            // finished status finds the command finished after any restart.
-            let extent = writer.journal().extent();
-            let terminal_rec = persist::EventRec::from_event(&terminal);
-            let exit = exit.unwrap_or_else(ExitInfo::lost);
-            let finished_at = std::time::SystemTime::now();
-            let rec = persist::finished_record(
-                &entry.id,
-                &entry.content,
-                entry.background,
-                entry.started_at,
-                true,
-                persist::Finished {
-                    exit_code: outcome.code(),
-                    error: registry::outcome_error(outcome),
-                    finished_at: persist::Time::from_system(finished_at),
-                    exit: persist::ExitRec::from_info(&exit),
-                    journal: Some(extent),
-                    terminal: Some(terminal_rec),
-                },
-            );
-            if let Some(dir) = weak.upgrade().map(|i| i.opts.journal_dir.clone()) {
-                let id = entry.id.clone();
-                // Renamed into place before the terminal event (it survives execd's death from
-                // then on); made durable on disk right after, off the command's latency path.
-                let (saved_tx, saved) = tokio::sync::oneshot::channel();
-                tokio::task::spawn_blocking(move || {
-                    let saved = persist::save(&dir, &rec, false);
-                    let ok = saved.is_ok();
-                    let _ = saved_tx.send(saved);
-                    if ok {
-                        persist::sync(&dir, &rec.id);
-                    }
-                });
-                if let Ok(Err(e)) = saved.await {
-                    tracing::warn!(id = %id, error = %e, "could not write the finished command record");
-                }
-            }
-            // Then the journal, so readers see the terminal event no later than the status change.
-            writer.finish(Some(terminal));
-            if let Some(done) = observed {
-                done(&ExecEnd::of_process(Some(outcome.code()), &exit, started.elapsed()));
-            }
-            entry.finish(outcome, exit, finished_at);
-            tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
-            if let Some(inner) = weak.upgrade() {
-                inner.registry.mark_finished(&entry.id);
-            }
-        });
+        tokio::spawn(run_to_end(child, pipes, writer, opts, marks, entry, started, observed, weak));
 
         let events = if req.background {
             CommandEvents::fixed(vec![ExecEvent::init(&id), ExecEvent::complete(started.elapsed().as_millis() as u64)])
@@ -505,6 +367,35 @@ impl CommandManager {
             CommandEvents { queue: vec![ExecEvent::init(&id)].into(), lines: Some(lines) }
         };
         Ok(Started { id, events })
+    }
+
+    /// The answer to a command that failed to start: `init` and `error` (foreground, not
+    /// registered) or `init` and `RUNTIME_ERROR` (background, registered as failed). Its journal
+    /// goes.
+    fn start_failed(
+        &self,
+        f: StartFailure,
+        journal: Journal,
+        writer: JournalWriter,
+        observed: Option<ExecDone>,
+        started: Instant,
+    ) -> Started {
+        let StartFailure { id, content, background, msg, exit } = f;
+        if let Some(done) = observed {
+            done(&ExecEnd::of_process(None, &exit, started.elapsed()));
+        }
+        journal.remove_files();
+        tracing::warn!(id = %id, error = %msg, "command failed to start");
+        let terminal = if background {
+            let entry = Entry::failed(id.clone(), content, msg.clone(), exit.clone());
+            self.save_failed(&entry);
+            self.inner.registry.insert(Arc::new(entry));
+            ExecEvent::runtime_error(msg).with_exit(exit)
+        } else {
+            ExecEvent::error(COMMAND_EXEC_ERROR, msg.clone(), vec![msg]).with_exit(exit)
+        };
+        drop(writer);
+        Started { events: CommandEvents::fixed(vec![ExecEvent::init(&id), terminal]), id }
     }
 
     /// Writes the finished record of a background command that failed to start (X50).
@@ -767,6 +658,175 @@ fn spawn_sweeper(inner: Weak<Inner>, ttl: Duration) {
             inner.registry.with_leftovers();
         }
     });
+}
+
+/// A command that could not be started, for [`CommandManager::start_failed`].
+struct StartFailure {
+    id: String,
+    content: String,
+    background: bool,
+    msg: String,
+    exit: ExitInfo,
+}
+
+/// What [`CommandManager::start`] refuses before anything runs.
+fn validate(req: &CommandRequest) -> Result<(), CommandError> {
+    match (&req.argv, req.command.is_empty()) {
+        (None, true) => return Err(CommandError::Invalid("command: must not be empty".into())),
+        (Some(_), false) => {
+            return Err(CommandError::Invalid("command, argv: give exactly one of the two, not both".into()))
+        }
+        (Some(argv), true) => validate_argv(argv)?,
+        (None, false) => {}
+    }
+    if req.timeout_ms < 0 {
+        return Err(CommandError::Invalid(format!(
+            "timeout: must be a positive number of milliseconds or 0 (got {})",
+            req.timeout_ms
+        )));
+    }
+    if let Some((cols, rows)) = req.tty {
+        crate::process::tty::check_size(cols.into(), rows.into()).map_err(CommandError::Invalid)?;
+        if req.stdin != StdinRequest::Open {
+            return Err(CommandError::Invalid("tty: needs an open stdin".into()));
+        }
+    }
+    if req.gid.is_some() && req.uid.is_none() {
+        return Err(CommandError::Invalid("gid: requires uid".into()));
+    }
+    crate::cgroup::check_limits(&req.limits)?;
+    Ok(())
+}
+
+/// The working directory `cwd` asks for (variables expanded with `env`), which must be an
+/// existing directory; `None` for execd's own.
+fn checked_cwd(cwd: &str, env: &BTreeMap<String, String>) -> Result<Option<PathBuf>, CommandError> {
+    if cwd.is_empty() {
+        return Ok(None);
+    }
+    let path = expand_path(cwd, |k| env.get(k).cloned());
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(Some(PathBuf::from(path))),
+        Ok(_) => Err(CommandError::Invalid(format!("cwd: not a directory: {path}"))),
+        Err(_) => Err(CommandError::Invalid(format!("cwd: working directory does not exist: {path}"))),
+    }
+}
+
+/// How to spawn the command: its shell text through the shell, or its argv's program found on
+/// `PATH`. An argv executable that cannot be found is a start failure (message and exit),
+/// reported like a failed spawn.
+fn spawn_spec(
+    req: &CommandRequest,
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+) -> Result<SpawnSpec, Box<(String, ExitInfo)>> {
+    let base = match &req.argv {
+        Some(argv) => match resolve_executable(&argv[0], cwd.as_deref(), env.get("PATH").map(String::as_str)) {
+            Ok(path) => SpawnSpec {
+                program: path,
+                arg0: Some(argv[0].clone().into()),
+                args: argv[1..].iter().map(Into::into).collect(),
+                ..SpawnSpec::shell("")
+            },
+            Err(msg) => return Err(Box::new((msg, ExitInfo::not_found()))),
+        },
+        None => SpawnSpec::shell(&req.command),
+    };
+    Ok(SpawnSpec {
+        env: env.into_iter().collect(),
+        cwd,
+        credentials: req.uid.map(|u| resolve_credentials(u, req.gid)),
+        output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
+        ..base
+    })
+}
+
+/// A started command from its pump to its end: output into the journal, then the finished
+/// record, the terminal event, the observer and the registry.
+#[allow(clippy::too_many_arguments)]
+async fn run_to_end(
+    child: Arc<GroupChild>,
+    pipes: ChildPipes,
+    mut writer: JournalWriter,
+    opts: PumpOptions,
+    marks: Option<tokio::sync::mpsc::Receiver<crate::process::pump::MarkRequest>>,
+    entry: Arc<Entry>,
+    started: Instant,
+    observed: Option<ExecDone>,
+    weak: Weak<Inner>,
+) {
+    // A journal write failure (disk full) was logged by the pump, which kept draining the
+    // pipes; the command's own result still stands.
+    let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts, marks).await;
+    let outcome = result.outcome;
+    if let Some(stdin) = entry.stdin() {
+        stdin.close();
+    }
+    let ended_by = if result.timed_out {
+        EndedBy::Timeout
+    } else if entry.interrupted() {
+        EndedBy::Interrupt
+    } else {
+        EndedBy::Itself
+    };
+    let exit = child.report().map(|r| ExitInfo::from_report(&r, ended_by));
+    let terminal = if outcome.success() {
+        ExecEvent::complete(started.elapsed().as_millis() as u64)
+    } else {
+        ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()])
+    };
+    let terminal = match &exit {
+        Some(x) => terminal.with_exit(x.clone()),
+        None => terminal,
+    };
+    // The finished record first (X50): a client that saw the terminal event or the
+    // finished status finds the command finished after any restart.
+    let extent = writer.journal().extent();
+    let terminal_rec = persist::EventRec::from_event(&terminal);
+    let exit = exit.unwrap_or_else(ExitInfo::lost);
+    let finished_at = std::time::SystemTime::now();
+    let rec = persist::finished_record(
+        &entry.id,
+        &entry.content,
+        entry.background,
+        entry.started_at,
+        true,
+        persist::Finished {
+            exit_code: outcome.code(),
+            error: registry::outcome_error(outcome),
+            finished_at: persist::Time::from_system(finished_at),
+            exit: persist::ExitRec::from_info(&exit),
+            journal: Some(extent),
+            terminal: Some(terminal_rec),
+        },
+    );
+    if let Some(dir) = weak.upgrade().map(|i| i.opts.journal_dir.clone()) {
+        let id = entry.id.clone();
+        // Renamed into place before the terminal event (it survives execd's death from
+        // then on); made durable on disk right after, off the command's latency path.
+        let (saved_tx, saved) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let saved = persist::save(&dir, &rec, false);
+            let ok = saved.is_ok();
+            let _ = saved_tx.send(saved);
+            if ok {
+                persist::sync(&dir, &rec.id);
+            }
+        });
+        if let Ok(Err(e)) = saved.await {
+            tracing::warn!(id = %id, error = %e, "could not write the finished command record");
+        }
+    }
+    // Then the journal, so readers see the terminal event no later than the status change.
+    writer.finish(Some(terminal));
+    if let Some(done) = observed {
+        done(&ExecEnd::of_process(Some(outcome.code()), &exit, started.elapsed()));
+    }
+    entry.finish(outcome, exit, finished_at);
+    tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
+    if let Some(inner) = weak.upgrade() {
+        inner.registry.mark_finished(&entry.id);
+    }
 }
 
 #[cfg(test)]
