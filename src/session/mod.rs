@@ -279,20 +279,7 @@ impl SessionManager {
             None => None,
         };
         let timeout = req.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_RUN_TIMEOUT);
-        // D21: wait for the run in progress, but not longer than this run's timeout, and not for
-        // a session that is deleted meanwhile.
-        let slot = session.slot.clone();
-        let guard = tokio::select! {
-            g = tokio::time::timeout(timeout, slot.lock_owned()) => {
-                g.map_err(|_| SessionError::Busy { id: id.to_string(), waited_ms: timeout.as_millis() })?
-            }
-            _ = session.closed.cancelled() => {
-                return Err(SessionError::RunContextNotFound { id: id.to_string() });
-            }
-        };
-        if session.closed.is_cancelled() {
-            return Err(SessionError::RunContextNotFound { id: id.to_string() });
-        }
+        let guard = wait_for_turn(&session, id, timeout).await?;
         let generation = *guard;
         let state = session.state_file(generation);
         let next = session.state_file(generation + 1);
@@ -303,21 +290,8 @@ impl SessionManager {
         // Made here 0600 so that bash's `>|` truncates a private file instead of creating one
         // with the user's umask.
         crate::state_dir::create_file(&raw).map_err(|e| SessionError::io("creating", &raw, e))?;
-        let spec = SpawnSpec {
-            program: shell.to_path_buf(),
-            arg0: None,
-            args: vec![
-                "--noprofile".into(),
-                "--norc".into(),
-                "-c".into(),
-                bash::driver(&state, &cmd_path, &raw, cwd.as_deref()).into(),
-            ],
-            // Empty: the state file exports the session's variables (so `unset` persists).
-            env: Vec::new(),
-            cwd: session.start_dir.clone().filter(|d| d.is_dir()),
-            credentials: None,
-            output: OutputMode::Merged,
-        };
+        let driver = bash::driver(&state, &cmd_path, &raw, cwd.as_deref());
+        let spec = driver_spec(shell, driver, session.start_dir.clone().filter(|d| d.is_dir()));
         let stdin_mode = if req.stdin.is_some() { StdinMode::Pipe } else { StdinMode::Null };
         let observed = self.inner.observer.get().map(|o| {
             o(&ExecStart {
@@ -557,4 +531,39 @@ fn compact(raw: &Path, next: &Path) -> std::io::Result<()> {
 /// `p` made absolute against execd's working directory (not resolving symlinks).
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// D21: waits for the session's run in progress, but not longer than `timeout` (then
+/// [`SessionError::Busy`]), and not for a session that is deleted meanwhile.
+async fn wait_for_turn(
+    session: &Session,
+    id: &str,
+    timeout: Duration,
+) -> Result<tokio::sync::OwnedMutexGuard<u64>, SessionError> {
+    let gone = || SessionError::RunContextNotFound { id: id.to_string() };
+    let guard = tokio::select! {
+        g = tokio::time::timeout(timeout, session.slot.clone().lock_owned()) => {
+            g.map_err(|_| SessionError::Busy { id: id.to_string(), waited_ms: timeout.as_millis() })?
+        }
+        _ = session.closed.cancelled() => return Err(gone()),
+    };
+    if session.closed.is_cancelled() {
+        return Err(gone());
+    }
+    Ok(guard)
+}
+
+/// One run: `bash --noprofile --norc -c DRIVER` in the session's start directory, stdout and
+/// stderr merged.
+fn driver_spec(shell: &Path, driver: String, cwd: Option<PathBuf>) -> SpawnSpec {
+    SpawnSpec {
+        program: shell.to_path_buf(),
+        arg0: None,
+        args: vec!["--noprofile".into(), "--norc".into(), "-c".into(), driver.into()],
+        // Empty: the state file exports the session's variables (so `unset` persists).
+        env: Vec::new(),
+        cwd,
+        credentials: None,
+        output: OutputMode::Merged,
+    }
 }
