@@ -445,43 +445,7 @@ impl IsolatedManager {
             |p: &Path| std::fs::create_dir_all(p).map_err(|e| IsolatedError::io(&format!("mkdir {}", p.display()), e));
         mkdir(&dir.join("root"))?;
         mkdir(&dir.join("runs"))?;
-        let mut mounts = Vec::new();
-        for (i, o) in settings.overlays.iter().enumerate() {
-            let path = PathBuf::from(&o.path);
-            if !path.exists() {
-                crate::fs::ops::mkdir_p(&path, 0o755)
-                    .map_err(|e| IsolatedError::io(&format!("mkdir {}", o.path), e))?;
-            }
-            if !path.is_dir() {
-                return Err(IsolatedError::Invalid(format!("overlay path {} is not a directory", o.path)));
-            }
-            mounts.push(match o.mode {
-                spec::Mode::Rw | spec::Mode::Ro => {
-                    ns::MountSpec::Bind { source: path.clone(), dest: path, readonly: o.mode == spec::Mode::Ro }
-                }
-                spec::Mode::Overlay if o.persistent() => {
-                    let (upper, work) = (dir.join(format!("upper{i}")), dir.join(format!("work{i}")));
-                    mkdir(&upper)?;
-                    mkdir(&work)?;
-                    ns::MountSpec::Overlay { path, upper, work, tmpfs: None }
-                }
-                spec::Mode::Overlay => {
-                    let eph = dir.join(format!("eph{i}"));
-                    mkdir(&eph)?;
-                    ns::MountSpec::Overlay { path, upper: eph.join("upper"), work: eph.join("work"), tmpfs: Some(eph) }
-                }
-            });
-        }
-        for p in &settings.extra_writable {
-            mounts.push(ns::MountSpec::Bind { source: p.into(), dest: p.into(), readonly: false });
-        }
-        for b in &settings.binds {
-            mounts.push(ns::MountSpec::Bind {
-                source: (&b.source).into(),
-                dest: (&b.dest).into(),
-                readonly: b.readonly,
-            });
-        }
+        let mounts = session_mounts(dir, &settings)?;
         let nspec = ns::NsSpec {
             new_root: dir.join("root"),
             mounts,
@@ -515,64 +479,10 @@ impl IsolatedManager {
         let stage1_pid = child.id().map(|p| p as i32).unwrap_or(0);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = child.stderr.take().expect("piped stderr");
         let mut out = tokio::io::BufReader::new(stdout);
-        let ready = tokio::time::timeout(START_TIMEOUT, async {
-            let (mut pid, mut ready) = (None, false);
-            let mut line = String::new();
-            while pid.is_none() || !ready {
-                line.clear();
-                if out.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return Err(());
-                }
-                match line.trim_end() {
-                    "READY" => ready = true,
-                    l => pid = l.strip_prefix("PID ").and_then(|p| p.parse::<i32>().ok()).or(pid),
-                }
-            }
-            Ok(pid.unwrap_or(0))
-        })
-        .await;
-        let init_pid = match ready {
-            Ok(Ok(p)) if p > 1 => p,
-            other => {
-                kill(stage1_pid, nix::sys::signal::Signal::SIGKILL);
-                let mut msg = String::new();
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    use tokio::io::AsyncReadExt;
-                    let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut msg).await;
-                })
-                .await;
-                let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
-                let msg = msg.trim().trim_start_matches("execd isolation: ").to_string();
-                return Err(match other {
-                    Err(_) => IsolatedError::Setup(format!("session did not start within {START_TIMEOUT:?}")),
-                    _ if msg.is_empty() => {
-                        IsolatedError::Setup("session helper exited before the shell started".into())
-                    }
-                    _ => IsolatedError::Setup(msg),
-                });
-            }
-        };
-        drop(stderr);
-        let mnt_ns = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
-            .map_err(|e| IsolatedError::Setup(format!("cannot open the session's mount namespace: {e}")));
-        let mnt_ns = match mnt_ns {
-            Ok(f) => f,
-            Err(e) => {
-                kill(init_pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
-                return Err(e);
-            }
-        };
-        let shell_ns = match mnt_ns.try_clone() {
-            Ok(f) => f,
-            Err(e) => {
-                kill(init_pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
-                return Err(IsolatedError::io("dup namespace handle", e));
-            }
-        };
+        let init_pid = await_ready(&mut out, stderr, &mut child, stage1_pid).await?;
+        let (mnt_ns, shell_ns) = mount_ns_handles(init_pid, &mut child).await?;
         let exited = Arc::new(tokio::sync::Notify::new());
         let exited_flag = Arc::new(AtomicBool::new(false));
         let now = SystemTime::now();
@@ -955,4 +865,110 @@ impl IsolatedManager {
         *s.commit_base.lock().unwrap() = SystemTime::now();
         Ok(report)
     }
+}
+
+/// The session's mounts: each overlay entry as a bind (`rw`, `ro`) or an overlay whose upper
+/// layer lives in `dir` (persistent) or on a tmpfs of its own (ephemeral), then the extra
+/// writable paths and the binds. Overlay paths that do not exist are made (0755).
+fn session_mounts(dir: &Path, settings: &Settings) -> Result<Vec<ns::MountSpec>, IsolatedError> {
+    let mkdir =
+        |p: &Path| std::fs::create_dir_all(p).map_err(|e| IsolatedError::io(&format!("mkdir {}", p.display()), e));
+    let mut mounts = Vec::new();
+    for (i, o) in settings.overlays.iter().enumerate() {
+        let path = PathBuf::from(&o.path);
+        if !path.exists() {
+            crate::fs::ops::mkdir_p(&path, 0o755).map_err(|e| IsolatedError::io(&format!("mkdir {}", o.path), e))?;
+        }
+        if !path.is_dir() {
+            return Err(IsolatedError::Invalid(format!("overlay path {} is not a directory", o.path)));
+        }
+        mounts.push(match o.mode {
+            spec::Mode::Rw | spec::Mode::Ro => {
+                ns::MountSpec::Bind { source: path.clone(), dest: path, readonly: o.mode == spec::Mode::Ro }
+            }
+            spec::Mode::Overlay if o.persistent() => {
+                let (upper, work) = (dir.join(format!("upper{i}")), dir.join(format!("work{i}")));
+                mkdir(&upper)?;
+                mkdir(&work)?;
+                ns::MountSpec::Overlay { path, upper, work, tmpfs: None }
+            }
+            spec::Mode::Overlay => {
+                let eph = dir.join(format!("eph{i}"));
+                mkdir(&eph)?;
+                ns::MountSpec::Overlay { path, upper: eph.join("upper"), work: eph.join("work"), tmpfs: Some(eph) }
+            }
+        });
+    }
+    for p in &settings.extra_writable {
+        mounts.push(ns::MountSpec::Bind { source: p.into(), dest: p.into(), readonly: false });
+    }
+    for b in &settings.binds {
+        mounts.push(ns::MountSpec::Bind { source: (&b.source).into(), dest: (&b.dest).into(), readonly: b.readonly });
+    }
+    Ok(mounts)
+}
+
+/// Reads the session helper's `PID <n>` and `READY` lines (within [`START_TIMEOUT`]): the pid of
+/// the session's init. On failure the helper is killed and reaped, and what it wrote to stderr
+/// (the reason) becomes the error.
+async fn await_ready(
+    out: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
+    mut stderr: tokio::process::ChildStderr,
+    child: &mut tokio::process::Child,
+    stage1_pid: i32,
+) -> Result<i32, IsolatedError> {
+    let ready = tokio::time::timeout(START_TIMEOUT, async {
+        let (mut pid, mut ready) = (None, false);
+        let mut line = String::new();
+        while pid.is_none() || !ready {
+            line.clear();
+            if out.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return Err(());
+            }
+            match line.trim_end() {
+                "READY" => ready = true,
+                l => pid = l.strip_prefix("PID ").and_then(|p| p.parse::<i32>().ok()).or(pid),
+            }
+        }
+        Ok(pid.unwrap_or(0))
+    })
+    .await;
+    match ready {
+        Ok(Ok(p)) if p > 1 => Ok(p),
+        other => {
+            kill(stage1_pid, nix::sys::signal::Signal::SIGKILL);
+            let mut msg = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                use tokio::io::AsyncReadExt;
+                let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut msg).await;
+            })
+            .await;
+            let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
+            let msg = msg.trim().trim_start_matches("execd isolation: ").to_string();
+            Err(match other {
+                Err(_) => IsolatedError::Setup(format!("session did not start within {START_TIMEOUT:?}")),
+                _ if msg.is_empty() => IsolatedError::Setup("session helper exited before the shell started".into()),
+                _ => IsolatedError::Setup(msg),
+            })
+        }
+    }
+}
+
+/// Two handles on the session's mount namespace (the session's and its shell's). On failure the
+/// session is killed and its helper reaped.
+async fn mount_ns_handles(
+    init_pid: i32,
+    child: &mut tokio::process::Child,
+) -> Result<(std::fs::File, std::fs::File), IsolatedError> {
+    let handles = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
+        .map_err(|e| IsolatedError::Setup(format!("cannot open the session's mount namespace: {e}")))
+        .and_then(|f| {
+            let dup = f.try_clone().map_err(|e| IsolatedError::io("dup namespace handle", e))?;
+            Ok((f, dup))
+        });
+    if handles.is_err() {
+        kill(init_pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = tokio::time::timeout(TEARDOWN_WAIT, child.wait()).await;
+    }
+    handles
 }
