@@ -46,6 +46,25 @@ function finish(upload) {
 }
 
 /**
+ * Finishes `data` with a new Upload of the existing upload `url` (the client asks the server's
+ * offset with HEAD and sends only the rest); resolves to the Upload-Offset of every PATCH sent.
+ */
+async function resumeAt(url, data) {
+  const patches = [];
+  const upload = new tus.Upload(
+    data,
+    options({
+      uploadUrl: url,
+      onBeforeRequest: (req) => {
+        if (req.getMethod() === "PATCH") patches.push(Number(req.getHeader("Upload-Offset")));
+      },
+    }),
+  );
+  await finish(upload);
+  return patches;
+}
+
+/**
  * Starts `upload` and aborts it (without termination) as soon as `chunks` PATCHes were accepted;
  * resolves with the client's offset then. onChunkComplete runs before the client starts the next
  * PATCH, so no request is in flight after the abort.
@@ -124,17 +143,7 @@ test("x33_tusjs_aborted_upload_resumes_from_the_server_offset", async () => {
   assert.equal(leftovers(w).length, 1);
 
   // A NEW Upload with the same URL asks the server (HEAD) and sends only the rest.
-  const patches = [];
-  const second = new tus.Upload(
-    data,
-    options({
-      uploadUrl: url,
-      onBeforeRequest: (req) => {
-        if (req.getMethod() === "PATCH") patches.push(Number(req.getHeader("Upload-Offset")));
-      },
-    }),
-  );
-  await finish(second);
+  const patches = await resumeAt(url, data);
   assert.equal(patches[0], before.offset, `PATCH offsets ${patches}`);
   assert.equal(patches.length, 6, `PATCH offsets ${patches}`);
   assert.ok(readFileSync(target).equals(data), "the resumed bytes differ");
@@ -229,17 +238,7 @@ test("x33_tusjs_killed_client_resumes_from_the_server_offset", async () => {
   assert.equal(before.status, 200);
   assert.ok(before.offset > 0 && before.offset < data.length, `server offset ${before.offset}`);
   assert.ok(!existsSync(target));
-  const patches = [];
-  const resumed = new tus.Upload(
-    data,
-    options({
-      uploadUrl: url,
-      onBeforeRequest: (req) => {
-        if (req.getMethod() === "PATCH") patches.push(Number(req.getHeader("Upload-Offset")));
-      },
-    }),
-  );
-  await finish(resumed);
+  const patches = await resumeAt(url, data);
   assert.equal(patches[0], before.offset, `PATCH offsets ${patches}`);
   assert.ok(readFileSync(target).equals(data), "the resumed bytes differ");
   assert.deepEqual(leftovers(join(w, "out")), []);
