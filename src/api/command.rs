@@ -114,6 +114,11 @@ impl LimitsBody {
     }
 }
 
+/// `limits` (X23) of a command, a session or a session run, a type error naming the field.
+pub(super) fn de_limits<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LimitsBody>, D::Error> {
+    named("limits", d)
+}
+
 /// Decodes one field, prefixing a type error with the field's name (`uid: invalid value ...`).
 fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(name: &str, d: D) -> Result<T, D::Error> {
     T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("{name}: {e}")))
@@ -134,7 +139,6 @@ named_field! {
     de_uid: Option<u32> = "uid",
     de_gid: Option<u32> = "gid",
     de_envs: BTreeMap<String, String> = "envs",
-    de_limits: Option<LimitsBody> = "limits",
     de_stdin: Option<StdinField> = "stdin",
     de_awaiting: Option<u64> = "awaiting_input_ms",
 }

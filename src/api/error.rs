@@ -294,6 +294,12 @@ impl From<crate::session::SessionError> for ApiError {
             | SessionError::Io { .. }
             | SessionError::NoBash
             | SessionError::Spawn(_) => ApiError::runtime(e.to_string()),
+            SessionError::Limits(crate::cgroup::CgroupError::InvalidLimit { .. }) => {
+                ApiError::validation(e.to_string())
+            }
+            SessionError::Limits(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::LimitsUnavailable, e.to_string())
+            }
         }
     }
 }
@@ -529,6 +535,13 @@ mod tests {
             (SessionError::NoBash.into(), 500, "RUNTIME_ERROR"),
             (SessionError::Spawn(crate::process::SpawnError::Pipe(io())).into(), 500, "RUNTIME_ERROR"),
             (SessionError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
+            (SessionError::Limits(crate::cgroup::CgroupError::Unavailable("memory")).into(), 400, "LIMITS_UNAVAILABLE"),
+            (
+                SessionError::Limits(crate::cgroup::CgroupError::InvalidLimit { field: "cpu", reason: "r".into() })
+                    .into(),
+                400,
+                "INVALID_REQUEST_BODY",
+            ),
             // Proxy, PTY, metrics (reference §9–§11).
             (super::super::proxy::ProxyError::MissingPort.into(), 400, "MISSING_QUERY"),
             (super::super::proxy::ProxyError::InvalidPort("x".into()).into(), 400, "INVALID_REQUEST_BODY"),

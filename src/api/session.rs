@@ -9,6 +9,7 @@ use axum::routing::{delete, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use super::command::{de_limits, LimitsBody};
 use super::error::{empty_ok, json_response, ApiError};
 use super::extract::{AppJson, AppPath, OptionalJson};
 use super::sse;
@@ -27,6 +28,9 @@ pub fn routes() -> Router<AppState> {
 #[serde(default)]
 struct CreateBody {
     cwd: String,
+    /// X23: limits of every run's cgroup leaf (a run may set its own).
+    #[serde(deserialize_with = "de_limits")]
+    limits: Option<LimitsBody>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +50,9 @@ struct RunBody {
     /// Never logged: it may hold a secret.
     #[serde(deserialize_with = "de_stdin")]
     stdin: Option<StdinField>,
+    /// X23: this run's limits; each one not set comes from the session's.
+    #[serde(deserialize_with = "de_limits")]
+    limits: Option<LimitsBody>,
 }
 
 /// `stdin` of a session run (X10).
@@ -66,7 +73,8 @@ async fn create(
     OptionalJson(body): OptionalJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let cwd = (!body.cwd.is_empty()).then_some(body.cwd);
-    let session_id = state.sessions.create(cwd).await?;
+    let limits = body.limits.map(LimitsBody::into_limits).transpose()?.unwrap_or_default();
+    let session_id = state.sessions.create(cwd, limits).await?;
     Ok(json_response(axum::http::StatusCode::OK, &Created { session_id }))
 }
 
@@ -95,7 +103,9 @@ async fn run(
             ))
         }
     };
-    let req = RunRequest { command: body.command, cwd: (!body.cwd.is_empty()).then_some(body.cwd), timeout, stdin };
+    let limits = body.limits.map(LimitsBody::into_limits).transpose()?.unwrap_or_default();
+    let cwd = (!body.cwd.is_empty()).then_some(body.cwd);
+    let req = RunRequest { command: body.command, cwd, timeout, stdin, limits };
     let events = state.sessions.run(&id, req).await?;
     Ok(sse::exec_stream(events))
 }

@@ -68,8 +68,10 @@ pub struct Capabilities {
     pub limits: Vec<&'static str>,
 }
 
-/// Resource limits of one leaf (X23).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Resource limits of one leaf (X23). Serialized only into execd's private state (a session's
+/// limits, kept across a restart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Bytes.
     pub memory: Option<u64>,
@@ -82,6 +84,16 @@ pub struct Limits {
 impl Limits {
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none() && self.cpu.is_none()
+    }
+
+    /// These limits, each one not set taken from `fallback` (a session run's own limits over its
+    /// session's).
+    pub fn or(self, fallback: Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(fallback.memory),
+            pids: self.pids.or(fallback.pids),
+            cpu: self.cpu.or(fallback.cpu),
+        }
     }
 }
 

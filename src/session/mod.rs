@@ -81,6 +81,8 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// X10: these bytes on the run's stdin, then EOF; `None`: `/dev/null` (as upstream).
     pub stdin: Option<String>,
+    /// X23: limits of this run's cgroup leaf; each one not set comes from the session's.
+    pub limits: Limits,
 }
 
 /// Why a session operation failed.
@@ -109,6 +111,9 @@ pub enum SessionError {
     NoBash,
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// X23: limits asked for (by the session or the run) that cannot be applied, or out of range.
+    #[error(transparent)]
+    Limits(#[from] crate::cgroup::CgroupError),
     #[error("execd is shutting down")]
     ShuttingDown,
 }
@@ -155,6 +160,8 @@ struct Session {
     activity: Mutex<Activity>,
     /// Set at shutdown: the directory stays for the next execd (X50).
     keep: std::sync::atomic::AtomicBool,
+    /// X23: the limits of every run's leaf, unless the run sets its own.
+    limits: Limits,
 }
 
 struct Activity {
@@ -211,6 +218,7 @@ impl SessionManager {
                     closed: shutdown.child_token(),
                     activity: Mutex::new(Activity { last: now.checked_sub(r.idle).unwrap_or(now), running: 0 }),
                     keep: Default::default(),
+                    limits: r.limits,
                 };
                 (r.id, Arc::new(session))
             })
@@ -242,17 +250,19 @@ impl SessionManager {
     }
 
     /// `POST /session`: a new session whose runs start in `cwd` (created like `mkdir -p`; `~` and
-    /// `$VAR` expanded). Returns the session id (a UUIDv4 with dashes). No process starts.
-    pub async fn create(&self, cwd: Option<String>) -> Result<String, SessionError> {
+    /// `$VAR` expanded), each in a cgroup leaf with `limits` (X23) unless the run sets its own.
+    /// Returns the session id (a UUIDv4 with dashes). No process starts.
+    pub async fn create(&self, cwd: Option<String>, limits: Limits) -> Result<String, SessionError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(SessionError::ShuttingDown);
         }
+        crate::cgroup::check_limits(&limits)?;
         self.start_collector();
         let inner = self.inner.clone();
         let id = uuid::Uuid::new_v4().to_string();
         let session_id = id.clone();
         // Small local file work (env file read, mkdir, one write): off the async workers.
-        let session = tokio::task::spawn_blocking(move || inner.new_session(session_id, cwd))
+        let session = tokio::task::spawn_blocking(move || inner.new_session(session_id, cwd, limits))
             .await
             .map_err(|e| SessionError::io("creating session", Path::new(""), std::io::Error::other(e)))??;
         let mut map = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -278,6 +288,8 @@ impl SessionManager {
             Some(c) => Some(resolve_run_cwd(c)?),
             None => None,
         };
+        let limits = req.limits.or(session.limits);
+        crate::cgroup::check_limits(&limits)?;
         let timeout = req.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_RUN_TIMEOUT);
         let guard = wait_for_turn(&session, id, timeout).await?;
         let generation = *guard;
@@ -305,14 +317,17 @@ impl SessionManager {
             })
         });
         let started = Instant::now();
-        let (child, mut pipes) = match process::spawn_io(spec, &Limits::default(), stdin_mode) {
+        let (child, mut pipes) = match process::spawn_io(spec, &limits, stdin_mode) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(&cmd_path);
                 if let Some(done) = observed {
                     done(&ExecEnd::of_process(None, &ExitInfo::spawn_failed(&e), started.elapsed()));
                 }
-                return Err(e.into());
+                return Err(match e {
+                    SpawnError::Cgroup(e) => SessionError::Limits(e),
+                    e => e.into(),
+                });
             }
         };
         // Cancelled when the run task ends: a writer still blocked on a full pipe stops then.
@@ -433,7 +448,7 @@ impl SessionManager {
 }
 
 impl Inner {
-    fn new_session(&self, id: String, cwd: Option<String>) -> Result<Session, SessionError> {
+    fn new_session(&self, id: String, cwd: Option<String>, limits: Limits) -> Result<Session, SessionError> {
         let env = process::child_env(self.opts.envs_file.as_deref(), std::iter::empty());
         let start_dir = match cwd.filter(|c| !c.is_empty()) {
             Some(c) => {
@@ -455,7 +470,10 @@ impl Inner {
             closed: self.shutdown.child_token(),
             activity: Mutex::new(Activity { last: Instant::now(), running: 0 }),
             keep: Default::default(),
+            limits,
         };
+        persist::write_limits(&session.dir, &limits)
+            .map_err(|e| SessionError::io("writing", &session.dir.join(persist::LIMITS_FILE), e))?;
         let state = session.state_file(0);
         persist::write_atomic(&state, bash::initial_state(session.start_dir.as_deref(), &env).as_bytes())
             .map_err(|e| SessionError::io("writing", &state, e))?;

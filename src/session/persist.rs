@@ -17,6 +17,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cgroup::Limits;
+
 /// A session found on disk.
 pub(super) struct Restored {
     pub id: String,
@@ -25,6 +27,30 @@ pub(super) struct Restored {
     pub generation: u64,
     /// Time since its state file was written (for the idle collector).
     pub idle: Duration,
+    /// The limits it was created with (X23), from [`LIMITS_FILE`].
+    pub limits: Limits,
+}
+
+/// The file of a session's limits (X23), written at creation when it has any: a session capped at
+/// 64 MiB stays capped after a restart. A session whose file cannot be read is not loaded (loading
+/// it uncapped would lift a limit someone set).
+pub(super) const LIMITS_FILE: &str = "limits.json";
+
+/// Writes a new session's limits into its directory (nothing when it has none).
+pub(super) fn write_limits(dir: &Path, limits: &Limits) -> io::Result<()> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_vec(limits).map_err(io::Error::other)?;
+    write_atomic(&dir.join(LIMITS_FILE), &json)
+}
+
+fn read_limits(dir: &Path) -> io::Result<Limits> {
+    match std::fs::read(dir.join(LIMITS_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Limits::default()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `content` to `path` atomically: a 0600 temporary file beside it, then rename.
@@ -89,10 +115,20 @@ pub(super) fn load(root: &Path, fresh: bool) -> Vec<Restored> {
 fn load_one(id: &str, dir: &Path) -> Option<Restored> {
     // Ours, a real directory, 0700 (refuses a swapped-in one: its state file would be sourced).
     crate::state_dir::create_dir(dir).ok()?;
+    let limits = match read_limits(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(session = id, error = %e, "the session's limits cannot be read");
+            return None;
+        }
+    };
     let mut states: Vec<(u64, PathBuf)> = Vec::new();
     let mut others = Vec::new();
     for ent in std::fs::read_dir(dir).ok()?.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
+        if name == LIMITS_FILE {
+            continue;
+        }
         match state_generation(&name) {
             Some(g) => states.push((g, ent.path())),
             None => others.push(ent.path()),
@@ -111,7 +147,7 @@ fn load_one(id: &str, dir: &Path) -> Option<Restored> {
     }
     let idle =
         std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
-    Some(Restored { id: id.to_string(), dir: dir.to_path_buf(), generation, idle })
+    Some(Restored { id: id.to_string(), dir: dir.to_path_buf(), generation, idle, limits })
 }
 
 #[cfg(test)]
@@ -139,5 +175,31 @@ mod tests {
         assert!(!root.join("not-a-session").exists());
         assert!(load(&root, true).is_empty());
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn x23_a_session_keeps_its_limits_across_a_restart() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("sessions");
+        let end = super::super::bash::STATE_END;
+        let capped = root.join("0b5a1c3e-1111-4222-8333-444455556666");
+        let plain = root.join("0b5a1c3e-1111-4222-8333-777777777777");
+        let torn = root.join("0b5a1c3e-1111-4222-8333-888888888888");
+        let limits = Limits { memory: Some(64 << 20), pids: Some(20), cpu: None };
+        for dir in [&capped, &plain, &torn] {
+            crate::state_dir::create_dir(dir).unwrap();
+            std::fs::write(dir.join("state.0.sh"), format!("x=0\n{end}")).unwrap();
+        }
+        write_limits(&capped, &limits).unwrap();
+        write_limits(&plain, &Limits::default()).unwrap();
+        std::fs::write(torn.join(LIMITS_FILE), "{\"memory\":").unwrap();
+        let mut got = load(&root, false);
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(got.len(), 2, "the session whose limits cannot be read is not loaded uncapped");
+        assert_eq!(got[0].limits, limits);
+        assert!(capped.join(LIMITS_FILE).exists(), "the limits file survives the load");
+        assert_eq!(got[1].limits, Limits::default());
+        assert!(!plain.join(LIMITS_FILE).exists());
+        assert!(!torn.exists());
     }
 }

@@ -168,7 +168,8 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
         }
         _ if outcome.success() => ExecEvent::complete(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
         _ => ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()]),
-    };
+    }
+    .with_exit(exit.clone());
     // The run ended by itself: the state it saved (if complete) becomes the session's.
     let adopted = tokio::task::spawn_blocking(move || adopt(stop.is_none())).await.unwrap_or(false);
     if stop != Some(Stop::Disconnected) {

@@ -458,6 +458,7 @@ async fn x21_session_run_is_placed_and_killed() {
     let ev = r.rest().await;
     let pids = pids_of(&ev);
     assert_eq!(pids.len(), 1, "{ev:?}");
+    assert_eq!(ev.last().unwrap()["exit_reason"], "timeout", "X22 keys on the session run's terminal event: {ev:?}");
     assert!(all_gone(&pids), "a setsid child of a timed-out session run survived");
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "session leaf leaked");
 }
@@ -500,4 +501,88 @@ async fn x20_x21_pty_shell_is_placed_and_delete_kills_setsid_children() {
     assert!(resp.status().is_success(), "{}", resp.status());
     assert!(all_gone(&[pid]), "a setsid child of a deleted PTY session survived");
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "pty leaf leaked");
+}
+
+/// Creates a bash session with `body` and returns its id.
+async fn new_session(s: &TestServer, body: Value) -> String {
+    let resp = s.client().post(s.url("/session")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["session_id"].as_str().unwrap().to_string()
+}
+
+/// Runs `body` in session `sid` and returns its events.
+async fn session_run(s: &TestServer, sid: &str, body: Value) -> Vec<Value> {
+    let resp = s.client().post(s.url(&format!("/session/{sid}/run"))).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    parse_events(&resp.text().await.unwrap())
+}
+
+/// A run that prints the `pids.max` of its own v1 leaf.
+const PRINT_PIDS_MAX: &str =
+    "cat \"/sys/fs/cgroup/pids$(awk -F: '$2 == \"pids\" { print $3 }' /proc/self/cgroup)/pids.max\"";
+
+fn stdout_of(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] == "stdout")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+#[tokio::test]
+async fn x23_session_limits_cap_every_run_and_a_run_sets_its_own() {
+    if !v1_ready() {
+        return;
+    }
+    let mut first = TestServer::start();
+    let sid = new_session(&first, json!({"limits": {"pids": 20}})).await;
+    let ev = session_run(&first, &sid, json!({"command": PRINT_PIDS_MAX})).await;
+    assert_eq!(stdout_of(&ev), "20", "the session's limit: {ev:?}");
+    let ev = session_run(&first, &sid, json!({"command": PRINT_PIDS_MAX, "limits": {"pids": 30}})).await;
+    assert_eq!(stdout_of(&ev), "30", "the run's own limit wins: {ev:?}");
+    // A run's memory limit adds to the session's pids limit; over it the run is oom_killed and
+    // the session lives on.
+    let ev =
+        session_run(&first, &sid, json!({"command": "python3 -c 'x=bytearray(10**9)'", "limits": {"memory": "64M"}}))
+            .await;
+    assert_eq!(ev.last().unwrap()["exit_reason"], "oom_killed", "{ev:?}");
+    let ev = session_run(&first, &sid, json!({"command": "echo alive"})).await;
+    assert_eq!(stdout_of(&ev), "alive", "{ev:?}");
+    // A restart keeps the session capped.
+    first.kill();
+    let second = TestServer::options().arg("--state-dir").arg(first.state_dir().to_str().unwrap()).start();
+    let ev = session_run(&second, &sid, json!({"command": PRINT_PIDS_MAX})).await;
+    assert_eq!(stdout_of(&ev), "20", "after a restart: {ev:?}");
+    // A session without limits gets none.
+    let plain = new_session(&second, json!({})).await;
+    let ev = session_run(&second, &plain, json!({"command": PRINT_PIDS_MAX})).await;
+    assert_eq!(stdout_of(&ev), "max", "{ev:?}");
+}
+
+#[tokio::test]
+async fn x23_session_limits_unavailable_without_cgroups() {
+    let s = TestServer::options().arg("--cgroup-root").arg("/proc").start();
+    let post = |path: String, body: Value| {
+        let s = &s;
+        async move {
+            let resp = s.client().post(s.url(&path)).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = post("/session".into(), json!({"limits": {"memory": "64M"}})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("LIMITS_UNAVAILABLE")), "{body}");
+    let (status, body) = post("/session".into(), json!({"limits": {"cpu": 0}})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_REQUEST_BODY")), "{body}");
+    let (status, body) = post("/session".into(), json!({"limits": {"pids": "many"}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("limits"), "the error names the field: {body}");
+    let sid = new_session(&s, json!({})).await;
+    let (status, body) = post(format!("/session/{sid}/run"), json!({"command": "true", "limits": {"pids": 5}})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("LIMITS_UNAVAILABLE")), "{body}");
+    // The session is not held by the refused run.
+    let ev = session_run(&s, &sid, json!({"command": "echo hi"})).await;
+    assert_eq!(stdout_of(&ev), "hi", "{ev:?}");
 }
