@@ -1523,3 +1523,355 @@ async fn i36_session_processes_share_one_cgroup_leaf_and_delete_removes_it() {
     assert!(common::wait_until(Duration::from_secs(5), || gone(&["sleep 3043"])));
     assert!(common::wait_until(Duration::from_secs(5), || dirs_b.iter().all(|d| !d.exists())), "{dirs_b:?}");
 }
+
+// The requests the official SDKs send (ISOLATED.md I38–I45), byte for byte where it matters:
+// their headers, `null` fields, missing bodies and the statuses and fields they parse. The SDKs
+// themselves run in tests/sdk/test_isolated.py (Python) and tests/sdk/js (JS 0.1.11); these tests
+// pin the wire they rely on without the SDK venv.
+
+/// `(status, body)` of `req`, the body as JSON (`Null` when empty or not JSON).
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let st = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap();
+    (st, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn session_ids(list: &Value) -> Vec<String> {
+    list["sessions"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn i38_python_sdk_run_once_shape_json_headers_and_a_no_cache_stream() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("keep.txt"), "keep").unwrap();
+    let c = s.client();
+    let before = session_ids(&get(&s, "/v1/isolated/sessions").await.1);
+    // run_once: create (JSON with its content type), run on the streaming client, delete.
+    let body = json!({"workspace": {"path": ws.path(), "mode": "rw"}});
+    let (st, created) =
+        send(c.post(s.url("/v1/isolated/session")).header("content-type", "application/json").body(body.to_string()))
+            .await;
+    assert!(st == 200 || st == 201, "{st} {created}");
+    let sid = created["session_id"].as_str().unwrap();
+    let r = c
+        .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(json!({"code": "echo hi; cat keep.txt"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = without_pings(&parse_events(&r.text().await.unwrap()));
+    assert_eq!(texts(&events, "stdout").join("\n"), "hi\nkeep", "Execution.text: {events:?}");
+    assert_eq!(events.last().unwrap()["type"], "execution_complete");
+    let st = c.delete(s.url(&format!("/v1/isolated/session/{sid}"))).send().await.unwrap().status().as_u16();
+    assert!(st == 200 || st == 204);
+    assert_eq!(session_ids(&get(&s, "/v1/isolated/sessions").await.1), before, "run_once leaves no session");
+}
+
+#[tokio::test]
+async fn i39_create_answers_the_info_fields_and_attach_echoes_them() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let p = ws.path().display().to_string();
+    let body = json!({
+        "overlays": [{"path": p, "mode": "overlay", "persist": true}],
+        "env_passthrough": {"mode": "deny", "keys": ["HOME"]},
+        "idle_timeout_seconds": 0,
+    });
+    let (st, info) = create(&s, body).await;
+    assert_eq!(st, 201, "{info}");
+    let sid = info["session_id"].as_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&sid).unwrap().hyphenated().to_string(), sid);
+    assert!(info["created_at"].as_str().is_some(), "{info}");
+    // attach(id): GET, 200, the fields IsolatedSessionInfo is built from.
+    let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!(st, 200);
+    assert_eq!((v["profile"].as_str(), v["uid_mode"].as_str()), (Some("strict"), Some("setpriv")), "{v}");
+    assert_eq!(v["overlays"], json!([{"path": p, "mode": "overlay", "persist": true}]));
+    assert_eq!(v["workspace"]["path"], p.as_str(), "the first overlay is the workspace: {v}");
+    assert_eq!(v["env_passthrough"], json!({"mode": "deny", "keys": ["HOME"]}));
+    assert_eq!(v["idle_timeout_seconds"], 0);
+    // A blank id is refused by the SDK itself; on the wire it is no session.
+    assert_eq!(get(&s, "/v1/isolated/session/%20%20").await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i40_run_events_in_order_exit_is_an_error_event_and_envs_and_timeout_seconds_apply() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    // stderr comes as stdout, in order, between init and the terminal event (handlers' order).
+    let (events, _) = run(&s, &sid, json!({"code": "echo x; echo y >&2"})).await;
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e["type"].as_str().unwrap() {
+            "stdout" => format!("out:{}", e["text"].as_str().unwrap().trim_end()),
+            t => t.to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, ["init", "out:x", "out:y", "execution_complete"], "{events:?}");
+    assert!(events[0]["text"].as_str().is_some_and(|id| !id.is_empty()), "Execution.id from init");
+    // `exit 3`: an error event whose value is the code (Execution.exit_code); the session lives.
+    let (events, _) = run(&s, &sid, json!({"code": "export K=v; echo before; exit 3"})).await;
+    let last = events.last().unwrap();
+    assert_eq!((last["type"].as_str(), last["error"]["evalue"].as_str()), (Some("error"), Some("3")), "{events:?}");
+    assert_eq!(sh(&s, &sid, "echo $K").await, ["v"]);
+    // IsolatedRunOpts: envs for this run only, timeout_seconds bounds it.
+    let (events, out) = run(&s, &sid, json!({"code": "echo $ONLY_HERE", "envs": {"ONLY_HERE": "yes"}})).await;
+    assert_eq!(out, ["yes"], "{events:?}");
+    assert_eq!(sh(&s, &sid, "echo ${ONLY_HERE:-unset}").await, ["unset"]);
+    let t0 = Instant::now();
+    let (events, _) = run(&s, &sid, json!({"code": "sleep 30", "timeout_seconds": 1})).await;
+    assert_eq!(events.last().unwrap()["type"], "error", "{events:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "timeout_seconds is seconds");
+    let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("active")));
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i41_background_202_fields_status_and_logs_without_a_cursor() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let (st, started) = send(
+        s.client()
+            .post(s.url(&format!("/v1/isolated/session/{sid}/run")))
+            .json(&json!({"code": "echo $A; echo two", "background": true, "envs": {"A": "1"}})),
+    )
+    .await;
+    assert_eq!(st, 202, "{started}");
+    let rid = started["run_id"].as_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&rid).unwrap().hyphenated().to_string(), rid);
+    assert!(started["started_at"].as_str().is_some() && started["session_id"] == sid.as_str(), "{started}");
+    let status = wait_run(&s, &sid, &rid).await;
+    assert_eq!(status["exit_code"], 0, "{status}");
+    // run_logs(rid) with cursor 0 sends no cursor: the whole log, and the tail cursor.
+    let r = s.client().get(s.url(&format!("/v1/isolated/session/{sid}/runs/{rid}/logs"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tail: u64 = r.headers()["EXECD-ISOLATED-TAIL-CURSOR"].to_str().unwrap().parse().unwrap();
+    let text = r.text().await.unwrap();
+    assert_eq!((text.as_str(), tail), ("1\ntwo\n", 6));
+    assert_eq!(run_logs(&s, &sid, &rid, tail).await, (6, String::new()));
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i42_files_calls_as_the_python_filesystem_adapter_sends_them() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().display().to_string();
+    let sid = create_ok(&s, json!({"workspace": {"path": &w}})).await;
+    let base = format!("/v1/isolated/session/{sid}");
+    let c = s.client();
+    let ok = |st: u16, v: &Value| assert_eq!(st, 200, "{v}");
+    // create_directories: owner and group sent as null.
+    let d = format!("{w}/d/e");
+    let (st, v) = send(
+        c.post(s.url(&format!("{base}/directories"))).json(&json!({ &d: {"mode": 700, "owner": null, "group": null} })),
+    )
+    .await;
+    ok(st, &v);
+    // write_files: one multipart request with every pair.
+    let boundary = "XI42BOUNDARY";
+    let mut form = String::new();
+    for (name, data) in [("a.txt", "hello world"), ("c.txt", "second")] {
+        let meta = json!({"path": format!("{w}/d/{name}"), "mode": 644});
+        form += &format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"metadata\"\r\n\r\n{meta}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n{data}\r\n"
+        );
+    }
+    form += &format!("--{boundary}--\r\n");
+    let (st, v) = send(
+        c.post(s.url(&format!("{base}/files/upload")))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(form),
+    )
+    .await;
+    ok(st, &v);
+    // read_bytes with a Range; a missing file is a status >= 400.
+    let a = format!("{w}/d/a.txt");
+    let r = c
+        .get(s.url(&format!("{base}/files/download")))
+        .query(&[("path", &a)])
+        .header("range", "bytes=6-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (206, "world".to_string()));
+    let r =
+        c.get(s.url(&format!("{base}/files/download"))).query(&[("path", format!("{w}/none"))]).send().await.unwrap();
+    assert!(r.status().as_u16() >= 400);
+    // replace_contents without `verbose`; move; set_permissions with null owner/group.
+    let (st, v) =
+        send(c.post(s.url(&format!("{base}/files/replace"))).json(&json!({ &a: {"old": "world", "new": "there"} })))
+            .await;
+    ok(st, &v);
+    let b = format!("{w}/d/b.txt");
+    let (st, v) = send(c.post(s.url(&format!("{base}/files/mv"))).json(&json!([{"src": &a, "dest": &b}]))).await;
+    ok(st, &v);
+    let (st, v) = send(
+        c.post(s.url(&format!("{base}/files/permissions")))
+            .json(&json!({ &b: {"mode": 600, "owner": null, "group": null} })),
+    )
+    .await;
+    ok(st, &v);
+    let (st, info) = get(&s, &format!("{base}/files/info?path={b}")).await;
+    ok(st, &info);
+    assert_eq!((info[&b]["mode"].as_u64(), info[&b]["size"].as_u64()), (Some(600), Some(11)), "{info}");
+    // list_directory with depth; search with a pattern.
+    let (st, list) = get(&s, &format!("{base}/directories/list?path={w}/d&depth=1")).await;
+    ok(st, &list);
+    let mut names: Vec<&str> =
+        list.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().rsplit('/').next().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["b.txt", "c.txt", "e"]);
+    let (st, found) = get(&s, &format!("{base}/files/search?path={w}&pattern=*.txt")).await;
+    ok(st, &found);
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+    assert_eq!(sh(&s, &sid, &format!("stat -c %a {d}; cat {b}")).await, ["700", "hello there"]);
+    // delete_files / delete_directories: DELETE with `path` repeated.
+    let c_txt = format!("{w}/d/c.txt");
+    let r = c.delete(s.url(&format!("{base}/files"))).query(&[("path", &b), ("path", &c_txt)]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &format!("{base}/files/info?path={c_txt}")).await.0, 404);
+    let r = c.delete(s.url(&format!("{base}/directories"))).query(&[("path", format!("{w}/d"))]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &format!("{base}/files/info?path={w}/d")).await.0, 404);
+    assert!(!ws.path().join("d").exists(), "overlay: nothing reached the host");
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i43_get_state_list_summary_capabilities_and_delete_then_404() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}, "idle_timeout_seconds": 600})).await;
+    let (st, state) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!((st, state["status"].as_str()), (200, Some("active")), "{state}");
+    assert!(state["created_at"].is_string() && state["last_run_at"].is_string(), "{state}");
+    let left = state["idle_remaining_seconds"].as_u64().unwrap();
+    assert!(left > 0 && left <= 600, "{state}");
+    let (st, list) = get(&s, "/v1/isolated/sessions").await;
+    assert_eq!(st, 200);
+    let mine: Vec<&Value> =
+        list["sessions"].as_array().unwrap().iter().filter(|x| x["session_id"] == sid.as_str()).collect();
+    assert_eq!((mine.len(), mine[0]["status"].as_str()), (1, Some("active")), "{list}");
+    let (st, caps) = get(&s, "/v1/isolated/capabilities").await;
+    assert_eq!(st, 200);
+    assert!(caps["setpriv_available"].is_boolean() && caps["userns_available"].is_boolean(), "{caps}");
+    assert_eq!(delete(&s, &sid).await, 200);
+    let (st, v) = get(&s, &format!("/v1/isolated/session/{sid}")).await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("SESSION_NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn i44_generated_diff_and_commit_calls_without_a_body() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let sid = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    sh(&s, &sid, &format!("echo n > {}/n.txt", ws.path().display())).await;
+    let c = s.client();
+    let (st, d) = send(c.get(s.url(&format!("/v1/isolated/session/{sid}/diff")))).await;
+    assert_eq!(st, 200, "{d}");
+    let kinds: Vec<&str> = d["changes"].as_array().unwrap().iter().map(|x| x["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created"]);
+    // POST with no body and no content type, as the generated client sends it.
+    let (st, v) = send(c.post(s.url(&format!("/v1/isolated/session/{sid}/commit")))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("n.txt")).unwrap(), "n\n");
+    let zero = uuid::Uuid::nil();
+    assert_eq!(send(c.get(s.url(&format!("/v1/isolated/session/{zero}/diff")))).await.0, 404);
+    assert_eq!(send(c.post(s.url(&format!("/v1/isolated/session/{zero}/commit")))).await.0, 404);
+    assert_eq!(delete(&s, &sid).await, 200);
+}
+
+#[tokio::test]
+async fn i45_js_sdk_json_headers_on_bodiless_requests_and_one_pair_uploads() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().display().to_string();
+    let c = s.client();
+    // Every JSON route gets both headers, also GET and DELETE without a body.
+    let js = |req: reqwest::RequestBuilder| {
+        req.header("content-type", "application/json").header("accept", "application/json")
+    };
+    let (st, caps) = send(js(c.get(s.url("/v1/isolated/capabilities")))).await;
+    assert_eq!((st, caps["available"].as_bool()), (200, Some(true)));
+    let (st, created) =
+        send(js(c.post(s.url("/v1/isolated/session"))).body(json!({"workspace": {"path": &w}}).to_string())).await;
+    assert!((200..300).contains(&st), "{created}");
+    let sid = created["session_id"].as_str().unwrap().to_string();
+    let (st, v) = send(js(c.get(s.url(&format!("/v1/isolated/session/{sid}"))))).await;
+    assert_eq!((st, v["session_id"].as_str()), (200, Some(sid.as_str())));
+    let (st, list) = send(js(c.get(s.url("/v1/isolated/sessions")))).await;
+    assert_eq!((st, session_ids(&list).contains(&sid)), (200, true));
+    // run with accept: text/event-stream.
+    let r = js(c.post(s.url(&format!("/v1/isolated/session/{sid}/run"))))
+        .header("accept", "text/event-stream")
+        .body(json!({"code": "echo js"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(texts(&without_pings(&parse_events(&r.text().await.unwrap())), "stdout"), ["js"]);
+    // Upload by raw fetch: one pair per request; download by raw fetch.
+    let boundary = "XI45BOUNDARY";
+    let meta = json!({"path": format!("{w}/up.txt")});
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{meta}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"up.txt\"\r\n\r\nfrom js\r\n--{boundary}--\r\n"
+    );
+    let r = c
+        .post(s.url(&format!("/v1/isolated/session/{sid}/files/upload")))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = c.get(s.url(&format!("/v1/isolated/session/{sid}/files/download?path={w}/up.txt"))).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "from js");
+    // DELETE with the JSON headers: a 2xx whose body, if any, parses as JSON.
+    let r = js(c.delete(s.url(&format!("/v1/isolated/session/{sid}")))).send().await.unwrap();
+    assert!(r.status().is_success());
+    let body = r.bytes().await.unwrap();
+    assert!(body.is_empty() || serde_json::from_slice::<Value>(&body).is_ok());
+}
+
+#[tokio::test]
+async fn i28_a_session_can_neither_see_nor_signal_another_sessions_processes() {
+    let Some(s) = server().await else { return };
+    let ws = tempfile::tempdir().unwrap();
+    let a = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let b = create_ok(&s, json!({"workspace": {"path": ws.path()}})).await;
+    let marker = format!("{}", 40_000 + std::process::id() % 20_000);
+    sh(&s, &a, &format!("sleep {marker} >/dev/null 2>&1 &")).await;
+    let host = {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(p) = pids_running(&format!("sleep {marker}")).first() {
+                break *p;
+            }
+            assert!(Instant::now() < deadline, "a's sleep never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // b sees no such process, cannot signal it by its host pid, and kill -9 -1 ends only b's own.
+    let out = sh(&s, &b, &format!("ls /proc/{host} >/dev/null 2>&1 && echo seen || echo unseen; pgrep -c -f 'sleep {marker}' || true; kill -9 {host} 2>/dev/null && echo signalled || echo refused")).await;
+    assert_eq!(out, ["unseen", "0", "refused"]);
+    let (_, _) = run(&s, &b, json!({"code": "kill -9 -1"})).await;
+    assert!(common::pid_alive(host), "a's process survived b's kill -9 -1");
+    assert_eq!(sh(&s, &a, &format!("pgrep -c -f 'sleep {marker}'")).await, ["1"], "and a still sees it");
+    for sid in [&a, &b] {
+        assert_eq!(delete(&s, sid).await, 200);
+    }
+    assert!(common::wait_until(TIMEOUT, || !common::pid_alive(host)), "delete ends a's process");
+}
