@@ -1875,3 +1875,24 @@ async fn i28_a_session_can_neither_see_nor_signal_another_sessions_processes() {
     }
     assert!(common::wait_until(TIMEOUT, || !common::pid_alive(host)), "delete ends a's process");
 }
+
+#[tokio::test]
+async fn i5_without_cap_sys_admin_capabilities_name_what_is_missing_and_create_is_503() {
+    // Root without capabilities, as in a container without CAP_SYS_ADMIN: the kernel refuses the
+    // namespaces. Never a half-isolated session: capabilities and create say what is missing.
+    if !common::is_root() {
+        common::prerequisite_missing("root (to drop its capabilities)");
+        return;
+    }
+    let s = TestServer::options().wrapper(&["setpriv", "--bounding-set=-all", "--inh-caps=-all"]).start();
+    let (st, caps) = get(&s, "/v1/isolated/capabilities").await;
+    assert_eq!((st, caps["available"].as_bool()), (200, Some(false)), "{caps}");
+    let message = caps["message"].as_str().unwrap();
+    assert!(message.contains("namespaces") && message.contains("EPERM"), "{caps}");
+    let (st, v) = create(&s, json!({"workspace": {"path": "/tmp"}})).await;
+    assert_eq!((st, v["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains(message), "{v}");
+    // Everything else of execd works.
+    let r = s.client().post(s.url("/command")).json(&json!({"command": "echo ok"})).send().await.unwrap();
+    assert_eq!(texts(&without_pings(&parse_events(&r.text().await.unwrap())), "stdout"), ["ok"]);
+}
