@@ -17,7 +17,7 @@ fi
 # Oracles the extension tests compare against (clients and tools we did not write): GNU tar,
 # unzip and zstd read our archives (X30/X31), `rg --json` is the grep oracle (X32), inotifywait
 # the watch floor (X40–X42), Debian's Chromium drives the browser terminal (X70), qemu-user runs
-# the aarch64 static binary (X55).
+# the aarch64 static binary (X55), GNU time checks the usage figures (X22).
 # The static build compiles libzstd (zstd-sys) for the musl target with musl's gcc wrapper.
 command -v "$(uname -m)-linux-musl-gcc" >/dev/null 2>&1 || command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 command -v tar >/dev/null 2>&1 || need+=(tar)
@@ -27,6 +27,8 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v rg >/dev/null 2>&1 || need+=(ripgrep)
 command -v inotifywait >/dev/null 2>&1 || need+=(inotify-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# GNU time: the reference the per-command usage (X22) is compared with.
+[ -x /usr/bin/time ] || need+=(time)
 command -v qemu-aarch64-static >/dev/null 2>&1 || command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user-static)
 # The aarch64 static build (X55) cross-compiles libzstd with Debian's glibc cross gcc (see
 # scripts/build-static.sh); on an aarch64 host it is the native build.

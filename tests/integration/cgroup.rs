@@ -586,3 +586,46 @@ async fn x23_session_limits_unavailable_without_cgroups() {
     let ev = session_run(&s, &sid, json!({"command": "echo hi"})).await;
     assert_eq!(stdout_of(&ev), "hi", "{ev:?}");
 }
+
+/// `(user + system ms, max RSS bytes)` that GNU time printed (`-f 'GNUTIME %e %U %S %M'`) among
+/// the command's output.
+fn gnu_time(events: &[Value]) -> (u64, u64) {
+    let line = events
+        .iter()
+        .filter(|e| e["type"] == "stdout" || e["type"] == "stderr")
+        .find_map(|e| e["text"].as_str()?.trim().strip_prefix("GNUTIME ").map(str::to_string))
+        .unwrap_or_else(|| panic!("GNU time printed nothing: {events:?}"));
+    let f: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (((f[1] + f[2]) * 1000.0).round() as u64, f[3] as u64 * 1024)
+}
+
+#[tokio::test]
+async fn x22_usage_is_within_ten_percent_of_gnu_time() {
+    if !v1_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/time").exists() {
+        prerequisite_missing("GNU time at /usr/bin/time (Debian package time)");
+        return;
+    }
+    let s = TestServer::start();
+    let time = "/usr/bin/time -f 'GNUTIME %e %U %S %M'";
+    // CPU-bound: a second of busy loop.
+    let busy =
+        format!("{time} python3 -c 'import time\ne = time.process_time() + 1.0\nwhile time.process_time() < e: pass'");
+    let ev = run(&s, json!({ "command": busy })).await;
+    let (gnu_cpu, _) = gnu_time(&ev);
+    let u = &ev.last().unwrap()["usage"];
+    let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_system_ms"].as_u64().unwrap();
+    assert!(gnu_cpu >= 1000, "{gnu_cpu}");
+    assert!(cpu.abs_diff(gnu_cpu) * 10 <= gnu_cpu, "leaf {cpu} ms of CPU, GNU time {gnu_cpu} ms: {u}");
+    // Memory-bound: 200 MiB touched.
+    let touch = format!("{time} python3 -c 'x = bytearray(200 << 20); x[::4096] = b\"x\" * len(x[::4096])'");
+    let ev = run(&s, json!({ "command": touch })).await;
+    let (_, gnu_rss) = gnu_time(&ev);
+    let last = ev.last().unwrap();
+    assert_eq!(last["exit_reason"], "exited", "{last}");
+    let peak = last["usage"]["peak_memory_bytes"].as_u64().unwrap();
+    assert!(gnu_rss >= 200 << 20, "{gnu_rss}");
+    assert!(peak.abs_diff(gnu_rss) * 10 <= gnu_rss, "leaf peak {peak} bytes, GNU time's max RSS {gnu_rss}: {last}");
+}
