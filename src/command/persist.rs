@@ -226,7 +226,7 @@ pub fn running_record(
     pid: u32,
     cgroup: Vec<PathBuf>,
 ) -> Record {
-    let running = Running { pid, pid_start: proc_start_time(pid as i32), boot_id: boot_id(), cgroup };
+    let running = Running { pid, pid_start: proc_start_time(pid as i32), boot_id: crate::os::boot_id(), cgroup };
     Record { running: Some(running), ..record(id, content, background, started_at, true) }
 }
 
@@ -394,11 +394,6 @@ fn load_one(dir: &Path, id: &str) -> io::Result<Loaded> {
     })
 }
 
-/// This boot's id.
-fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
-}
-
 /// `(pgrp, starttime)` of `pid` from `/proc/<pid>/stat`; `None` for a zombie (it is gone, only
 /// not reaped yet).
 fn proc_stat(pid: i32) -> Option<(i32, u64)> {
@@ -419,7 +414,7 @@ fn proc_start_time(pid: i32) -> Option<u64> {
 /// that left the group). Nothing from another boot.
 fn leftover_pids(r: &Running) -> Vec<i32> {
     let (Some(start), Some(boot)) = (r.pid_start, r.boot_id.as_deref()) else { return Vec::new() };
-    if boot_id().as_deref() != Some(boot) {
+    if crate::os::boot_id().as_deref() != Some(boot) {
         return Vec::new();
     }
     let mut pids: Vec<i32> = crate::os::proc::pids()

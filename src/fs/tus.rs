@@ -5,11 +5,18 @@
 //! beside the target (`.execd-tus-<id>.part`, mode 0600, same filesystem), written at explicit
 //! offsets, and the file lands on the target with one atomic rename when the last byte is in; a
 //! reader never sees a prefix. Its record (target, length, offset, expiry, mode, metadata) is a
-//! small JSON file in `<state_dir>/tus/`, rewritten (temporary file + rename) after the data of
-//! each chunk is fsynced, so the offset a client resumes from survives an execd restart and never
-//! counts bytes that are not on disk. At start the records are loaded, each partial file is cut
-//! back to its recorded offset (bytes beyond it were never acknowledged), and records whose file
-//! is gone or that have expired are dropped.
+//! small JSON file in `<state_dir>/tus/`, rewritten (temporary file + rename) after each chunk.
+//!
+//! Durability is checkpointed: the partial file is fdatasynced once at least [`CHECKPOINT`] bytes
+//! arrived since the last sync (and the whole file when the upload completes), and the record
+//! carries both the acknowledged offset and the synced one (`durable`), with the boot it was
+//! written in. At start, in the same boot (execd restarted, the machine did not: the page cache
+//! kept every acknowledged byte) an upload resumes at its acknowledged offset; after a reboot or a
+//! machine crash, at its durable one, so it never counts bytes that may not be on disk (tus: the
+//! client asks for the offset and resends from there). Either way the partial file is cut back to
+//! that offset (bytes beyond it were never acknowledged), and records whose file is gone or that
+//! have expired are dropped. One sync per 64 MiB instead of one per PATCH keeps the client from
+//! waiting for the disk after every chunk (BENCHMARKS.md, "Resumable upload").
 //!
 //! One request writes to an upload at a time (a per-upload lock; a second writer waits a little,
 //! then gets [`TusError::Busy`]). A chunk with a checksum is kept only when it matches; a chunk
@@ -45,6 +52,8 @@ pub const MAX_SIZE: u64 = 1 << 40;
 pub const MAX_METADATA: usize = 16 * 1024;
 /// How long a second request waits for the one writing to the same upload.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The partial file is fdatasynced once this many bytes arrived since its last sync.
+pub const CHECKPOINT: u64 = 64 << 20;
 
 /// The knobs (`--tus-expiry`, `--tus-max-uploads`).
 #[derive(Debug, Clone)]
@@ -165,7 +174,15 @@ struct Record {
     target: PathBuf,
     partial: PathBuf,
     length: u64,
+    /// Acknowledged bytes.
     offset: u64,
+    /// Bytes of the partial file known to be on disk (fdatasynced). Absent in the records of
+    /// earlier execds, which synced every acknowledged byte.
+    #[serde(default)]
+    durable: Option<u64>,
+    /// The boot the record was written in ([`crate::os::boot_id`]).
+    #[serde(default)]
+    boot_id: Option<String>,
     /// Milliseconds since the epoch.
     expires_ms: u64,
     mode: Option<u32>,
@@ -191,6 +208,8 @@ struct Entry {
     mode: Option<u32>,
     metadata: String,
     offset: AtomicU64,
+    /// Bytes fdatasynced (at most `offset`).
+    durable: AtomicU64,
     expires_ms: AtomicU64,
     /// Held by the one request writing (or terminating).
     write: tokio::sync::Mutex<()>,
@@ -204,6 +223,8 @@ impl Entry {
             partial: self.partial.clone(),
             length: self.length,
             offset: self.offset.load(Ordering::SeqCst),
+            durable: Some(self.durable.load(Ordering::SeqCst)),
+            boot_id: crate::os::boot_id(),
             expires_ms: self.expires_ms.load(Ordering::SeqCst),
             mode: self.mode,
             metadata: self.metadata.clone(),
@@ -282,6 +303,7 @@ impl TusStore {
                         mode: rec.mode,
                         metadata: rec.metadata,
                         offset: AtomicU64::new(rec.offset),
+                        durable: AtomicU64::new(rec.durable.unwrap_or(rec.offset)),
                         expires_ms: AtomicU64::new(rec.expires_ms),
                         write: tokio::sync::Mutex::new(()),
                     };
@@ -364,6 +386,7 @@ impl TusStore {
                 mode,
                 metadata: req.metadata,
                 offset: AtomicU64::new(0),
+                durable: AtomicU64::new(0),
                 expires_ms: AtomicU64::new(expires_ms),
                 write: tokio::sync::Mutex::new(()),
             };
@@ -486,7 +509,12 @@ impl TusStore {
                 }
             }
         }
-        let ChunkWritten { at: written_to, hasher, result: flushed } = w.flush_and_sync(current).await;
+        // A checkpoint: enough unsynced bytes (the last chunk's are synced with the whole file
+        // when the upload completes).
+        let durable = entry.durable.load(Ordering::SeqCst);
+        let reached = current + received;
+        let sync = reached < entry.length && reached - durable >= CHECKPOINT;
+        let ChunkWritten { at: written_to, hasher, result: flushed } = w.flush(current, sync).await;
         let keep = match (&failure, &flushed, &checksum) {
             // Too long: nothing of this request is acknowledged.
             (Some(TusError::TooLarge(_)), _, _) => false,
@@ -520,6 +548,9 @@ impl TusStore {
                 Ok(())
             })
             .await;
+        }
+        if sync && keep {
+            entry.durable.store(new_offset, Ordering::SeqCst);
         }
         if new_offset != current {
             entry.offset.store(new_offset, Ordering::SeqCst);
@@ -634,7 +665,7 @@ impl TusStore {
 }
 
 /// Writes a chunk's bytes at increasing offsets through a [`Batcher`], hashing them on the way,
-/// and syncs them at the end.
+/// and syncs them at the end when asked.
 struct ChunkWriter {
     batches: Batcher<PartialSink>,
     /// The same file, for the sync at the end (the sink travels with the batch in flight).
@@ -688,13 +719,18 @@ impl ChunkWriter {
         self.batches.push(data).await
     }
 
-    /// Writes the rest and syncs the file (also after a failed write: what was written before it
-    /// counts). `from` is the offset the chunk started at, what is left when a write job panicked.
-    async fn flush_and_sync(self, from: u64) -> ChunkWritten {
+    /// Writes the rest and, with `sync`, syncs the file (also after a failed write: what was
+    /// written before it counts). `from` is the offset the chunk started at, what is left when a
+    /// write job panicked.
+    async fn flush(self, from: u64, sync: bool) -> ChunkWritten {
         let (sink, res) = self.batches.finish().await;
         let (at, hasher) = sink.map_or((from, None), |s| (s.at, s.hasher));
         let (file, path) = (self.file, self.path);
-        let synced = super::blocking(move || file.sync_data().map_err(|e| FsError::io("fsync", &path, e))).await;
+        let synced = if sync {
+            super::blocking(move || file.sync_data().map_err(|e| FsError::io("fsync", &path, e))).await
+        } else {
+            Ok(())
+        };
         ChunkWritten { at, hasher, result: res.and(synced) }
     }
 }
@@ -711,11 +747,10 @@ fn resolve_target(given: &str) -> Result<PathBuf, FsError> {
 
 /// Writes a record: temporary file, rename (a crash leaves the old record or the new one).
 ///
-/// Not fsynced: a PATCH's data is synced before its record is written, and at start the partial
-/// file is cut back to the recorded offset, so a record older than the data after a machine crash
-/// only makes the client resume earlier; a lost creation record makes its upload unknown (`404`),
-/// which a tus client answers with a new upload. One fdatasync per PATCH instead of two (the tus
-/// benchmark, BENCHMARKS.md "Resumable upload").
+/// Not fsynced: its `durable` offset was synced before it was written, and after a machine crash
+/// the partial file is cut back to the durable offset of whichever record survived, so an older
+/// record only makes the client resume earlier; a lost creation record makes its upload unknown
+/// (`404`), which a tus client answers with a new upload.
 fn save_record(dir: &Path, rec: &Record) -> Result<(), FsError> {
     let path = dir.join(format!("{}.json", rec.id));
     let tmp = dir.join(format!("{}.json.tmp", rec.id));
@@ -728,8 +763,8 @@ fn save_record(dir: &Path, rec: &Record) -> Result<(), FsError> {
     .map_err(|e| FsError::io("writing the upload record", &path, e))
 }
 
-/// Reads and checks one record at start; cuts its partial file back to the recorded offset.
-/// `None`: drop it (and its partial file, when it has a valid one).
+/// Reads and checks one record at start; cuts its partial file back to the offset it resumes
+/// from ([`resume_offset`]). `None`: drop it (and its partial file, when it has a valid one).
 fn load_record(p: &Path, id: &str, now: u64) -> Option<Record> {
     let text = std::io::read_to_string(crate::state_dir::open_file(p).ok()?).ok()?;
     let rec: Record = serde_json::from_str(&text).ok()?;
@@ -749,16 +784,28 @@ fn load_record(p: &Path, id: &str, now: u64) -> Option<Record> {
         return None;
     }
     let mut rec = rec;
+    rec.offset = resume_offset(&rec, crate::os::boot_id().as_deref());
     if meta.len() != rec.offset {
         let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&rec.partial).ok()?;
         if meta.len() > rec.offset {
             f.set_len(rec.offset).ok()?;
         } else {
-            // Never happens with fsync before the record; trust the file then.
+            // Never happens in the same boot, nor below the durable offset; trust the file then.
             rec.offset = meta.len();
         }
     }
+    rec.durable = Some(rec.durable.unwrap_or(rec.offset).min(rec.offset));
     Some(rec)
+}
+
+/// Where an upload resumes after a restart: its acknowledged offset when the record was written in
+/// this boot (`boot`; the page cache kept the bytes), else its durable one.
+fn resume_offset(rec: &Record, boot: Option<&str>) -> u64 {
+    let durable = rec.durable.unwrap_or(rec.offset).min(rec.offset);
+    match (rec.boot_id.as_deref(), boot) {
+        (Some(written), Some(now)) if written == now => rec.offset,
+        _ => durable,
+    }
 }
 
 /// Removes expired uploads periodically; ends when the store is dropped.
@@ -792,6 +839,33 @@ mod tests {
     }
 
     #[test]
+    fn x33_resume_at_the_acknowledged_offset_in_the_same_boot_else_at_the_durable_one() {
+        let rec = |durable: Option<u64>, boot: Option<&str>| Record {
+            id: "a".repeat(32),
+            target: "/t/f".into(),
+            partial: "/t/.p".into(),
+            length: 1000,
+            offset: 700,
+            durable,
+            boot_id: boot.map(str::to_string),
+            expires_ms: 0,
+            mode: None,
+            metadata: String::new(),
+        };
+        assert_eq!(resume_offset(&rec(Some(128), Some("b1")), Some("b1")), 700, "execd restarted");
+        assert_eq!(resume_offset(&rec(Some(128), Some("b1")), Some("b2")), 128, "the machine rebooted");
+        assert_eq!(resume_offset(&rec(Some(128), None), Some("b1")), 128, "boot unknown");
+        assert_eq!(resume_offset(&rec(Some(128), Some("b1")), None), 128);
+        assert_eq!(resume_offset(&rec(None, None), Some("b1")), 700, "an earlier execd's record: all synced");
+        assert_eq!(resume_offset(&rec(Some(900), Some("b0")), Some("b1")), 700, "never past the acknowledged");
+        let old: Record = serde_json::from_str(
+            r#"{"id":"x","target":"/t","partial":"/p","length":5,"offset":3,"expires_ms":1,"mode":null,"metadata":""}"#,
+        )
+        .unwrap();
+        assert_eq!((old.durable, old.boot_id), (None, None));
+    }
+
+    #[test]
     fn algorithms_parse() {
         assert_eq!(Algorithm::parse("sha1"), Some(Algorithm::Sha1));
         assert_eq!(Algorithm::parse("sha256"), Some(Algorithm::Sha256));
@@ -812,7 +886,7 @@ mod tests {
         for piece in data.chunks(100_003) {
             w.push(piece).await.unwrap();
         }
-        let done = w.flush_and_sync(4).await;
+        let done = w.flush(4, true).await;
         done.result.unwrap();
         assert_eq!(done.at, 4 + data.len() as u64);
         assert_eq!(done.hasher.unwrap().finish(), sha2::Sha256::digest(&data).to_vec());
@@ -834,7 +908,7 @@ mod tests {
         let data = vec![7u8; BATCH * 3];
         let pushed = w.push(&data).await;
         assert!(pushed.is_err(), "the failed first batch surfaces when the second is handed over");
-        let done = w.flush_and_sync(0).await;
+        let done = w.flush(0, true).await;
         done.result.unwrap();
         assert_eq!(done.at, 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);

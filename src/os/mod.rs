@@ -5,3 +5,9 @@
 pub mod accounts;
 pub mod pidfd;
 pub mod proc;
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): state written in the same boot survived
+/// at most a process restart, so what was in the page cache then is still there.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}

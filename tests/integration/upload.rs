@@ -341,6 +341,44 @@ async fn x33_offsets_survive_an_execd_restart() {
     assert!(leftovers(&dir).is_empty());
 }
 
+/// Stands in for a machine crash: rewrites the upload's record as if written in another boot.
+fn as_if_written_in_another_boot(state: &Path, id: &str) {
+    let path = state.join("tus").join(format!("{id}.json"));
+    let mut rec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(rec["boot_id"].is_string(), "the record names its boot: {rec}");
+    rec["boot_id"] = Value::from("00000000-0000-0000-0000-000000000000");
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn x33_after_a_machine_crash_an_upload_resumes_at_its_last_synced_offset() {
+    // Syncs are checkpointed (one per 64 MiB): in the same boot the acknowledged offset stands
+    // (previous test); after a reboot only what was synced counts, and the partial file is cut
+    // back to it.
+    const MIB: usize = 1 << 20;
+    let mut first = TestServer::start();
+    let dir = work(&first);
+    let target = dir.join("crash.bin");
+    let body = data(64 * MIB + 10_000);
+    let url = create(&first, &first.base(), &target, body.len() as u64).await;
+    let synced = 64 * MIB + 1_000;
+    assert_eq!(patch(&first, &url, 0, &body[..synced], None).await.status(), StatusCode::NO_CONTENT);
+    let acked = synced + 5_000;
+    assert_eq!(patch(&first, &url, synced as u64, &body[synced..acked], None).await.status(), StatusCode::NO_CONTENT);
+    let id = url.rsplit('/').next().unwrap().to_string();
+    first.kill();
+    as_if_written_in_another_boot(first.state_dir(), &id);
+
+    let second = TestServer::options().arg("--state-dir").arg(first.state_dir().to_str().unwrap()).start();
+    let url = second.url(&format!("/files/tus/{id}"));
+    assert_eq!(offset_of(&second, &url).await, synced as u64, "resumes at the checkpoint, not at {acked}");
+    let partial = dir.join(format!(".execd-tus-{id}.part"));
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), synced as u64, "the unsynced tail is cut off");
+    assert_eq!(patch(&second, &url, synced as u64, &body[synced..], None).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(&target).unwrap(), body);
+    assert!(leftovers(&dir).is_empty());
+}
+
 #[tokio::test]
 async fn x33_location_resolves_under_the_proxy_prefix() {
     let s = TestServer::start();
