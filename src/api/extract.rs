@@ -204,20 +204,10 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// Decodes `a=b&c=d` with `+` as space and percent escapes; invalid UTF-8 is replaced.
+/// Decodes `a=b&c=d` (`application/x-www-form-urlencoded`: `+` as space, percent escapes, empty
+/// pairs skipped, a pair without `=` has an empty value); invalid UTF-8 is replaced.
 pub fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(k), decode_component(v))
-        })
-        .collect()
-}
-
-fn decode_component(s: &str) -> String {
-    let plus = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus).decode_utf8_lossy().into_owned()
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
 #[cfg(test)]

@@ -467,11 +467,6 @@ async fn receive_parts(form: &mut multer::Multipart<'static>, scratch: &Arc<Scra
     Ok(empty_ok())
 }
 
-/// `Last-Modified` value (IMF-fixdate).
-fn http_date(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
 fn range_not_satisfiable(message: String, size: Option<u64>) -> Response {
     let mut resp = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::Unknown, message).into_response();
     if let Some(size) = size {
@@ -552,7 +547,7 @@ where
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&http_date(dl.modified)) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(dl.modified)) {
         h.insert(header::LAST_MODIFIED, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

@@ -144,16 +144,11 @@ fn is_chunk(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(CHUNK_TYPE))
 }
 
-/// IMF-fixdate (RFC 9110), as `Upload-Expires` wants.
-fn http_date(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
 /// `Upload-Offset`, and `Upload-Expires` while the upload is open.
 fn progress_headers(h: &mut HeaderMap, s: &Status) {
     h.insert(UPLOAD_OFFSET, HeaderValue::from(s.offset));
     if !s.complete {
-        if let Ok(v) = HeaderValue::from_str(&http_date(s.expires)) {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(s.expires)) {
             h.insert(UPLOAD_EXPIRES, v);
         }
     }
@@ -301,11 +296,5 @@ mod tests {
         assert!(parse_metadata("path a b c").is_err());
         assert!(parse_metadata("path L3RtcC94,path L3RtcC94").is_err());
         assert!(parse_metadata("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn x33_dates_are_imf_fixdate() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_402_711_200);
-        assert_eq!(http_date(t), "Sat, 14 Jun 2014 02:00:00 GMT");
     }
 }

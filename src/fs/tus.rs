@@ -447,20 +447,9 @@ impl TusStore {
         task.await.map_err(|e| TusError::Fs(FsError::Internal(e.to_string())))?
     }
 
-    async fn append_locked<S, E>(
-        &self,
-        entry: Arc<Entry>,
-        offset: u64,
-        declared: Option<u64>,
-        checksum: Option<Checksum>,
-        mut body: S,
-    ) -> Result<Status, TusError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
-        E: Into<TusError> + Send + 'static,
-    {
-        let guard =
-            tokio::time::timeout(LOCK_WAIT, entry.write.lock()).await.map_err(|_| TusError::Busy(entry.id.clone()))?;
+    /// A write may start (caller holds the write lock): the upload still exists, `offset` is
+    /// its offset, and a `declared` length fits. Returns the offset.
+    fn check_start(&self, entry: &Entry, offset: u64, declared: Option<u64>) -> Result<u64, TusError> {
         // Terminated or swept while this request waited.
         if !self.map().contains_key(&entry.id) {
             return Err(TusError::NotFound(entry.id.clone()));
@@ -475,6 +464,24 @@ impl TusStore {
                 "the chunk has {n} bytes but the upload has only {left} bytes left"
             )));
         }
+        Ok(current)
+    }
+
+    async fn append_locked<S, E>(
+        &self,
+        entry: Arc<Entry>,
+        offset: u64,
+        declared: Option<u64>,
+        checksum: Option<Checksum>,
+        body: S,
+    ) -> Result<Status, TusError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: Into<TusError> + Send + 'static,
+    {
+        let guard =
+            tokio::time::timeout(LOCK_WAIT, entry.write.lock()).await.map_err(|_| TusError::Busy(entry.id.clone()))?;
+        let current = self.check_start(&entry, offset, declared)?;
         let partial = entry.partial.clone();
         let file = super::blocking(move || {
             std::fs::OpenOptions::new()
@@ -486,55 +493,15 @@ impl TusStore {
         .await?;
         let mut w =
             ChunkWriter::new(file, entry.partial.clone(), current, checksum.as_ref().map(|c| Hasher::new(c.algorithm)));
-        let mut failure: Option<TusError> = None;
-        let mut received = 0u64;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if received > left {
-                        failure = Some(TusError::TooLarge(format!(
-                            "the chunk is longer than the {left} bytes the upload has left"
-                        )));
-                        break;
-                    }
-                    if let Err(e) = w.push(&chunk).await {
-                        failure = Some(e.into());
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e.into());
-                    break;
-                }
-            }
-        }
+        let (received, failure) = receive(&mut w, body, entry.length - current).await;
         // A checkpoint: enough unsynced bytes (the last chunk's are synced with the whole file
         // when the upload completes).
         let durable = entry.durable.load(Ordering::SeqCst);
         let reached = current + received;
         let sync = reached < entry.length && reached - durable >= CHECKPOINT;
-        let ChunkWritten { at: written_to, hasher, result: flushed } = w.flush(current, sync).await;
-        let keep = match (&failure, &flushed, &checksum) {
-            // Too long: nothing of this request is acknowledged.
-            (Some(TusError::TooLarge(_)), _, _) => false,
-            (_, Err(_), _) => false,
-            // A checksummed chunk counts only whole and matching.
-            (Some(_), _, Some(_)) => false,
-            (None, Ok(()), Some(c)) => {
-                let got = hasher.map(Hasher::finish).unwrap_or_default();
-                if got != c.digest {
-                    failure = Some(TusError::ChecksumMismatch { algorithm: c.algorithm.name() });
-                    false
-                } else {
-                    true
-                }
-            }
-            _ => true,
-        };
-        if let Err(e) = flushed {
-            failure.get_or_insert(e.into());
-        }
+        let written = w.flush(current, sync).await;
+        let written_to = written.at;
+        let (keep, failure) = verdict(failure, written, checksum.as_ref());
         let new_offset = if keep { written_to } else { current };
         if new_offset != written_to {
             // Cut the discarded bytes off (HEAD never counted them, but the file should not
@@ -662,6 +629,55 @@ impl TusStore {
         }
         n
     }
+}
+
+/// Feeds `body` to `w` until it ends, fails, or passes `left` bytes. Returns the bytes received
+/// and why it stopped early, if it did.
+async fn receive<S, E>(w: &mut ChunkWriter, mut body: S, left: u64) -> (u64, Option<TusError>)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<TusError>,
+{
+    let mut received = 0u64;
+    while let Some(item) = body.next().await {
+        let chunk = match item {
+            Ok(chunk) => chunk,
+            Err(e) => return (received, Some(e.into())),
+        };
+        received += chunk.len() as u64;
+        if received > left {
+            let e = TusError::TooLarge(format!("the chunk is longer than the {left} bytes the upload has left"));
+            return (received, Some(e));
+        }
+        if let Err(e) = w.push(&chunk).await {
+            return (received, Some(e.into()));
+        }
+    }
+    (received, None)
+}
+
+/// Whether the bytes of a chunk count, and the error to answer: a chunk that was too long or
+/// failed to write counts for nothing, a checksummed one only whole and matching, and one cut off
+/// by the client without a checksum keeps what arrived (tus core).
+fn verdict(failure: Option<TusError>, written: ChunkWritten, checksum: Option<&Checksum>) -> (bool, Option<TusError>) {
+    let ChunkWritten { hasher, result: flushed, .. } = written;
+    let (keep, mut failure) = match (failure, &flushed, checksum) {
+        (f @ Some(TusError::TooLarge(_)), _, _) => (false, f),
+        (f, Err(_), _) => (false, f),
+        (f @ Some(_), _, Some(_)) => (false, f),
+        (None, Ok(()), Some(c)) => {
+            if hasher.map(Hasher::finish).unwrap_or_default() == c.digest {
+                (true, None)
+            } else {
+                (false, Some(TusError::ChecksumMismatch { algorithm: c.algorithm.name() }))
+            }
+        }
+        (f, _, _) => (true, f),
+    };
+    if let Err(e) = flushed {
+        failure.get_or_insert(e.into());
+    }
+    (keep, failure)
 }
 
 /// Writes a chunk's bytes at increasing offsets through a [`Batcher`], hashing them on the way,

@@ -126,7 +126,10 @@ async fn x33_chunks_land_atomically_only_at_the_end() {
     assert_eq!(header(&resp, "cache-control"), "no-store");
     assert_eq!(header(&resp, "tus-resumable"), TUS);
     assert!(header(&resp, "upload-metadata").starts_with("path "));
-    assert!(header(&resp, "upload-expires").ends_with(" GMT"));
+    // An IMF-fixdate (RFC 9110) about the expiry (24 h by default) from now.
+    let expires = httpdate::parse_http_date(&header(&resp, "upload-expires")).expect("an IMF-fixdate");
+    let ahead = expires.duration_since(std::time::SystemTime::now()).unwrap().as_secs();
+    assert!((23 * 3600..=24 * 3600).contains(&ahead), "Upload-Expires {ahead} s ahead");
 
     // The partial file: beside the target, hidden, 0600; the target does not exist yet.
     let parts = leftovers(&dir);
