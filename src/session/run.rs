@@ -132,23 +132,7 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     let elapsed = started.elapsed();
 
     // The leader is gone: what it wrote is in the pipe now.
-    let mut eof = pipe.is_none();
-    if let Some(p) = pipe.as_mut() {
-        loop {
-            match p.read_now(&mut buf) {
-                Ok(Some(0)) => {
-                    eof = true;
-                    break;
-                }
-                Ok(Some(n)) => push_lines(&mut splitter, &buf[..n], &mut pending),
-                Ok(None) => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-    }
+    let eof = drain_now(pipe.as_mut(), &mut buf, &mut splitter, &mut pending);
     splitter.finish(|l| pending.push(l));
 
     let outcome = if eof {
@@ -173,21 +157,50 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     // The run ended by itself: the state it saved (if complete) becomes the session's.
     let adopted = tokio::task::spawn_blocking(move || adopt(stop.is_none())).await.unwrap_or(false);
     if stop != Some(Stop::Disconnected) {
-        // Bounded: a client that stopped reading must not hold the session forever.
-        let flush = async {
-            for line in pending.lines {
-                if tx.send(ExecEvent::stdout(line)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(terminal).await;
-        };
-        let grace = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
-        if tokio::time::timeout_at(grace, flush).await.is_err() {
-            tracing::warn!(session = %session_id, "client did not read the end of a session run; dropped");
-        }
+        deliver(&tx, pending, terminal, deadline, &session_id).await;
     }
     Finished { adopted, exit_code: outcome.code(), exit }
+}
+
+/// Reads what `pipe` holds right now into lines. Returns whether it reached the end (or failed);
+/// `None` (already closed) counts as the end.
+fn drain_now(
+    pipe: Option<&mut OutputPipe>,
+    buf: &mut [u8],
+    splitter: &mut LineSplitter,
+    pending: &mut Pending,
+) -> bool {
+    let Some(p) = pipe else { return true };
+    loop {
+        match p.read_now(buf) {
+            Ok(Some(0)) | Err(_) => return true,
+            Ok(Some(n)) => push_lines(splitter, &buf[..n], pending),
+            Ok(None) => return false,
+        }
+    }
+}
+
+/// Sends the lines still pending, then the terminal event; bounded (the run's deadline, and at
+/// least 5 s): a client that stopped reading must not hold the session forever.
+async fn deliver(
+    tx: &mpsc::Sender<ExecEvent>,
+    pending: Pending,
+    terminal: ExecEvent,
+    deadline: tokio::time::Instant,
+    session_id: &str,
+) {
+    let flush = async {
+        for line in pending.lines {
+            if tx.send(ExecEvent::stdout(line)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(terminal).await;
+    };
+    let grace = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+    if tokio::time::timeout_at(grace, flush).await.is_err() {
+        tracing::warn!(session = %session_id, "client did not read the end of a session run; dropped");
+    }
 }
 
 /// The structured exit of a run (X22), for the execution observer: a run execd stopped (deleted
