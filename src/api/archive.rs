@@ -32,15 +32,6 @@ fn format(q: &QueryPairs) -> Result<Format, ApiError> {
     Ok(Format::parse(q.get("format").filter(|f| !f.is_empty()).unwrap_or("tar"))?)
 }
 
-/// A boolean query flag: absent, empty, `false` or `0` is false; `true` or `1` true.
-fn flag(q: &QueryPairs, name: &str) -> Result<bool, ApiError> {
-    match q.get(name) {
-        None | Some("" | "false" | "0") => Ok(false),
-        Some("true" | "1") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!("invalid {name} {other:?}: expected true or false"))),
-    }
-}
-
 /// `GET /files/archive?path=DIR&format=tar|tar.gz|tar.zst|zip&exclude=GLOB…&gitignore=true`.
 /// A missing or non-directory `path` is answered before the body starts; after that an error
 /// cuts the body off (never a clean end-of-archive).
@@ -51,7 +42,7 @@ async fn export(State(state): State<AppState>, q: QueryPairs) -> Result<Response
         dir,
         format,
         exclude: q.all("exclude"),
-        gitignore: flag(&q, "gitignore")?,
+        gitignore: q.flag("gitignore", false)?,
         stall: state.transfers.limits().stall_timeout,
     };
     let permit = state.transfers.admit()?;

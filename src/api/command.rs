@@ -328,24 +328,12 @@ pub async fn interrupt(State(state): State<AppState>, q: QueryPairs) -> Result<R
     Ok(empty_ok())
 }
 
-/// A boolean query flag: absent, `false` or `0` is false; `true` or `1` is true; else 400.
-fn query_flag(q: &QueryPairs, name: &str) -> Result<bool, ApiError> {
-    match q.get(name) {
-        None => Ok(false),
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" || v.is_empty() => Ok(false),
-        Some(v) => Err(ApiError::bad_request(format!("{name}: expected true or false, got {v:?}"))),
-    }
-}
-
 /// A non-negative integer query parameter with a default and an upper bound.
 fn query_u64(q: &QueryPairs, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
-    match q.get(name) {
+    match q.uint(name)? {
         None => Ok(default),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(ApiError::bad_request(format!("{name}: expected an integer from 0 to {max}, got {v:?}"))),
-        },
+        Some(n) if n <= max => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!("invalid {name} {n}: at most {max}"))),
     }
 }
 
@@ -368,7 +356,7 @@ async fn write_stdin(
     q: QueryPairs,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let eof = query_flag(&q, "eof")?;
+    let eof = q.flag("eof", false)?;
     let timeout = query_u64(&q, "timeout_ms", STDIN_TIMEOUT_MS, STDIN_TIMEOUT_MAX_MS)?;
     let stream = body.into_data_stream();
     match state.commands.write_stdin(&id, stream, eof, std::time::Duration::from_millis(timeout)).await {

@@ -91,19 +91,9 @@ fn not_websocket(path: &str) -> Response {
         .into_response()
 }
 
-/// `echo` query flag: absent → `default`.
-fn echo_flag(q: &QueryPairs, default: bool) -> Result<bool, ApiError> {
-    match q.get("echo") {
-        None => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
-        Some(v) => Err(ApiError::bad_request(format!("echo: expected true or false, got {v:?}"))),
-    }
-}
-
 /// `GET /command/ws`: upgrade, then [`serve_exec`].
 async fn exec_ws(State(state): State<AppState>, q: QueryPairs, upgrade: Upgrade) -> Response {
-    let echo = match echo_flag(&q, false) {
+    let echo = match q.flag("echo", false) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
@@ -149,15 +139,11 @@ async fn attach_ws(
     q: QueryPairs,
     upgrade: Upgrade,
 ) -> Response {
-    let since = match q.get("since").map(|v| v.trim().parse::<u64>()) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            let v = q.get("since").unwrap_or_default();
-            return ApiError::bad_request(format!("since: expected a byte offset, got {v:?}")).into_response();
-        }
+    let since = match q.uint("since") {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return e.into_response(),
     };
-    let echo = match echo_flag(&q, true) {
+    let echo = match q.flag("echo", true) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };

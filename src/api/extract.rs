@@ -194,6 +194,26 @@ impl QueryPairs {
     pub fn require(&self, key: &str) -> Result<&str, ApiError> {
         self.get(key).ok_or_else(|| ApiError::missing_query(key))
     }
+    /// A boolean parameter of execd's own routes: `true`/`false` (any case) or `1`/`0`; absent or
+    /// empty is `default`; anything else a 400 naming it.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+        match self.get(key).map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) => Err(ApiError::bad_request(format!("invalid {key} {v:?}: expected true or false"))),
+        }
+    }
+    /// A non-negative integer parameter; absent or empty is `None`; anything else a 400 naming it.
+    pub fn uint(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(key).map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid {key} {v:?}: expected a non-negative integer"))),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
@@ -235,6 +255,20 @@ mod tests {
         assert_eq!(r.command, "");
         let e = decode_lenient::<Req>(b"", KeyFold::Struct).unwrap_err();
         assert!(e.message.contains("EOF"), "{}", e.message);
+    }
+
+    #[test]
+    fn query_flags_and_integers_read_one_way_everywhere() {
+        let q = QueryPairs(url_decode_pairs("a=TRUE&b=0&c=&d=yes&n=42&m=-1&e=+7+"));
+        assert!(q.flag("a", false).unwrap());
+        assert!(!q.flag("b", true).unwrap());
+        assert!(q.flag("c", true).unwrap(), "empty is the default");
+        assert!(q.flag("absent", true).unwrap());
+        assert!(q.flag("d", false).unwrap_err().message.contains("invalid d \"yes\""));
+        assert_eq!(q.uint("n").unwrap(), Some(42));
+        assert_eq!(q.uint("e").unwrap(), Some(7), "`+` is a space, trimmed");
+        assert_eq!((q.uint("c").unwrap(), q.uint("absent").unwrap()), (None, None));
+        assert!(q.uint("m").unwrap_err().message.contains("invalid m \"-1\""));
     }
 
     #[test]

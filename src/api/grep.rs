@@ -45,39 +45,18 @@ async fn grep_files(State(state): State<AppState>, q: QueryPairs) -> Result<Resp
 /// The search options of the query (400 for a value that does not parse).
 fn options(q: &QueryPairs) -> Result<grep::GrepOptions, ApiError> {
     let mut o = grep::GrepOptions::new(q.require("pattern")?);
-    o.regex = flag(q, "regex", o.regex)?;
-    o.ignore_case = flag(q, "ignore_case", o.ignore_case)?;
-    o.hidden = flag(q, "hidden", o.hidden)?;
-    o.gitignore = flag(q, "gitignore", o.gitignore)?;
+    o.regex = q.flag("regex", o.regex)?;
+    o.ignore_case = q.flag("ignore_case", o.ignore_case)?;
+    o.hidden = q.flag("hidden", o.hidden)?;
+    o.gitignore = q.flag("gitignore", o.gitignore)?;
     o.globs = q.all("glob");
     o.excludes = q.all("exclude");
-    if let Some(c) = number(q, "context")? {
+    if let Some(c) = q.uint("context")? {
         o.context = usize::try_from(c).unwrap_or(usize::MAX);
     }
-    if let Some(m) = number(q, "max_matches")? {
+    if let Some(m) = q.uint("max_matches")? {
         o.max_matches = m;
     }
-    o.max_filesize = number(q, "max_filesize")?;
+    o.max_filesize = q.uint("max_filesize")?;
     Ok(o)
-}
-
-/// A boolean parameter: `true`/`false`/`1`/`0`; absent or empty is `default`.
-fn flag(q: &QueryPairs, name: &str, default: bool) -> Result<bool, ApiError> {
-    match q.get(name) {
-        None | Some("") => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
-        Some(v) => Err(ApiError::bad_request(format!("invalid {name} {v:?}: must be true or false"))),
-    }
-}
-
-/// A non-negative integer parameter; absent or empty is `None`.
-fn number(q: &QueryPairs, name: &str) -> Result<Option<u64>, ApiError> {
-    match q.get(name) {
-        None | Some("") => Ok(None),
-        Some(v) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid {name} {v:?}: must be a non-negative integer"))),
-    }
 }
