@@ -171,7 +171,7 @@ const SETTINGS: &[Setting] = &[
         flag: "jupyter-idle-poll-interval",
         env: Some("EXECD_JUPYTER_IDLE_POLL_INTERVAL"),
         default: "100ms",
-        help: "Go duration; <=0 falls back to 100ms",
+        help: "Go duration; accepted for compatibility and ignored: /code ends a run on the kernel's messages, it never polls",
     },
     Setting {
         flag: "state-dir",
