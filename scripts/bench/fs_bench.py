@@ -145,11 +145,14 @@ def main():
             ["find", tree, "-name", "*.txt", "-printf", "%p %s %T@ %C@ %u %g %m\n"],
             ["find", tree, "-name", "*.txt", "-ls"],
         ], runs=max(runs, 9))
-        rows.append(("search 100 000 files (90 000 hits)", t_search, "find -name", t_find, t_find / t_search,
-                     "≥ 0.5× (≤ 2× find's time)", f"{len(out) / 1e6:.1f} MB JSON with FileInfo"))
+        # The goal (issue #14): as fast as find printing the same fields (path, size, both times,
+        # owner and group names, mode); find -name, which never stats, is reported beside it.
+        rows.append(("search 100 000 files (90 000 hits)", t_search, "find -printf (lstat fields, owner names)", t_names,
+                     t_names / t_search, "≥ 1× (as fast as find with the same fields)",
+                     f"{len(out) / 1e6:.1f} MB JSON with FileInfo"))
         rows.append(("", t_search, "find -printf (lstat fields, numeric ids)", t_stat, t_stat / t_search, "floor", ""))
-        rows.append(("", t_search, "find -printf (lstat fields, owner names)", t_names, t_names / t_search, "floor", ""))
         rows.append(("", t_search, "find -ls", t_ls, t_ls / t_search, "floor", ""))
+        rows.append(("", t_search, "find -name (no lstat)", t_find, t_find / t_search, "", "names only"))
 
         print()
         print("| operation | execd | reference | reference time | ratio (reference/execd) | goal | floor / note |")

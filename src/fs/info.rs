@@ -15,13 +15,13 @@ use serde::{Serialize, Serializer};
 use super::{path, FsError};
 use crate::os::accounts;
 
-/// One file as the API reports it. Every key is required by the Python SDK.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One file as the API reports it. Every key is required by the Python SDK. Serialised as
+/// [`FileInfoRef`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
     /// Absolute, cleaned path.
     pub path: String,
     /// `file`, `directory`, `symlink` or `other` (from lstat).
-    #[serde(rename = "type")]
     pub kind: &'static str,
     pub size: u64,
     /// mtime, RFC 3339 in UTC.
@@ -32,6 +32,38 @@ pub struct FileInfo {
     pub group: Name,
     /// Permission bits as octal digits in a decimal integer (0o644 → 644).
     pub mode: u32,
+}
+
+/// The wire form of a [`FileInfo`], borrowed: a FileInfo serialises through it, and the search
+/// writes it straight from an lstat (no path `String`, no shared name's reference count touched
+/// per entry).
+#[derive(Debug, Serialize)]
+pub struct FileInfoRef<'a> {
+    pub path: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub size: u64,
+    pub modified_at: Timestamp,
+    pub created_at: Timestamp,
+    pub owner: &'a str,
+    pub group: &'a str,
+    pub mode: u32,
+}
+
+impl Serialize for FileInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FileInfoRef {
+            path: &self.path,
+            kind: self.kind,
+            size: self.size,
+            modified_at: self.modified_at,
+            created_at: self.created_at,
+            owner: self.owner.as_str(),
+            group: self.group.as_str(),
+            mode: self.mode,
+        }
+        .serialize(s)
+    }
 }
 
 /// A user or group name (or a numeric id as text). Cheap to clone: walks report the same few
@@ -154,195 +186,6 @@ impl Serialize for Timestamp {
     }
 }
 
-impl Timestamp {
-    /// Appends the timestamp as a JSON string (what its `Serialize` writes), without allocating
-    /// for four-digit years.
-    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        let mut buf = [0u8; 32];
-        out.push(b'"');
-        match self.format(&mut buf) {
-            Some(n) => put(out, &buf[..n]),
-            None => put(out, rfc3339(self.secs, i64::from(self.nanos)).as_bytes()),
-        }
-        out.push(b'"');
-    }
-}
-
-/// The lstat fields a [`FileInfo`] is made of, from a raw `stat` (walks that use `fstatat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StatFields {
-    pub mode: u32,
-    pub size: u64,
-    pub uid: u32,
-    pub gid: u32,
-    pub modified_at: Timestamp,
-    pub created_at: Timestamp,
-}
-
-impl StatFields {
-    /// From rustix's `statat(.., SYMLINK_NOFOLLOW)`.
-    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
-    pub(crate) fn from_rustix(st: &rustix::fs::Stat) -> StatFields {
-        StatFields {
-            mode: st.st_mode as u32,
-            size: st.st_size as u64,
-            uid: st.st_uid as u32,
-            gid: st.st_gid as u32,
-            modified_at: Timestamp::new(st.st_mtime as i64, st.st_mtime_nsec as i64),
-            created_at: Timestamp::new(st.st_ctime as i64, st.st_ctime_nsec as i64),
-        }
-    }
-
-    /// From std's metadata (lstat).
-    pub(crate) fn from_metadata(meta: &Metadata) -> StatFields {
-        StatFields {
-            mode: meta.mode(),
-            size: meta.size(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            modified_at: Timestamp::new(meta.mtime(), meta.mtime_nsec()),
-            created_at: Timestamp::new(meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-
-    /// Whether the entry is a directory.
-    pub(crate) fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-}
-
-/// The type name of a `st_mode` (same answers as [`kind_of`]).
-pub(crate) fn kind_of_mode(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFLNK => "symlink",
-        libc::S_IFDIR => "directory",
-        libc::S_IFREG => "file",
-        _ => "other",
-    }
-}
-
-/// Writes FileInfo JSON objects straight into a byte buffer, byte for byte what
-/// `serde_json::to_writer(&FileInfo)` produces, without building a FileInfo: no path `String`,
-/// no name lookups per entry (the `"owner":..,"group":..` text is kept for the last uid/gid
-/// pair, which in a walk is nearly always the next one's too).
-pub(crate) struct InfoJsonWriter<'a> {
-    accounts: &'a Accounts,
-    owner_key: Option<(u32, u32)>,
-    owner_text: Vec<u8>,
-    /// The second whose text is in `time_text[..19]` (files of a tree often share it, and a
-    /// file's two times nearly always do).
-    time_secs: Option<i64>,
-    time_text: [u8; 32],
-}
-
-impl<'a> InfoJsonWriter<'a> {
-    pub(crate) fn new(accounts: &'a Accounts) -> InfoJsonWriter<'a> {
-        InfoJsonWriter {
-            accounts,
-            owner_key: None,
-            owner_text: Vec::with_capacity(64),
-            time_secs: None,
-            time_text: [0; 32],
-        }
-    }
-
-    /// What [`Timestamp::write_json`] writes, reusing the date and time of the last second.
-    fn write_time(&mut self, out: &mut Vec<u8>, t: &Timestamp) {
-        if self.time_secs != Some(t.secs) {
-            if !t.format_secs(&mut self.time_text) {
-                t.write_json(out);
-                return;
-            }
-            self.time_secs = Some(t.secs);
-        }
-        let len = t.format_fraction(&mut self.time_text);
-        out.push(b'"');
-        put(out, &self.time_text[..len]);
-        out.push(b'"');
-    }
-
-    /// Appends `{"path":..,..,"mode":..}` for `path` with lstat fields `st`.
-    pub(crate) fn write(&mut self, out: &mut Vec<u8>, path: &str, st: &StatFields) {
-        if self.owner_key != Some((st.uid, st.gid)) {
-            self.owner_text.clear();
-            self.owner_text.extend_from_slice(b",\"owner\":");
-            json_str(&mut self.owner_text, self.accounts.user_name(st.uid).as_str());
-            self.owner_text.extend_from_slice(b",\"group\":");
-            json_str(&mut self.owner_text, self.accounts.group_name(st.gid).as_str());
-            self.owner_key = Some((st.uid, st.gid));
-        }
-        out.extend_from_slice(b"{\"path\":");
-        json_str(out, path);
-        out.extend_from_slice(b",\"type\":\"");
-        put(out, kind_of_mode(st.mode).as_bytes());
-        out.extend_from_slice(b"\",\"size\":");
-        json_u64(out, st.size);
-        out.extend_from_slice(b",\"modified_at\":");
-        self.write_time(out, &st.modified_at);
-        out.extend_from_slice(b",\"created_at\":");
-        self.write_time(out, &st.created_at);
-        put(out, &self.owner_text);
-        out.extend_from_slice(b",\"mode\":");
-        json_u64(out, u64::from(mode_to_wire(st.mode)));
-        out.push(b'}');
-    }
-}
-
-/// Appends `bytes`, short pieces word by word. The static build's libc (musl) has a `memcpy`
-/// (`rep movsq` after a byte loop) that costs about 100 cycles a call however short, and a
-/// FileInfo is a dozen short pieces (a 100k-file search made ~1 000 000 calls before this).
-#[inline(always)]
-pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    if n > 64 {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    if n < 8 {
-        for &b in bytes {
-            out.push(b);
-        }
-        return;
-    }
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        out.extend_from_slice(&<[u8; 8]>::try_from(word).unwrap_or_default());
-    }
-    let rest = words.remainder().len();
-    if rest > 0 {
-        // The last 8 bytes, over the `8 - rest` already written before them.
-        out.truncate(out.len() - (8 - rest));
-        out.extend_from_slice(&<[u8; 8]>::try_from(&bytes[n - 8..]).unwrap_or_default());
-    }
-}
-
-/// A JSON string with serde_json's escaping.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        put(out, s.as_bytes());
-        out.push(b'"');
-        return;
-    }
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-/// Decimal digits of `v`.
-fn json_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    put(out, &buf[i..]);
-}
-
 /// Users and groups from `/etc/passwd` and `/etc/group`, read once per request.
 #[derive(Debug, Default, Clone)]
 pub struct Accounts {
@@ -452,18 +295,26 @@ pub fn from_metadata_owned(path: String, meta: &Metadata, accounts: &Accounts) -
     }
 }
 
-/// The FileInfo of `path` from raw lstat fields (the reference the JSON writer is tested against).
-#[cfg(test)]
-pub(crate) fn from_stat_fields(path: String, st: &StatFields, accounts: &Accounts) -> FileInfo {
-    FileInfo {
+/// The wire form of `path` from a raw lstat (the search stats relative to an open directory,
+/// which std's `Metadata` cannot come from), with its owner and group names.
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+pub fn from_stat<'a>(path: &'a str, st: &rustix::fs::Stat, owner: &'a str, group: &'a str) -> FileInfoRef<'a> {
+    use rustix::fs::FileType;
+    let mode = st.st_mode as u32;
+    FileInfoRef {
         path,
-        kind: kind_of_mode(st.mode),
-        size: st.size,
-        modified_at: st.modified_at,
-        created_at: st.created_at,
-        owner: accounts.user_name(st.uid),
-        group: accounts.group_name(st.gid),
-        mode: mode_to_wire(st.mode),
+        kind: match FileType::from_raw_mode(mode) {
+            FileType::Symlink => "symlink",
+            FileType::Directory => "directory",
+            FileType::RegularFile => "file",
+            _ => "other",
+        },
+        size: st.st_size as u64,
+        modified_at: Timestamp::new(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        created_at: Timestamp::new(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        owner,
+        group,
+        mode: mode_to_wire(mode),
     }
 }
 
@@ -523,68 +374,22 @@ mod tests {
     }
 
     #[test]
-    fn json_writer_matches_serde() {
-        let accounts = Accounts::parse("root:x:0:0::/:/x\nq\"u:x:5:5::/:/x\n", "root:x:0:\nweird\\g:x:7:\n");
-        let mut w = InfoJsonWriter::new(&accounts);
-        let paths = ["/a.txt", "/t/with \"quote\" and \\ and \u{1}\n\t", "/ü/日本.txt", ""];
-        let modes = [libc::S_IFREG | 0o644, libc::S_IFLNK | 0o777, libc::S_IFIFO | 0o600, libc::S_IFSOCK | 0o4755];
-        let ids = [(0, 0), (5, 7), (1234, 99), (5, 0), (5, 0)];
-        for (i, path) in paths.iter().enumerate() {
-            for (j, &mode) in modes.iter().enumerate() {
-                for (k, &(uid, gid)) in ids.iter().enumerate() {
-                    let st = StatFields {
-                        mode,
-                        size: [0, 1, 9, 10, 12_345, u64::MAX][(i + j + k) % 6],
-                        uid,
-                        gid,
-                        modified_at: Timestamp::new(
-                            1_700_000_000 + (i * 7 + k) as i64,
-                            [0, 5_000_000, 123_456_789][j % 3],
-                        ),
-                        created_at: Timestamp::new(-86_401 * k as i64, 1_000 * j as i64),
-                    };
-                    let mut out = Vec::new();
-                    w.write(&mut out, path, &st);
-                    let want = serde_json::to_string(&from_stat_fields(path.to_string(), &st, &accounts)).unwrap();
-                    assert_eq!(String::from_utf8(out).unwrap(), want);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for v in [0u64, 7, 10, 99, 100, 1 << 40, u64::MAX] {
-            out.clear();
-            json_u64(&mut out, v);
-            assert_eq!(out, v.to_string().as_bytes());
-        }
-    }
-
-    #[test]
-    fn put_appends_exactly_the_bytes_for_every_length() {
-        let source: Vec<u8> = (0..100u8).map(|b| b.wrapping_mul(7).wrapping_add(1)).collect();
-        for prefix in [0usize, 1, 9] {
-            for n in 0..=source.len() {
-                let mut out = vec![0xEE; prefix];
-                put(&mut out, &source[..n]);
-                let mut want = vec![0xEE; prefix];
-                want.extend_from_slice(&source[..n]);
-                assert_eq!(out, want, "prefix {prefix}, length {n}");
-            }
-        }
-    }
-
-    #[test]
-    fn stat_fields_from_metadata_and_stat_agree() {
+    fn from_stat_and_from_metadata_agree() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"hello").unwrap();
-        let meta = std::fs::symlink_metadata(&file).unwrap();
-        let st = rustix::fs::statat(rustix::fs::CWD, &file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        let (a, b) = (StatFields::from_metadata(&meta), StatFields::from_rustix(&st));
-        assert_eq!(a, b);
-        assert_eq!(kind_of_mode(a.mode), kind_of(&meta));
-        assert!(!a.is_dir());
-        let st = rustix::fs::statat(rustix::fs::CWD, dir.path(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        assert!(StatFields::from_rustix(&st).is_dir());
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        let fifo = dir.path().join("p");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, 0o600.into(), 0).unwrap();
+        let accounts = Accounts::load();
+        for path in [file, dir.path().join("l"), fifo, dir.path().to_path_buf()] {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let st = rustix::fs::statat(rustix::fs::CWD, &path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+            let (owner, group) = (accounts.user_name(st.st_uid), accounts.group_name(st.st_gid));
+            let fast = from_stat(path.to_str().unwrap(), &st, owner.as_str(), group.as_str());
+            let info = from_metadata(&path, &meta, &accounts);
+            assert_eq!(serde_json::to_string(&fast).unwrap(), serde_json::to_string(&info).unwrap(), "{path:?}");
+        }
     }
 
     #[test]
@@ -619,9 +424,7 @@ mod tests {
             let n = [0, (x % 1000) as i64 * 1_000_000, (x % 1_000_000) as i64 * 1_000, (x % 1_000_000_000) as i64]
                 [(x >> 60) as usize % 4];
             let t = Timestamp::new(s, n);
-            let mut json = Vec::new();
-            t.write_json(&mut json);
-            assert_eq!(json, format!("\"{}\"", rfc3339(s, n)).into_bytes(), "{s}.{n}");
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", rfc3339(s, n)), "{s}.{n}");
         }
         // Outside four-digit years chrono takes over.
         assert_eq!(Timestamp::new(253_402_300_800, 0).to_string(), rfc3339(253_402_300_800, 0));

@@ -7,18 +7,21 @@
 //! `{a,b}`, `\` escapes, and a leading `!(pat)rest`, which matches when `pat rest` does not.
 //! Because only the base name is matched, `**/x` matches `x` and `dir/*.go` matches nothing.
 
-use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 use tokio::sync::mpsc;
+use walkdir::WalkDir;
 
 use super::bufpool::{BufPool, PooledChunk};
-use super::info::{put, Accounts, InfoJsonWriter, StatFields};
+use super::info::{self, Accounts, Name};
 use super::{path, FsError};
 
 /// A compiled base-name pattern.
@@ -77,37 +80,38 @@ fn matching_paren(s: &str) -> Option<usize> {
     None
 }
 
-/// Matches per batch of `lstat` and JSON work (about 56 KiB of JSON).
+/// Hits per batch: one `lstat` + JSON job on the blocking pool (about 56 KiB of JSON).
 const BATCH: usize = 256;
-/// Directories a batch may refer to (each holds its directory open until the batch is done).
-const BATCH_DIRS: usize = 32;
-/// Directories kept open (for `openat`/`fstatat` relative to them) along the current branch;
-/// deeper ones are read, closed, and their entries reached by full path.
+/// Directories kept open along the current branch (walkdir's `max_open`); deeper ones are read
+/// in full and closed.
 const MAX_OPEN_DIRS: usize = 48;
 /// Entries between checks that the reader is still there when nothing matches.
 const CLOSED_CHECK: u32 = 4096;
 
 /// Buffers a search's pool keeps: more than can be in flight at once.
 const POOL_MAX: usize = 16;
+/// JSON bytes a batch's buffer is made for (a FileInfo is about 220 bytes).
+const BATCH_JSON: usize = BATCH * 240;
 
-/// Part of the search result (JSON text); its buffer goes back to the search's pool when it
-/// is dropped.
+/// Part of the search result (JSON text); its buffer goes back to the search's pool when it is
+/// dropped (a fresh 60 KiB buffer per batch costs musl's allocator an mmap, 15 page faults and
+/// a munmap: about 10 % of a 100 000-file search).
 pub type SearchChunk = PooledChunk;
 
-fn new_pool() -> BufPool {
-    BufPool::new(POOL_MAX, 4 * BATCH * 256)
-}
-
-/// The result of one batch: comma-prefixed FileInfo objects, then the error that cut it short.
+/// A batch's result: comma-prefixed FileInfo objects, then the error that cut it short.
 struct BatchOut {
     json: Vec<u8>,
     error: Option<FsError>,
 }
 
-/// One step of the result, in walk order: done by the walker, or running on a worker.
+/// One step of the result, in walk order.
 enum Piece {
+    /// A batch done by the walk itself (a search with a single batch).
     Ready(BatchOut),
+    /// A batch running on the blocking pool.
     Pending(tokio::task::JoinHandle<BatchOut>),
+    /// The walk failed after the batches before it.
+    Failed(FsError),
 }
 
 /// The search result as JSON text: chunks of comma-separated FileInfo objects (the caller adds
@@ -116,8 +120,8 @@ pub struct SearchStream {
     rx: mpsc::Receiver<Piece>,
     pool: BufPool,
     first: bool,
+    /// The error that ends the stream once the JSON before it is out.
     error: Option<FsError>,
-    /// After an error: nothing more comes, whatever the walk had queued.
     ended: bool,
 }
 
@@ -129,6 +133,7 @@ impl SearchStream {
                 return None;
             }
             if let Some(e) = self.error.take() {
+                // Nothing more comes, whatever the walk had queued.
                 self.rx.close();
                 self.ended = true;
                 return Some(Err(e));
@@ -139,6 +144,7 @@ impl SearchStream {
                     json: Vec::new(),
                     error: Some(FsError::Failed(format!("error searching files: worker failed: {e}"))),
                 }),
+                Piece::Failed(e) => BatchOut { json: Vec::new(), error: Some(e) },
             };
             self.error = out.error;
             if out.json.is_empty() {
@@ -154,333 +160,229 @@ impl SearchStream {
 /// Starts searching under `root` (expanded, made absolute; must exist by stat, else 404).
 /// An invalid pattern is reported when the first entry is tested, as upstream.
 ///
-/// One blocking thread walks (`getdents`, names sorted, matching) and hands the hits in batches
-/// to the blocking pool, which does the `fstatat` (relative to the open parent directory) and
-/// writes the JSON; the stream yields the batches in walk order. At most `2 × cores` batches are
-/// in flight, so memory and open directories stay bounded whatever the tree.
+/// One blocking thread walks (walkdir: names sorted bytewise, as Go's `filepath.Walk`; symlinks
+/// not followed) and tests each non-directory's base name; batches of hits go to the blocking
+/// pool, which lstats them and writes their JSON, so the walk and the stat work run side by
+/// side (BENCHMARKS.md, "search"). The stream yields the batches in walk order; at most
+/// `2 × cores` are in flight, so memory stays bounded whatever the tree.
 pub fn search(root: &str, pattern: &str) -> SearchStream {
     let root_given = root.to_string();
     let pattern = pattern.to_string();
     let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4) * 2;
     let (tx, rx) = mpsc::channel(in_flight);
     let runtime = tokio::runtime::Handle::current();
-    let pool = new_pool();
-    let walker_pool = pool.clone();
+    let pool = BufPool::new(POOL_MAX, BATCH_JSON * 4);
+    let walk_pool = pool.clone();
     super::identity::spawn_blocking_on(&runtime.clone(), move || {
         let accounts = Arc::new(Accounts::load());
-        let mut walker = Walker {
-            matcher: Ok(NameMatcher::Glob(GlobSet::empty())),
-            accounts,
-            pool: walker_pool,
-            runtime,
-            tx,
-            batch: Batch::default(),
-            group: None,
-            dispatched: false,
-            path: Vec::new(),
-            dirbuf: Vec::with_capacity(32 * 1024),
-            visited: 0,
-        };
-        let res = run(&root_given, &pattern, &mut walker);
+        let mut walk = Walk { tx, runtime, accounts, pool: walk_pool, batch: Batch::default(), dispatched: false };
+        let res = run(&root_given, &pattern, &mut walk);
         // Entries found before an error are delivered first, as upstream would have listed them.
-        if walker.finish() {
+        if walk.finish() {
             if let Err(e) = res {
-                let _ = walker.tx.blocking_send(Piece::Ready(BatchOut { json: Vec::new(), error: Some(e) }));
+                let _ = walk.tx.blocking_send(Piece::Failed(e));
             }
         }
     });
     SearchStream { rx, pool, first: true, error: None, ended: false }
 }
 
-/// A directory hits of a batch live in: its open fd (while the walk keeps one) and its path
-/// with a trailing `/`.
-struct Group {
-    dir: Option<Arc<OwnedFd>>,
-    prefix: Vec<u8>,
-}
-
-/// Hits waiting for their `lstat`.
-#[derive(Default)]
-struct Batch {
-    groups: Vec<Group>,
-    /// NUL-terminated names, back to back.
-    names: Vec<u8>,
-    /// (group, start in `names`, length without the NUL, lstat when the walk already did it).
-    entries: Vec<(u32, u32, u32, Option<StatFields>)>,
-}
-
-impl Batch {
-    /// `lstat` of every hit and its FileInfo JSON, each object preceded by a comma. Entries
-    /// gone since the walk saw them are skipped; another error ends the batch.
-    fn run(&self, accounts: &Accounts, pool: &BufPool) -> BatchOut {
-        let mut json = InfoJsonWriter::new(accounts);
-        let mut out = pool.take(self.entries.len() * 240);
-        let mut path = Vec::with_capacity(256);
-        for &(group, start, len, stat) in &self.entries {
-            let group = &self.groups[group as usize];
-            let name_z = &self.names[start as usize..(start + len + 1) as usize];
-            path.clear();
-            put(&mut path, &group.prefix);
-            put(&mut path, &name_z[..name_z.len() - 1]);
-            let st = match stat {
-                Some(st) => st,
-                None => {
-                    let dirfd = group.dir.as_ref().map(|d| d.as_fd());
-                    match lstat_at(dirfd, CStr::from_bytes_with_nul(name_z).unwrap_or_default(), &path) {
-                        Ok(st) => StatFields::from_rustix(&st),
-                        Err(Errno::NOENT) => continue,
-                        Err(e) => {
-                            let path = String::from_utf8_lossy(&path);
-                            return BatchOut {
-                                json: out,
-                                error: Some(FsError::io_no_404("lstat", Path::new(&*path), e.into())),
-                            };
-                        }
-                    }
-                }
-            };
-            out.push(b',');
-            json.write(&mut out, &String::from_utf8_lossy(&path), &st);
-        }
-        BatchOut { json: out, error: None }
-    }
-}
-
-/// One directory being walked: its entries (names sorted bytewise, as Go's `filepath.Walk`
-/// and walkdir's `sort_by_file_name`), read in full before any is visited.
-struct Frame {
-    /// Open while the branch is at most [`MAX_OPEN_DIRS`] deep.
-    dir: Option<Arc<OwnedFd>>,
-    /// Length of the walker's path buffer for this directory, trailing `/` included.
-    prefix: usize,
-    /// NUL-terminated names, back to back.
-    names: Vec<u8>,
-    /// ([`sort_key`], start in `names`, length without the NUL, d_type), sorted by name.
-    entries: Vec<(u64, u32, u32, FileType)>,
-    next: usize,
-}
-
-impl Frame {
-    /// Reads the directory `fd` with `getdents64` into `buf` (any size above one entry works;
-    /// 32 KiB takes about 1 000 names per call), copying each name once.
-    fn read(fd: OwnedFd, prefix: usize, keep_open: bool, buf: &mut Vec<u8>) -> rustix::io::Result<Frame> {
-        let mut names = Vec::new();
-        let mut entries = Vec::new();
-        let mut dir = RawDir::new(&fd, buf.spare_capacity_mut());
-        while let Some(entry) = dir.next() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes_with_nul();
-            if name == b".\0" || name == b"..\0" {
-                continue;
-            }
-            let len = name.len() - 1;
-            entries.push((sort_key(&name[..len]), names.len() as u32, len as u32, entry.file_type()));
-            put(&mut names, name);
-        }
-        entries.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| names[a.1 as usize..(a.1 + a.2) as usize].cmp(&names[b.1 as usize..(b.1 + b.2) as usize]))
-        });
-        Ok(Frame { dir: keep_open.then(|| Arc::new(fd)), prefix, names, entries, next: 0 })
-    }
-}
-
-/// The first 8 bytes of a name as a big-endian number, zero-padded: names hold no NUL, so
-/// comparing keys orders names bytewise up to their first 8 bytes, and only names that share
-/// those need the full comparison.
-fn sort_key(name: &[u8]) -> u64 {
-    let n = name.len().min(8);
-    let key = name[..n].iter().fold(0u64, |key, &b| key << 8 | u64::from(b));
-    match n {
-        0 => 0,
-        8 => key,
-        _ => key << (8 * (8 - n)),
-    }
-}
-
-/// `lstat` of an entry: relative to its open directory, else by full path.
-fn lstat_at(dirfd: Option<BorrowedFd<'_>>, name: &CStr, full: &[u8]) -> rustix::io::Result<rustix::fs::Stat> {
-    match dirfd {
-        Some(fd) => rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW),
-        None => rustix::fs::statat(CWD, full, AtFlags::SYMLINK_NOFOLLOW),
-    }
-}
-
-/// Opens a directory (never through a symlink) relative to `dirfd`, else by full path.
-fn open_dir(dirfd: Option<BorrowedFd<'_>>, name: &CStr, full: &[u8]) -> rustix::io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match dirfd {
-        Some(fd) => rustix::fs::openat(fd, name, flags, Mode::empty()),
-        None => rustix::fs::openat(CWD, full, flags, Mode::empty()),
-    }
-}
-
-fn walk_error(at: &[u8], e: Errno) -> FsError {
-    FsError::io_no_404("error searching files: walking", Path::new(&*String::from_utf8_lossy(at)), e.into())
-}
-
-/// Pre-order walk of one search, feeding batches of hits to the blocking pool.
-struct Walker {
-    /// The compiled pattern, or why it does not compile (reported at the first entry tested).
-    matcher: Result<NameMatcher, FsError>,
+/// The walk's side: hits waiting for their batch to fill, and where batches go.
+struct Walk {
+    tx: mpsc::Sender<Piece>,
+    runtime: tokio::runtime::Handle,
     accounts: Arc<Accounts>,
     pool: BufPool,
-    runtime: tokio::runtime::Handle,
-    tx: mpsc::Sender<Piece>,
     batch: Batch,
-    /// The current directory's index in `batch.groups`, once it has a hit there.
-    group: Option<u32>,
     /// Whether a batch went to the pool (else a search with a single batch does it inline).
     dispatched: bool,
-    /// The current entry's absolute path.
-    path: Vec<u8>,
-    /// `getdents64` buffer, reused for every directory.
-    dirbuf: Vec<u8>,
-    visited: u32,
 }
 
-impl Walker {
-    /// Tests one non-directory entry (`name_z`: its NUL-terminated name in `frame`; its full
-    /// path is in `self.path`) and adds it to the batch when it matches. `stat`: its lstat
-    /// when already known. False: the reader is gone.
-    fn test(&mut self, frame: Option<&Frame>, name_z: &[u8], stat: Option<StatFields>) -> Result<bool, FsError> {
-        let matcher = self.matcher.as_ref().map_err(|e| FsError::Failed(e.to_string()))?;
-        if !matcher.is_match(&String::from_utf8_lossy(&name_z[..name_z.len() - 1])) {
-            return Ok(true);
-        }
-        let group = match self.group {
-            Some(g) => g,
-            None => {
-                let prefix = frame.map_or(self.path.len() - (name_z.len() - 1), |f| f.prefix);
-                self.batch
-                    .groups
-                    .push(Group { dir: frame.and_then(|f| f.dir.clone()), prefix: self.path[..prefix].to_vec() });
-                let g = (self.batch.groups.len() - 1) as u32;
-                self.group = Some(g);
-                g
-            }
-        };
-        let start = self.batch.names.len() as u32;
-        put(&mut self.batch.names, name_z);
-        self.batch.entries.push((group, start, (name_z.len() - 1) as u32, stat));
-        if self.batch.entries.len() >= BATCH || self.batch.groups.len() >= BATCH_DIRS {
-            return Ok(self.dispatch());
-        }
-        Ok(true)
+impl Walk {
+    /// Adds a hit; false once the reader is gone.
+    fn hit(&mut self, path: &Path) -> bool {
+        self.batch.paths.extend_from_slice(path.as_os_str().as_bytes());
+        self.batch.ends.push(self.batch.paths.len());
+        self.batch.ends.len() < BATCH || self.dispatch()
     }
 
-    /// Hands the batch to the blocking pool. False: the reader is gone.
+    /// Hands the batch to the blocking pool; false once the reader is gone.
     fn dispatch(&mut self) -> bool {
-        self.group = None;
         let batch = std::mem::take(&mut self.batch);
-        let accounts = Arc::clone(&self.accounts);
-        let pool = self.pool.clone();
-        let task = super::identity::spawn_blocking_on(&self.runtime, move || batch.run(&accounts, &pool));
+        let (accounts, pool) = (Arc::clone(&self.accounts), self.pool.clone());
+        let task = super::identity::spawn_blocking_on(&self.runtime, move || to_json(&batch, &accounts, &pool));
         self.dispatched = true;
         self.tx.blocking_send(Piece::Pending(task)).is_ok()
     }
 
-    /// Sends what is left of the batch (inline when it is the only one). False: the reader
+    /// Sends what is left of the batch (inline when it is the only one); false once the reader
     /// is gone.
     fn finish(&mut self) -> bool {
-        if self.batch.entries.is_empty() {
+        if self.batch.ends.is_empty() {
             return !self.tx.is_closed();
         }
         if self.dispatched {
             return self.dispatch();
         }
-        let out = self.batch.run(&self.accounts, &self.pool);
+        let out = to_json(&self.batch, &self.accounts, &self.pool);
         self.tx.blocking_send(Piece::Ready(out)).is_ok()
     }
+}
 
-    /// Walks the directory at `self.path` (opened as `root`) to the end, or until the reader
-    /// goes away.
-    fn walk(&mut self, root: OwnedFd) -> Result<(), FsError> {
-        if self.path.last() != Some(&b'/') {
-            self.path.push(b'/');
-        }
-        let root_len = self.path.len();
-        let root = Frame::read(root, root_len, true, &mut self.dirbuf);
-        let mut stack = vec![root.map_err(|e| walk_error(&self.path[..root_len - 1], e))?];
-        loop {
-            let depth = stack.len();
-            let Some(frame) = stack.last_mut() else { break };
-            let Some(&(_, start, len, dtype)) = frame.entries.get(frame.next) else {
-                stack.pop();
-                self.group = None;
-                continue;
-            };
-            frame.next += 1;
-            let frame = &*frame;
-            let name_z = &frame.names[start as usize..(start + len + 1) as usize];
-            let name = CStr::from_bytes_with_nul(name_z).unwrap_or_default();
-            self.path.truncate(frame.prefix);
-            put(&mut self.path, &name_z[..name_z.len() - 1]);
-            let dirfd = frame.dir.as_ref().map(|d| d.as_fd());
+/// The paths of a batch's hits, back to back in one buffer: the walk allocates (and frees)
+/// nothing per hit for the workers, so the threads do not contend for musl's allocator lock.
+#[derive(Default)]
+struct Batch {
+    paths: Vec<u8>,
+    /// Where each path ends in `paths`.
+    ends: Vec<usize>,
+}
 
-            self.visited = self.visited.wrapping_add(1);
-            if self.visited.is_multiple_of(CLOSED_CHECK) && self.tx.is_closed() {
-                return Ok(());
+/// `lstat` of every hit and its FileInfo JSON, each object preceded by a comma. Entries gone
+/// since the walk saw them are skipped; another error ends the batch.
+fn to_json(batch: &Batch, accounts: &Accounts, pool: &BufPool) -> BatchOut {
+    let mut json = pool.take(BATCH_JSON);
+    let mut parent = Parent::default();
+    // The names of the last owner and group (a tree's files nearly always share them).
+    let mut names: Option<((u32, u32), Name, Name)> = None;
+    let mut start = 0;
+    for &end in &batch.ends {
+        let path = Path::new(OsStr::from_bytes(&batch.paths[start..end]));
+        start = end;
+        let stat = match parent.lstat(path) {
+            Ok(stat) => stat,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return BatchOut { json, error: Some(FsError::io_no_404("lstat", path, e.into())) },
+        };
+        json.push(b',');
+        let ids = (stat.st_uid, stat.st_gid);
+        let (_, owner, group) = match names {
+            Some(ref n) if n.0 == ids => n,
+            _ => names.insert((ids, accounts.user_name(ids.0), accounts.group_name(ids.1))),
+        };
+        let text = path.to_string_lossy();
+        let info = info::from_stat(&text, &stat, owner.as_str(), group.as_str());
+        serde_json::to_writer(ShortCopy(&mut json), &info).expect("a FileInfo always serialises");
+    }
+    BatchOut { json, error: None }
+}
+
+/// What serde_json writes into, copying short pieces word by word. The static build's libc
+/// (musl) has a `memcpy` that costs about 100 cycles a call however short, and serde_json writes
+/// a FileInfo as some 35 pieces: `memcpy` was the largest user-space item of a 100 000-file
+/// search's profile (11 %) before this (BENCHMARKS.md, "search").
+struct ShortCopy<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for ShortCopy<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let (out, n) = (&mut *self.0, bytes.len());
+        if n > 64 {
+            out.extend_from_slice(bytes);
+        } else if n < 8 {
+            for &b in bytes {
+                out.push(b);
             }
-            // The type from getdents; filesystems that do not report it need an lstat.
-            let (is_dir, stat) = match dtype {
-                FileType::Directory => (true, None),
-                FileType::Unknown => match lstat_at(dirfd, name, &self.path) {
-                    Ok(st) => {
-                        let st = StatFields::from_rustix(&st);
-                        (st.is_dir(), Some(st))
-                    }
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(walk_error(&self.path, e)),
-                },
-                _ => (false, None),
-            };
-            if is_dir {
-                let keep_open = depth < MAX_OPEN_DIRS;
-                let child = open_dir(dirfd, name, &self.path)
-                    .and_then(|fd| Frame::read(fd, self.path.len() + 1, keep_open, &mut self.dirbuf));
-                match child {
-                    Ok(child) => {
-                        self.path.push(b'/');
-                        stack.push(child);
-                        self.group = None;
-                    }
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(walk_error(&self.path, e)),
-                }
-                continue;
+        } else {
+            let mut words = bytes.chunks_exact(8);
+            for word in &mut words {
+                out.extend_from_slice(&<[u8; 8]>::try_from(word).expect("8 bytes"));
             }
-            if !self.test(Some(frame), name_z, stat)? {
-                return Ok(());
+            let rest = words.remainder().len();
+            if rest > 0 {
+                // The last 8 bytes, over the `8 - rest` already written before them.
+                out.truncate(out.len() - (8 - rest));
+                out.extend_from_slice(&<[u8; 8]>::try_from(&bytes[n - 8..]).expect("8 bytes"));
             }
         }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-fn run(root_given: &str, pattern: &str, walker: &mut Walker) -> Result<(), FsError> {
-    walker.matcher = NameMatcher::new(pattern);
+/// The directory of the last hit, open, so a hit's lstat resolves one name rather than its
+/// whole path (hits come directory by directory).
+#[derive(Default)]
+struct Parent {
+    dir: Option<(PathBuf, OwnedFd)>,
+}
+
+impl Parent {
+    /// lstat of `path`: relative to its directory when that opens, else by full path.
+    fn lstat(&mut self, path: &Path) -> rustix::io::Result<Stat> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW);
+        };
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            self.dir = rustix::fs::openat(CWD, parent, flags, Mode::empty()).ok().map(|fd| (parent.to_path_buf(), fd));
+        }
+        match &self.dir {
+            Some((_, fd)) => rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            None => rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW),
+        }
+    }
+}
+
+fn walk_error(at: &Path, e: std::io::Error) -> FsError {
+    FsError::io_no_404("error searching files: walking", at, e)
+}
+
+fn run(root_given: &str, pattern: &str, out: &mut Walk) -> Result<(), FsError> {
+    let matcher = NameMatcher::new(pattern);
+    let matches = |name: &OsStr| match &matcher {
+        Ok(m) => Ok(m.is_match(&name.to_string_lossy())),
+        Err(e) => Err(FsError::Failed(e.to_string())),
+    };
     let abs = path::resolve_checked(root_given)?;
     std::fs::metadata(&abs).map_err(|e| FsError::io("stat", &abs, e))?;
     // The root itself by lstat: a symlink (even to a directory) or a file is one entry, tested
     // by its base name; only a real directory is walked.
     let meta = match std::fs::symlink_metadata(&abs) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(FsError::io_no_404("error searching files: walking", &abs, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(walk_error(&abs, e)),
     };
-    walker.path = abs.as_os_str().as_encoded_bytes().to_vec();
     if !meta.is_dir() {
-        let mut name_z = abs.file_name().unwrap_or(abs.as_os_str()).as_encoded_bytes().to_vec();
-        name_z.push(0);
-        walker.test(None, &name_z, Some(StatFields::from_metadata(&meta)))?;
+        if matches(abs.file_name().unwrap_or(abs.as_os_str()))? {
+            out.hit(&abs);
+        }
         return Ok(());
     }
-    match open_dir(None, c"", walker.path.as_slice()) {
-        Ok(fd) => walker.walk(fd),
-        Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(walk_error(abs.as_os_str().as_encoded_bytes(), e)),
+    // Siblings share their parent's path, so their full paths sort as their names do; walkdir's
+    // `sort_by_file_name` takes each name apart from its path per comparison, which cost more
+    // than the whole walk of a 1 000-entry directory (BENCHMARKS.md, "search").
+    let walk = WalkDir::new(&abs)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by(|a, b| a.path().as_os_str().as_bytes().cmp(b.path().as_os_str().as_bytes()))
+        .max_open(MAX_OPEN_DIRS);
+    let mut visited = 0u32;
+    for entry in walk {
+        visited = visited.wrapping_add(1);
+        if visited.is_multiple_of(CLOSED_CHECK) && out.tx.is_closed() {
+            return Ok(());
+        }
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Removed since its directory was read.
+            Err(e) if e.io_error().is_some_and(|e| e.kind() == ErrorKind::NotFound) => continue,
+            Err(e) => {
+                let at = e.path().unwrap_or(&abs).to_path_buf();
+                return Err(walk_error(&at, e.into()));
+            }
+        };
+        if entry.file_type().is_dir() || !matches(entry.file_name())? {
+            continue;
+        }
+        if !out.hit(entry.path()) {
+            return Ok(());
+        }
     }
+    Ok(())
 }
 #[cfg(test)]
 mod tests {
@@ -520,20 +422,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sort_key_orders_like_the_bytes() {
-        let mut names: Vec<&[u8]> =
-            vec![b"a", b"ab", b"abcdefgh", b"abcdefghi", b"abcdefgh0", b"b", b"A", b"", b"\xff", b"abcdefg", b"abd"];
-        names.sort();
-        for pair in names.windows(2) {
-            let (a, b) = (sort_key(pair[0]), sort_key(pair[1]));
-            assert!(a <= b, "{:?} {:?}", pair[0], pair[1]);
-            if a == b {
-                assert_eq!(pair[0][..pair[0].len().min(8)], pair[1][..pair[1].len().min(8)]);
-            }
-        }
-    }
-
     /// Every path under `dir` in the walk's order (pre-order, names sorted bytewise, symlinks
     /// not followed), the slow and obvious way.
     fn reference_walk(dir: &Path, out: &mut Vec<String>) {
@@ -559,10 +447,10 @@ mod tests {
         serde_json::from_slice::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
     }
 
-    /// Batches are cut by size and by directories and run on several threads: the result is
-    /// still every match exactly once, in walk order, each with its own lstat fields.
+    /// Chunks are cut by size, directories nest deeper than stay open: the result is still
+    /// every match exactly once, in walk order, each with its own lstat fields.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_keep_walk_order_and_fields() {
+    async fn chunks_keep_walk_order_and_fields() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         // Files and directories interleaved by name; runs of hits longer than a batch; many
@@ -575,7 +463,7 @@ mod tests {
             std::fs::create_dir_all(root.join(format!("big{d}/f0100-sub/inner"))).unwrap();
             std::fs::write(root.join(format!("big{d}/f0100-sub/inner/x")), "x").unwrap();
         }
-        for d in 0..(BATCH_DIRS * 3 + 5) {
+        for d in 0..101 {
             std::fs::create_dir_all(root.join(format!("one/d{d:03}"))).unwrap();
             std::fs::write(root.join(format!("one/d{d:03}/only")), "").unwrap();
         }
@@ -602,6 +490,21 @@ mod tests {
         let want: Vec<&String> = want.iter().filter(|p| p.ends_with('0') || p.ends_with('5')).collect();
         let paths: Vec<&str> = got.iter().map(|e| e["path"].as_str().unwrap()).collect();
         assert_eq!(paths, want);
+    }
+
+    #[test]
+    fn short_copy_appends_exactly_the_bytes_for_every_length() {
+        use std::io::Write;
+        let source: Vec<u8> = (0..100u8).map(|b| b.wrapping_mul(7).wrapping_add(1)).collect();
+        for prefix in [0usize, 1, 9] {
+            for n in 0..=source.len() {
+                let mut out = vec![0xEE; prefix];
+                ShortCopy(&mut out).write_all(&source[..n]).unwrap();
+                let mut want = vec![0xEE; prefix];
+                want.extend_from_slice(&source[..n]);
+                assert_eq!(out, want, "prefix {prefix}, length {n}");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
