@@ -8,12 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-200}
-cargo build --release --locked >&2
+# EXECD_BENCH_BIN: the binary to measure (scripts/bench/all.sh passes the static one).
+execd=${EXECD_BENCH_BIN:-}
+if [ -z "$execd" ]; then
+  cargo build --release --locked >&2
+  execd=target/release/execd
+fi
 (cd scripts/bench/commands-client && CARGO_TARGET_DIR="$PWD/../../../target/bench-commands" \
   cargo build --release --offline >&2)
 echo "machine: $(nproc) cores, $(uname -sr), $(bash --version | head -1)"
 (cd scripts/bench/commands-sse-floor && CARGO_TARGET_DIR="$PWD/../../../target/bench-commands" \
   cargo build --release --offline >&2)
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 scripts/bench/commands.py target/release/execd target/bench-commands/release/commands-bench "$runs" \
+python3 scripts/bench/commands.py "$execd" target/bench-commands/release/commands-bench "$runs" \
   target/bench-commands/release/commands-sse-floor

@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-200}
-cargo build --release --locked >&2
+# EXECD_BENCH_BIN: the binary to measure (scripts/bench/all.sh passes the static one).
+execd=${EXECD_BENCH_BIN:-}
+if [ -z "$execd" ]; then
+  cargo build --release --locked >&2
+  execd=target/release/execd
+fi
 echo "machine: $(nproc) cores, $(uname -sr), $(bash --version | head -1)"
-python3 scripts/bench/session.py target/release/execd "$runs"
+python3 scripts/bench/session.py "$execd" "$runs"

@@ -100,9 +100,13 @@ def main():
 
         lat = {"execd": [], "inotifywait": []}
         for n in names:
-            with open(os.path.join(tree, n), "wb") as fh:
-                fh.write(b"hello\n")
+            fh = open(os.path.join(tree, n), "wb")
+            fh.write(b"hello\n")
+            fh.flush()
+            # From the close() call: the watchers' threads may see the event before close()
+            # returns to this one.
             closed = time.perf_counter()
+            fh.close()
             with cond:
                 ok = cond.wait_for(lambda: n in seen["execd"] and n in seen["inotifywait"], 5.0)
             if not ok:

@@ -37,7 +37,7 @@ struct Outcome {
     terminal: String,
 }
 
-/// Sends `POST /command` and consumes the chunked event stream; `lines` adds the stripped `\n`.
+/// Sends `POST /command` and consumes the chunked event stream; `lines` adds a stripped `\n`.
 fn run_command(conn: &mut BufReader<TcpStream>, body: &str, lines: bool) -> Outcome {
     let req = format!(
         "POST /command HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -87,8 +87,9 @@ fn run_command(conn: &mut BufReader<TcpStream>, body: &str, lines: bool) -> Outc
                 out.events += 1;
                 match ev.kind.as_ref() {
                     "stdout" | "stderr" => {
-                        let t = ev.text.map(|t| t.len()).unwrap_or(0) as u64;
-                        out.bytes += t + u64::from(lines);
+                        // Upstream 1.0.12 strips the line's `\n`; newer execd keeps it in the text.
+                        let text = ev.text.unwrap_or_default();
+                        out.bytes += text.len() as u64 + u64::from(lines && !text.ends_with('\n'));
                     }
                     "execution_complete" | "error" => out.terminal = ev.kind.into_owned(),
                     _ => {}
