@@ -477,20 +477,22 @@ pub fn secret_arg_spans(args: &[String]) -> Vec<(usize, std::ops::Range<usize>)>
     out
 }
 
-impl Config {
-    /// Parses `args` (without the program name) over the environment given by `env`.
-    pub fn parse<I, S>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Invocation, ConfigError>
+/// The raw values of the settings given (flag over environment), each with the name it was given
+/// under (`--port` or `EXECD_PORT`, for error messages), and typed reads of them.
+struct Values(std::collections::HashMap<&'static str, (String, String)>);
+
+impl Values {
+    /// Collects the environment (the flags' defaults) and then the flags, in Go's flag syntax;
+    /// `Err(Ok(_))` for `--help`/`--version`.
+    fn collect<I, S>(args: I, env: &impl Fn(&str) -> Option<String>) -> Result<Values, Result<Invocation, ConfigError>>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut values: std::collections::HashMap<&'static str, (String, String)> = Default::default();
-        // Env first: it becomes the flag default.
+        let mut values = std::collections::HashMap::new();
         for st in SETTINGS {
-            if let Some(var) = st.env {
-                if let Some(v) = env(var) {
-                    values.insert(st.flag, (var.to_string(), v));
-                }
+            if let Some((var, v)) = st.env.and_then(|var| Some((var, env(var)?))) {
+                values.insert(st.flag, (var.to_string(), v));
             }
         }
         let mut it = args.into_iter().map(Into::into);
@@ -508,173 +510,200 @@ impl Config {
                 None => (body.to_string(), None),
             };
             match name.as_str() {
-                "help" | "h" => return Ok(Invocation::Help),
-                "version" | "v" => return Ok(Invocation::Version),
+                "help" | "h" => return Err(Ok(Invocation::Help)),
+                "version" | "v" => return Err(Ok(Invocation::Version)),
                 _ => {}
             }
             let Some(st) = SETTINGS.iter().find(|s| s.flag == name) else {
-                return Err(ConfigError::UnknownFlag(format!("-{name}")));
+                return Err(Err(ConfigError::UnknownFlag(format!("-{name}"))));
             };
             let value = match inline {
                 Some(v) => v,
                 None if BOOL_FLAGS.contains(&st.flag) => "true".to_string(),
-                None => it.next().ok_or_else(|| ConfigError::MissingArgument(format!("-{name}")))?,
+                None => it.next().ok_or_else(|| Err(ConfigError::MissingArgument(format!("-{name}"))))?,
             };
             values.insert(st.flag, (format!("--{name}"), value));
         }
-        let get = |flag: &str| values.get(flag).map(|(n, v)| (n.as_str(), v.as_str()));
+        Ok(Values(values))
+    }
 
-        let port = match get("port") {
-            Some((n, v)) => v.parse::<u16>().map_err(|_| invalid(n, v, "expected a port number 0-65535"))?,
-            None => DEFAULT_PORT,
-        };
-        let bind = match get("bind") {
-            Some((n, v)) => v.parse().map_err(|_| invalid(n, v, "expected an IPv4 address"))?,
-            None => std::net::Ipv4Addr::UNSPECIFIED,
-        };
-        let jupyter_host = match get("jupyter-host") {
-            Some((n, v)) => {
-                // Upstream validates only the env value (a flag value is taken as is).
-                if n == "JUPYTER_HOST" && !v.is_empty() && !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(invalid(n, v, "must start with http:// or https://"));
-                }
-                v.trim_end_matches('/').to_string()
-            }
-            None => String::new(),
-        };
-        let log_level = match get("log-level") {
-            Some((n, v)) => v.parse::<i64>().map_err(|_| invalid(n, v, "expected an integer"))?,
-            None => 6,
-        };
-        let duration = |flag: &str, default: Duration| -> Result<Duration, ConfigError> {
-            match get(flag) {
-                Some((n, v)) => parse_go_duration(v).map_err(|e| invalid(n, v, e)),
-                None => Ok(default),
-            }
-        };
-        let graceful_shutdown_timeout = duration("graceful-shutdown-timeout", DEFAULT_GRACE)?;
-        let jupyter_idle_poll_interval = match get("jupyter-idle-poll-interval") {
+    /// `(name given, value)`.
+    fn get(&self, flag: &str) -> Option<(&str, &str)> {
+        self.0.get(flag).map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The value parsed as `T`, or `default`; `what` is the error's reason.
+    fn parsed<T: std::str::FromStr>(&self, flag: &str, default: T, what: &str) -> Result<T, ConfigError> {
+        match self.get(flag) {
+            Some((n, v)) => v.parse().map_err(|_| invalid(n, v, what)),
+            None => Ok(default),
+        }
+    }
+
+    fn duration(&self, flag: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(flag) {
+            Some((n, v)) => parse_go_duration(v).map_err(|e| invalid(n, v, e)),
+            None => Ok(default),
+        }
+    }
+
+    /// A duration that must not be zero.
+    fn positive(&self, flag: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let d = self.duration(flag, default)?;
+        match self.get(flag) {
+            Some((n, v)) if d.is_zero() => Err(invalid(n, v, "must be greater than zero")),
+            _ => Ok(d),
+        }
+    }
+
+    /// A count from 1 to 2^24.
+    fn count(&self, flag: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.get(flag) {
+            Some((n, v)) => match v.parse::<usize>() {
+                Ok(c) if (1..=1 << 24).contains(&c) => Ok(c),
+                _ => Err(invalid(n, v, "expected a positive integer")),
+            },
+            None => Ok(default),
+        }
+    }
+
+    /// A yes/no setting: `on` and `off` list the accepted words (compared case-insensitively).
+    fn switch(&self, flag: &str, default: bool, on: &[&str], off: &[&str], what: &str) -> Result<bool, ConfigError> {
+        let Some((n, v)) = self.get(flag) else { return Ok(default) };
+        let lower = v.to_ascii_lowercase();
+        if on.contains(&lower.as_str()) {
+            Ok(true)
+        } else if off.contains(&lower.as_str()) {
+            Ok(false)
+        } else {
+            Err(invalid(n, v, what))
+        }
+    }
+
+    fn jupyter_host(&self) -> Result<String, ConfigError> {
+        let Some((n, v)) = self.get("jupyter-host") else { return Ok(String::new()) };
+        // Upstream validates only the env value (a flag value is taken as is).
+        if n == "JUPYTER_HOST" && !v.is_empty() && !(v.starts_with("http://") || v.starts_with("https://")) {
+            return Err(invalid(n, v, "must start with http:// or https://"));
+        }
+        Ok(v.trim_end_matches('/').to_string())
+    }
+
+    /// Accepted for compatibility; a negative or zero value means the default.
+    fn jupyter_idle_poll_interval(&self) -> Result<Duration, ConfigError> {
+        Ok(match self.get("jupyter-idle-poll-interval") {
             Some((n, v)) => match parse_go_duration_signed(v).map_err(|e| invalid(n, v, e))? {
                 (false, d) if !d.is_zero() => d,
                 _ => DEFAULT_JUPYTER_IDLE_POLL,
             },
             None => DEFAULT_JUPYTER_IDLE_POLL,
-        };
-        let command_retention_ttl = duration("command-retention-ttl", DEFAULT_COMMAND_TTL)?;
-        let session_idle_ttl = duration("session-idle-ttl", DEFAULT_SESSION_IDLE_TTL)?;
-        let positive = |flag: &str, default: Duration| -> Result<Duration, ConfigError> {
-            let d = duration(flag, default)?;
-            match get(flag) {
-                Some((n, v)) if d.is_zero() => Err(invalid(n, v, "must be greater than zero")),
-                _ => Ok(d),
-            }
-        };
-        let header_timeout = positive("header-timeout", DEFAULT_HEADER_TIMEOUT)?;
-        let stall_timeout = positive("stall-timeout", DEFAULT_STALL_TIMEOUT)?;
-        let count = |flag: &str, default: usize| -> Result<usize, ConfigError> {
-            match get(flag) {
-                Some((n, v)) => match v.parse::<usize>() {
-                    Ok(c) if (1..=1 << 24).contains(&c) => Ok(c),
-                    _ => Err(invalid(n, v, "expected a positive integer")),
-                },
-                None => Ok(default),
-            }
-        };
-        let max_connections = count("max-connections", DEFAULT_MAX_CONNECTIONS)?;
-        let max_transfers = count("max-transfers", DEFAULT_MAX_TRANSFERS)?;
-        let tus_expiry = positive("tus-expiry", DEFAULT_TUS_EXPIRY)?;
-        let tus_max_uploads = count("tus-max-uploads", DEFAULT_TUS_MAX_UPLOADS)?;
-        let command_retention_count = match get("command-retention-count") {
-            Some((n, v)) => v.parse::<usize>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
-            None => DEFAULT_COMMAND_MAX,
-        };
-        let (state_dir, state_dir_fallbacks) = match get("state-dir") {
-            Some((n, v)) if v.is_empty() => return Err(invalid(n, v, "must not be empty")),
-            Some((_, v)) => (PathBuf::from(v), Vec::new()),
+        })
+    }
+
+    /// The state directory and, when none was given, the fallbacks after the first candidate.
+    fn state_dir(&self, env: &impl Fn(&str) -> Option<String>) -> Result<(PathBuf, Vec<PathBuf>), ConfigError> {
+        match self.get("state-dir") {
+            Some((n, v)) if v.is_empty() => Err(invalid(n, v, "must not be empty")),
+            Some((_, v)) => Ok((PathBuf::from(v), Vec::new())),
             None => {
-                let mut c = crate::state_dir::default_candidates(crate::state_dir::euid(), &env);
+                let mut c = crate::state_dir::default_candidates(crate::state_dir::euid(), env);
                 let first = c.remove(0);
-                (first, c)
+                Ok((first, c))
             }
-        };
-        let isolation = match get("isolation") {
-            None => true,
-            Some((n, v)) => match v.to_ascii_lowercase().as_str() {
-                "on" | "1" | "true" | "yes" => true,
-                "off" | "0" | "false" | "no" => false,
-                _ => return Err(invalid(n, v, "expected on or off")),
-            },
-        };
-        let isolation_max_sessions = count("isolation-max-sessions", 64)?;
-        let watch_ttl = positive("watch-ttl", DEFAULT_WATCH_TTL)?;
-        let max_watches = count("max-watches", DEFAULT_MAX_WATCHES)?;
-        let watch_ring_size = count("watch-ring-size", DEFAULT_WATCH_RING_SIZE)?;
-        let isolation_allowed_writable = match get("isolation-allowed-writable") {
-            None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
-            Some((_, v)) => v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
-        };
-        let ready_min_free_disk = match get("ready-min-free-disk") {
-            Some((n, v)) => {
-                crate::cgroup::parse_memory(v).map_err(|_| invalid(n, v, "expected bytes or a size like 64M"))?
-            }
-            None => 64 << 20,
-        };
-        let ready_min_free_inodes = match get("ready-min-free-inodes") {
-            Some((n, v)) => v.parse::<u64>().map_err(|_| invalid(n, v, "expected a non-negative integer"))?,
-            None => 1024,
-        };
-        let audit_log = get("audit-log").map(|(_, v)| v).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let audit_log_max_bytes = match get("audit-log-max-bytes") {
+        }
+    }
+
+    fn audit_log_max_bytes(&self) -> Result<u64, ConfigError> {
+        match self.get("audit-log-max-bytes") {
             Some((n, v)) => match v.parse::<u64>() {
-                Ok(b) if b >= crate::observability::audit::MIN_MAX_BYTES => b,
-                _ => return Err(invalid(n, v, "expected a number of bytes, at least 1024")),
+                Ok(b) if b >= crate::observability::audit::MIN_MAX_BYTES => Ok(b),
+                _ => Err(invalid(n, v, "expected a number of bytes, at least 1024")),
             },
-            None => crate::observability::audit::DEFAULT_MAX_BYTES,
+            None => Ok(crate::observability::audit::DEFAULT_MAX_BYTES),
+        }
+    }
+
+    fn ready_min_free_disk(&self) -> Result<u64, ConfigError> {
+        match self.get("ready-min-free-disk") {
+            Some((n, v)) => {
+                crate::cgroup::parse_memory(v).map_err(|_| invalid(n, v, "expected bytes or a size like 64M"))
+            }
+            None => Ok(64 << 20),
+        }
+    }
+
+    /// A path setting; empty means unset.
+    fn path(&self, flag: &str) -> Option<PathBuf> {
+        self.get(flag).map(|(_, v)| v).filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+}
+
+impl Config {
+    /// Parses `args` (without the program name) over the environment given by `env`.
+    pub fn parse<I, S>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Invocation, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let v = match Values::collect(args, &env) {
+            Ok(v) => v,
+            Err(done) => return done,
         };
-        let fresh_state = match get("fresh-state") {
-            None => false,
-            Some((n, v)) => match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "" | "0" | "false" | "no" | "off" => false,
-                _ => return Err(invalid(n, v, "expected true or false")),
-            },
+        let (state_dir, state_dir_fallbacks) = v.state_dir(&env)?;
+        let writable = match v.get("isolation-allowed-writable") {
+            None => crate::isolated::spec::DEFAULT_ALLOWED_WRITABLE.iter().map(PathBuf::from).collect(),
+            Some((_, w)) => w.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
         };
-        let access_token = secret(get("access-token"), get("access-token-file"))?;
-        let jupyter_token = secret(get("jupyter-token"), get("jupyter-token-file"))?;
         Ok(Invocation::Run(Box::new(Config {
-            bind,
-            port,
-            access_token,
-            jupyter_host,
-            jupyter_token,
-            log_level,
-            graceful_shutdown_timeout,
-            jupyter_idle_poll_interval,
+            port: v.parsed("port", DEFAULT_PORT, "expected a port number 0-65535")?,
+            bind: v.parsed("bind", std::net::Ipv4Addr::UNSPECIFIED, "expected an IPv4 address")?,
+            jupyter_host: v.jupyter_host()?,
+            log_level: v.parsed("log-level", 6, "expected an integer")?,
+            graceful_shutdown_timeout: v.duration("graceful-shutdown-timeout", DEFAULT_GRACE)?,
+            jupyter_idle_poll_interval: v.jupyter_idle_poll_interval()?,
+            command_retention_ttl: v.duration("command-retention-ttl", DEFAULT_COMMAND_TTL)?,
+            session_idle_ttl: v.duration("session-idle-ttl", DEFAULT_SESSION_IDLE_TTL)?,
+            header_timeout: v.positive("header-timeout", DEFAULT_HEADER_TIMEOUT)?,
+            stall_timeout: v.positive("stall-timeout", DEFAULT_STALL_TIMEOUT)?,
+            max_connections: v.count("max-connections", DEFAULT_MAX_CONNECTIONS)?,
+            max_transfers: v.count("max-transfers", DEFAULT_MAX_TRANSFERS)?,
+            tus_expiry: v.positive("tus-expiry", DEFAULT_TUS_EXPIRY)?,
+            tus_max_uploads: v.count("tus-max-uploads", DEFAULT_TUS_MAX_UPLOADS)?,
+            command_retention_count: v.parsed(
+                "command-retention-count",
+                DEFAULT_COMMAND_MAX,
+                "expected a non-negative integer",
+            )?,
             state_dir,
             state_dir_fallbacks,
-            fresh_state,
-            command_retention_ttl,
-            command_retention_count,
-            session_idle_ttl,
-            max_connections,
-            header_timeout,
-            stall_timeout,
-            max_transfers,
-            isolation,
-            isolation_max_sessions,
-            isolation_allowed_writable,
-            envs_file: env("EXECD_ENVS").filter(|v| !v.is_empty()),
-            log_file: env("EXECD_LOG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
-            tus_expiry,
-            tus_max_uploads,
-            cgroup_root: get("cgroup-root").map(|(_, v)| v.to_string()).unwrap_or_default(),
-            ready_min_free_disk,
-            ready_min_free_inodes,
-            audit_log,
-            audit_log_max_bytes,
-            watch_ttl,
-            max_watches,
-            watch_ring_size,
+            isolation: v.switch(
+                "isolation",
+                true,
+                &["on", "1", "true", "yes"],
+                &["off", "0", "false", "no"],
+                "expected on or off",
+            )?,
+            isolation_max_sessions: v.count("isolation-max-sessions", 64)?,
+            watch_ttl: v.positive("watch-ttl", DEFAULT_WATCH_TTL)?,
+            max_watches: v.count("max-watches", DEFAULT_MAX_WATCHES)?,
+            watch_ring_size: v.count("watch-ring-size", DEFAULT_WATCH_RING_SIZE)?,
+            isolation_allowed_writable: writable,
+            ready_min_free_disk: v.ready_min_free_disk()?,
+            ready_min_free_inodes: v.parsed("ready-min-free-inodes", 1024, "expected a non-negative integer")?,
+            audit_log: v.path("audit-log"),
+            audit_log_max_bytes: v.audit_log_max_bytes()?,
+            fresh_state: v.switch(
+                "fresh-state",
+                false,
+                &["1", "true", "yes", "on"],
+                &["", "0", "false", "no", "off"],
+                "expected true or false",
+            )?,
+            access_token: secret(v.get("access-token"), v.get("access-token-file"))?,
+            jupyter_token: secret(v.get("jupyter-token"), v.get("jupyter-token-file"))?,
+            envs_file: env("EXECD_ENVS").filter(|e| !e.is_empty()),
+            log_file: env("EXECD_LOG_FILE").filter(|e| !e.is_empty()).map(PathBuf::from),
+            cgroup_root: v.get("cgroup-root").map(|(_, r)| r.to_string()).unwrap_or_default(),
         })))
     }
 

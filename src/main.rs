@@ -13,60 +13,23 @@ fn main() -> ExitCode {
     // Before the tokio runtime exists: the seccomp filter must cover every thread.
     let clone3_active = match execd::clone3::apply_from_env() {
         Ok(active) => active,
-        Err(e) => {
-            eprintln!("execd: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(1, e),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `--init -- ENTRYPOINT…` (X51) is split off before the daemon's flags are parsed.
-    let split = match execd::init::split_args(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("execd: {e}");
-            return ExitCode::from(2);
-        }
+    let Start { config, entrypoint, hidden } = match configure(&args) {
+        Ok(start) => start,
+        Err(code) => return code,
     };
-    let mut config = match Config::parse(split.daemon.iter().cloned(), |k| std::env::var(k).ok()) {
-        Ok(Invocation::Run(c)) => *c,
-        Ok(Invocation::Help) => {
-            print!("{}", help_text());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Invocation::Version) => {
-            println!("{}", version_text());
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("execd: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Tokens given as flags: gone from /proc/<pid>/cmdline before any thread or child exists.
-    let spans: Vec<_> =
-        execd::config::secret_arg_spans(&split.daemon).into_iter().map(|(i, r)| (split.index[i], r)).collect();
-    let hidden = execd::argv::overwrite(&args, &spans);
-    // Before anything is written there: a state directory someone else controls is refused.
-    let mut candidates = vec![config.state_dir.clone()];
-    candidates.extend(config.state_dir_fallbacks.iter().cloned());
-    match execd::state_dir::prepare_first(&candidates) {
-        Ok(dir) => config.state_dir = dir,
-        Err(e) => {
-            eprintln!("execd: {e}");
-            return ExitCode::from(2);
-        }
-    }
     // Init mode: this process becomes init (or a subreaper) and forks the daemon, which goes on
     // below. Before the logger and the runtime: no thread may exist at the fork.
-    if let Some(entrypoint) = &split.entrypoint {
+    if let Some(entrypoint) = &entrypoint {
         let opts = execd::init::InitOpts { daemon_stop: config.graceful_shutdown_timeout + execd::init::STOP_SLACK };
         if let execd::init::Start::Exit(code) = execd::init::start(entrypoint, opts) {
             return ExitCode::from(code);
         }
     }
     if let Err(e) = execd::telemetry::init(&config) {
-        eprintln!("execd: cannot open log output: {e}");
-        return ExitCode::from(2);
+        return fail(2, format_args!("cannot open log output: {e}"));
     }
     if let Err(e) = hidden {
         tracing::warn!(error = %e, "could not hide token flags from /proc/self/cmdline; prefer --access-token-file or EXECD_ACCESS_TOKEN");
@@ -76,12 +39,57 @@ fn main() -> ExitCode {
             "EXECD_CLONE3_COMPAT active: clone3 fails with ENOSYS and no_new_privs is set (sudo will not elevate)"
         );
     }
+    serve(config)
+}
+
+/// `execd: <message>` on stderr and the exit code.
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("execd: {message}");
+    ExitCode::from(code)
+}
+
+/// What the daemon starts from.
+struct Start {
+    config: Config,
+    /// `--init -- ENTRYPOINT…` (X51).
+    entrypoint: Option<Vec<String>>,
+    /// Whether token flags could be hidden from `/proc/self/cmdline`.
+    hidden: std::io::Result<usize>,
+}
+
+/// Parses the arguments, hides token flags and prepares the state directory; `Err` is the exit
+/// code (also for `--help` and `--version`, printed here).
+fn configure(args: &[String]) -> Result<Start, ExitCode> {
+    // `--init -- ENTRYPOINT…` (X51) is split off before the daemon's flags are parsed.
+    let split = execd::init::split_args(args).map_err(|e| fail(2, e))?;
+    let mut config = match Config::parse(split.daemon.iter().cloned(), |k| std::env::var(k).ok()) {
+        Ok(Invocation::Run(c)) => *c,
+        Ok(Invocation::Help) => {
+            print!("{}", help_text());
+            return Err(ExitCode::SUCCESS);
+        }
+        Ok(Invocation::Version) => {
+            println!("{}", version_text());
+            return Err(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(fail(2, e)),
+    };
+    // Tokens given as flags: gone from /proc/<pid>/cmdline before any thread or child exists.
+    let spans: Vec<_> =
+        execd::config::secret_arg_spans(&split.daemon).into_iter().map(|(i, r)| (split.index[i], r)).collect();
+    let hidden = execd::argv::overwrite(args, &spans);
+    // Before anything is written there: a state directory someone else controls is refused.
+    let mut candidates = vec![config.state_dir.clone()];
+    candidates.extend(config.state_dir_fallbacks.iter().cloned());
+    config.state_dir = execd::state_dir::prepare_first(&candidates).map_err(|e| fail(2, e))?;
+    Ok(Start { config, entrypoint: split.entrypoint, hidden })
+}
+
+/// Runs the daemon on a new multi-threaded runtime until it stops.
+fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("execd: cannot start runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(1, format_args!("cannot start runtime: {e}")),
     };
     runtime.block_on(async move {
         let addr = SocketAddr::from((config.bind, config.port));
@@ -89,8 +97,7 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%addr, error = %e, "listen failed");
-                eprintln!("execd: listen on {addr}: {e}");
-                return ExitCode::from(1);
+                return fail(1, format_args!("listen on {addr}: {e}"));
             }
         };
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();

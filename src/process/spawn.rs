@@ -339,49 +339,13 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     let program = spec.program.display().to_string();
     let exec_err =
         |stage: &'static str, source: io::Error| SpawnError::Exec { program: program.clone(), stage, source };
-    let mut leaf = crate::cgroup::new_leaf(limits)?;
-    let procs_fds = match leaf.as_ref().map(|l| l.procs_files()) {
-        None => Vec::new(),
-        Some(Ok(fds)) => fds,
-        Some(Err(e)) if limits.is_empty() => {
-            tracing::warn!(error = %e, "cannot open the cgroup leaf; using the process group only");
-            leaf = None;
-            Vec::new()
-        }
-        Some(Err(e)) => return Err(exec_err("cgroup", e)),
-    };
-    let strict_cgroup = !limits.is_empty();
+    let (leaf, procs_fds) = open_leaf(limits, &program)?;
     let mut cmd = std::process::Command::new(&spec.program);
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
     }
     cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let mut stdin_pipe = None;
-    let mut tty = None;
-    match stdin {
-        StdinMode::Null => {
-            cmd.stdin(Stdio::null());
-        }
-        StdinMode::Pipe => {
-            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
-            cmd.stdin(Stdio::from(r));
-            stdin_pipe = Some(super::stdin::StdinPipe::new(w).map_err(SpawnError::Pipe)?);
-        }
-        StdinMode::Tty { cols, rows } => {
-            let (m, slave) = super::tty::open_pty(cols, rows).map_err(SpawnError::Pipe)?;
-            let slave_id = super::tty::FileId::of(slave.as_raw_fd());
-            let dup = |f: &std::fs::File| f.try_clone().map_err(SpawnError::Pipe);
-            cmd.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
-            // SAFETY: runs in the forked child before exec (and before the other hook below);
-            // `become_controlling_tty` makes only raw, async-signal-safe syscalls.
-            unsafe {
-                cmd.pre_exec(super::tty::become_controlling_tty);
-            }
-            let master = super::tty::register(m).map_err(SpawnError::Pipe)?;
-            tty = Some(master);
-            stdin_pipe = tty.as_ref().map(|m| super::stdin::StdinPipe::tty(m.clone(), slave_id));
-        }
-    }
+    let (stdin_pipe, tty) = wire_stdin(&mut cmd, stdin)?;
     // A terminal's child leads a new session (so its own process group, pgid = pid) instead:
     // `setsid` fails in a process that already leads a group.
     if tty.is_none() {
@@ -402,43 +366,126 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         None => None,
     };
     let mut pipes = ChildPipes { stdin: stdin_pipe, ..ChildPipes::default() };
-    let output = if tty.is_some() { None } else { Some(spec.output) };
-    if let Some(m) = &tty {
-        pipes.stdout = Some(OutputPipe { src: Source::Tty(m.clone()) });
-        pipes.tty = Some(super::tty::TtyControl::new(m));
+    match &tty {
+        Some(m) => {
+            pipes.stdout = Some(OutputPipe { src: Source::Tty(m.clone()) });
+            pipes.tty = Some(super::tty::TtyControl::new(m));
+        }
+        None => wire_output(&mut cmd, spec.output, &mut pipes)?,
     }
+    let stage_pipe = if use_hook {
+        let hook =
+            Hook { procs_fds, strict_cgroup: !limits.is_empty(), creds: spec.credentials.clone(), chdir_in_hook };
+        Some(hook.install(&mut cmd)?)
+    } else {
+        None
+    };
+    let spawned = cmd.spawn();
+    // `cmd` still holds the write ends (and the cgroup descriptors); drop them so EOF arrives
+    // when the child's side closes.
+    drop(cmd);
+    let child = match spawned {
+        Ok(c) => c,
+        Err(source) => return Err(exec_err(failed_stage(stage_pipe.as_ref(), spec.cwd.as_deref()), source)),
+    };
+    let pid = child.id();
+    // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
+    drop(child);
+    Ok((GroupChild::watch(pid, leaf, tty.is_some())?, pipes))
+}
+
+/// The command's cgroup leaf and the `cgroup.procs` descriptors its child writes itself into.
+/// Without limits a leaf that cannot be opened only means "process group only".
+fn open_leaf(limits: &Limits, program: &str) -> Result<(Option<crate::cgroup::Leaf>, Vec<OwnedFd>), SpawnError> {
+    let Some(leaf) = crate::cgroup::new_leaf(limits)? else { return Ok((None, Vec::new())) };
+    match leaf.procs_files() {
+        Ok(fds) => Ok((Some(leaf), fds)),
+        Err(e) if limits.is_empty() => {
+            tracing::warn!(error = %e, "cannot open the cgroup leaf; using the process group only");
+            Ok((None, Vec::new()))
+        }
+        Err(source) => Err(SpawnError::Exec { program: program.to_string(), stage: "cgroup", source }),
+    }
+}
+
+/// The child's stdin: nothing, a pipe (its write end returned), or a new terminal that is also
+/// its stdout and stderr (its master returned).
+fn wire_stdin(
+    cmd: &mut std::process::Command,
+    stdin: StdinMode,
+) -> Result<(Option<super::stdin::StdinPipe>, Option<super::tty::Master>), SpawnError> {
+    match stdin {
+        StdinMode::Null => {
+            cmd.stdin(Stdio::null());
+            Ok((None, None))
+        }
+        StdinMode::Pipe => {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
+            cmd.stdin(Stdio::from(r));
+            Ok((Some(super::stdin::StdinPipe::new(w).map_err(SpawnError::Pipe)?), None))
+        }
+        StdinMode::Tty { cols, rows } => {
+            let (m, slave) = super::tty::open_pty(cols, rows).map_err(SpawnError::Pipe)?;
+            let slave_id = super::tty::FileId::of(slave.as_raw_fd());
+            let dup = |f: &std::fs::File| f.try_clone().map_err(SpawnError::Pipe);
+            cmd.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
+            // SAFETY: runs in the forked child before exec (and before the other hook, see
+            // `Hook::install`); `become_controlling_tty` makes only raw, async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(super::tty::become_controlling_tty);
+            }
+            let master = super::tty::register(m).map_err(SpawnError::Pipe)?;
+            let stdin = super::stdin::StdinPipe::tty(master.clone(), slave_id);
+            Ok((Some(stdin), Some(master)))
+        }
+    }
+}
+
+/// stdout and stderr of a child without a terminal.
+fn wire_output(cmd: &mut std::process::Command, output: OutputMode, pipes: &mut ChildPipes) -> Result<(), SpawnError> {
     match output {
-        None => {}
-        Some(OutputMode::Separate) => {
+        OutputMode::Separate => {
             let (out, w_out) = make_pipe()?;
             let (err, w_err) = make_pipe()?;
             cmd.stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
             pipes.stdout = Some(out);
             pipes.stderr = Some(err);
         }
-        Some(OutputMode::Merged) => {
+        OutputMode::Merged => {
             let (out, w) = make_pipe()?;
             let w2 = w.try_clone().map_err(SpawnError::Pipe)?;
             cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
             pipes.stdout = Some(out);
         }
-        Some(OutputMode::Null) => {
+        OutputMode::Null => {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
-    // The child writes the index of the failing stage here before failing (close-on-exec, so a
-    // successful exec leaves it empty).
-    let stage_pipe = if use_hook {
-        Some(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| SpawnError::Pipe(e.into()))?)
-    } else {
-        None
-    };
-    if use_hook {
-        let creds = spec.credentials.clone().map(|c| {
+    Ok(())
+}
+
+/// The child's steps between fork and exec: enter the cgroup leaf, switch credentials, chdir.
+struct Hook {
+    procs_fds: Vec<OwnedFd>,
+    /// Limits were asked: failing to enter the leaf fails the start.
+    strict_cgroup: bool,
+    creds: Option<Credentials>,
+    chdir_in_hook: Option<std::ffi::CString>,
+}
+
+impl Hook {
+    /// Installs the hook on `cmd` and returns the stage pipe: the child writes the index of the
+    /// failing stage ([`STAGES`]) into it before failing (close-on-exec, so a successful exec
+    /// leaves it empty).
+    fn install(self, cmd: &mut std::process::Command) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+        let stage_pipe =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| SpawnError::Pipe(e.into()))?;
+        let Hook { procs_fds, strict_cgroup, creds, chdir_in_hook } = self;
+        let creds = creds.map(|c| {
             let groups: Vec<Gid> = c.groups.iter().map(|g| Gid::from_raw(*g)).collect();
             (groups, Gid::from_raw(c.gid), Uid::from_raw(c.uid))
         });
-        let stage_fd = stage_pipe.as_ref().map(|(_, w)| w.as_raw_fd()).unwrap_or(-1);
+        let stage_fd = stage_pipe.1.as_raw_fd();
         // SAFETY: runs in the forked child before exec; it only makes async-signal-safe syscalls
         // (write, setgroups, setgid, setuid, chdir) on data prepared before the fork (no
         // allocation). Order matters: the cgroup is entered while still root, and groups and gid
@@ -465,43 +512,25 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
                 Ok(())
             });
         }
+        Ok(stage_pipe)
     }
-    let spawned = cmd.spawn();
-    // `cmd` still holds the write ends (and the cgroup descriptors); drop them so EOF arrives
-    // when the child's side closes.
-    drop(cmd);
-    let child = match spawned {
-        Ok(c) => c,
-        Err(source) => {
-            let mut stage = "execve";
-            if let Some((r, _)) = &stage_pipe {
-                let mut b = [0u8; 1];
-                if let Ok(1) = nix::unistd::read(r.as_raw_fd(), &mut b) {
-                    stage = STAGES.get(b[0] as usize).copied().unwrap_or("execve");
-                }
-            } else if spec.cwd.as_ref().is_some_and(|c| !c.is_dir()) {
-                stage = "chdir";
-            }
-            return Err(exec_err(stage, source));
+}
+
+/// The stage a failed start failed at: what the hook's child reported, else `chdir` for a
+/// missing directory, else `execve`.
+fn failed_stage(stage_pipe: Option<&(OwnedFd, OwnedFd)>, cwd: Option<&std::path::Path>) -> &'static str {
+    if let Some((r, _)) = stage_pipe {
+        let mut b = [0u8; 1];
+        if let Ok(1) = nix::unistd::read(r.as_raw_fd(), &mut b) {
+            return STAGES.get(b[0] as usize).copied().unwrap_or("execve");
         }
-    };
-    let pid = child.id();
-    // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
-    drop(child);
-    let watch = |source| SpawnError::Watch { pid, source };
-    let pidfd = crate::os::pidfd::open(pid).map_err(watch)?;
-    // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|e| watch(e.into()))?;
-    let child = GroupChild {
-        pid: Pid::from_raw(pid as i32),
-        pidfd,
-        leaf,
-        session: tty.is_some(),
-        state: Mutex::new(State { outcome: None, report: None, holds: 0 }),
-        released: Notify::new(),
-    };
-    Ok((child, pipes))
+        return "execve";
+    }
+    if cwd.is_some_and(|c| !c.is_dir()) {
+        "chdir"
+    } else {
+        "execve"
+    }
 }
 
 struct State {
@@ -535,6 +564,23 @@ impl std::fmt::Debug for GroupChild {
 }
 
 impl GroupChild {
+    /// Takes over the just-spawned leader `pid`: a pidfd registered with the runtime reaps it.
+    fn watch(pid: u32, leaf: Option<Leaf>, session: bool) -> Result<GroupChild, SpawnError> {
+        let watch = |source| SpawnError::Watch { pid, source };
+        let pidfd = crate::os::pidfd::open(pid).map_err(watch)?;
+        // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
+        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+            .map_err(|e| watch(e.into()))?;
+        Ok(GroupChild {
+            pid: Pid::from_raw(pid as i32),
+            pidfd,
+            leaf,
+            session,
+            state: Mutex::new(State { outcome: None, report: None, holds: 0 }),
+            released: Notify::new(),
+        })
+    }
+
     /// The leader's pid (= the process group id).
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32

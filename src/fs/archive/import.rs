@@ -323,100 +323,130 @@ impl Stage {
         let (name, parents) = parts.split_last().expect("components are never empty");
         let name: &[u8] = name;
         self.parent(raw, parents)?;
-        let mask = self.mode_mask();
-        let owner = meta.owner.filter(|_| self.preserve_owner);
-        let Some((_, pfd)) = self.cache.as_ref() else { return Err(FsError::Internal("lost parent".into()).into()) };
-        let pfd = pfd.as_fd();
         match kind {
-            Kind::Dir => {
-                match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) => self.summary.dirs += 1,
-                    Err(Errno::EXIST) => {
-                        let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(|e| self.io_err("stat", raw, e))?;
-                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            return Err(ArchiveError::Invalid(format!(
-                                "entry {:?}: a directory where the archive already has a file",
-                                String::from_utf8_lossy(raw)
-                            )));
-                        }
-                    }
-                    Err(e) => return Err(self.io_err("creating directory", raw, e)),
-                }
-                let owned = parts.iter().map(|p| p.to_vec()).collect();
-                self.dirs.push((owned, Meta { mode: meta.mode & mask, ..meta }));
-            }
-            Kind::File(data, size) => {
-                let fd = create_file(pfd, name).map_err(|e| self.entry_err("creating", raw, e))?;
-                let mut file = File::from(fd);
-                copy_exact(data, &mut file, size, &mut self.copy_buf).map_err(|e| match e {
-                    CopyError::Read(e) => ArchiveError::reading(e),
-                    CopyError::Short => ArchiveError::Invalid(format!(
-                        "entry {:?} is truncated (archive cut short?)",
-                        String::from_utf8_lossy(raw)
-                    )),
-                    CopyError::Long => ArchiveError::Invalid(format!(
-                        "entry {:?} is longer than its header says",
-                        String::from_utf8_lossy(raw)
-                    )),
-                    CopyError::Write(e) => self.io_err("writing", raw, Errno::from_io_error(&e).unwrap_or(Errno::IO)),
-                })?;
-                if let Some((uid, gid)) = owner {
-                    rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid)))
-                        .map_err(|e| self.io_err("chown", raw, e))?;
-                }
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode & mask))
-                    .map_err(|e| self.io_err("chmod", raw, e))?;
-                if let Some(t) = meta.mtime {
-                    rustix::fs::futimens(&file, &times(t)).map_err(|e| self.io_err("setting mtime of", raw, e))?;
-                }
-                self.summary.files += 1;
-                self.summary.bytes += size;
-            }
-            Kind::Symlink(target) => {
-                if target.is_empty() || target.contains(&0) {
+            Kind::Dir => self.add_dir(raw, &parts, meta),
+            Kind::File(data, size) => self.add_file(raw, name, data, size, meta),
+            Kind::Symlink(target) => self.add_symlink(raw, name, &target, meta),
+            Kind::HardLink(target) => self.add_hard_link(raw, name, &target),
+        }
+    }
+
+    /// The entry's parent directory, opened by [`Self::parent`].
+    fn parent_fd(&self) -> Result<BorrowedFd<'_>, ArchiveError> {
+        match &self.cache {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => Err(FsError::Internal("lost parent".into()).into()),
+        }
+    }
+
+    /// The owner to give an entry, when owners are kept.
+    fn owner(&self, meta: &Meta) -> Option<(u32, u32)> {
+        meta.owner.filter(|_| self.preserve_owner)
+    }
+
+    /// A directory (its mode and mtime are set at the end, once its content is in).
+    fn add_dir(&mut self, raw: &[u8], parts: &[&[u8]], meta: Meta) -> Result<(), ArchiveError> {
+        let name = *parts.last().expect("components are never empty");
+        let pfd = self.parent_fd()?;
+        match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => self.summary.dirs += 1,
+            Err(Errno::EXIST) => {
+                let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.io_err("stat", raw, e))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                     return Err(ArchiveError::Invalid(format!(
-                        "symlink {:?} has an invalid target",
+                        "entry {:?}: a directory where the archive already has a file",
                         String::from_utf8_lossy(raw)
                     )));
                 }
-                replacing(pfd, name, |d, n| rustix::fs::symlinkat(target.as_slice(), d, n))
-                    .map_err(|e| self.entry_err("creating symlink", raw, e))?;
-                if let Some((uid, gid)) = owner {
-                    rustix::fs::chownat(pfd, name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.io_err("chown", raw, e))?;
-                }
-                if let Some(t) = meta.mtime {
-                    rustix::fs::utimensat(pfd, name, &times(t), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.io_err("setting mtime of", raw, e))?;
-                }
-                self.summary.files += 1;
             }
-            Kind::HardLink(target) => {
-                let tparts = components(&target)
-                    .map_err(|r| ArchiveError::unsafe_entry(raw, format!("hard link target: {r}")))?
-                    .ok_or_else(|| ArchiveError::unsafe_entry(raw, "hard link to the target directory"))?;
-                let (tname, tparents) = tparts.split_last().expect("components are never empty");
-                let tname: &[u8] = tname;
-                let tdir = self.walk(raw, tparents, false)?;
-                match rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        return Err(ArchiveError::unsafe_entry(raw, "hard link to a directory"))
-                    }
-                    Ok(_) => {}
-                    Err(Errno::NOENT) => {
-                        return Err(ArchiveError::unsafe_entry(raw, "hard link to something not in the archive"))
-                    }
-                    Err(e) => return Err(self.io_err("stat", &target, e)),
-                }
-                let Some((_, pfd)) = self.cache.as_ref() else {
-                    return Err(FsError::Internal("lost parent".into()).into());
-                };
-                replacing(pfd.as_fd(), name, |d, n| rustix::fs::linkat(&tdir, tname, d, n, AtFlags::empty()))
-                    .map_err(|e| self.entry_err("creating hard link", raw, e))?;
-                self.summary.files += 1;
-            }
+            Err(e) => return Err(self.io_err("creating directory", raw, e)),
         }
+        let owned = parts.iter().map(|p| p.to_vec()).collect();
+        let mask = self.mode_mask();
+        self.dirs.push((owned, Meta { mode: meta.mode & mask, ..meta }));
+        Ok(())
+    }
+
+    fn add_file(
+        &mut self,
+        raw: &[u8],
+        name: &[u8],
+        data: &mut dyn Read,
+        size: u64,
+        meta: Meta,
+    ) -> Result<(), ArchiveError> {
+        let fd = create_file(self.parent_fd()?, name).map_err(|e| self.entry_err("creating", raw, e))?;
+        let mut file = File::from(fd);
+        copy_exact(data, &mut file, size, &mut self.copy_buf).map_err(|e| match e {
+            CopyError::Read(e) => ArchiveError::reading(e),
+            CopyError::Short => ArchiveError::Invalid(format!(
+                "entry {:?} is truncated (archive cut short?)",
+                String::from_utf8_lossy(raw)
+            )),
+            CopyError::Long => ArchiveError::Invalid(format!(
+                "entry {:?} is longer than its header says",
+                String::from_utf8_lossy(raw)
+            )),
+            CopyError::Write(e) => self.io_err("writing", raw, Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        })?;
+        if let Some((uid, gid)) = self.owner(&meta) {
+            rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid)))
+                .map_err(|e| self.io_err("chown", raw, e))?;
+        }
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode & self.mode_mask()))
+            .map_err(|e| self.io_err("chmod", raw, e))?;
+        if let Some(t) = meta.mtime {
+            rustix::fs::futimens(&file, &times(t)).map_err(|e| self.io_err("setting mtime of", raw, e))?;
+        }
+        self.summary.files += 1;
+        self.summary.bytes += size;
+        Ok(())
+    }
+
+    fn add_symlink(&mut self, raw: &[u8], name: &[u8], target: &[u8], meta: Meta) -> Result<(), ArchiveError> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(ArchiveError::Invalid(format!(
+                "symlink {:?} has an invalid target",
+                String::from_utf8_lossy(raw)
+            )));
+        }
+        let pfd = self.parent_fd()?;
+        replacing(pfd, name, |d, n| rustix::fs::symlinkat(target, d, n))
+            .map_err(|e| self.entry_err("creating symlink", raw, e))?;
+        if let Some((uid, gid)) = self.owner(&meta) {
+            rustix::fs::chownat(pfd, name, Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io_err("chown", raw, e))?;
+        }
+        if let Some(t) = meta.mtime {
+            rustix::fs::utimensat(pfd, name, &times(t), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io_err("setting mtime of", raw, e))?;
+        }
+        self.summary.files += 1;
+        Ok(())
+    }
+
+    /// A hard link to an entry already extracted (never to a directory or outside the target).
+    fn add_hard_link(&mut self, raw: &[u8], name: &[u8], target: &[u8]) -> Result<(), ArchiveError> {
+        let tparts = components(target)
+            .map_err(|r| ArchiveError::unsafe_entry(raw, format!("hard link target: {r}")))?
+            .ok_or_else(|| ArchiveError::unsafe_entry(raw, "hard link to the target directory"))?;
+        let (tname, tparents) = tparts.split_last().expect("components are never empty");
+        let tname: &[u8] = tname;
+        let tdir = self.walk(raw, tparents, false)?;
+        match rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(ArchiveError::unsafe_entry(raw, "hard link to a directory"))
+            }
+            Ok(_) => {}
+            Err(Errno::NOENT) => {
+                return Err(ArchiveError::unsafe_entry(raw, "hard link to something not in the archive"))
+            }
+            Err(e) => return Err(self.io_err("stat", target, e)),
+        }
+        replacing(self.parent_fd()?, name, |d, n| rustix::fs::linkat(&tdir, tname, d, n, AtFlags::empty()))
+            .map_err(|e| self.entry_err("creating hard link", raw, e))?;
+        self.summary.files += 1;
         Ok(())
     }
 
