@@ -318,37 +318,13 @@ impl CommandManager {
             }
         };
         let child = Arc::new(child);
-        // X13 markers go through the pump, after the output already in the pipes.
-        let mut marks = None;
-        let stdin = pipes.stdin.take().and_then(|pipe| match req.stdin {
-            StdinRequest::Null => None,
-            StdinRequest::Text(text) => Some(stdin::StdinHandle::feed_text(pipe, writer.input_log(), text)),
-            StdinRequest::Open => {
-                let h = stdin::StdinHandle::open(pipe, writer.input_log());
-                let quiet = req.awaiting_input_ms.unwrap_or(stdin::AWAITING_INPUT_MS);
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                marks = Some(rx);
-                h.watch_awaiting_input(child.pid() as i32, Duration::from_millis(quiet), tx);
-                Some(h)
-            }
-        });
+        let (stdin, marks) = wire_stdin(req.stdin, req.awaiting_input_ms, pipes.stdin.take(), &writer, &child);
         let entry = Arc::new(
             Entry::running(id.clone(), content, req.background, journal.clone(), child.clone())
                 .with_stdin(stdin)
                 .with_tty(pipes.tty.take()),
         );
-        // The running record (X50): a later execd reports this command lost unless it finishes.
-        let rec = persist::running_record(
-            &id,
-            &entry.content,
-            req.background,
-            entry.started_at,
-            child.pid(),
-            child.leaf_paths(),
-        );
-        if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, false) {
-            tracing::warn!(id = %id, error = %e, "could not write the command record; it will not survive a restart");
-        }
+        self.save_running(&entry, &child);
         // Registered before `init` is produced: a status request right after `init` finds it (C43).
         self.inner.registry.insert(entry.clone());
         tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
@@ -367,6 +343,21 @@ impl CommandManager {
             CommandEvents { queue: vec![ExecEvent::init(&id)].into(), lines: Some(lines) }
         };
         Ok(Started { id, events })
+    }
+
+    /// The running record (X50): a later execd reports this command lost unless it finishes.
+    fn save_running(&self, entry: &Entry, child: &GroupChild) {
+        let rec = persist::running_record(
+            &entry.id,
+            &entry.content,
+            entry.background,
+            entry.started_at,
+            child.pid(),
+            child.leaf_paths(),
+        );
+        if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, false) {
+            tracing::warn!(id = %entry.id, error = %e, "could not write the command record; it will not survive a restart");
+        }
     }
 
     /// The answer to a command that failed to start: `init` and `error` (foreground, not
@@ -739,6 +730,30 @@ fn spawn_spec(
         output: if req.background { OutputMode::Merged } else { OutputMode::Separate },
         ..base
     })
+}
+
+/// What the child's stdin pipe becomes (X10–X13): nothing, a text fed and closed, or a handle kept
+/// open for `POST /command/{id}/stdin`, whose awaiting-input markers the output pump places
+/// (after the output already in the pipes) through the returned receiver.
+fn wire_stdin(
+    request: StdinRequest,
+    awaiting_input_ms: Option<u64>,
+    pipe: Option<crate::process::StdinPipe>,
+    writer: &JournalWriter,
+    child: &GroupChild,
+) -> (Option<Arc<stdin::StdinHandle>>, Option<tokio::sync::mpsc::Receiver<crate::process::pump::MarkRequest>>) {
+    let Some(pipe) = pipe else { return (None, None) };
+    match request {
+        StdinRequest::Null => (None, None),
+        StdinRequest::Text(text) => (Some(stdin::StdinHandle::feed_text(pipe, writer.input_log(), text)), None),
+        StdinRequest::Open => {
+            let h = stdin::StdinHandle::open(pipe, writer.input_log());
+            let quiet = awaiting_input_ms.unwrap_or(stdin::AWAITING_INPUT_MS);
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            h.watch_awaiting_input(child.pid() as i32, Duration::from_millis(quiet), tx);
+            (Some(h), Some(rx))
+        }
+    }
 }
 
 /// A started command from its pump to its end: output into the journal, then the finished

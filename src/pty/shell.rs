@@ -230,6 +230,44 @@ fn session_members(sid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The shell's cgroup leaf and its `cgroup.procs` descriptors. Placement is best effort (no
+/// limits to enforce): without a leaf the session is the unit.
+fn shell_leaf() -> (Option<crate::cgroup::Leaf>, Vec<OwnedFd>) {
+    let leaf = crate::cgroup::new_leaf(&crate::cgroup::Limits::default()).ok().flatten();
+    match leaf.as_ref().map(|l| l.procs_files()) {
+        Some(Ok(fds)) => (leaf, fds),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "pty shell: cannot open its cgroup leaf; using its session only");
+            (leaf, Vec::new())
+        }
+        None => (leaf, Vec::new()),
+    }
+}
+
+/// The shell's stdin, stdout and stderr pipes (pipe mode), non-blocking for the runtime.
+fn pipe_io(child: &mut std::process::Child) -> io::Result<ShellIo> {
+    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(io::Error::other("pipes missing after spawn"));
+    };
+    Ok(ShellIo {
+        stdin: StdinSink::Pipe(pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?),
+        stdout: OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?),
+        stderr: Some(OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?)),
+    })
+}
+
+/// A pidfd for the just-spawned leader, registered with the runtime; on failure the leader's
+/// group is killed and the leader reaped.
+fn watch(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
+    let register = |fd: OwnedFd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    crate::os::pidfd::open(pid).and_then(|fd| register(fd).map_err(io::Error::from)).inspect_err(|_| {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid as i32), None);
+    })
+}
+
 /// Starts the shell as `spec` says. Must run inside the tokio runtime.
 pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
     let mut cmd = Command::new(&spec.program);
@@ -238,16 +276,7 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
         cmd.current_dir(cwd);
     }
     let mut master = None;
-    // Placement is best effort (no limits to enforce): without a leaf the session is the unit.
-    let leaf = crate::cgroup::new_leaf(&crate::cgroup::Limits::default()).ok().flatten();
-    let procs = match leaf.as_ref().map(|l| l.procs_files()) {
-        Some(Ok(fds)) => fds,
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "pty shell: cannot open its cgroup leaf; using its session only");
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
+    let (leaf, procs) = shell_leaf();
     match spec.mode {
         Mode::Pty => {
             let (m, slave) = crate::process::tty::open_pty(DEFAULT_COLS, DEFAULT_ROWS)?;
@@ -289,31 +318,11 @@ pub fn spawn_shell(spec: &ShellSpec) -> io::Result<(ShellProc, ShellIo)> {
     let pid = child.id();
     let io = match &master {
         Some(m) => ShellIo { stdin: StdinSink::Pty(m.clone()), stdout: OutputSource::Pty(m.clone()), stderr: None },
-        None => {
-            let (Some(stdin), Some(stdout), Some(stderr)) =
-                (child.stdin.take(), child.stdout.take(), child.stderr.take())
-            else {
-                return Err(io::Error::other("pipes missing after spawn"));
-            };
-            ShellIo {
-                stdin: StdinSink::Pipe(pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?),
-                stdout: OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?),
-                stderr: Some(OutputSource::Pipe(pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?)),
-            }
-        }
+        None => pipe_io(&mut child)?,
     };
     // Dropping std's Child neither waits nor kills: the pidfd below watches the leader.
     drop(child);
-    // SAFETY: an OwnedFd owns its descriptor for its whole life and always returns the same one.
-    let register = |fd: OwnedFd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    let pidfd = match crate::os::pidfd::open(pid).and_then(|fd| register(fd).map_err(io::Error::from)) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(pid as i32), None);
-            return Err(e);
-        }
-    };
+    let pidfd = watch(pid)?;
     let proc =
         ShellProc { pid: Pid::from_raw(pid as i32), mode: spec.mode, pidfd, master, reaped: Mutex::new(None), leaf };
     Ok((proc, io))

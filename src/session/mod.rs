@@ -273,37 +273,12 @@ impl SessionManager {
     /// `POST /session/{id}/run`: waits for the session to be free (D21), starts the run and
     /// returns its events. Errors here come before any event (JSON answers).
     pub async fn run(&self, id: &str, req: RunRequest) -> Result<RunEvents, SessionError> {
-        if req.command.is_empty() {
-            return Err(SessionError::EmptyCommand);
-        }
-        if self.inner.shutdown.is_cancelled() {
-            return Err(SessionError::ShuttingDown);
-        }
-        let shell = process::shell();
-        if shell.file_name().and_then(|n| n.to_str()) != Some("bash") {
-            return Err(SessionError::NoBash);
-        }
-        let session = self.get(id).ok_or_else(|| SessionError::RunContextNotFound { id: id.to_string() })?;
-        let cwd = match req.cwd.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => Some(resolve_run_cwd(c)?),
-            None => None,
-        };
-        let limits = req.limits.or(session.limits);
-        crate::cgroup::check_limits(&limits)?;
+        let (session, cwd, limits) = self.check_run(id, &req)?;
         let timeout = req.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_RUN_TIMEOUT);
         let guard = wait_for_turn(&session, id, timeout).await?;
-        let generation = *guard;
-        let state = session.state_file(generation);
-        let next = session.state_file(generation + 1);
-        let raw = session.dir.join(format!("save.{}.sh", generation + 1));
-        let cmd_path = session.command_file(generation + 1);
-        crate::state_dir::write_file(&cmd_path, bash::command_file(&req.command).as_bytes())
-            .map_err(|e| SessionError::io("writing", &cmd_path, e))?;
-        // Made here 0600 so that bash's `>|` truncates a private file instead of creating one
-        // with the user's umask.
-        crate::state_dir::create_file(&raw).map_err(|e| SessionError::io("creating", &raw, e))?;
-        let driver = bash::driver(&state, &cmd_path, &raw, cwd.as_deref());
-        let spec = driver_spec(shell, driver, session.start_dir.clone().filter(|d| d.is_dir()));
+        let files = RunFiles::write(&session, *guard, &req.command)?;
+        let driver = bash::driver(&files.state, &files.cmd, &files.raw, cwd.as_deref());
+        let spec = driver_spec(process::shell(), driver, session.start_dir.clone().filter(|d| d.is_dir()));
         let stdin_mode = if req.stdin.is_some() { StdinMode::Pipe } else { StdinMode::Null };
         let observed = self.inner.observer.get().map(|o| {
             o(&ExecStart {
@@ -320,7 +295,7 @@ impl SessionManager {
         let (child, mut pipes) = match process::spawn_io(spec, &limits, stdin_mode) {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_file(&cmd_path);
+                let _ = std::fs::remove_file(&files.cmd);
                 if let Some(done) = observed {
                     done(&ExecEnd::of_process(None, &ExitInfo::spawn_failed(&e), started.elapsed()));
                 }
@@ -340,18 +315,6 @@ impl SessionManager {
         let _ = tx.try_send(ExecEvent::init(id));
         session.touch(1);
         self.inner.active.send_modify(|n| *n += 1);
-        // Adopt the state the run saved, or keep the old one (killed, exec'd, cut short).
-        let adopt = move |keep: bool| {
-            let adopted = keep && run::state_complete(&raw) && compact(&raw, &next).is_ok();
-            let _ = std::fs::remove_file(&raw);
-            if adopted {
-                let _ = std::fs::remove_file(&state);
-            } else {
-                let _ = std::fs::remove_file(&next);
-            }
-            let _ = std::fs::remove_file(&cmd_path);
-            adopted
-        };
         let ctx = run::RunCtx {
             session_id: id.to_string(),
             child: Arc::new(child),
@@ -361,7 +324,7 @@ impl SessionManager {
             closed: session.closed.clone(),
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.opts.shutdown_grace,
-            adopt: Box::new(adopt),
+            adopt: Box::new(move |keep| files.adopt(keep)),
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -382,6 +345,32 @@ impl SessionManager {
             inner.active.send_modify(|n| *n -= 1);
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// What a run needs before it waits for its turn: a command, a daemon not stopping, bash, the
+    /// session, its working directory (resolved) and limits (the run's, else the session's).
+    fn check_run(
+        &self,
+        id: &str,
+        req: &RunRequest,
+    ) -> Result<(Arc<Session>, Option<PathBuf>, crate::cgroup::Limits), SessionError> {
+        if req.command.is_empty() {
+            return Err(SessionError::EmptyCommand);
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        if process::shell().file_name().and_then(|n| n.to_str()) != Some("bash") {
+            return Err(SessionError::NoBash);
+        }
+        let session = self.get(id).ok_or_else(|| SessionError::RunContextNotFound { id: id.to_string() })?;
+        let cwd = match req.cwd.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(resolve_run_cwd(c)?),
+            None => None,
+        };
+        let limits = req.limits.or(session.limits);
+        crate::cgroup::check_limits(&limits)?;
+        Ok((session, cwd, limits))
     }
 
     /// `DELETE /session/{id}` (and `DELETE /command?id=<session id>`): removes the session; its
@@ -549,6 +538,47 @@ fn compact(raw: &Path, next: &Path) -> std::io::Result<()> {
 /// `p` made absolute against execd's working directory (not resolving symlinks).
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The files of one run of generation `g + 1`: the state it starts from (`g`), the command, the
+/// raw state bash saves and the compacted state it becomes.
+struct RunFiles {
+    state: PathBuf,
+    next: PathBuf,
+    raw: PathBuf,
+    cmd: PathBuf,
+}
+
+impl RunFiles {
+    /// Writes the command file and creates the (empty, private) raw state file.
+    fn write(session: &Session, generation: u64, command: &str) -> Result<RunFiles, SessionError> {
+        let files = RunFiles {
+            state: session.state_file(generation),
+            next: session.state_file(generation + 1),
+            raw: session.dir.join(format!("save.{}.sh", generation + 1)),
+            cmd: session.command_file(generation + 1),
+        };
+        crate::state_dir::write_file(&files.cmd, bash::command_file(command).as_bytes())
+            .map_err(|e| SessionError::io("writing", &files.cmd, e))?;
+        // Made here 0600 so that bash's `>|` truncates a private file instead of creating one
+        // with the user's umask.
+        crate::state_dir::create_file(&files.raw).map_err(|e| SessionError::io("creating", &files.raw, e))?;
+        Ok(files)
+    }
+
+    /// Adopts the state the run saved, or keeps the old one (killed, exec'd, cut short); returns
+    /// whether it adopted. Removes the run's files either way.
+    fn adopt(self, keep: bool) -> bool {
+        let adopted = keep && run::state_complete(&self.raw) && compact(&self.raw, &self.next).is_ok();
+        let _ = std::fs::remove_file(&self.raw);
+        if adopted {
+            let _ = std::fs::remove_file(&self.state);
+        } else {
+            let _ = std::fs::remove_file(&self.next);
+        }
+        let _ = std::fs::remove_file(&self.cmd);
+        adopted
+    }
 }
 
 /// D21: waits for the session's run in progress, but not longer than `timeout` (then

@@ -113,18 +113,8 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
                 }
             }
             r = readable(&pipe), if pending.bytes < MAX_PENDING_BYTES => {
-                if r.is_err() {
+                if r.is_err() || !read_ready(pipe.as_mut(), &mut buf, &mut splitter, &mut pending) {
                     pipe = None;
-                    continue;
-                }
-                if let Some(p) = pipe.as_mut() {
-                    match p.try_read(&mut buf) {
-                        Ok(0) => pipe = None,
-                        Ok(n) => push_lines(&mut splitter, &buf[..n], &mut pending),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => pipe = None,
-                    }
                 }
             }
         }
@@ -146,20 +136,43 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     };
 
     let exit = exit_info(stop, outcome, child.report());
-    let terminal = match stop {
-        Some(Stop::Timeout) => {
-            ExecEvent::runtime_error(format!("error running in session. timeout after {}", go_duration(timeout)))
-        }
-        _ if outcome.success() => ExecEvent::complete(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
-        _ => ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()]),
-    }
-    .with_exit(exit.clone());
+    let terminal = terminal_event(stop, outcome, elapsed, timeout).with_exit(exit.clone());
     // The run ended by itself: the state it saved (if complete) becomes the session's.
     let adopted = tokio::task::spawn_blocking(move || adopt(stop.is_none())).await.unwrap_or(false);
     if stop != Some(Stop::Disconnected) {
         deliver(&tx, pending, terminal, deadline, &session_id).await;
     }
     Finished { adopted, exit_code: outcome.code(), exit }
+}
+
+/// Reads what a readable `pipe` holds into lines; false when it ended or failed (`None` is left
+/// alone: true).
+fn read_ready(
+    pipe: Option<&mut OutputPipe>,
+    buf: &mut [u8],
+    splitter: &mut LineSplitter,
+    pending: &mut Pending,
+) -> bool {
+    let Some(p) = pipe else { return true };
+    match p.try_read(buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            push_lines(splitter, &buf[..n], pending);
+            true
+        }
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+    }
+}
+
+/// The run's last event: timeout, success, or the exit code as an error.
+fn terminal_event(stop: Option<Stop>, outcome: ExitOutcome, elapsed: Duration, timeout: Duration) -> ExecEvent {
+    match stop {
+        Some(Stop::Timeout) => {
+            ExecEvent::runtime_error(format!("error running in session. timeout after {}", go_duration(timeout)))
+        }
+        _ if outcome.success() => ExecEvent::complete(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+        _ => ExecEvent::error(COMMAND_EXEC_ERROR, outcome.code().to_string(), vec![outcome.describe()]),
+    }
 }
 
 /// Reads what `pipe` holds right now into lines. Returns whether it reached the end (or failed);
