@@ -57,10 +57,13 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 /// stop accepting, stop every manager (process groups get SIGTERM, then SIGKILL after the grace
 /// period), let open streams deliver their terminal events, return.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The port really listened on (`--port 0` lets the kernel choose): the proxy recognises its
+    // own port by it.
+    config.port = listener.local_addr()?.port();
     let grace = config.graceful_shutdown_timeout;
     cgroup::init(&cgroup::Placement::parse(&config.cgroup_root));
     let state = AppState::new(config)?;

@@ -86,7 +86,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             }
         }
         if let Some((op, paths, bytes)) = audit {
-            let mut m = FileMutation {
+            let m = FileMutation {
                 peer,
                 method: method.to_string(),
                 route,
@@ -99,34 +99,40 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 gid: identity.map(|i| i.1),
                 duration: d,
             };
-            match paths {
-                Paths::Known(p, complete) => {
-                    m.paths = p;
-                    m.paths_complete = complete;
-                    obs.file_mutation(m);
-                }
-                // The parser has normally finished by the end of the response: the line is then
-                // written at once, in the order of the requests; else when it has (bounded).
-                Paths::Later(mut rx) => match rx.try_recv() {
-                    Ok((p, complete)) => {
-                        m.paths = p;
-                        m.paths_complete = complete;
-                        obs.file_mutation(m);
-                    }
-                    Err(_) => {
-                        tokio::spawn(async move {
-                            if let Ok(Ok((p, complete))) = tokio::time::timeout(UPLOAD_PARSE_WAIT, rx).await {
-                                m.paths = p;
-                                m.paths_complete = complete;
-                            }
-                            obs.file_mutation(m);
-                        });
-                    }
-                },
-            }
+            audit_mutation(obs, m, paths);
         }
     };
     resp.map(|b| Body::new(Observed { inner: b, done: Some(Box::new(done)), scan_errors, error_seen }))
+}
+
+/// Writes the audit line of a file mutation once its paths are known. The upload parser has
+/// normally finished by the end of the response: the line is then written at once, in the order
+/// of the requests; else when it has (waiting at most [`UPLOAD_PARSE_WAIT`]).
+fn audit_mutation(obs: crate::observability::Observability, mut m: FileMutation, paths: Paths) {
+    let mut rx = match paths {
+        Paths::Known(p, complete) => {
+            m.paths = p;
+            m.paths_complete = complete;
+            return obs.file_mutation(m);
+        }
+        Paths::Later(rx) => rx,
+    };
+    match rx.try_recv() {
+        Ok((p, complete)) => {
+            m.paths = p;
+            m.paths_complete = complete;
+            obs.file_mutation(m);
+        }
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok((p, complete))) = tokio::time::timeout(UPLOAD_PARSE_WAIT, rx).await {
+                    m.paths = p;
+                    m.paths_complete = complete;
+                }
+                obs.file_mutation(m);
+            });
+        }
+    }
 }
 
 /// The standard methods as themselves, anything else `OTHER`.

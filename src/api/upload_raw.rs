@@ -86,39 +86,22 @@ async fn put_content(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let checked = check(&q, &headers);
-    let (spec, expected) = match checked {
+    // Refused before the body is read: the body is drained so the connection stays usable.
+    let admitted = async {
+        let (spec, expected) = check(&q, &headers)?;
+        let permit = state.transfers.admit()?;
+        let existed = target_exists(spec.path.clone()).await?;
+        Ok::<_, ApiError>((spec, expected, permit, existed))
+    }
+    .await;
+    let (spec, expected, permit, existed) = match admitted {
         Ok(v) => v,
         Err(e) => {
             drain(body).await;
             return Err(e);
         }
     };
-    let permit = match state.transfers.admit() {
-        Ok(p) => p,
-        Err(e) => {
-            drain(body).await;
-            return Err(e.into());
-        }
-    };
     let given = spec.path.clone();
-    let existed = match fs::blocking({
-        let given = given.clone();
-        move || match std::fs::metadata(fs::path::expanded_checked(&given)?) {
-            // 400, not the multipart upload's (upstream's) 500: this route has no upstream.
-            Ok(m) if m.is_dir() => Err(FsError::Invalid(format!("cannot upload to {given}: is a directory"))),
-            Ok(_) => Ok(true),
-            Err(_) => Ok(false),
-        }
-    })
-    .await
-    {
-        Ok(e) => e,
-        Err(e) => {
-            drain(body).await;
-            return Err(e.into());
-        }
-    };
     let (mut stream, stall) = state.transfers.stall_guard(body.into_data_stream());
     let mut writer = match UploadWriter::to_target(spec, state.transfers.scratch()).await {
         Ok(w) => w,
@@ -149,16 +132,7 @@ async fn put_content(
         if got.as_slice() != want.as_slice() {
             // Dropping the staged file removes it: nothing was written.
             drop(staged);
-            let b64 = base64::engine::general_purpose::STANDARD;
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::DigestMismatch,
-                format!(
-                    "Content-Digest mismatch: the body's sha-256 is :{}:, the header says :{}:; nothing was written",
-                    b64.encode(got),
-                    b64.encode(&want)
-                ),
-            ));
+            return Err(digest_mismatch(&got, &want));
         }
     }
     let mut set = StagedSet::default();
@@ -173,6 +147,30 @@ async fn put_content(
     drop(permit);
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok(json_response(status, &info))
+}
+
+/// Whether the target exists already (200 rather than 201); a directory there is a 400, not
+/// the multipart upload's (upstream's) 500: this route has no upstream.
+async fn target_exists(given: String) -> Result<bool, FsError> {
+    fs::blocking(move || match std::fs::metadata(fs::path::expanded_checked(&given)?) {
+        Ok(m) if m.is_dir() => Err(FsError::Invalid(format!("cannot upload to {given}: is a directory"))),
+        Ok(_) => Ok(true),
+        Err(_) => Ok(false),
+    })
+    .await
+}
+
+fn digest_mismatch(got: &[u8], want: &[u8]) -> ApiError {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::DigestMismatch,
+        format!(
+            "Content-Digest mismatch: the body's sha-256 is :{}:, the header says :{}:; nothing was written",
+            b64.encode(got),
+            b64.encode(want)
+        ),
+    )
 }
 
 /// The upload spec from the query and the expected digest from the headers.

@@ -236,6 +236,104 @@ struct Inner {
     observer: OnceLock<ExecObserver>,
 }
 
+/// Starts the session's namespace helper (`init`: stage 1, which forks the session's init and
+/// shell) in the session's cgroup leaf, its stdin, stdout and stderr piped.
+fn spawn_helper(
+    nspec: &ns::NsSpec,
+    env: &BTreeMap<String, String>,
+    leaf: Option<&crate::cgroup::Leaf>,
+) -> Result<tokio::process::Child, IsolatedError> {
+    let spec_json = serde_json::to_string(nspec).map_err(|e| IsolatedError::Internal(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| IsolatedError::io("current_exe", e))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(ns::HELPER_ARG)
+        .arg("init")
+        .arg(spec_json)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    enter_leaf_on_spawn(&mut cmd, leaf);
+    let spawned = cmd.spawn();
+    // Closes execd's copies of the leaf's descriptors.
+    drop(cmd);
+    spawned.map_err(|e| IsolatedError::Setup(format!("cannot start the session helper: {e}")))
+}
+
+/// Starts a background run's helper in the session's namespaces and cgroup leaf, its output
+/// appended to `log` (created here).
+fn spawn_background(
+    s: &Session,
+    envs: BTreeMap<String, String>,
+    log: &Path,
+) -> Result<tokio::process::Child, IsolatedError> {
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| IsolatedError::io("create run log", e))?;
+    let err_file = file.try_clone().map_err(|e| IsolatedError::io("dup run log", e))?;
+    let exe = std::env::current_exe().map_err(|e| IsolatedError::io("current_exe", e))?;
+    let nnp = if s.settings.strict() { "1" } else { "0" };
+    let mut env = s.env.clone();
+    env.extend(envs);
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(ns::HELPER_ARG)
+        .arg("enter")
+        .args([s.init_pid.to_string(), s.uid.to_string(), s.gid.to_string(), nnp.to_string()])
+        .arg(s.primary_path())
+        .env_clear()
+        .envs(&env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(file)
+        .stderr(err_file)
+        .process_group(0);
+    // The run joins the session's leaf, so deleting the session ends it with the rest.
+    enter_leaf_on_spawn(&mut cmd, s.leaf.lock().unwrap().as_ref());
+    let spawned = cmd.spawn();
+    drop(cmd);
+    spawned.map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))
+}
+
+/// Waits for a background run: records its end (exit code, or the session's end), tells the
+/// observer, and cuts its log to [`LOG_LIMIT`] (I20).
+async fn finish_background(
+    mut child: tokio::process::Child,
+    r: Arc<BgRun>,
+    sess: std::sync::Weak<Session>,
+    observed: Option<ExecDone>,
+    started: std::time::Instant,
+) {
+    let status = child.wait().await;
+    let dead = sess.upgrade().is_none_or(|s| s.is_dead());
+    if let Some(done) = observed {
+        let code = status.as_ref().ok().filter(|_| !dead).map(|c| shell::exit_code(*c));
+        let exit = ExitInfo::reason(if code.is_some() { "exited" } else { "interrupted" });
+        done(&ExecEnd::of_process(code, &exit, started.elapsed()));
+    }
+    {
+        let mut st = r.state.lock().unwrap();
+        st.running = false;
+        st.finished_at = Some(SystemTime::now());
+        match status {
+            _ if dead => st.error = Some("session terminated".into()),
+            Ok(code) => st.exit_code = Some(shell::exit_code(code)),
+            Err(e) => st.error = Some(format!("wait failed: {e}")),
+        }
+    }
+    if let Some(s) = sess.upgrade() {
+        s.touch();
+    }
+    // Retention (I20): only the first LOG_LIMIT bytes are kept.
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&r.log) {
+        if f.metadata().map(|m| m.len() > LOG_LIMIT).unwrap_or(false) {
+            let _ = f.set_len(LOG_LIMIT);
+        }
+    }
+}
+
 fn kill(pid: i32, sig: nix::sys::signal::Signal) {
     if pid > 1 {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
@@ -441,41 +539,10 @@ impl IsolatedManager {
         uid: u32,
         gid: u32,
     ) -> Result<Session, IsolatedError> {
-        let mkdir =
-            |p: &Path| std::fs::create_dir_all(p).map_err(|e| IsolatedError::io(&format!("mkdir {}", p.display()), e));
-        mkdir(&dir.join("root"))?;
-        mkdir(&dir.join("runs"))?;
-        let mounts = session_mounts(dir, &settings)?;
-        let nspec = ns::NsSpec {
-            new_root: dir.join("root"),
-            mounts,
-            hide: vec![self.inner.opts.state_dir.clone()],
-            private_tmp: settings.strict(),
-            new_net: !settings.net_shared(),
-            uid,
-            gid,
-            no_new_privs: settings.strict(),
-            cwd: PathBuf::from(&settings.primary().path),
-        };
+        let nspec = self.ns_spec(dir, &settings, uid, gid)?;
         let env = spec::session_env(crate::process::env::base_env(), &settings.env_passthrough);
-        let spec_json = serde_json::to_string(&nspec).map_err(|e| IsolatedError::Internal(e.to_string()))?;
-        let exe = std::env::current_exe().map_err(|e| IsolatedError::io("current_exe", e))?;
         let leaf = new_session_leaf();
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg(ns::HELPER_ARG)
-            .arg("init")
-            .arg(spec_json)
-            .env_clear()
-            .envs(&env)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0);
-        enter_leaf_on_spawn(&mut cmd, leaf.as_ref());
-        let spawned = cmd.spawn();
-        // Closes execd's copies of the leaf's descriptors.
-        drop(cmd);
-        let mut child = spawned.map_err(|e| IsolatedError::Setup(format!("cannot start the session helper: {e}")))?;
+        let mut child = spawn_helper(&nspec, &env, leaf.as_ref())?;
         let stage1_pid = child.id().map(|p| p as i32).unwrap_or(0);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -524,6 +591,25 @@ impl IsolatedManager {
             }
         });
         Ok(session)
+    }
+
+    /// The namespace helper's spec for a session in `dir` (its `root` and `runs` made here).
+    fn ns_spec(&self, dir: &Path, settings: &Settings, uid: u32, gid: u32) -> Result<ns::NsSpec, IsolatedError> {
+        let mkdir =
+            |p: &Path| std::fs::create_dir_all(p).map_err(|e| IsolatedError::io(&format!("mkdir {}", p.display()), e));
+        mkdir(&dir.join("root"))?;
+        mkdir(&dir.join("runs"))?;
+        Ok(ns::NsSpec {
+            new_root: dir.join("root"),
+            mounts: session_mounts(dir, settings)?,
+            hide: vec![self.inner.opts.state_dir.clone()],
+            private_tmp: settings.strict(),
+            new_net: !settings.net_shared(),
+            uid,
+            gid,
+            no_new_privs: settings.strict(),
+            cwd: PathBuf::from(&settings.primary().path),
+        })
     }
 
     /// Deletes a session: kills everything in it, then drops its upper layers and run records
@@ -676,32 +762,7 @@ impl IsolatedManager {
         }
         let rid = uuid::Uuid::new_v4().to_string();
         let log = s.dir.join("runs").join(format!("{rid}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| IsolatedError::io("create run log", e))?;
-        let err_file = file.try_clone().map_err(|e| IsolatedError::io("dup run log", e))?;
-        let exe = std::env::current_exe().map_err(|e| IsolatedError::io("current_exe", e))?;
-        let nnp = if s.settings.strict() { "1" } else { "0" };
-        let mut env = s.env.clone();
-        env.extend(envs);
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg(ns::HELPER_ARG)
-            .arg("enter")
-            .args([s.init_pid.to_string(), s.uid.to_string(), s.gid.to_string(), nnp.to_string()])
-            .arg(s.primary_path())
-            .env_clear()
-            .envs(&env)
-            .stdin(std::process::Stdio::piped())
-            .stdout(file)
-            .stderr(err_file)
-            .process_group(0);
-        // The run joins the session's leaf, so deleting the session ends it with the rest.
-        enter_leaf_on_spawn(&mut cmd, s.leaf.lock().unwrap().as_ref());
-        let spawned = cmd.spawn();
-        drop(cmd);
-        let mut child = spawned.map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))?;
+        let mut child = spawn_background(&s, envs, &log)?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
         // The code travels through a pipe, never argv (`/proc/<pid>/cmdline` is world-readable).
         if let Some(mut stdin) = child.stdin.take() {
@@ -716,44 +777,14 @@ impl IsolatedManager {
         let run = Arc::new(BgRun {
             id: rid.clone(),
             started_at: SystemTime::now(),
-            log: log.clone(),
+            log,
             pgid,
             state: Mutex::new(BgState { running: true, ..Default::default() }),
         });
         s.runs.lock().unwrap().insert(rid, run.clone());
         s.touch();
-        let r = run.clone();
-        let sess = Arc::downgrade(&s);
         let observed = self.observe(&s, &code, true);
-        let started = std::time::Instant::now();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            let dead = sess.upgrade().is_none_or(|s| s.is_dead());
-            if let Some(done) = observed {
-                let code = status.as_ref().ok().filter(|_| !dead).map(|c| shell::exit_code(*c));
-                let exit = ExitInfo::reason(if code.is_some() { "exited" } else { "interrupted" });
-                done(&ExecEnd::of_process(code, &exit, started.elapsed()));
-            }
-            {
-                let mut st = r.state.lock().unwrap();
-                st.running = false;
-                st.finished_at = Some(SystemTime::now());
-                match status {
-                    _ if dead => st.error = Some("session terminated".into()),
-                    Ok(code) => st.exit_code = Some(shell::exit_code(code)),
-                    Err(e) => st.error = Some(format!("wait failed: {e}")),
-                }
-            }
-            if let Some(s) = sess.upgrade() {
-                s.touch();
-            }
-            // Retention (I20): only the first LOG_LIMIT bytes are kept.
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&r.log) {
-                if f.metadata().map(|m| m.len() > LOG_LIMIT).unwrap_or(false) {
-                    let _ = f.set_len(LOG_LIMIT);
-                }
-            }
-        });
+        tokio::spawn(finish_background(child, run.clone(), Arc::downgrade(&s), observed, std::time::Instant::now()));
         Ok(run)
     }
 

@@ -78,6 +78,40 @@ impl Shell {
     }
 
     /// Runs `code` and sends its events to `tx`, ending with exactly one terminal event.
+    /// A run's start: `init`, its output FIFO, its script on the shell's stdin. Returns the
+    /// output, the FIFO's keep-alive write end and the end marker, or the outcome of a run that
+    /// could not start (its error event sent).
+    async fn begin(
+        &mut self,
+        code: &str,
+        envs: &BTreeMap<String, String>,
+        tx: &mpsc::Sender<ExecEvent>,
+        dead: &AtomicBool,
+    ) -> Result<(RunOutput, std::os::fd::OwnedFd, String), Outcome> {
+        let not_started = Outcome { touch: false, shell_lost: false, exit_code: None, exit_reason: "spawn_failed" };
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let _ = tx.send(ExecEvent::init(&run_id)).await;
+        if dead.load(Ordering::SeqCst) {
+            let _ = tx.send(runtime("session not active: session process has exited")).await;
+            return Err(not_started);
+        }
+        let marker = format!("__EXECD_RUN_END_{run_id}");
+        let (fifo_rx, keepalive) = match make_fifo(&self.mnt_ns, &run_id, self.uid, self.gid).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.send(runtime(format!("cannot set up the run's output: {e}"))).await;
+                return Err(not_started);
+            }
+        };
+        let script = script(code, envs, &marker, &format!("{FIFO_DIR}/{run_id}"));
+        if let Err(e) = self.stdin.write_all(script.as_bytes()).await {
+            let _ = tx.send(runtime(format!("session not active: {e}"))).await;
+            return Err(Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: "lost" });
+        }
+        let _ = self.stdin.flush().await;
+        Ok((RunOutput { rx: fifo_rx, buf: Vec::new() }, keepalive, marker))
+    }
+
     pub async fn run(
         &mut self,
         code: &str,
@@ -86,28 +120,10 @@ impl Shell {
         tx: &mpsc::Sender<ExecEvent>,
         dead: &AtomicBool,
     ) -> Outcome {
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let _ = tx.send(ExecEvent::init(&run_id)).await;
-        if dead.load(Ordering::SeqCst) {
-            let _ = tx.send(runtime("session not active: session process has exited")).await;
-            return Outcome { touch: false, shell_lost: false, exit_code: None, exit_reason: "spawn_failed" };
-        }
-        let marker = format!("__EXECD_RUN_END_{run_id}");
-        let fifo = match make_fifo(&self.mnt_ns, &run_id, self.uid, self.gid).await {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.send(runtime(format!("cannot set up the run's output: {e}"))).await;
-                return Outcome { touch: false, shell_lost: false, exit_code: None, exit_reason: "spawn_failed" };
-            }
+        let (mut output, keepalive, marker) = match self.begin(code, envs, tx, dead).await {
+            Ok(begun) => begun,
+            Err(outcome) => return outcome,
         };
-        let (fifo_rx, keepalive) = fifo;
-        let mut output = RunOutput { rx: fifo_rx, buf: Vec::new() };
-        let script = script(code, envs, &marker, &format!("{FIFO_DIR}/{run_id}"));
-        if let Err(e) = self.stdin.write_all(script.as_bytes()).await {
-            let _ = tx.send(runtime(format!("session not active: {e}"))).await;
-            return Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: "lost" };
-        }
-        let _ = self.stdin.flush().await;
         let started = Instant::now();
         let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t).unwrap_or(far);
@@ -128,27 +144,7 @@ impl Shell {
                         return Outcome { touch: false, shell_lost: true, exit_code: None, exit_reason: "lost" };
                     };
                     if let Some(code) = end_marker(&line, &marker) {
-                        // Everything the run wrote before its end is in the FIFO already; what
-                        // its leftover background jobs write later is read and dropped.
-                        for line in output.finish() {
-                            if interrupted.is_none() {
-                                let _ = tx.send(ExecEvent::stdout(line)).await;
-                            }
-                        }
-                        drop(keepalive);
-                        tokio::spawn(output.discard());
-                        let ev = match interrupted {
-                            Some((why, _)) => runtime(why),
-                            None if code == 0 => ExecEvent::complete(started.elapsed().as_millis() as u64),
-                            None => {
-                                let mut e = ExecEvent::error("ExitError", code.to_string(), vec![]);
-                                e.text = format!("command exited with code {code}");
-                                e
-                            }
-                        };
-                        let _ = tx.send(ev).await;
-                        let exit_reason = interrupted.map(|i| stopped_reason(i.0)).unwrap_or("exited");
-                        return Outcome { touch: interrupted.is_none(), shell_lost: false, exit_code: Some(code), exit_reason };
+                        return ended(output, keepalive, code, interrupted.map(|i| i.0), started, tx).await;
                     }
                     // Anything else on the shell's own stdout is not a run's output.
                 }
@@ -255,6 +251,39 @@ fn script(code: &str, envs: &BTreeMap<String, String>, marker: &str, fifo: &str)
 }
 
 /// The reading end of a run's output FIFO, split into lines.
+/// The run's end marker came with exit `code`: the rest of its output, then its terminal event
+/// (`interrupted` with why, when a deadline or the client stopped it).
+async fn ended(
+    mut output: RunOutput,
+    keepalive: std::os::fd::OwnedFd,
+    code: i32,
+    interrupted: Option<&'static str>,
+    started: Instant,
+    tx: &mpsc::Sender<ExecEvent>,
+) -> Outcome {
+    // Everything the run wrote before its end is in the FIFO already; what its leftover
+    // background jobs write later is read and dropped.
+    for line in output.finish() {
+        if interrupted.is_none() {
+            let _ = tx.send(ExecEvent::stdout(line)).await;
+        }
+    }
+    drop(keepalive);
+    tokio::spawn(output.discard());
+    let ev = match interrupted {
+        Some(why) => runtime(why),
+        None if code == 0 => ExecEvent::complete(started.elapsed().as_millis() as u64),
+        None => {
+            let mut e = ExecEvent::error("ExitError", code.to_string(), vec![]);
+            e.text = format!("command exited with code {code}");
+            e
+        }
+    };
+    let _ = tx.send(ev).await;
+    let exit_reason = interrupted.map(stopped_reason).unwrap_or("exited");
+    Outcome { touch: interrupted.is_none(), shell_lost: false, exit_code: Some(code), exit_reason }
+}
+
 struct RunOutput {
     rx: tokio::net::unix::pipe::Receiver,
     buf: Vec<u8>,

@@ -282,23 +282,31 @@ impl Registry {
         for m in &snap.extra {
             single(m.name, if m.counter { "counter" } else { "gauge" }, m.help, Some(m.value));
         }
-        if let (Some(rx), Some(tx)) = (snap.network_in_bytes, snap.network_out_bytes) {
-            let name = "execd_system_network_io_bytes_total";
-            let _ = writeln!(out, "# HELP {name} Bytes received (in) and sent (out) on every interface but lo (execd.system.network.io.bytes).");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (dir, v) in [("in", rx), ("out", tx)] {
-                let _ = writeln!(out, "{name}{} {v}", label_set(&pairs(c, &[("direction", dir)])));
-            }
-        }
-        if let (Some(tcp), Some(udp)) = (snap.tcp_connections, snap.udp_connections) {
-            let name = "execd_system_network_connections_active";
-            let _ = writeln!(out, "# HELP {name} Established TCP connections and open UDP sockets (execd.system.network.connections.active).");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for (proto, v) in [("tcp", tcp), ("udp", udp)] {
-                let _ = writeln!(out, "{name}{} {v}", label_set(&pairs(c, &[("protocol", proto)])));
-            }
-        }
+        render_network(&mut out, c, snap);
         out
+    }
+}
+
+/// The network families: bytes by direction and connections by protocol.
+fn render_network(out: &mut String, c: &[(String, String)], snap: &Snapshot) {
+    if let (Some(rx), Some(tx)) = (snap.network_in_bytes, snap.network_out_bytes) {
+        let name = "execd_system_network_io_bytes_total";
+        let _ = writeln!(out, "# HELP {name} Bytes received (in) and sent (out) on every interface but lo (execd.system.network.io.bytes).");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (dir, v) in [("in", rx), ("out", tx)] {
+            let _ = writeln!(out, "{name}{} {v}", label_set(&pairs(c, &[("direction", dir)])));
+        }
+    }
+    if let (Some(tcp), Some(udp)) = (snap.tcp_connections, snap.udp_connections) {
+        let name = "execd_system_network_connections_active";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Established TCP connections and open UDP sockets (execd.system.network.connections.active)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (proto, v) in [("tcp", tcp), ("udp", udp)] {
+            let _ = writeln!(out, "{name}{} {v}", label_set(&pairs(c, &[("protocol", proto)])));
+        }
     }
 }
 

@@ -87,9 +87,57 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the small race is retried by `start`).
+/// A free TCP port on 127.0.0.1 (bound and released: another process may take it before the
+/// caller binds it; [`TestServer`] listens on port 0 instead and learns its port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The IPv4 TCP port that process `pid` or one of its descendants (the daemon of `--init` mode
+/// is a child) listens on, from their socket descriptors and `/proc/net/tcp`; `None` until one
+/// listens.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: std::collections::HashSet<u64> = family(pid)
+        .into_iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .flat_map(|d| d.flatten())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    // Lines: `sl local_address rem_address st ... uid timeout inode ...`; `0A` is LISTEN.
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let inode: u64 = f.get(9)?.parse().ok()?;
+        if f.get(3) != Some(&"0A") || !inodes.contains(&inode) {
+            return None;
+        }
+        u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
+    })
+}
+
+/// `pid` and its descendants (from the parent pids in `/proc/*/stat`).
+fn family(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
 }
 
 /// Options for starting a [`TestServer`].
@@ -165,57 +213,66 @@ impl TestServer {
         ServerOptions::default()
     }
 
+    /// Starts execd on port 0 (the kernel picks a free one: no race with other tests) unless
+    /// `opts.port` names one, learns the port from the listening socket, and waits for `/ping`.
     pub fn start_with(opts: ServerOptions) -> TestServer {
-        let mut last_log = String::new();
-        // Retried only when execd exited early (the free port was taken in between).
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let state_dir = dir.path().join("state");
-            let log_path = dir.path().join("execd.log");
-            let port = opts.port.unwrap_or_else(free_port);
-            let execd = opts.program.clone().unwrap_or_else(execd_bin);
-            let mut cmd = match opts.wrapper.split_first() {
-                Some((program, rest)) => {
-                    let mut c = Command::new(program);
-                    c.args(rest).arg(execd);
-                    c
-                }
-                None => Command::new(execd),
-            };
-            cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(&state_dir);
-            if !opts.default_bind {
-                cmd.arg("--bind").arg("127.0.0.1");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = dir.path().join("state");
+        let log_path = dir.path().join("execd.log");
+        let execd = opts.program.clone().unwrap_or_else(execd_bin);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(execd);
+                c
             }
-            cmd.args(&opts.args);
-            cmd.env_remove("EXECD_ACCESS_TOKEN").env_remove("EXECD_ENVS").env_remove("JUPYTER_HOST");
-            if let Some(t) = &opts.token {
-                cmd.env("EXECD_ACCESS_TOKEN", t);
-            }
-            for (k, v) in &opts.env {
-                cmd.env(k, v);
-            }
-            let log = std::fs::File::create(&log_path).unwrap();
-            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-            let child = cmd.spawn().expect("spawn execd");
-            let mut server =
-                TestServer { child: Some(child), port, token: opts.token.clone(), dir, state_dir, log_path };
-            if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
-                return server;
-            }
-            let exited = matches!(server.child.as_mut().unwrap().try_wait(), Ok(Some(_)));
-            last_log = server.log();
-            server.kill();
-            if !exited {
-                break;
-            }
+            None => Command::new(execd),
+        };
+        cmd.arg("--port").arg(opts.port.unwrap_or(0).to_string()).arg("--state-dir").arg(&state_dir);
+        if !opts.default_bind {
+            cmd.arg("--bind").arg("127.0.0.1");
         }
-        panic!("execd did not become ready; log:\n{last_log}");
+        cmd.args(&opts.args);
+        cmd.env_remove("EXECD_ACCESS_TOKEN").env_remove("EXECD_ENVS").env_remove("JUPYTER_HOST");
+        if let Some(t) = &opts.token {
+            cmd.env("EXECD_ACCESS_TOKEN", t);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(&log_path).unwrap();
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = cmd.spawn().expect("spawn execd");
+        let mut server =
+            TestServer { child: Some(child), port: 0, token: opts.token.clone(), dir, state_dir, log_path };
+        if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
+            return server;
+        }
+        let log = server.log();
+        server.kill();
+        panic!("execd did not become ready; log:\n{log}");
     }
 
+    /// Waits until execd listens (its port learnt from `/proc`) and answers `/ping`; false when
+    /// it exited or `timeout` passed.
     fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let port = self.port;
-        let token = self.token.clone();
-        wait_until(timeout, || {
+        let deadline = Instant::now() + timeout;
+        let pid = self.pid();
+        loop {
+            if !self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
+                return false;
+            }
+            if let Some(port) = listening_port(pid) {
+                self.port = port;
+                break;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (port, token) = (self.port, self.token.clone());
+        wait_until(deadline.saturating_duration_since(Instant::now()), || {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return true;
             }
