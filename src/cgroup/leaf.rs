@@ -303,6 +303,13 @@ impl Leaf {
         } else {
             match (num("cpuacct", "cpuacct.usage_user"), num("cpuacct", "cpuacct.usage_sys")) {
                 (Some(user), Some(sys)) => {
+                    // The user/system split is sampled at each tick (and drifts under load, by
+                    // 10-16 % measured); `cpuacct.usage` is the exact total. As rusage does
+                    // (the kernel's cputime_adjust), the exact total is split in the ticks' ratio.
+                    let (user, sys) = match num("cpuacct", "cpuacct.usage") {
+                        Some(total) => split_exact(total, user, sys),
+                        None => (user, sys),
+                    };
                     u.cpu_user_ms = user / 1_000_000;
                     u.cpu_system_ms = sys / 1_000_000;
                 }
@@ -346,6 +353,16 @@ pub fn enter(fds: &[OwnedFd]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `total` split in the ratio `user : sys` (both sampled per tick); all user when both are 0.
+fn split_exact(total: u64, user: u64, sys: u64) -> (u64, u64) {
+    let sampled = u128::from(user) + u128::from(sys);
+    if sampled == 0 {
+        return (total, 0);
+    }
+    let u = (u128::from(total) * u128::from(user) / sampled) as u64;
+    (u, total - u)
 }
 
 /// `key N` lines (`cpu.stat`, `memory.events`, `memory.oom_control`, `cpuacct.stat`).
@@ -397,5 +414,16 @@ mod tests {
         assert_eq!(key_value("user 5\n", "system"), None);
         assert_eq!(io_v2("8:0 rbytes=100 wbytes=5 rios=1\n8:16 rbytes=1 wbytes=2\n"), (101, 7));
         assert_eq!(io_v1("8:0 Read 10\n8:0 Write 4\n8:0 Total 14\nTotal 14\n"), (10, 4));
+    }
+
+    #[test]
+    fn x22_v1_cpu_is_the_exact_total_split_in_the_sampled_ratio() {
+        // Measured: usage 1 097 528 250 ns, ticks said 1 137 214 350 user + 68 000 000 sys.
+        let (u, s) = split_exact(1_097_528_250, 1_137_214_350, 68_000_000);
+        assert_eq!(u + s, 1_097_528_250);
+        assert_eq!(u, 1_035_604_061);
+        assert_eq!(split_exact(500, 0, 0), (500, 0));
+        assert_eq!(split_exact(1_000, 1, 3), (250, 750));
+        assert_eq!(split_exact(u64::MAX, u64::MAX, u64::MAX), (u64::MAX / 2, u64::MAX - u64::MAX / 2));
     }
 }
