@@ -72,9 +72,8 @@ pub(super) struct Finished {
 pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished {
     let RunCtx { session_id, child, mut pipe, started, timeout, closed, shutdown, shutdown_grace, adopt } = ctx;
     let deadline = tokio::time::Instant::from_std(started + timeout);
-    let mut splitter = LineSplitter::default();
-    let mut pending = Pending::default();
-    let mut buf = vec![0u8; READ_BUF];
+    let mut lines =
+        LineReader { buf: vec![0u8; READ_BUF], splitter: LineSplitter::default(), pending: Pending::default() };
     let mut stop: Option<Stop> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
 
@@ -107,13 +106,13 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
                 child.kill_group();
                 stop = Some(Stop::Disconnected);
             }
-            permit = tx.reserve(), if !pending.lines.is_empty() => {
-                if let (Ok(permit), Some(line)) = (permit, pending.pop()) {
+            permit = tx.reserve(), if !lines.pending.lines.is_empty() => {
+                if let (Ok(permit), Some(line)) = (permit, lines.pending.pop()) {
                     permit.send(ExecEvent::stdout(line));
                 }
             }
-            r = readable(&pipe), if pending.bytes < MAX_PENDING_BYTES => {
-                if r.is_err() || !read_ready(pipe.as_mut(), &mut buf, &mut splitter, &mut pending) {
+            r = readable(&pipe), if lines.pending.bytes < MAX_PENDING_BYTES => {
+                if r.is_err() || !lines.read_ready(pipe.as_mut()) {
                     pipe = None;
                 }
             }
@@ -122,7 +121,8 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     let elapsed = started.elapsed();
 
     // The leader is gone: what it wrote is in the pipe now.
-    let eof = drain_now(pipe.as_mut(), &mut buf, &mut splitter, &mut pending);
+    let eof = lines.drain_now(pipe.as_mut());
+    let LineReader { mut splitter, mut pending, .. } = lines;
     splitter.finish(|l| pending.push(l));
 
     let outcome = if eof {
@@ -145,25 +145,6 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     Finished { adopted, exit_code: outcome.code(), exit }
 }
 
-/// Reads what a readable `pipe` holds into lines; false when it ended or failed (`None` is left
-/// alone: true).
-fn read_ready(
-    pipe: Option<&mut OutputPipe>,
-    buf: &mut [u8],
-    splitter: &mut LineSplitter,
-    pending: &mut Pending,
-) -> bool {
-    let Some(p) = pipe else { return true };
-    match p.try_read(buf) {
-        Ok(0) => false,
-        Ok(n) => {
-            push_lines(splitter, &buf[..n], pending);
-            true
-        }
-        Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
-    }
-}
-
 /// The run's last event: timeout, success, or the exit code as an error.
 fn terminal_event(stop: Option<Stop>, outcome: ExitOutcome, elapsed: Duration, timeout: Duration) -> ExecEvent {
     match stop {
@@ -175,21 +156,45 @@ fn terminal_event(stop: Option<Stop>, outcome: ExitOutcome, elapsed: Duration, t
     }
 }
 
-/// Reads what `pipe` holds right now into lines. Returns whether it reached the end (or failed);
-/// `None` (already closed) counts as the end.
-fn drain_now(
-    pipe: Option<&mut OutputPipe>,
-    buf: &mut [u8],
-    splitter: &mut LineSplitter,
-    pending: &mut Pending,
-) -> bool {
-    let Some(p) = pipe else { return true };
-    loop {
-        match p.read_now(buf) {
-            Ok(Some(0)) | Err(_) => return true,
-            Ok(Some(n)) => push_lines(splitter, &buf[..n], pending),
-            Ok(None) => return false,
+/// The run's output on its way to lines: the read buffer, the splitter, the lines not sent yet.
+struct LineReader {
+    buf: Vec<u8>,
+    splitter: LineSplitter,
+    pending: Pending,
+}
+
+impl LineReader {
+    /// Reads what a readable `pipe` holds into lines; false when it ended or failed (`None` is
+    /// left alone: true).
+    fn read_ready(&mut self, pipe: Option<&mut OutputPipe>) -> bool {
+        let Some(p) = pipe else { return true };
+        match p.try_read(&mut self.buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.push(n);
+                true
+            }
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
         }
+    }
+
+    /// Reads what `pipe` holds right now into lines. Returns whether it reached the end (or
+    /// failed); `None` (already closed) counts as the end.
+    fn drain_now(&mut self, pipe: Option<&mut OutputPipe>) -> bool {
+        let Some(p) = pipe else { return true };
+        loop {
+            match p.read_now(&mut self.buf) {
+                Ok(Some(0)) | Err(_) => return true,
+                Ok(Some(n)) => self.push(n),
+                Ok(None) => return false,
+            }
+        }
+    }
+
+    /// The first `n` bytes of the buffer into lines.
+    fn push(&mut self, n: usize) {
+        let pending = &mut self.pending;
+        self.splitter.push(&self.buf[..n], |l| pending.push(l));
     }
 }
 
@@ -253,10 +258,6 @@ impl Pending {
         self.bytes -= line.len();
         Some(line)
     }
-}
-
-fn push_lines(splitter: &mut LineSplitter, data: &[u8], pending: &mut Pending) {
-    splitter.push(data, |l| pending.push(l));
 }
 
 async fn readable(p: &Option<OutputPipe>) -> std::io::Result<()> {
