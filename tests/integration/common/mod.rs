@@ -157,6 +157,11 @@ pub struct ServerOptions {
     pub program: Option<PathBuf>,
     /// How long to wait for `/ping` (default [`TIMEOUT`]; an emulated binary starts slower).
     pub ready_timeout: Option<Duration>,
+    /// execd's working directory (default: the test's).
+    pub cwd: Option<PathBuf>,
+    /// The state directory (default: `state` in the server's own scratch directory), e.g. one a
+    /// test keeps to restart execd on it.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -188,6 +193,14 @@ impl ServerOptions {
         self.ready_timeout = Some(t);
         self
     }
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
     pub fn start(self) -> TestServer {
         TestServer::start_with(self)
     }
@@ -201,6 +214,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Started with `--init`: [`TestServer::kill`] kills the daemon and entrypoint under init too.
+    pub init_mode: bool,
 }
 
 impl TestServer {
@@ -217,7 +232,7 @@ impl TestServer {
     /// `opts.port` names one, learns the port from the listening socket, and waits for `/ping`.
     pub fn start_with(opts: ServerOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state_dir = dir.path().join("state");
+        let state_dir = opts.state_dir.clone().unwrap_or_else(|| dir.path().join("state"));
         let log_path = dir.path().join("execd.log");
         let execd = opts.program.clone().unwrap_or_else(execd_bin);
         let mut cmd = match opts.wrapper.split_first() {
@@ -233,6 +248,9 @@ impl TestServer {
             cmd.arg("--bind").arg("127.0.0.1");
         }
         cmd.args(&opts.args);
+        if let Some(cwd) = &opts.cwd {
+            cmd.current_dir(cwd);
+        }
         cmd.env_remove("EXECD_ACCESS_TOKEN").env_remove("EXECD_ENVS").env_remove("JUPYTER_HOST");
         if let Some(t) = &opts.token {
             cmd.env("EXECD_ACCESS_TOKEN", t);
@@ -243,8 +261,9 @@ impl TestServer {
         let log = std::fs::File::create(&log_path).unwrap();
         cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let child = cmd.spawn().expect("spawn execd");
+        let init_mode = opts.args.iter().any(|a| a == "--init" || a == "-init");
         let mut server =
-            TestServer { child: Some(child), port: 0, token: opts.token.clone(), dir, state_dir, log_path };
+            TestServer { child: Some(child), port: 0, token: opts.token.clone(), dir, state_dir, log_path, init_mode };
         if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
             return server;
         }
@@ -322,10 +341,16 @@ impl TestServer {
         None
     }
 
-    /// SIGKILL and reap.
+    /// SIGKILL and reap. In `--init` mode every descendant too (the daemon and the entrypoint
+    /// are init's children: killing init alone would leave them running); otherwise what execd
+    /// started stays, as after a real `kill -9` (the restart tests look for those orphans).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let pids = if self.init_mode { family(c.id()) } else { Vec::new() };
             let _ = c.kill();
+            for p in pids.into_iter().skip(1) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = c.wait();
         }
     }
@@ -396,31 +421,50 @@ pub fn raw_texts(events: &[Value], kind: &str) -> Vec<String> {
 pub struct EventReader {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// Where the next event starts in `buf` (bytes before it are consumed).
+    start: usize,
+    /// How far from `start` the current event was searched for its `\n\n` already.
+    scanned: usize,
 }
 
 impl EventReader {
     pub fn new(resp: reqwest::Response) -> Self {
-        EventReader { resp, buf: Vec::new() }
+        EventReader { resp, buf: Vec::new(), start: 0, scanned: 0 }
     }
 
-    /// The next event, or `None` at the end of the stream.
+    /// The next event, or `None` at the end of the stream. Each byte is searched once (memchr)
+    /// and moved at most once more: a GiB-sized stream is read at memory speed, not by the test's
+    /// unoptimized code.
     pub async fn next(&mut self) -> Option<Value> {
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let chunk: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                let text = String::from_utf8_lossy(&chunk[..pos]).to_string();
-                if text.trim().is_empty() {
-                    continue;
+            let rest = &self.buf[self.start..];
+            if let Some(pos) = memchr::memmem::find(&rest[self.scanned..], b"\n\n").map(|p| p + self.scanned) {
+                let event = &rest[..pos];
+                let value = (!event.iter().all(u8::is_ascii_whitespace)).then(|| {
+                    serde_json::from_slice(event)
+                        .unwrap_or_else(|e| panic!("bad event {:?}: {e}", String::from_utf8_lossy(event)))
+                });
+                self.start += pos + 2;
+                self.scanned = 0;
+                match value {
+                    Some(v) => return Some(v),
+                    None => continue,
                 }
-                return Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad event {text:?}: {e}")));
+            }
+            // The separator may straddle the next chunk.
+            self.scanned = rest.len().saturating_sub(1);
+            if self.start > 0 && self.start * 2 >= self.buf.len() {
+                self.buf.drain(..self.start);
+                self.start = 0;
             }
             match self.resp.chunk().await.expect("stream read") {
                 Some(bytes) => self.buf.extend_from_slice(&bytes),
                 None => {
+                    let rest = &self.buf[self.start..];
                     assert!(
-                        self.buf.iter().all(|b| b.is_ascii_whitespace()),
+                        rest.iter().all(|b| b.is_ascii_whitespace()),
                         "trailing bytes: {:?}",
-                        String::from_utf8_lossy(&self.buf)
+                        String::from_utf8_lossy(rest)
                     );
                     return None;
                 }

@@ -196,26 +196,8 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
 /// the caller, so that a test can restart execd on the same state), with extra environment.
 /// The TestServer's own scratch directory holds only the log.
 pub fn start_in(cwd: &Path, state_dir: &Path, env: &[(&str, &str)]) -> TestServer {
-    use crate::common::{blocking_ping, execd_bin, free_port, wait_until, TIMEOUT};
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("execd.log");
-    let port = free_port();
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = std::process::Command::new(execd_bin());
-    cmd.arg("--port").arg(port.to_string()).arg("--state-dir").arg(state_dir).arg("--bind").arg("127.0.0.1");
-    cmd.current_dir(cwd).env_remove("EXECD_ACCESS_TOKEN").env_remove("EXECD_ENVS").env_remove("JUPYTER_HOST");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-    let child = cmd.spawn().expect("spawn execd");
-    let mut server =
-        TestServer { child: Some(child), port, token: None, dir, state_dir: state_dir.to_path_buf(), log_path };
-    let ready = wait_until(TIMEOUT, || {
-        matches!(server.child.as_mut().unwrap().try_wait(), Ok(None)) && blocking_ping(port, None)
-    });
-    assert!(ready, "execd did not become ready; log:\n{}", server.log());
-    server
+    let opts = env.iter().fold(TestServer::options().cwd(cwd).state_dir(state_dir), |o, (k, v)| o.env(k, v));
+    opts.start()
 }
 
 /// Paths of the files `pid` has open under `dir` (an anonymous `O_TMPFILE` file shows as
