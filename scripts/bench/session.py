@@ -107,7 +107,8 @@ def main():
     port = free_port()
     state = tempfile.mkdtemp(prefix="execd-bench-")
     env = {k: v for k, v in os.environ.items() if k not in ("EXECD_ACCESS_TOKEN", "EXECD_ENVS")}
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state],
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--state-dir", state]
+                            + os.environ.get("EXECD_BENCH_ARGS", "").split(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_ping(port)

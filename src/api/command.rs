@@ -183,16 +183,19 @@ pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Re
     let background = req.background;
     let started = commands.start(req)?;
     tracing::info!(id = %started.id, %command, command_len, background, "command started");
-    Ok(sse::exec_stream(command_events(started.events)))
+    let mut events = started.events;
+    // Always there: a command's events start with `init`.
+    let init = events.take_init().unwrap_or_else(|| crate::process::ExecEvent::init(&started.id));
+    Ok(sse::exec_stream_rendered(&init, Rendered(events)))
 }
 
-/// A domain event reader as a `Stream`.
-/// (`async_stream` keeps the reader in place; `unfold` would move it for every event.)
-fn command_events(mut events: CommandEvents) -> impl futures_util::Stream<Item = crate::process::ExecEvent> + Send {
-    async_stream::stream! {
-        while let Some(e) = events.next().await {
-            yield e;
-        }
+/// A command's events rendered by its own reader ([`CommandEvents::render`]): no event value
+/// per output line.
+struct Rendered(CommandEvents);
+
+impl sse::Fill for Rendered {
+    async fn fill(&mut self, buf: &mut Vec<u8>, max: usize) -> bool {
+        self.0.render(buf, sse::FRAME_END, max).await
     }
 }
 

@@ -147,12 +147,37 @@ impl CommandEvents {
         CommandEvents { queue: events.into(), lines: None }
     }
 
+    /// The first event, `init`, which is always ready (without waiting); `None` if already taken.
+    pub fn take_init(&mut self) -> Option<ExecEvent> {
+        let first = self.queue.front().is_some_and(|e| e.kind == crate::process::EventKind::Init);
+        first.then(|| self.queue.pop_front()).flatten()
+    }
+
     /// The next event; `None` after the terminal event.
     pub async fn next(&mut self) -> Option<ExecEvent> {
         if let Some(e) = self.queue.pop_front() {
             return Some(e);
         }
         self.lines.as_mut()?.next().await
+    }
+
+    /// Writes the JSON of the events that are ready into `out`, each followed by `sep`, until
+    /// `out` holds at least `max` bytes; waits only while `out` is empty. The events of
+    /// [`CommandEvents::next`], without building one per output line
+    /// ([`LineEventReader::render`]). Returns false once the terminal event was written.
+    pub async fn render(&mut self, out: &mut Vec<u8>, sep: &[u8], max: usize) -> bool {
+        while out.len() < max {
+            let Some(e) = self.queue.pop_front() else { break };
+            e.write_json(out);
+            out.extend_from_slice(sep);
+        }
+        if out.len() >= max {
+            return !self.queue.is_empty() || self.lines.is_some();
+        }
+        match self.lines.as_mut() {
+            Some(lines) => lines.render(out, sep, max).await,
+            None => false,
+        }
     }
 }
 

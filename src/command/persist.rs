@@ -161,7 +161,7 @@ impl EventRec {
             execution_time: e.execution_time,
             timestamp: e.timestamp,
             error: e.error.as_ref().map(|x| (x.ename.clone(), x.evalue.clone(), x.traceback.clone())),
-            exit: e.exit.as_ref().map(ExitRec::from_info),
+            exit: e.exit.as_deref().map(ExitRec::from_info),
         }
     }
 
@@ -174,12 +174,10 @@ impl EventRec {
         };
         let mut e = ExecEvent::new_at(kind, self.text.clone(), self.timestamp);
         e.execution_time = self.execution_time;
-        e.error = self.error.as_ref().map(|(ename, evalue, traceback)| EventError {
-            ename: ename.clone(),
-            evalue: evalue.clone(),
-            traceback: traceback.clone(),
+        e.error = self.error.as_ref().map(|(ename, evalue, traceback)| {
+            Box::new(EventError { ename: ename.clone(), evalue: evalue.clone(), traceback: traceback.clone() })
         });
-        e.exit = self.exit.as_ref().map(ExitRec::to_info);
+        e.exit = self.exit.as_ref().map(|x| Box::new(x.to_info()));
         Some(e)
     }
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::event::{now_ms, EventKind, ExecEvent};
+use super::event::{now_ms, write_plain_json, EventKind, ExecEvent};
 use super::lines::LineSplitter;
 
 const RECORD: u64 = 24;
@@ -607,6 +607,15 @@ fn utf8_continuation_prefix(b: &[u8]) -> usize {
     b.iter().take(3).take_while(|&&c| c & 0xC0 == 0x80).count()
 }
 
+/// What [`ChunkReader::next_ready`] found.
+enum Ready {
+    Chunk(Chunk),
+    /// Closed, and everything read.
+    End,
+    /// Caught up with a writer still running.
+    Wait,
+}
+
 /// Follows a journal from an offset; see [`Journal::chunks`].
 pub struct ChunkReader {
     out: File,
@@ -645,12 +654,28 @@ impl ChunkReader {
     /// `None` once the journal is closed and everything was read.
     pub async fn next(&mut self) -> io::Result<Option<Chunk>> {
         loop {
+            match self.next_ready()? {
+                Ready::Chunk(c) => return Ok(Some(c)),
+                Ready::End => return Ok(None),
+                // Woken by the writer's next publish; an error means every handle is gone (evicted).
+                Ready::Wait => {
+                    if self.rx.changed().await.is_err() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next chunk if the writer published one, without waiting.
+    fn next_ready(&mut self) -> io::Result<Ready> {
+        loop {
             let p = *self.rx.borrow_and_update();
             if self.rec < p.records {
                 let (kind, end, timestamp) = self.record(self.rec)?;
                 if kind == StreamKind::AwaitingInput && self.pos == end {
                     self.rec += 1;
-                    return Ok(Some(Chunk { kind, start: end, data: Vec::new(), timestamp }));
+                    return Ok(Ready::Chunk(Chunk { kind, start: end, data: Vec::new(), timestamp }));
                 }
                 if self.pos >= end {
                     self.rec += 1;
@@ -664,15 +689,9 @@ impl ChunkReader {
                 if self.pos >= end {
                     self.rec += 1;
                 }
-                return Ok(Some(chunk));
+                return Ok(Ready::Chunk(chunk));
             }
-            if p.closed {
-                return Ok(None);
-            }
-            // Woken by the writer's next publish; an error means every handle is gone (evicted).
-            if self.rx.changed().await.is_err() {
-                return Ok(None);
-            }
+            return Ok(if p.closed { Ready::End } else { Ready::Wait });
         }
     }
 
@@ -695,6 +714,37 @@ pub struct LineEventReader {
     done: bool,
 }
 
+/// One event out of [`LineEventReader`]'s steps: a line lent by a splitter, or a whole event.
+enum Out<'a> {
+    Line(EventKind, &'a str, i64),
+    Event(ExecEvent),
+}
+
+impl Out<'_> {
+    fn into_event(self) -> ExecEvent {
+        match self {
+            Out::Line(kind, text, ts) => ExecEvent::new_at(kind, text, ts),
+            Out::Event(e) => e,
+        }
+    }
+}
+
+/// JSON events written into a caller's buffer, each followed by a separator.
+struct Render<'a> {
+    out: &'a mut Vec<u8>,
+    sep: &'a [u8],
+}
+
+impl Render<'_> {
+    fn put(&mut self, o: Out<'_>) {
+        match o {
+            Out::Line(kind, text, ts) => write_plain_json(self.out, kind, text, 0, 0, ts),
+            Out::Event(e) => e.write_json(self.out),
+        }
+        self.out.extend_from_slice(self.sep);
+    }
+}
+
 impl LineEventReader {
     /// The next event; after the terminal event (or a read failure, reported as a `RUNTIME_ERROR`
     /// event) it returns `None`.
@@ -703,52 +753,101 @@ impl LineEventReader {
             if let Some(e) = self.queue.pop_front() {
                 return Some(e);
             }
-            if let Some((chunk, off)) = self.pending.as_mut() {
-                let rest = &chunk.data[*off..];
-                let n = rest.len().min(LINE_FEED_PIECE);
-                let (ts, piece) = (chunk.timestamp, &rest[..n]);
-                let q = &mut self.queue;
-                match chunk.kind {
-                    StreamKind::Stdout => {
-                        self.out.push(piece, |l| q.push_back(ExecEvent::new_at(EventKind::Stdout, l, ts)))
-                    }
-                    StreamKind::Stderr => {
-                        self.err.push(piece, |l| q.push_back(ExecEvent::new_at(EventKind::Stderr, l, ts)))
-                    }
-                    // Input never reaches the upstream stream (X12).
-                    StreamKind::Stdin => {}
-                    StreamKind::AwaitingInput => {
-                        // A prompt is usually an unterminated line: show it before saying that
-                        // the command waits (only commands with an open stdin get markers).
-                        self.out.finish(|l| q.push_back(ExecEvent::new_at(EventKind::Stdout, l, ts)));
-                        self.err.finish(|l| q.push_back(ExecEvent::new_at(EventKind::Stderr, l, ts)));
-                        q.push_back(ExecEvent::new_at(EventKind::AwaitingInput, "", ts))
-                    }
-                }
-                *off += n;
-                if *off >= chunk.data.len() {
-                    self.pending = None;
-                }
+            let mut queue = std::mem::take(&mut self.queue);
+            let fed = self.feed_piece(&mut |o| queue.push_back(o.into_event()));
+            self.queue = queue;
+            if fed {
                 continue;
             }
             if self.done {
                 return None;
             }
-            match self.chunks.next().await {
-                Ok(Some(chunk)) => self.pending = Some((chunk, 0)),
-                Ok(None) => {
-                    self.done = true;
-                    let q = &mut self.queue;
-                    self.out.finish(|l| q.push_back(ExecEvent::stdout(l)));
-                    self.err.finish(|l| q.push_back(ExecEvent::stderr(l)));
-                    if let Some(t) = self.journal.terminal() {
-                        q.push_back(t);
-                    }
+            let next = self.chunks.next().await;
+            let mut queue = std::mem::take(&mut self.queue);
+            self.take_chunk(next, &mut |o| queue.push_back(o.into_event()));
+            self.queue = queue;
+        }
+    }
+
+    /// Writes the JSON of the events that are ready into `out`, each followed by `sep`, until
+    /// `out` holds at least `max` bytes; waits only while `out` is empty. The same events as
+    /// [`LineEventReader::next`], without a `String` or an event per line (the foreground
+    /// stream's hot path). Returns false once the terminal event was written: nothing follows.
+    /// Cancel-safe: it only waits before writing anything.
+    pub async fn render(&mut self, out: &mut Vec<u8>, sep: &[u8], max: usize) -> bool {
+        let mut r = Render { out, sep };
+        loop {
+            while let Some(e) = self.queue.pop_front() {
+                r.put(Out::Event(e));
+            }
+            if r.out.len() >= max {
+                return true;
+            }
+            if self.feed_piece(&mut |o| r.put(o)) {
+                continue;
+            }
+            if self.done {
+                return false;
+            }
+            let next = if r.out.is_empty() {
+                self.chunks.next().await
+            } else {
+                match self.chunks.next_ready() {
+                    Ok(Ready::Wait) => return true,
+                    Ok(Ready::Chunk(c)) => Ok(Some(c)),
+                    Ok(Ready::End) => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) => {
-                    self.done = true;
-                    self.queue.push_back(ExecEvent::runtime_error(format!("error reading output: {e}")));
+            };
+            self.take_chunk(next, &mut |o| r.put(o));
+        }
+    }
+
+    /// Splits the next piece ([`LINE_FEED_PIECE`] bytes) of the pending chunk into events; false
+    /// when no chunk is pending. Pieces keep what one step produces small (a 64 KiB chunk of
+    /// blank lines would otherwise be 64 Ki events at once).
+    fn feed_piece(&mut self, emit: &mut impl FnMut(Out<'_>)) -> bool {
+        let Some((chunk, off)) = self.pending.as_mut() else { return false };
+        let rest = &chunk.data[*off..];
+        let n = rest.len().min(LINE_FEED_PIECE);
+        let (ts, piece) = (chunk.timestamp, &rest[..n]);
+        match chunk.kind {
+            StreamKind::Stdout => self.out.push_lines(piece, |l| emit(Out::Line(EventKind::Stdout, l, ts))),
+            StreamKind::Stderr => self.err.push_lines(piece, |l| emit(Out::Line(EventKind::Stderr, l, ts))),
+            // Input never reaches the upstream stream (X12).
+            StreamKind::Stdin => {}
+            StreamKind::AwaitingInput => {
+                // A prompt is usually an unterminated line: show it before saying that the
+                // command waits (only commands with an open stdin get markers).
+                self.out.finish_lines(|l| emit(Out::Line(EventKind::Stdout, l, ts)));
+                self.err.finish_lines(|l| emit(Out::Line(EventKind::Stderr, l, ts)));
+                emit(Out::Line(EventKind::AwaitingInput, "", ts));
+            }
+        }
+        *off += n;
+        if *off >= chunk.data.len() {
+            self.pending = None;
+        }
+        true
+    }
+
+    /// Takes what the chunk reader returned: the next chunk to split, or the end (the held
+    /// partial lines, then the terminal event), or a read failure (a `RUNTIME_ERROR` event).
+    fn take_chunk(&mut self, next: io::Result<Option<Chunk>>, emit: &mut impl FnMut(Out<'_>)) {
+        match next {
+            Ok(Some(chunk)) => self.pending = Some((chunk, 0)),
+            Ok(None) => {
+                self.done = true;
+                let ts = now_ms();
+                self.out.finish_lines(|l| emit(Out::Line(EventKind::Stdout, l, ts)));
+                self.err.finish_lines(|l| emit(Out::Line(EventKind::Stderr, l, ts)));
+                if let Some(t) = self.journal.terminal() {
+                    emit(Out::Event(t));
                 }
+            }
+            Err(e) => {
+                self.done = true;
+                emit(Out::Event(ExecEvent::runtime_error(format!("error reading output: {e}"))));
             }
         }
     }
@@ -860,6 +959,70 @@ mod tests {
                 ("execution_complete", String::new())
             ]
         );
+        j.remove_files();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn render_writes_what_next_returns() {
+        let dir = tmpdir("render");
+        let (j, mut w) = Journal::create(&dir, "r").unwrap();
+        let long = "x".repeat(3000);
+        let parts: [(StreamKind, &[u8]); 8] = [
+            (StreamKind::Stdout, b"one\ntw"),
+            (StreamKind::Stderr, b"e\"r\t\n"),
+            (StreamKind::Stdout, b"o\n\n\xff\xfe bad utf-8\n"),
+            (StreamKind::Stdout, b"prompt> "),
+            (StreamKind::AwaitingInput, b""),
+            (StreamKind::Stdout, long.as_bytes()),
+            (StreamKind::Stderr, "caf\u{e9} no newline".as_bytes()),
+            (StreamKind::Stdout, b"\nend\n"),
+        ];
+        for (kind, data) in parts {
+            w.append(kind, data).unwrap();
+        }
+        w.finish(Some(ExecEvent::complete(7)));
+        let mut want = Vec::new();
+        let mut reader = j.line_events(1024).unwrap();
+        while let Some(e) = reader.next().await {
+            // Timestamps of the held partial lines are the time they are flushed: compare the rest.
+            e.write_json(&mut want);
+            want.extend_from_slice(b"|");
+        }
+        // Every batch size, from one event per call to all at once.
+        for max in [1, 100, 1 << 20] {
+            let mut got = Vec::new();
+            let mut reader = j.line_events(1024).unwrap();
+            let mut calls = 0;
+            loop {
+                let mut batch = Vec::new();
+                let more = reader.render(&mut batch, b"|", max).await;
+                calls += 1;
+                got.extend_from_slice(&batch);
+                if !more {
+                    break;
+                }
+            }
+            assert!(calls > 1 || max > 100, "max {max}: {calls} calls");
+            let strip = |b: &[u8]| -> Vec<serde_json::Value> {
+                b.split(|&c| c == b'|')
+                    .filter(|f| !f.is_empty())
+                    .map(|f| {
+                        let mut v: serde_json::Value = serde_json::from_slice(f).unwrap();
+                        v.as_object_mut().unwrap().remove("timestamp");
+                        v
+                    })
+                    .collect()
+            };
+            assert_eq!(strip(&got), strip(&want), "max {max}");
+        }
+        let kinds: Vec<String> = want
+            .split(|&c| c == b'|')
+            .filter(|f| !f.is_empty())
+            .map(|f| serde_json::from_slice::<serde_json::Value>(f).unwrap()["type"].as_str().unwrap().to_string())
+            .collect();
+        assert!(kinds.iter().any(|k| k == "awaiting_input"), "{kinds:?}");
+        assert_eq!(kinds.last().map(String::as_str), Some("execution_complete"));
         j.remove_files();
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -15,6 +15,9 @@
 /// Default longest line before it is split (DECISIONS D10).
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 
+/// Room the held-line buffer keeps between lines; a longer line's buffer is freed once emitted.
+const KEPT_LINE_BUF: usize = 64 * 1024;
+
 /// Incremental line splitter; memory is bounded by `max_line`.
 #[derive(Debug)]
 pub struct LineSplitter {
@@ -36,6 +39,12 @@ impl LineSplitter {
 
     /// Feeds `data`; calls `emit` with each completed line (terminator included), in order.
     pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(String)) {
+        self.push_lines(data, |l| emit(l.to_owned()));
+    }
+
+    /// As [`LineSplitter::push`], lending each line instead of allocating it: the foreground
+    /// stream writes lines straight into its output buffer.
+    pub fn push_lines(&mut self, data: &[u8], mut emit: impl FnMut(&str)) {
         let mut rest = data;
         while !rest.is_empty() {
             match memchr::memchr2(b'\n', b'\r', rest) {
@@ -43,13 +52,12 @@ impl LineSplitter {
                     // The terminator: `\n`, `\r\n` (when both are in this piece) or a lone `\r`.
                     let end = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
                     if self.buf.is_empty() && i <= self.max_line {
-                        // Fast path: the whole line is in this piece; one exact-size allocation.
-                        emit(lossy_slice(&rest[..end]));
+                        // Fast path: the whole line is in this piece.
+                        emit(&lossy(&rest[..end]));
                     } else {
                         self.append(&rest[..i], &mut emit);
-                        let mut line = std::mem::take(&mut self.buf);
-                        line.extend_from_slice(&rest[i..end]);
-                        emit(lossy(line));
+                        self.buf.extend_from_slice(&rest[i..end]);
+                        self.emit_held(&mut emit);
                     }
                     rest = &rest[end..];
                 }
@@ -63,9 +71,13 @@ impl LineSplitter {
 
     /// Flushes the held partial line, if any (the process ended), without a terminator.
     pub fn finish(&mut self, mut emit: impl FnMut(String)) {
+        self.finish_lines(|l| emit(l.to_owned()));
+    }
+
+    /// As [`LineSplitter::finish`], lending the line.
+    pub fn finish_lines(&mut self, mut emit: impl FnMut(&str)) {
         if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            emit(lossy(line));
+            self.emit_held(&mut emit);
         }
     }
 
@@ -76,16 +88,24 @@ impl LineSplitter {
         v
     }
 
+    /// Emits the held line and empties the buffer (keeping up to [`KEPT_LINE_BUF`] of room).
+    fn emit_held(&mut self, emit: &mut impl FnMut(&str)) {
+        emit(&lossy(&self.buf));
+        self.buf.clear();
+        if self.buf.capacity() > KEPT_LINE_BUF {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Appends a terminator-free piece to the held line, cutting it at `max_line`.
-    fn append(&mut self, mut piece: &[u8], emit: &mut impl FnMut(String)) {
+    fn append(&mut self, mut piece: &[u8], emit: &mut impl FnMut(&str)) {
         while self.buf.len() + piece.len() > self.max_line {
             let room = self.max_line - self.buf.len();
             self.buf.extend_from_slice(&piece[..room]);
             piece = &piece[room..];
             let cut = utf8_cut(&self.buf);
-            let tail = self.buf.split_off(cut);
-            let line = std::mem::replace(&mut self.buf, tail);
-            emit(lossy(line));
+            emit(&lossy(&self.buf[..cut]));
+            self.buf.drain(..cut);
         }
         self.buf.extend_from_slice(piece);
     }
@@ -112,17 +132,10 @@ fn utf8_cut(buf: &[u8]) -> usize {
 }
 
 /// `from_utf8` first: its ASCII fast path beats the lossy decoder's, which only runs on bad input.
-fn lossy_slice(bytes: &[u8]) -> String {
+fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
-fn lossy(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
