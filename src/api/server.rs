@@ -18,6 +18,13 @@
 //!   reads it fails with a timeout; a write to the socket that makes no progress for
 //!   `stall_timeout` (a client that stopped reading a download, a stream or a WebSocket) fails and
 //!   closes the connection.
+//! - **Lingering close.** When hyper closes a connection after answering (a 413 before the body
+//!   was read, an error, `Connection: close`), the socket's write side is shut and what the
+//!   client still sends is read and dropped for at most [`LINGER`] before it is closed (RFC 9112
+//!   section 9.6). Closed at once, the unread body would make the kernel answer with a reset,
+//!   which can erase the response from the client's receive buffer before it reads it: the
+//!   client saw "connection reset" instead of the JSON error. At most [`MAX_LINGERING`] sockets
+//!   linger at once; beyond that they close at once as before.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` as `axum::serve` gave it.
 
@@ -66,8 +73,12 @@ impl ServerLimits {
 /// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
 /// connection to finish its current request, and returns when all have closed.
 pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: CancellationToken) {
-    let conns =
-        Arc::new(Registry { slots: Mutex::new(HashMap::new()), next: AtomicU64::new(0), freed: Default::default() });
+    let conns = Arc::new(Registry {
+        slots: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(0),
+        freed: Default::default(),
+        lingering: Default::default(),
+    });
     let epoch = Instant::now();
     // Every connection task holds a receiver; `closed()` on the sender resolves when all are gone.
     let (all_done_tx, all_done_rx) = tokio::sync::watch::channel(());
@@ -102,28 +113,37 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         let shutdown = shutdown.clone();
         let done = all_done_rx.clone();
         let header_timeout = limits.header_timeout;
+        let registry = Arc::clone(&conns);
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let hyper_svc = hyper::service::service_fn(move |req| svc.clone().call(req));
-            let conn = builder.serve_connection(TokioIo::new(io), hyper_svc).with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+            {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+                let hyper_svc = hyper::service::service_fn(move |req| svc.clone().call(req));
+                let conn = builder.serve_connection(TokioIo::new(io), hyper_svc).with_upgrades();
+                let mut conn = std::pin::pin!(conn);
+                let mut draining = false;
+                loop {
+                    tokio::select! {
+                        res = conn.as_mut() => {
+                            if let Err(e) = res {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                            break;
                         }
-                        break;
+                        _ = shutdown.cancelled(), if !draining => {
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        // Evicted to make room: dropping the connection closes the socket.
+                        _ = slot.evict.cancelled() => break,
                     }
-                    _ = shutdown.cancelled(), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    // Evicted to make room: dropping the connection closes the socket.
-                    _ = slot.evict.cancelled() => break,
                 }
+            }
+            // The connection is gone; its socket is here if hyper shut it (see `ConnIo`). Not
+            // while execd shuts down: that waits for every connection task.
+            let shut = slot.shut_socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let (Some(tcp), false) = (shut, shutdown.is_cancelled()) {
+                registry.linger(tcp).await;
             }
             drop(done);
         });
@@ -138,7 +158,14 @@ struct Registry {
     next: AtomicU64,
     /// Notified when a connection closes.
     freed: tokio::sync::Notify,
+    /// Closed connections still draining what their client sends ([`Registry::linger`]).
+    lingering: AtomicUsize,
 }
+
+/// How long a closed connection keeps reading (and dropping) what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most connections lingering at once.
+const MAX_LINGERING: usize = 64;
 
 /// One connection's state, shared by its task, its I/O and its requests.
 struct Slot {
@@ -150,6 +177,8 @@ struct Slot {
     /// Milliseconds since the registry's epoch when the connection last went idle.
     idle_since: AtomicU64,
     evict: CancellationToken,
+    /// The socket, once hyper shut it and let go of it, for its task to linger on.
+    shut_socket: Mutex<Option<TcpStream>>,
 }
 
 impl Registry {
@@ -161,6 +190,7 @@ impl Registry {
             upgraded: AtomicBool::new(false),
             idle_since: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             evict: CancellationToken::new(),
+            shut_socket: Mutex::new(None),
         });
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::clone(&slot));
         slot
@@ -169,6 +199,18 @@ impl Registry {
     fn remove(&self, id: u64) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         self.freed.notify_waiters();
+    }
+
+    /// Reads and drops what the client of a connection whose write side is shut still sends,
+    /// until it closes, fails or [`LINGER`] passes; then closes the socket (see the module
+    /// documentation). Closes at once when [`MAX_LINGERING`] sockets already linger.
+    async fn linger(&self, mut tcp: TcpStream) {
+        use tokio::io::AsyncReadExt;
+        if self.lingering.fetch_add(1, Ordering::AcqRel) < MAX_LINGERING {
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = tokio::time::timeout(LINGER, async { while let Ok(1..) = tcp.read(&mut buf).await {} }).await;
+        }
+        self.lingering.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Below `cap` open connections: true at once. At the cap: closes the connection idle the
@@ -321,9 +363,13 @@ impl hyper::body::Body for StallBody {
 }
 
 /// The connection's socket: writes that make no progress for `stall` fail with `TimedOut`;
-/// dropping it (also after an upgrade) frees its place under the connection cap.
+/// dropping it (also after an upgrade) frees its place under the connection cap, and after hyper
+/// shut it, hands the socket to the connection's task to linger on ([`Registry::linger`]).
 struct ConnIo {
-    tcp: TcpStream,
+    /// Taken only when dropped.
+    tcp: Option<TcpStream>,
+    /// hyper shut the write side: it closed the connection after its last response.
+    shut: bool,
     stall: Duration,
     write_timer: Option<Pin<Box<Sleep>>>,
     registry: Arc<Registry>,
@@ -332,7 +378,11 @@ struct ConnIo {
 
 impl ConnIo {
     fn new(tcp: TcpStream, stall: Duration, registry: Arc<Registry>, slot: Arc<Slot>) -> ConnIo {
-        ConnIo { tcp, stall, write_timer: None, registry, slot }
+        ConnIo { tcp: Some(tcp), shut: false, stall, write_timer: None, registry, slot }
+    }
+
+    fn tcp(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.tcp.as_mut().expect("the socket is taken only on drop"))
     }
 
     /// Called when a write-side operation is pending: arms the stall timer, fails once it fires.
@@ -348,18 +398,23 @@ impl ConnIo {
 impl Drop for ConnIo {
     fn drop(&mut self) {
         self.registry.remove(self.slot.id);
+        // Not when evicted: that is a connection closed to make room, not one that answered.
+        // (After an upgrade the connection's task has ended: the socket goes with the slot.)
+        if let (true, false, Some(tcp)) = (self.shut, self.slot.evict.is_cancelled(), self.tcp.take()) {
+            *self.slot.shut_socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(tcp);
+        }
     }
 }
 
 impl AsyncRead for ConnIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        self.tcp().poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ConnIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.tcp).poll_write(cx, buf) {
+        match self.tcp().poll_write(cx, buf) {
             Poll::Ready(r) => {
                 self.write_timer = None;
                 Poll::Ready(r)
@@ -372,7 +427,7 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs) {
+        match self.tcp().poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
                 self.write_timer = None;
                 Poll::Ready(r)
@@ -381,17 +436,20 @@ impl AsyncWrite for ConnIo {
         }
     }
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.as_ref().is_some_and(|t| t.is_write_vectored())
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.tcp).poll_flush(cx) {
+        match self.tcp().poll_flush(cx) {
             Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => self.pending_write(cx).map(Err),
         }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.tcp).poll_shutdown(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
+        match self.tcp().poll_shutdown(cx) {
+            Poll::Ready(r) => {
+                self.shut = r.is_ok();
+                Poll::Ready(r)
+            }
             Poll::Pending => self.pending_write(cx).map(Err),
         }
     }

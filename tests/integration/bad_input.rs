@@ -112,6 +112,41 @@ fn json_bodies_over_32_mib_are_413_payload_too_large_on_every_json_route() {
 }
 
 #[test]
+fn an_early_answer_ends_in_a_lingering_close_that_drains_what_the_client_still_sends() {
+    // An upload without the token is answered 401 before its body is read. Closing the socket
+    // then, with body bytes unread or still arriving, makes the kernel reset the connection:
+    // the client's writes fail (a client that sends its whole body before reading, as Python's
+    // http.client does, never sees the 401) and whatever of the answer is still in execd's send
+    // buffer is thrown away. execd shuts its side and reads what still comes for a while
+    // (src/api/server.rs, RFC 9112 section 9.6): the whole body goes through, then the client
+    // reads the answer and an orderly end.
+    let s = TestServer::options().token("right").start();
+    for close in ["Connection: close\r\n", ""] {
+        let mut stream = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(common::TIMEOUT)).unwrap();
+        // 16 MiB: far more than the socket buffers hold, so it goes through only if execd reads it.
+        let len = 16 * 1024 * 1024;
+        let head = format!(
+            "POST /files/upload HTTP/1.1\r\nHost: x\r\nX-EXECD-ACCESS-TOKEN: wrong\r\n{close}\
+             Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for i in 0..len / chunk.len() {
+            if let Err(e) = stream.write_all(&chunk) {
+                panic!("{close:?}: write {i} of the body failed after the early answer: {e}");
+            }
+        }
+        let mut resp = Vec::new();
+        stream.read_to_end(&mut resp).expect("the answer, then an orderly close (not a reset)");
+        let (status, body) = parse_raw_response(&resp);
+        assert_eq!(status, 401, "{close:?}: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(common::blocking_ping(s.port, Some("right")), "execd stopped serving; log:\n{}", s.log());
+}
+
+#[test]
 fn oversized_json_bodies_on_filesystem_routes_are_413() {
     // /files/mv, /files/permissions and /directories read their JSON bodies themselves
     // (src/api/files.rs `read_json`), so they must map "too large" to 413 as well.
