@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::event::{now_ms, write_plain_json, EventKind, ExecEvent};
+use super::event::{now_ms, EventKind, ExecEvent, LineWriter};
 use super::lines::LineSplitter;
 
 const RECORD: u64 = 24;
@@ -297,6 +297,7 @@ impl Journal {
             pending: None,
             queue: std::collections::VecDeque::new(),
             done: false,
+            lines: LineWriter::default(),
         })
     }
 
@@ -712,6 +713,8 @@ pub struct LineEventReader {
     pending: Option<(Chunk, usize)>,
     queue: std::collections::VecDeque<ExecEvent>,
     done: bool,
+    /// [`LineEventReader::render`]'s line writer (what consecutive lines share).
+    lines: LineWriter,
 }
 
 /// One event out of [`LineEventReader`]'s steps: a line lent by a splitter, or a whole event.
@@ -733,15 +736,18 @@ impl Out<'_> {
 struct Render<'a> {
     out: &'a mut Vec<u8>,
     sep: &'a [u8],
+    lines: &'a mut LineWriter,
 }
 
 impl Render<'_> {
     fn put(&mut self, o: Out<'_>) {
         match o {
-            Out::Line(kind, text, ts) => write_plain_json(self.out, kind, text, 0, 0, ts),
-            Out::Event(e) => e.write_json(self.out),
+            Out::Line(kind, text, ts) => self.lines.line(self.out, kind, text, ts, self.sep),
+            Out::Event(e) => {
+                e.write_json(self.out);
+                self.out.extend_from_slice(self.sep);
+            }
         }
-        self.out.extend_from_slice(self.sep);
     }
 }
 
@@ -775,7 +781,15 @@ impl LineEventReader {
     /// stream's hot path). Returns false once the terminal event was written: nothing follows.
     /// Cancel-safe: it only waits before writing anything.
     pub async fn render(&mut self, out: &mut Vec<u8>, sep: &[u8], max: usize) -> bool {
-        let mut r = Render { out, sep };
+        // Taken out for the borrow; dropped with the future only while waiting (it is a cache).
+        let mut lines = std::mem::take(&mut self.lines);
+        let more = self.render_with(out, sep, max, &mut lines).await;
+        self.lines = lines;
+        more
+    }
+
+    async fn render_with(&mut self, out: &mut Vec<u8>, sep: &[u8], max: usize, lines: &mut LineWriter) -> bool {
+        let mut r = Render { out, sep, lines };
         loop {
             while let Some(e) = self.queue.pop_front() {
                 r.put(Out::Event(e));
