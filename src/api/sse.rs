@@ -229,22 +229,62 @@ pub(super) fn filled<F: Fill>(
 /// The batch buffers of one stream, used again once hyper has written and dropped them: a new
 /// 256 KiB `Vec` per batch, grown by doubling, cost musl's allocator an `mmap`, `mremap`s and an
 /// `munmap` (with page faults and TLB flushes) per batch, about 9 of those syscalls per batch in
-/// a 200 MiB line stream. At most [`KEPT_BATCHES`] buffers are kept, none larger than
-/// [`KEPT_BATCH_BYTES`] (a batch holding a 1 MiB event is freed as before), and all go with the
-/// stream.
+/// a 200 MiB line stream. At most [`KEPT_BATCHES`] buffers are kept per stream, none larger than
+/// [`KEPT_BATCH_BYTES`] (a batch holding a 1 MiB event is freed as before), all go with the
+/// stream, and all streams together keep at most [`KEPT_TOTAL_BYTES`]: without that cap 200
+/// concurrent streams raised execd's peak RSS from 24-26 MiB to 60-78 MiB; with 16 MiB it was
+/// 46-52 MiB, with 4 MiB 29-30 MiB, at the same speed within noise (BENCHMARKS, Commands).
 #[derive(Default, Clone)]
-struct BatchBuffers(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+struct BatchBuffers(std::sync::Arc<Kept>);
 
 /// Buffers kept per stream: one being filled, one hyper is writing.
 const KEPT_BATCHES: usize = 2;
 /// Largest buffer kept for reuse.
 const KEPT_BATCH_BYTES: usize = 2 * BATCH_BYTES;
+/// Most bytes of buffer capacity kept by all streams together.
+const KEPT_TOTAL_BYTES: usize = 4 << 20;
+
+/// Capacity kept by every stream's [`Kept`].
+static KEPT_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One stream's kept buffers; their capacity is counted in [`KEPT_TOTAL`] while kept.
+#[derive(Default)]
+struct Kept(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Kept {
+    fn pop(&self) -> Option<Vec<u8>> {
+        let buf = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        KEPT_TOTAL.fetch_sub(buf.capacity(), std::sync::atomic::Ordering::Relaxed);
+        Some(buf)
+    }
+
+    /// Keeps `buf` if this stream and all streams are under their caps.
+    fn push(&self, buf: Vec<u8>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEPT_BATCHES {
+            return;
+        }
+        let cap = buf.capacity();
+        let fits = KEPT_TOTAL.fetch_update(Relaxed, Relaxed, |t| (t + cap <= KEPT_TOTAL_BYTES).then_some(t + cap));
+        if fits.is_ok() {
+            kept.push(buf);
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let bufs = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        let bytes: usize = bufs.iter().map(Vec::capacity).sum();
+        KEPT_TOTAL.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl BatchBuffers {
     /// An empty buffer with room for about `max` bytes of frames.
     fn take(&self, max: usize) -> Vec<u8> {
-        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        kept.unwrap_or_else(|| Vec::with_capacity(max.min(BATCH_BYTES) + 4096))
+        self.0.pop().unwrap_or_else(|| Vec::with_capacity(max.min(BATCH_BYTES) + 4096))
     }
 
     /// Keeps `buf` for a later [`BatchBuffers::take`] (unless too large or enough are kept).
@@ -253,10 +293,7 @@ impl BatchBuffers {
             return;
         }
         buf.clear();
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < KEPT_BATCHES {
-            kept.push(buf);
-        }
+        self.0.push(buf);
     }
 
     /// `buf` as a body chunk that comes back here when dropped.
@@ -315,9 +352,23 @@ mod tests {
         assert_eq!((b.as_ptr(), b.len()), (ptr, 0), "the dropped batch's buffer is used again");
         // Oversized buffers are not kept, and no more than KEPT_BATCHES.
         drop(pool.share(vec![0; KEPT_BATCH_BYTES + 1]));
-        assert!(pool.0.lock().unwrap().is_empty());
+        assert!(pool.0 .0.lock().unwrap().is_empty());
         let chunks: Vec<_> = (0..4).map(|_| pool.share(pool.take(16))).collect();
         drop(chunks);
-        assert_eq!(pool.0.lock().unwrap().len(), KEPT_BATCHES);
+        assert_eq!(pool.0 .0.lock().unwrap().len(), KEPT_BATCHES);
+        // All streams together keep at most KEPT_TOTAL_BYTES (in the same test as the above: it
+        // fills the shared total).
+        let pools: Vec<BatchBuffers> = (0..100).map(|_| BatchBuffers::default()).collect();
+        for p in &pools {
+            let two: Vec<_> = (0..2).map(|_| p.share(Vec::with_capacity(KEPT_BATCH_BYTES))).collect();
+            drop(two);
+        }
+        let ours: usize =
+            pools.iter().flat_map(|p| p.0 .0.lock().unwrap().iter().map(Vec::capacity).collect::<Vec<_>>()).sum();
+        assert!((KEPT_TOTAL_BYTES / 2..=KEPT_TOTAL_BYTES).contains(&ours), "{ours}");
+        assert!(KEPT_TOTAL.load(std::sync::atomic::Ordering::Relaxed) <= KEPT_TOTAL_BYTES);
+        let before = KEPT_TOTAL.load(std::sync::atomic::Ordering::Relaxed);
+        drop(pools);
+        assert!(KEPT_TOTAL.load(std::sync::atomic::Ordering::Relaxed) + ours <= before + BATCH_BYTES * 8);
     }
 }
