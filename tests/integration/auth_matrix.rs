@@ -52,7 +52,7 @@ fn methods(m: &str) -> Vec<reqwest::Method> {
 async fn c10_every_route_in_the_route_table_requires_the_token() {
     let routes = reference_routes();
     assert!(routes.len() >= 30, "route table parse found only {} rows", routes.len());
-    let server = TestServer::options().token("right-token").start();
+    let server = TestServer::options().token("right-token").in_process().start();
     let c = reqwest::Client::new();
     for (m, p) in &routes {
         let path = concrete(p);
@@ -91,7 +91,7 @@ async fn c10_every_route_in_the_route_table_requires_the_token() {
 
 #[tokio::test]
 async fn c11_right_token_is_never_401_on_any_route() {
-    let server = TestServer::options().token("right-token").start();
+    let server = TestServer::options().token("right-token").in_process().start();
     let c = server.client();
     for (m, p) in reference_routes() {
         // Only idempotent probes: a GET, or a method on an id that does not exist.

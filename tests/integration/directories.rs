@@ -25,7 +25,7 @@ fn paths(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn c131_list_direct_children_depth_two_adds_grandchildren_depth_zero_empty() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     tree(&fx);
     let root = q(&fx.s(""));
     let (st, v) = status_json(fx.get(&format!("/directories/list?path={root}")).await).await;
@@ -44,7 +44,7 @@ async fn c131_list_direct_children_depth_two_adds_grandchildren_depth_zero_empty
 
 #[tokio::test]
 async fn c132_list_order_is_lexical_pre_order() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     tree(&fx);
     let (_, v) = status_json(fx.get(&format!("/directories/list?path={}&depth=2", q(&fx.s("")))).await).await;
     let want: Vec<String> = ["alpha", "alpha/deep", "alpha/x.txt", "alpha/y.txt", "bravo.txt", "charlie.txt"]
@@ -58,7 +58,7 @@ async fn c132_list_order_is_lexical_pre_order() {
 
 #[tokio::test]
 async fn c133_list_symlinks_not_descended_and_bad_roots_rejected() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     tree(&fx);
     std::os::unix::fs::symlink(fx.p("alpha"), fx.p("link")).unwrap();
     let (_, v) = status_json(fx.get(&format!("/directories/list?path={}&depth=5", q(&fx.s("")))).await).await;
@@ -82,7 +82,7 @@ async fn c133_list_symlinks_not_descended_and_bad_roots_rejected() {
 
 #[tokio::test]
 async fn c134_mkdir_modes_nested_parents_and_existing_ok() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let (d1, d2) = (fx.s("n1/a/b"), fx.s("n2"));
     assert_empty_ok(fx.post_json("/directories", json!({ &d1: {"mode": 755}, &d2: {"mode": 644} })).await).await;
     assert_eq!(mode_of(&fx.p("n1/a/b")), 0o755);
@@ -106,7 +106,7 @@ async fn c134_mkdir_modes_nested_parents_and_existing_ok() {
 
 #[tokio::test]
 async fn c135_mkdir_with_mode_zero_creates_the_directory() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     assert_empty_ok(fx.post_json("/directories", json!({ fx.s("zero"): {"mode": 0} })).await).await;
     assert!(fx.p("zero").is_dir());
     assert_eq!(mode_of(&fx.p("zero")), 0o755);
@@ -114,7 +114,7 @@ async fn c135_mkdir_with_mode_zero_creates_the_directory() {
 
 #[tokio::test]
 async fn c136_rmdir_recursive_missing_ok_files_too() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     tree(&fx);
     assert_empty_ok(fx.delete(&format!("/directories?path={}", q(&fx.s("alpha")))).await).await;
     assert!(!fx.p("alpha").exists());
@@ -133,7 +133,7 @@ async fn c136_rmdir_recursive_missing_ok_files_too() {
 
 #[tokio::test]
 async fn d32_rmdir_refuses_root_and_dot() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     for p in ["/", "/tmp/..", "//"] {
         let msg =
             assert_error(fx.delete(&format!("/directories?path={}", q(p))).await, 400, "INVALID_REQUEST_BODY").await;
@@ -147,7 +147,7 @@ async fn d32_rmdir_refuses_root_and_dot() {
 /// still arrives as one complete array, every entry once, in order.
 #[tokio::test]
 async fn list_longer_than_the_buffered_prefix_streams_whole() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let dir = fx.p("many");
     std::fs::create_dir_all(&dir).unwrap();
     let names: Vec<String> = (0..3000).map(|i| format!("entry-with-a-longish-name-{i:05}.txt")).collect();

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn c110_upload_creates_parents_and_download_returns_exact_bytes() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let target = fx.s("x/y/hello.txt");
     let resp = fx.upload(&[Part::metadata(json!({ "path": target })), Part::file(b"hello execd\n".to_vec())]).await;
     assert_empty_ok(resp).await;
@@ -29,7 +29,7 @@ async fn c110_upload_creates_parents_and_download_returns_exact_bytes() {
 
 #[tokio::test]
 async fn c111_three_pairs_in_one_request_keep_modes_and_owner() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let (a, b, c) = (fx.s("a.txt"), fx.s("sub/b.bin"), fx.s("c.txt"));
     let resp = fx
         .upload(&[
@@ -55,7 +55,7 @@ async fn c111_three_pairs_in_one_request_keep_modes_and_owner() {
 
 #[tokio::test]
 async fn c112_upload_problems_answer_400_with_upstream_codes() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let target = fx.s("u.txt");
     // A metadata part without a filename is invisible.
     let no_filename = Part {
@@ -105,7 +105,7 @@ async fn c112_upload_problems_answer_400_with_upstream_codes() {
 #[tokio::test]
 async fn c113_chunked_50_mib_upload_matches() {
     use sha2::{Digest, Sha256};
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let target = fx.s("big/chunked.bin");
     const SIZE: usize = 50 * 1024 * 1024;
     const PIECE: usize = 256 * 1024;
@@ -150,7 +150,7 @@ async fn c113_chunked_50_mib_upload_matches() {
 
 #[tokio::test]
 async fn c114_download_missing_file_404_and_missing_path_400() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let r = fx.get(&format!("/files/download?path={}", q(&fx.s("nope.txt")))).await;
     let msg = assert_error(r, 404, "FILE_NOT_FOUND").await;
     assert!(msg.contains("nope.txt"), "{msg}");
@@ -159,7 +159,7 @@ async fn c114_download_missing_file_404_and_missing_path_400() {
 
 #[tokio::test]
 async fn c115_ranges_first_bytes_suffix_and_open_end() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let content: Vec<u8> = (0..100u8).collect();
     std::fs::write(fx.p("r.bin"), &content).unwrap();
     let url = fx.url(&format!("/files/download?path={}", q(&fx.s("r.bin"))));
@@ -188,7 +188,7 @@ async fn c115_ranges_first_bytes_suffix_and_open_end() {
 
 #[tokio::test]
 async fn c116_content_disposition_ascii_raw_utf8_encoded_quotes_escaped() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let cases = [
         ("test.txt", "attachment; filename=\"test.txt\""),
         ("with space.txt", "attachment; filename=\"with space.txt\""),
@@ -209,7 +209,7 @@ async fn c116_content_disposition_ascii_raw_utf8_encoded_quotes_escaped() {
 
 #[tokio::test]
 async fn c117_range_with_other_unit_is_416_unknown() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     std::fs::write(fx.p("r.txt"), b"0123456789").unwrap();
     let url = fx.url(&format!("/files/download?path={}", q(&fx.s("r.txt"))));
     for range in ["items=0-1", "bytes=5-1", "bytes=x-"] {
@@ -220,7 +220,7 @@ async fn c117_range_with_other_unit_is_416_unknown() {
 
 #[tokio::test]
 async fn c118_info_keys_exactly_as_given_with_every_field() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     std::fs::write(fx.p("a.txt"), b"hello").unwrap();
     std::fs::set_permissions(fx.p("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::create_dir(fx.p("d")).unwrap();
@@ -250,7 +250,7 @@ async fn c118_info_keys_exactly_as_given_with_every_field() {
 
 #[tokio::test]
 async fn c119_info_symlink_is_symlink_missing_404_no_paths_empty_object() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     std::fs::write(fx.p("t.txt"), b"x").unwrap();
     std::os::unix::fs::symlink(fx.p("t.txt"), fx.p("link")).unwrap();
     assert_eq!(fx.info(&fx.s("link")).await["type"], "symlink");
@@ -298,7 +298,7 @@ async fn c120_tilde_and_home_resolve_on_every_route_and_undefined_var_fails() {
 
 #[tokio::test]
 async fn c121_delete_file_removes_missing_is_ok_directory_is_500_root_is_400() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     std::fs::write(fx.p("f.txt"), b"x").unwrap();
     std::fs::create_dir(fx.p("d")).unwrap();
     assert_empty_ok(fx.delete(&format!("/files?path={}", q(&fx.s("f.txt")))).await).await;
@@ -314,7 +314,7 @@ async fn c121_delete_file_removes_missing_is_ok_directory_is_500_root_is_400() {
 
 #[tokio::test]
 async fn c122_permissions_set_mode_owner_group_and_bad_mode_is_500() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("p.txt");
     std::fs::write(&f, b"x").unwrap();
     let r =
@@ -342,7 +342,7 @@ async fn c122_permissions_set_mode_owner_group_and_bad_mode_is_500() {
 #[tokio::test]
 async fn c123_mode_only_chmod_keeps_the_owner_d30() {
     // DECISIONS D30: upstream would chown to root here; we leave ownership unchanged.
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("owned.txt");
     std::fs::write(&f, b"x").unwrap();
     std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
@@ -361,7 +361,7 @@ async fn c123_mode_only_chmod_keeps_the_owner_d30() {
 
 #[tokio::test]
 async fn c124_mv_renames_and_creates_destination_parents() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     std::fs::write(fx.p("a.txt"), b"move me").unwrap();
     let r = fx.post_json("/files/mv", json!([{"src": fx.s("a.txt"), "dest": fx.s("new/dir/b.txt")}])).await;
     assert_empty_ok(r).await;
@@ -375,7 +375,7 @@ async fn c124_mv_renames_and_creates_destination_parents() {
 
 #[tokio::test]
 async fn c125_mv_missing_src_404_and_existing_dest_500_keeps_src() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let r = fx.post_json("/files/mv", json!([{"src": fx.s("nope"), "dest": fx.s("x")}])).await;
     assert_error(r, 404, "FILE_NOT_FOUND").await;
     std::fs::write(fx.p("src.txt"), b"src").unwrap();
@@ -399,7 +399,7 @@ fn search_paths(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn c126_search_finds_txt_at_any_depth_hidden_included_no_directories() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     for rel in ["a.txt", "b.go", "sub/c.txt", "sub/deeper/d.txt", ".hidden.txt", ".hdir/e.txt", "dir.txt/f.md"] {
         let p = fx.p(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -423,7 +423,7 @@ async fn c126_search_finds_txt_at_any_depth_hidden_included_no_directories() {
 
 #[tokio::test]
 async fn c127_search_default_pattern_missing_path_400_nonexistent_404() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     for rel in ["a", "s/b", "s/t/c"] {
         let p = fx.p(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -443,7 +443,7 @@ async fn c127_search_default_pattern_missing_path_400_nonexistent_404() {
 
 #[tokio::test]
 async fn c128_search_matches_base_name_only_and_does_not_follow_symlinked_dirs() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     for rel in ["sub/a.txt", "x/y/a.txt", "outside/o.txt"] {
         let p = fx.p(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -471,7 +471,7 @@ async fn c128_search_matches_base_name_only_and_does_not_follow_symlinked_dirs()
 
 #[tokio::test]
 async fn c129_replace_verbose_counts_and_rewrites() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("r.txt");
     std::fs::write(&f, b"foo bar foo baz foo").unwrap();
     std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
@@ -502,7 +502,7 @@ async fn c129_replace_verbose_counts_and_rewrites() {
 
 #[tokio::test]
 async fn c130_replace_plain_is_empty_200_missing_404_empty_old_400() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("r.txt");
     std::fs::write(&f, b"hello").unwrap();
     assert_empty_ok(fx.post_json("/files/replace", json!({ &f: {"old": "hello", "new": "hi"} })).await).await;
@@ -521,7 +521,7 @@ async fn c130_replace_plain_is_empty_200_missing_404_empty_old_400() {
 
 #[tokio::test]
 async fn c137_fresh_file_times_are_close_and_rewrite_moves_modified_forward() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("t.txt");
     assert_empty_ok(fx.upload_one(&f, b"one").await).await;
     let i = fx.info(&f).await;
@@ -539,7 +539,7 @@ async fn c137_fresh_file_times_are_close_and_rewrite_moves_modified_forward() {
 
 #[tokio::test]
 async fn d34_download_of_a_directory_is_400() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let r = fx.get(&format!("/files/download?path={}", q(&fx.s("")))).await;
     let msg = assert_error(r, 400, "INVALID_REQUEST_BODY").await;
     assert!(msg.contains("directory"), "{msg}");
@@ -572,7 +572,7 @@ async fn upload_file_part_before_its_metadata_is_paired_by_index() {
 
 #[tokio::test]
 async fn upload_over_existing_file_keeps_its_mode_when_none_given_and_follows_symlinks() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let f = fx.s("keep.txt");
     std::fs::write(&f, b"old").unwrap();
     std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -610,7 +610,7 @@ async fn lines_text(fx: &Fx, path: &str, query: &str) -> (u16, Vec<u8>) {
 
 #[tokio::test]
 async fn sdk24_lines_offset_and_limit_pick_lines_alone_or_together() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let p = fx.s("five.txt");
     std::fs::write(&p, "line1\nline2\nline3\nline4\nline5").unwrap();
     // Upstream's own cases: chosen lines joined by "\n", no trailing line break.
@@ -635,7 +635,7 @@ async fn sdk24_lines_offset_and_limit_pick_lines_alone_or_together() {
 
 #[tokio::test]
 async fn sdk24_lines_crlf_blank_lines_and_unterminated_last_line() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let crlf = fx.s("crlf.txt");
     std::fs::write(&crlf, "a\r\nb\r\n\r\nd\r\n").unwrap();
     for (query, want) in
@@ -662,7 +662,7 @@ async fn sdk24_lines_crlf_blank_lines_and_unterminated_last_line() {
 
 #[tokio::test]
 async fn sdk24_lines_offset_past_the_end_or_empty_file_is_an_empty_200() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let p = fx.s("two.txt");
     std::fs::write(&p, "line1\nline2\n").unwrap();
     assert_eq!(lines_text(&fx, &p, "offset=3").await, (200, vec![]));
@@ -675,7 +675,7 @@ async fn sdk24_lines_offset_past_the_end_or_empty_file_is_an_empty_200() {
 
 #[tokio::test]
 async fn sdk24_lines_bad_values_and_range_together_are_json_400() {
-    let fx = Fx::new();
+    let fx = Fx::in_process();
     let p = fx.s("one.txt");
     std::fs::write(&p, "line1\n").unwrap();
     for query in [

@@ -2,7 +2,10 @@
 //! and linking about thirty of them (each with every dependency) was a large part of CI's build
 //! time (issue #14). Every test drives execd through real sockets; the binary under test is the
 //! static release binary when `EXECD_STATIC_BIN` names it (as in CI), else `CARGO_BIN_EXE_execd`
-//! (`common::execd_bin`).
+//! (`common::execd_bin`). Tests that look at nothing process-wide (the file and directory API,
+//! the auth matrix, the OpenAPI routing check) serve execd from the test process instead
+//! (`ServerOptions::in_process`, `fsutil::Fx::in_process`: `execd::run` on its own runtime, port
+//! 0); `common::InProcess` says what keeps a test on the binary.
 //!
 //! Run one module with `cargo test --test integration MODULE::` (e.g. `cargo test --test integration
 //! watch::`).

@@ -89,7 +89,7 @@ const PENDING_PREFIXES: &[&str] = &["/v1/filesystem/"];
 
 #[tokio::test]
 async fn x1_every_documented_operation_is_routed_and_no_other_method_is() {
-    let server = TestServer::options().token(TOKEN).start();
+    let server = TestServer::options().token(TOKEN).in_process().start();
     let client = reqwest::Client::new();
     let doc = repo_document();
     let ops = operations(&doc);
@@ -141,7 +141,7 @@ async fn x1_every_documented_operation_is_routed_and_no_other_method_is() {
 
 #[tokio::test]
 async fn x1_openapi_json_is_the_repository_document_behind_the_token() {
-    let server = TestServer::options().token(TOKEN).start();
+    let server = TestServer::options().token(TOKEN).in_process().start();
     let client = reqwest::Client::new();
     let resp = client.get(server.url("/openapi.json")).send().await.unwrap();
     assert_eq!(resp.status(), 401, "the document is behind the token like every route");

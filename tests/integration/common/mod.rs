@@ -162,6 +162,8 @@ pub struct ServerOptions {
     /// The state directory (default: `state` in the server's own scratch directory), e.g. one a
     /// test keeps to restart execd on it.
     pub state_dir: Option<PathBuf>,
+    /// Serve from this test process ([`InProcess`]) instead of the binary.
+    pub in_process: bool,
 }
 
 impl ServerOptions {
@@ -201,8 +203,60 @@ impl ServerOptions {
         self.state_dir = Some(dir.to_path_buf());
         self
     }
+    /// Serve from this test process: `execd::run` on a runtime of its own ([`InProcess`]).
+    pub fn in_process(mut self) -> Self {
+        self.in_process = true;
+        self
+    }
     pub fn start(self) -> TestServer {
         TestServer::start_with(self)
+    }
+}
+
+/// execd served from the test process itself: the library's `execd::run` on a runtime of its
+/// own thread, its listener bound here on port 0, stopped through `run`'s shutdown future (the
+/// daemon's own drain: managers stopped, connections finished).
+///
+/// Only for tests where nothing process-wide is involved: no cgroup placement (always
+/// `--cgroup-root none`), no environment or working directory of its own (commands would
+/// inherit the test process's), no signals, no memory or descriptor counts of "the execd
+/// process", no restart, and no large JSON bodies (their decode slots are per process, shared by
+/// every in-process server). Everything else runs the real binary; CI's is the static one.
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl InProcess {
+    fn start(config: execd::config::Config) -> (InProcess, u16) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("execd-in-process-{port}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    execd::run(config, listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                })
+            })
+            .expect("spawn the in-process execd thread");
+        (InProcess { stop: Some(stop), thread: Some(thread) }, port)
+    }
+
+    /// Asks `run` to stop and waits (up to [`TIMEOUT`]) for it to return; its result.
+    fn stop(&mut self) -> Option<std::io::Result<()>> {
+        drop(self.stop.take());
+        let thread = self.thread.take()?;
+        if !wait_until(TIMEOUT, || thread.is_finished()) {
+            panic!("the in-process execd did not stop within {TIMEOUT:?}");
+        }
+        Some(thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the in-process execd panicked"))))
     }
 }
 
@@ -216,6 +270,8 @@ pub struct TestServer {
     pub log_path: PathBuf,
     /// Started with `--init`: [`TestServer::kill`] kills the daemon and entrypoint under init too.
     pub init_mode: bool,
+    /// Served from this process ([`ServerOptions::in_process`]) rather than a child.
+    pub in_process: Option<InProcess>,
 }
 
 impl TestServer {
@@ -234,6 +290,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let state_dir = opts.state_dir.clone().unwrap_or_else(|| dir.path().join("state"));
         let log_path = dir.path().join("execd.log");
+        if opts.in_process {
+            return TestServer::start_in_process(opts, dir, state_dir, log_path);
+        }
         let execd = opts.program.clone().unwrap_or_else(execd_bin);
         let mut cmd = match opts.wrapper.split_first() {
             Some((program, rest)) => {
@@ -262,14 +321,71 @@ impl TestServer {
         cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         let child = cmd.spawn().expect("spawn execd");
         let init_mode = opts.args.iter().any(|a| a == "--init" || a == "-init");
-        let mut server =
-            TestServer { child: Some(child), port: 0, token: opts.token.clone(), dir, state_dir, log_path, init_mode };
+        let mut server = TestServer {
+            child: Some(child),
+            port: 0,
+            token: opts.token.clone(),
+            dir,
+            state_dir,
+            log_path,
+            init_mode,
+            in_process: None,
+        };
         if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
             return server;
         }
         let log = server.log();
         server.kill();
         panic!("execd did not become ready; log:\n{log}");
+    }
+
+    /// [`TestServer::start_with`] for [`ServerOptions::in_process`]: the same arguments and
+    /// state-directory preparation as the binary's, then `execd::run` here.
+    fn start_in_process(
+        opts: ServerOptions,
+        dir: tempfile::TempDir,
+        state_dir: PathBuf,
+        log_path: PathBuf,
+    ) -> TestServer {
+        assert!(
+            opts.wrapper.is_empty()
+                && opts.program.is_none()
+                && opts.cwd.is_none()
+                && opts.env.is_empty()
+                && opts.port.is_none()
+                && !opts.default_bind,
+            "an in-process execd takes no wrapper, program, working directory, environment or port"
+        );
+        let mut args: Vec<String> =
+            ["--port", "0", "--bind", "127.0.0.1", "--cgroup-root", "none", "--state-dir"].map(String::from).into();
+        args.push(state_dir.display().to_string());
+        args.extend(opts.args.iter().cloned());
+        let token = opts.token.clone();
+        let env = |k: &str| if k == "EXECD_ACCESS_TOKEN" { token.clone() } else { None };
+        let mut config = match execd::config::Config::parse(args, env) {
+            Ok(execd::config::Invocation::Run(c)) => *c,
+            Ok(_) => panic!("not a daemon invocation: {:?}", opts.args),
+            Err(e) => panic!("bad arguments {:?}: {e}", opts.args),
+        };
+        config.state_dir = execd::state_dir::prepare_first(&[config.state_dir.clone()]).expect("state directory");
+        std::fs::write(&log_path, "(execd runs in the test process: no log of its own)\n").unwrap();
+        let (inproc, port) = InProcess::start(config);
+        let server = TestServer {
+            child: None,
+            port,
+            token: opts.token.clone(),
+            dir,
+            state_dir,
+            log_path,
+            init_mode: false,
+            in_process: Some(inproc),
+        };
+        let deadline = opts.ready_timeout.unwrap_or(TIMEOUT);
+        assert!(
+            wait_until(deadline, || blocking_ping(port, server.token.as_deref())),
+            "the in-process execd did not answer /ping"
+        );
+        server
     }
 
     /// Waits until execd listens (its port learnt from `/proc`) and answers `/ping`; false when
@@ -299,8 +415,11 @@ impl TestServer {
         }) && self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
     }
 
-    /// The execd process id.
+    /// The execd process id (this process for an in-process execd).
     pub fn pid(&self) -> u32 {
+        if self.in_process.is_some() {
+            return std::process::id();
+        }
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
@@ -328,6 +447,14 @@ impl TestServer {
 
     /// Sends SIGTERM and waits (with [`TIMEOUT`]) for exit; returns the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Some(inproc) = self.in_process.as_mut() {
+            use std::os::unix::process::ExitStatusExt;
+            let code = match inproc.stop()? {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            return Some(std::process::ExitStatus::from_raw(code << 8));
+        }
         let child = self.child.as_mut()?;
         let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + TIMEOUT;
@@ -345,6 +472,9 @@ impl TestServer {
     /// are init's children: killing init alone would leave them running); otherwise what execd
     /// started stays, as after a real `kill -9` (the restart tests look for those orphans).
     pub fn kill(&mut self) {
+        if let Some(inproc) = self.in_process.as_mut() {
+            inproc.stop();
+        }
         if let Some(mut c) = self.child.take() {
             let pids = if self.init_mode { family(c.id()) } else { Vec::new() };
             let _ = c.kill();
@@ -362,6 +492,15 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if self.in_process.is_some() {
+            // Not while unwinding from a failed assertion: a second panic would abort.
+            if !std::thread::panicking() {
+                self.terminate();
+            } else if let Some(inproc) = self.in_process.as_mut() {
+                drop(inproc.stop.take());
+            }
+            return;
+        }
         if self.child.is_some() && self.terminate().is_none() {
             self.kill();
         }

@@ -86,6 +86,12 @@ impl Fx {
         Fx::with(TestServer::start())
     }
 
+    /// With execd served from the test process (`common::InProcess`): for file tests that look
+    /// at nothing but the API.
+    pub fn in_process() -> Fx {
+        Fx::with(TestServer::options().in_process().start())
+    }
+
     pub fn with(server: TestServer) -> Fx {
         let client = server.client();
         Fx { server, client, dir: tempfile::tempdir().unwrap() }
