@@ -185,7 +185,7 @@ pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Re
     tracing::info!(id = %started.id, %command, command_len, background, "command started");
     let mut events = started.events;
     // Always there: a command's events start with `init`.
-    let init = events.take_init().unwrap_or_else(|| crate::process::ExecEvent::init(&started.id));
+    let init = events.take_init().unwrap_or_else(|| crate::event::ExecEvent::init(&started.id));
     Ok(sse::exec_stream_rendered(&init, Rendered(events)))
 }
 
@@ -201,7 +201,7 @@ impl sse::Fill for Rendered {
 
 fn resumable_events(
     mut events: ResumableEvents,
-) -> impl futures_util::Stream<Item = (Option<u64>, crate::process::ExecEvent)> + Send {
+) -> impl futures_util::Stream<Item = (Option<u64>, crate::event::ExecEvent)> + Send {
     async_stream::stream! {
         while let Some(e) = events.next().await {
             yield e;
@@ -225,7 +225,7 @@ struct StatusBody {
     finished_at: Option<String>,
     /// X22 keys (`exit_reason`, `signal`, `usage`, ...) once finished.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    exit: Option<crate::process::ExitInfo>,
+    exit: Option<crate::event::ExitInfo>,
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {

@@ -55,7 +55,8 @@ use super::command::RunCommandBody;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{AppPath, QueryPairs};
 use crate::command::{CommandError, CommandManager, CommandRequest, StdinRequest};
-use crate::process::{EventKind, ExecEvent, Journal, StreamKind};
+use crate::event::{EventKind, ExecEvent};
+use crate::process::{Journal, StreamKind};
 use crate::state::AppState;
 
 /// The first client frame (the `POST /command` body) must arrive within this.

@@ -381,7 +381,7 @@ impl From<crate::isolated::IsolatedError> for ApiError {
     fn from(e: crate::isolated::IsolatedError) -> Self {
         use crate::isolated::IsolatedError;
         let (status, code) = match &e {
-            IsolatedError::Unavailable(_) | IsolatedError::Setup(_) => {
+            IsolatedError::Unavailable(_) | IsolatedError::Setup(_) | IsolatedError::SetupIo { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable)
             }
             IsolatedError::NotSupported(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported),
@@ -390,7 +390,9 @@ impl From<crate::isolated::IsolatedError> for ApiError {
             IsolatedError::Gone(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             IsolatedError::ReadOnly(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             IsolatedError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
-            IsolatedError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+            IsolatedError::Internal(_) | IsolatedError::Io { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
+            }
             IsolatedError::Fs(_) => {
                 let IsolatedError::Fs(fs) = e else { unreachable!() };
                 return ApiError::from(fs);
@@ -423,13 +425,15 @@ impl From<crate::watch::WatchError> for ApiError {
             WatchError::NotADirectory(_) | WatchError::Invalid(_) | WatchError::CursorAhead { .. } => {
                 (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestBody)
             }
-            WatchError::PermissionDenied(_) => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
+            WatchError::PermissionDenied { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
             WatchError::TooMany(_) | WatchError::KernelLimit(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyWatches)
             }
             WatchError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotSupported),
             WatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RuntimeError),
-            WatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError),
+            WatchError::Internal(_) | WatchError::Io { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::RuntimeError)
+            }
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -582,6 +586,8 @@ mod tests {
             (IsolatedError::ReadOnly("m".into()).into(), 403, "FORBIDDEN"),
             (IsolatedError::TooMany(4).into(), 429, "TOO_MANY_REQUESTS"),
             (IsolatedError::Setup("m".into()).into(), 503, "SERVICE_UNAVAILABLE"),
+            (IsolatedError::SetupIo { what: "w", source: io() }.into(), 503, "SERVICE_UNAVAILABLE"),
+            (IsolatedError::io("w", io()).into(), 500, "RUNTIME_ERROR"),
             (IsolatedError::Fs(fs_not_found()).into(), 404, "FILE_NOT_FOUND"),
             (IsolatedError::Internal("m".into()).into(), 500, "RUNTIME_ERROR"),
             // File watches (X40–X42).
@@ -589,13 +595,14 @@ mod tests {
             (WatchError::PathNotFound("p".into()).into(), 404, "FILE_NOT_FOUND"),
             (WatchError::NotADirectory("p".into()).into(), 400, "INVALID_REQUEST_BODY"),
             (WatchError::Invalid("m".into()).into(), 400, "INVALID_REQUEST_BODY"),
-            (WatchError::PermissionDenied("p".into()).into(), 403, "PERMISSION_DENIED"),
+            (WatchError::PermissionDenied { path: "p".into(), source: io() }.into(), 403, "PERMISSION_DENIED"),
             (WatchError::TooMany(4).into(), 429, "TOO_MANY_WATCHES"),
             (WatchError::KernelLimit("m".into()).into(), 429, "TOO_MANY_WATCHES"),
             (WatchError::CursorAhead { after: 2, cursor: 1 }.into(), 400, "INVALID_REQUEST_BODY"),
-            (WatchError::Unavailable("m".into()).into(), 503, "NOT_SUPPORTED"),
+            (WatchError::Unavailable(io()).into(), 503, "NOT_SUPPORTED"),
             (WatchError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
             (WatchError::Internal("m".into()).into(), 500, "RUNTIME_ERROR"),
+            (WatchError::Io { what: "w".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
         ];
         for (i, (err, status, code)) in rows.iter().enumerate() {
             assert_eq!((err.status.as_u16(), err.code.as_str()), (*status, *code), "row {i}: {err:?}");

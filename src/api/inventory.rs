@@ -34,7 +34,7 @@ struct ItemBody {
     finished_at: Option<String>,
     /// X22 keys (`exit_reason`, `signal`, `usage`, ...) once finished.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    exit: Option<crate::process::ExitInfo>,
+    exit: Option<crate::event::ExitInfo>,
 }
 
 #[derive(Serialize)]

@@ -18,7 +18,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 
-use crate::process::{EventKind, ExecEvent};
+use crate::event::{EventKind, ExecEvent};
 
 /// Heartbeat period of the bare stream (C23).
 pub const PING_EVERY: Duration = Duration::from_secs(3);

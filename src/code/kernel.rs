@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::RunTracker;
 use super::CodeError;
-use crate::process::{EventKind, ExecEvent};
+use crate::event::{EventKind, ExecEvent};
 
 /// The kernel WebSocket.
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;

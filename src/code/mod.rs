@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
+use crate::event::{ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
 use jupyter::JupyterClient;
 use protocol::RunTracker;
 
@@ -279,7 +279,7 @@ impl CodeManager {
         let cwd = cwd.filter(|c| !c.is_empty());
         let path = match cwd {
             Some(c) => {
-                let dir = PathBuf::from(crate::process::env::expand_path(c, |k| std::env::var(k).ok()));
+                let dir = PathBuf::from(crate::expand::expand_path(c, |k| std::env::var(k).ok()));
                 if dir.exists() && !dir.is_dir() {
                     return Err(CodeError::Invalid(format!("cwd {} is not a directory", dir.display())));
                 }

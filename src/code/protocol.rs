@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::process::{EventKind, ExecEvent};
+use crate::event::{EventKind, ExecEvent};
 
 /// After the kernel went idle, how long we wait for `execute_reply` before completing anyway
 /// (reference §18.11: upstream waits without bound).

@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::process::event::COMMAND_EXEC_ERROR;
+use crate::event::COMMAND_EXEC_ERROR;
+use crate::event::{EndedBy, EventKind, ExecDone, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
+use crate::expand::expand_path;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, expand_path, resolve_credentials, spawn_io, ChildPipes, ChunkReader, EndedBy, EventKind, ExecDone,
-    ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo, GroupChild, Journal, JournalWriter, LineEventReader,
-    OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
+    child_env, resolve_credentials, spawn_io, ChildPipes, ChunkReader, GroupChild, Journal, JournalWriter,
+    LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
@@ -149,7 +150,7 @@ impl CommandEvents {
 
     /// The first event, `init`, which is always ready (without waiting); `None` if already taken.
     pub fn take_init(&mut self) -> Option<ExecEvent> {
-        let first = self.queue.front().is_some_and(|e| e.kind == crate::process::EventKind::Init);
+        let first = self.queue.front().is_some_and(|e| e.kind == crate::event::EventKind::Init);
         first.then(|| self.queue.pop_front()).flatten()
     }
 
@@ -476,7 +477,7 @@ impl CommandManager {
             None => (None, Some(ExecEvent::runtime_error(entry.status().error))),
         };
         let mut init = ExecEvent::init(id);
-        init.timestamp = crate::process::event::now_ms();
+        init.timestamp = crate::event::now_ms();
         Ok(ResumableEvents {
             id: id.to_string(),
             init: Some(init),

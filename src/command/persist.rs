@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Usage;
+use crate::event::{EventError, EventKind, ExecEvent, ExitInfo};
 use crate::process::journal::Extent;
-use crate::process::{EventError, EventKind, ExecEvent, ExitInfo, Journal};
+use crate::process::Journal;
 
 /// Format version of a record file.
 const VERSION: u32 = 1;
@@ -366,7 +367,7 @@ fn load_one(dir: &Path, id: &str) -> io::Result<Loaded> {
     }
     let exit = ExitInfo::lost();
     let terminal =
-        ExecEvent::error(crate::process::event::COMMAND_EXEC_ERROR, "-1", vec![error.clone()]).with_exit(exit.clone());
+        ExecEvent::error(crate::event::COMMAND_EXEC_ERROR, "-1", vec![error.clone()]).with_exit(exit.clone());
     let finished_at = SystemTime::now();
     let finished = Finished {
         exit_code: -1,

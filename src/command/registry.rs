@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::process::{ExitInfo, ExitOutcome, GroupChild, Journal};
+use crate::event::ExitInfo;
+use crate::process::{ExitOutcome, GroupChild, Journal};
 
 /// What `GET /command/status/{id}` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

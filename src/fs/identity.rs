@@ -183,7 +183,7 @@ pub fn as_execd<T>(f: impl FnOnce() -> T) -> T {
 /// become the home directory, other variables stay literal, and a relative result is taken
 /// from `/`. Empty stays empty (the routes refuse it).
 pub fn expand(s: &str, identity: &Identity) -> String {
-    let e = crate::process::env::expand_path(s, |name| (name == "HOME").then(|| identity.home.clone()));
+    let e = crate::expand::expand_path(s, |name| (name == "HOME").then(|| identity.home.clone()));
     if e.is_empty() || Path::new(&e).is_absolute() {
         e
     } else {

@@ -24,7 +24,7 @@ pub fn expand(s: &str) -> String {
 /// kept literally: `a$1.txt`, `$`, `${x`, `$NOPE/x` stay as written. The one expander lives in
 /// the `process` leaf module, shared with command and session cwds.
 pub fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    crate::process::env::expand_path(s, lookup)
+    crate::expand::expand_path(s, lookup)
 }
 
 /// Expands `s` and makes it absolute and lexically clean (Go's `filepath.Abs`). An empty string

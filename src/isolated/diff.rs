@@ -44,7 +44,7 @@ pub struct Conflict {
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> IsolatedError {
-    IsolatedError::Internal(format!("{what} {}: {e}", p.display()))
+    IsolatedError::io(&format!("{what} {}", p.display()), e)
 }
 
 fn is_whiteout(m: &std::fs::Metadata) -> bool {

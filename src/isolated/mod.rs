@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncBufReadExt;
 
+use crate::event::{ExecDone, ExecEnd, ExecObserver, ExecStart, ExitInfo};
 use crate::fs::FsError;
-use crate::process::{ExecDone, ExecEnd, ExecObserver, ExecStart, ExitInfo};
 pub use spec::{CreateRequest, Settings};
 
 /// Session start (namespaces, mounts, shell ready) must finish within this.
@@ -69,17 +69,31 @@ pub enum IsolatedError {
     /// The namespace setup failed (503 `SERVICE_UNAVAILABLE`).
     #[error("session setup failed: {0}")]
     Setup(String),
+    /// The namespace setup failed in a system call (503 `SERVICE_UNAVAILABLE`).
+    #[error("session setup failed: {what}: {source}")]
+    SetupIo {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file operation inside the session.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// A system call failed (500); the cause kept.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Anything else (500).
     #[error("{0}")]
     Internal(String),
 }
 
 impl IsolatedError {
-    fn io(what: &str, e: std::io::Error) -> IsolatedError {
-        IsolatedError::Internal(format!("{what}: {e}"))
+    pub(crate) fn io(what: &str, source: std::io::Error) -> IsolatedError {
+        IsolatedError::Io { what: what.to_string(), source }
     }
 }
 
@@ -259,7 +273,7 @@ fn spawn_helper(
     let spawned = cmd.spawn();
     // Closes execd's copies of the leaf's descriptors.
     drop(cmd);
-    spawned.map_err(|e| IsolatedError::Setup(format!("cannot start the session helper: {e}")))
+    spawned.map_err(|source| IsolatedError::SetupIo { what: "cannot start the session helper", source })
 }
 
 /// Starts a background run's helper in the session's namespaces and cgroup leaf, its output
@@ -294,7 +308,7 @@ fn spawn_background(
     enter_leaf_on_spawn(&mut cmd, s.leaf.lock().unwrap().as_ref());
     let spawned = cmd.spawn();
     drop(cmd);
-    spawned.map_err(|e| IsolatedError::Internal(format!("cannot start background run: {e}")))
+    spawned.map_err(|e| IsolatedError::io("cannot start background run", e))
 }
 
 /// Waits for a background run: records its end (exit code, or the session's end), tells the
@@ -711,7 +725,7 @@ impl IsolatedManager {
         code: String,
         envs: BTreeMap<String, String>,
         timeout: Option<Duration>,
-    ) -> Result<tokio::sync::mpsc::Receiver<crate::process::ExecEvent>, IsolatedError> {
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::event::ExecEvent>, IsolatedError> {
         let s = self.get(id)?;
         shell::check_run(&code, &envs)?;
         if s.is_dead() {
@@ -855,7 +869,7 @@ impl IsolatedManager {
             .name("execd-isolated-fs".into())
             .spawn(move || {
                 let res = ns::join_mount_ns_this_thread(&ns)
-                    .map_err(|e| IsolatedError::Internal(format!("cannot enter the session's mount namespace: {e}")))
+                    .map_err(|e| IsolatedError::io("cannot enter the session's mount namespace", e))
                     .and_then(|()| {
                         let _ = std::env::set_current_dir(&view.cwd);
                         f(&view)
@@ -992,7 +1006,7 @@ async fn mount_ns_handles(
     child: &mut tokio::process::Child,
 ) -> Result<(std::fs::File, std::fs::File), IsolatedError> {
     let handles = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))
-        .map_err(|e| IsolatedError::Setup(format!("cannot open the session's mount namespace: {e}")))
+        .map_err(|source| IsolatedError::SetupIo { what: "cannot open the session's mount namespace", source })
         .and_then(|f| {
             let dup = f.try_clone().map_err(|e| IsolatedError::io("dup namespace handle", e))?;
             Ok((f, dup))

@@ -17,7 +17,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 
 use super::IsolatedError;
-use crate::process::ExecEvent;
+use crate::event::ExecEvent;
 
 /// How long an interrupted run may take to reach its end marker before the session is lost.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::process::{ExecEnd, ExecObserver, ExecStart};
+use crate::event::{ExecEnd, ExecObserver, ExecStart};
 
 tokio::task_local! {
     /// The request being served, set by the API layer around its handler.

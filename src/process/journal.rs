@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::event::{now_ms, EventKind, ExecEvent, LineWriter};
 use super::lines::LineSplitter;
+use crate::event::{now_ms, EventKind, ExecEvent, LineWriter};
 
 const RECORD: u64 = 24;
 /// How many bytes of a chunk [`LineEventReader`] splits at once (bounds its event queue).

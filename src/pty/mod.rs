@@ -280,7 +280,7 @@ impl PtyManager {
         let cwd = if cwd.is_empty() {
             None
         } else {
-            let expanded = process::expand_path(cwd, |k| std::env::var(k).ok());
+            let expanded = crate::expand::expand_path(cwd, |k| std::env::var(k).ok());
             let path = std::path::absolute(Path::new(&expanded)).unwrap_or_else(|_| PathBuf::from(&expanded));
             std::fs::create_dir_all(&path)
                 .map_err(|source| PtyError::CreateDir { path: path.display().to_string(), source })?;
@@ -419,7 +419,7 @@ impl PtyManager {
     fn start_collector(&self) {
         self.inner.collector.call_once(|| {
             let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-            crate::process::idle::spawn_idle_collector(
+            crate::idle::spawn_idle_collector(
                 weak,
                 self.inner.opts.idle_ttl,
                 self.inner.shutdown.clone(),

@@ -45,10 +45,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::Limits;
-use crate::process::{
-    self, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo, OutputMode, SpawnError, SpawnSpec, StdinMode,
-    StdinPipe,
-};
+use crate::event::{ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
+use crate::process::{self, OutputMode, SpawnError, SpawnSpec, StdinMode, StdinPipe};
 
 /// A run without a timeout is bounded by this (upstream's default).
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -426,7 +424,7 @@ impl SessionManager {
     /// Starts the idle collector (D51) once, from inside the runtime.
     fn start_collector(&self) {
         self.inner.collector.call_once(|| {
-            crate::process::idle::spawn_idle_collector(
+            crate::idle::spawn_idle_collector(
                 Arc::downgrade(&self.inner),
                 self.inner.opts.idle_ttl,
                 self.inner.shutdown.clone(),
@@ -441,7 +439,7 @@ impl Inner {
         let env = process::child_env(self.opts.envs_file.as_deref(), std::iter::empty());
         let start_dir = match cwd.filter(|c| !c.is_empty()) {
             Some(c) => {
-                let expanded = process::expand_path(&c, |k| env.get(k).cloned());
+                let expanded = crate::expand::expand_path(&c, |k| env.get(k).cloned());
                 let path = absolute(Path::new(&expanded));
                 std::fs::create_dir_all(&path)
                     .map_err(|source| SessionError::CreateDir { path: path.display().to_string(), source })?;
@@ -507,7 +505,7 @@ fn feed_stdin(mut pipe: StdinPipe, text: String, run_over: CancellationToken) {
 /// existing directory.
 fn resolve_run_cwd(cwd: &str) -> Result<PathBuf, SessionError> {
     let env = process::env::base_env();
-    let expanded = process::expand_path(cwd, |k| env.get(k).cloned());
+    let expanded = crate::expand::expand_path(cwd, |k| env.get(k).cloned());
     let path = absolute(Path::new(&expanded));
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => Ok(path),

@@ -20,8 +20,9 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::event::COMMAND_EXEC_ERROR;
-use crate::process::{EndedBy, ExecEvent, ExitInfo, ExitOutcome, ExitReport, GroupChild, LineSplitter, OutputPipe};
+use crate::event::COMMAND_EXEC_ERROR;
+use crate::event::{EndedBy, ExecEvent, ExitInfo};
+use crate::process::{ExitOutcome, ExitReport, GroupChild, LineSplitter, OutputPipe};
 
 /// Read buffer per running run.
 const READ_BUF: usize = 64 * 1024;

@@ -169,9 +169,9 @@ impl Engine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WatchError::PathNotFound(shown)),
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(WatchError::PathNotFound(shown)),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(WatchError::PermissionDenied(format!("{shown}: {e}")))
+                return Err(WatchError::PermissionDenied { path: shown, source: e })
             }
-            Err(e) => return Err(WatchError::Internal(format!("stat {shown}: {e}"))),
+            Err(source) => return Err(WatchError::Io { what: format!("stat {shown}"), source }),
         }
         let inotify = Inotify::init().map_err(|e| match e.raw_os_error() {
             Some(libc::EMFILE) => WatchError::KernelLimit(format!(
@@ -181,7 +181,7 @@ impl Engine {
             Some(libc::ENFILE) | Some(libc::ENOMEM) => {
                 WatchError::KernelLimit(format!("cannot create an inotify instance: {e}"))
             }
-            _ => WatchError::Unavailable(e.to_string()),
+            _ => WatchError::Unavailable(e),
         })?;
         let mut engine = Engine {
             inotify,
@@ -202,10 +202,10 @@ impl Engine {
         // The root may be reached through a symlink (as given); everything below is not followed.
         let wd = engine.inotify.watches().add(&root, dir_mask()).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOSPC) => limit_error(&e),
-            Some(libc::EACCES) | Some(libc::EPERM) => WatchError::PermissionDenied(format!("{shown}: {e}")),
+            Some(libc::EACCES) | Some(libc::EPERM) => WatchError::PermissionDenied { path: shown.clone(), source: e },
             Some(libc::ENOENT) => WatchError::PathNotFound(shown.clone()),
             Some(libc::ENOTDIR) => WatchError::NotADirectory(shown.clone()),
-            _ => WatchError::Internal(format!("inotify_add_watch {shown}: {e}")),
+            _ => WatchError::Io { what: format!("inotify_add_watch {shown}"), source: e },
         })?;
         engine.root_wd = wd.get_watch_descriptor_id();
         engine.by_path.insert(root.clone(), engine.root_wd);

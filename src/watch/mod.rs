@@ -60,8 +60,12 @@ pub enum WatchError {
     NotADirectory(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    #[error("permission denied: {path}: {source}")]
+    PermissionDenied {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("too many watches: at most {0} at once (delete one first)")]
     TooMany(usize),
     /// A kernel inotify limit (instances or watches per user) is reached.
@@ -70,9 +74,16 @@ pub enum WatchError {
     #[error("cursor {after} is ahead of the watch's cursor {cursor}")]
     CursorAhead { after: u64, cursor: u64 },
     #[error("inotify unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] std::io::Error),
     #[error("shutting down")]
     ShuttingDown,
+    /// A system call failed; the cause kept.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -250,11 +261,12 @@ impl WatchManager {
         let engine = tokio::task::spawn_blocking(move || engine::Engine::start(path, recursive, exclude, for_engine))
             .await
             .map_err(|e| WatchError::Internal(format!("watch setup task: {e}")))??;
-        let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(|e| WatchError::Internal(format!("pipe: {e}")))?;
+        let (stop_rx, stop_tx) =
+            nix::unistd::pipe().map_err(|e| WatchError::Io { what: "pipe".into(), source: e.into() })?;
         std::thread::Builder::new()
             .name(format!("watch-{}", &id[..8]))
             .spawn(move || engine.run(stop_rx))
-            .map_err(|e| WatchError::Internal(format!("starting the watch thread: {e}")))?;
+            .map_err(|source| WatchError::Io { what: "starting the watch thread".into(), source })?;
         Ok(Watch { shared, _stop: stop_tx })
     }
 

@@ -8,9 +8,10 @@ use std::path::{Component, Path};
 use std::time::Duration;
 
 use execd::config::parse_go_duration;
+use execd::expand::{expand_path, expand_vars};
 use execd::fs::path::{clean, expand_with};
 use execd::fs::range::{plan, RangePlan};
-use execd::process::{expand_path, expand_vars, LineSplitter};
+use execd::process::LineSplitter;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

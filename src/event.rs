@@ -151,54 +151,6 @@ pub enum EndedBy {
 }
 
 impl ExitInfo {
-    /// From the reap report and what execd did to the command.
-    pub fn from_report(report: &super::spawn::ExitReport, ended_by: EndedBy) -> ExitInfo {
-        use super::spawn::ExitOutcome;
-        let signal = match report.outcome {
-            ExitOutcome::Signaled(s) => Some(
-                nix::sys::signal::Signal::try_from(s)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("SIG{s}")),
-            ),
-            ExitOutcome::Exited(_) => None,
-        };
-        let exit_reason = match (ended_by, report.oom_killed, report.outcome) {
-            (EndedBy::Timeout, _, _) => "timeout",
-            (EndedBy::Interrupt, _, _) => "interrupted",
-            (_, true, _) => "oom_killed",
-            (_, _, ExitOutcome::Signaled(_)) => "signaled",
-            (_, _, ExitOutcome::Exited(_)) => "exited",
-        };
-        ExitInfo {
-            exit_reason,
-            signal,
-            errno: None,
-            errno_name: None,
-            stage: None,
-            usage: Some(report.usage),
-            usage_scope: report.leader_only.then_some("leader"),
-        }
-    }
-
-    /// A start failure: errno and stage where known.
-    pub fn spawn_failed(err: &super::spawn::SpawnError) -> ExitInfo {
-        use super::spawn::SpawnError;
-        let (errno, stage) = match err {
-            SpawnError::Exec { stage, source, .. } => (source.raw_os_error(), Some(*stage)),
-            SpawnError::Pipe(e) | SpawnError::Watch { source: e, .. } => (e.raw_os_error(), None),
-            SpawnError::Cgroup(_) => (None, Some("cgroup")),
-        };
-        ExitInfo {
-            exit_reason: "spawn_failed",
-            signal: None,
-            errno,
-            errno_name: errno.map(|n| format!("{:?}", nix::errno::Errno::from_raw(n))),
-            stage,
-            usage: None,
-            usage_scope: None,
-        }
-    }
-
     /// The exit could not be observed (no reap report).
     pub fn lost() -> ExitInfo {
         ExitInfo::reason("lost")
