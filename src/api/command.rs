@@ -124,6 +124,10 @@ fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(name: &str, d: D) -> Re
     T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("{name}: {e}")))
 }
 
+/// One named decoder per field of `POST /command` (and `limits` of the session bodies). Not
+/// `serde_path_to_error` around every body decode, which names the field for every route: tried
+/// on 2026-12-04, it made the static binary 53 KB larger (a tracking deserializer per body
+/// type), over the 8 MiB budget.
 macro_rules! named_field {
     ($($f:ident: $t:ty = $name:literal),* $(,)?) => {
         $(fn $f<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> { named($name, d) })*
