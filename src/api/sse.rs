@@ -8,6 +8,11 @@
 //!
 //! Both set the headers of §3.1: `Content-Type: text/event-stream`, `Cache-Control: no-cache`,
 //! `Connection: keep-alive`, `X-Accel-Buffering: no`, chunked body.
+//!
+//! Not axum's `Sse` + `KeepAlive` for the standard form: it writes one HTTP chunk per event. Both
+//! forms share [`coalesced`]/[`filled`], which write the events already available as one chunk
+//! (one chunk per event was 41 MiB/s against 53 for a line stream when measured; BENCHMARKS,
+//! Commands) and send the keep-alive only while idle.
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -16,6 +16,9 @@
 //!
 //! Upload parts that arrive before their metadata are spooled to `<state_dir>/uploads/` (0700;
 //! files 0600), whose contents the next start removes.
+//!
+//! Not the `tempfile` crate: its files always have a name (no `O_TMPFILE` + `linkat`), and it
+//! keeps no journal, so a `kill -9` would leave its files behind.
 
 use std::ffi::OsStr;
 use std::fs::File;
