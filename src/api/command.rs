@@ -232,7 +232,8 @@ struct StatusBody {
     exit: Option<crate::event::ExitInfo>,
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+/// A time as the status routes write it (RFC 3339, UTC, as precise as it is).
+pub(super) fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 

@@ -52,10 +52,6 @@ struct ListBody {
     pagination: Pagination,
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
 impl From<CommandStatus> for ItemBody {
     fn from(s: CommandStatus) -> Self {
         ItemBody {
@@ -63,8 +59,8 @@ impl From<CommandStatus> for ItemBody {
             running: s.running,
             exit_code: if s.running { None } else { s.exit_code },
             error: s.error,
-            started_at: rfc3339(s.started_at),
-            finished_at: s.finished_at.map(rfc3339),
+            started_at: super::command::rfc3339(s.started_at),
+            finished_at: s.finished_at.map(super::command::rfc3339),
             exit: s.exit,
         }
     }
