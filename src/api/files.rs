@@ -6,7 +6,7 @@
 //! Transfers (downloads, uploads, long list/search answers) are admitted by the transfer limits
 //! (`fs::transfer`, issue #13 finding 6): 429 beyond the cap, 408 for an upload whose client
 //! stops sending, and a connection whose client stops reading is closed by its stall watch,
-//! which [`WatchedListener`] puts on every connection.
+//! which the accept loop (`api::server`, `ConnIo`) puts on every connection.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Finding the cgroup hierarchies execd can write: pure parsers of `/proc/self/mountinfo` and
-//! `/proc/self/cgroup` (table-tested with fixture text), and [`detect`], which applies them to the
-//! live system and creates execd's parent directories.
+//! `/proc/self/cgroup` (table-tested with fixture text), applied to the live system by the
+//! module's `setup`, which creates execd's parent directories.
 
 use std::path::{Path, PathBuf};
 

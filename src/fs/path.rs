@@ -22,7 +22,7 @@ pub fn expand(s: &str) -> String {
 /// Expands `$NAME`, `${NAME}` (NAME = `[A-Za-z_][A-Za-z0-9_]*`) through `lookup`, then a leading
 /// `~` (alone or followed by `/`) to `lookup("HOME")`. Anything undefined or not of that form is
 /// kept literally: `a$1.txt`, `$`, `${x`, `$NOPE/x` stay as written. The one expander lives in
-/// the `process` leaf module, shared with command and session cwds.
+/// [`crate::expand`], shared with command, session and PTY working directories.
 pub fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     crate::expand::expand_path(s, lookup)
 }
