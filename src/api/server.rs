@@ -18,13 +18,14 @@
 //!   reads it fails with a timeout; a write to the socket that makes no progress for
 //!   `stall_timeout` (a client that stopped reading a download, a stream or a WebSocket) fails and
 //!   closes the connection.
-//! - **Lingering close.** When hyper closes a connection after answering (a 413 before the body
-//!   was read, an error, `Connection: close`), the socket's write side is shut and what the
-//!   client still sends is read and dropped for at most [`LINGER`] before it is closed (RFC 9112
-//!   section 9.6). Closed at once, the unread body would make the kernel answer with a reset,
-//!   which can erase the response from the client's receive buffer before it reads it: the
-//!   client saw "connection reset" instead of the JSON error. At most [`MAX_LINGERING`] sockets
-//!   linger at once; beyond that they close at once as before.
+//! - **Lingering close.** When hyper closes a connection after answering (a 401 before an
+//!   upload's body was read, an error, `Connection: close`), the socket's write side is shut and
+//!   what the client still sends is read and dropped for at most [`LINGER`] before it is closed
+//!   (RFC 9112 section 9.6). Closed at once with body bytes unread or still arriving, the socket
+//!   is reset by the kernel: the client's remaining writes fail (a client that sends its whole
+//!   body before reading, as Python's `http.client` does, never sees the answer) and whatever of
+//!   the answer was not yet sent is thrown away. At most [`MAX_LINGERING`] sockets linger at
+//!   once; beyond that they close at once as before.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` as `axum::serve` gave it.
 
