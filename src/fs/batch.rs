@@ -6,7 +6,7 @@
 //! for the whole request: no fresh, page-faulting allocation per batch (with musl's allocator that
 //! was 40% of an upload's CPU time).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use super::FsError;
@@ -15,6 +15,10 @@ use super::FsError;
 /// (1 MiB batches made the kernel's copy into the page cache several times slower: a 1 GiB tus
 /// upload in 8 MiB PATCHes took 2–4× as long as the multipart upload).
 pub const BATCH: usize = 256 * 1024;
+
+/// How far past [`BATCH`] a batch may grow to take a chunk whole: hyper's largest read (its
+/// default `max_buf_size`, 8 KiB + 100 × 4 KiB) with room to spare.
+pub const HEADROOM: usize = 512 * 1024;
 
 /// Where batches go: one blocking write per batch, in order.
 pub trait BatchSink: Send + 'static {
@@ -44,22 +48,37 @@ impl<S: BatchSink> Batcher<S> {
         Batcher {
             sink: Some(sink),
             in_flight: None,
-            buf: BytesMut::with_capacity(BATCH),
-            spare: Some(BytesMut::with_capacity(BATCH)),
+            buf: BytesMut::with_capacity(BATCH + HEADROOM),
+            spare: Some(BytesMut::with_capacity(BATCH + HEADROOM)),
             failed: false,
         }
     }
 
     /// Queues `data`; each batch it fills is handed to the blocking pool (waiting only for the
     /// previous batch's write). A failed earlier write surfaces here.
-    pub async fn push(&mut self, mut data: &[u8]) -> Result<(), FsError> {
+    ///
+    /// `data` is copied whole and dropped before any wait: while a network chunk is alive, hyper
+    /// cannot reuse the read buffer it was split from and reads the next one into a fresh
+    /// allocation, which musl's allocator maps and unmaps (page faults per 4 KiB, and a TLB
+    /// flush on every core, each a VM exit here). A batch so grows past [`BATCH`] by at most
+    /// [`HEADROOM`]; a larger chunk is copied a batch at a time as before.
+    pub async fn push(&mut self, data: Bytes) -> Result<(), FsError> {
         if self.failed {
             return Err(FsError::Internal("an earlier write of this upload failed".into()));
         }
-        while !data.is_empty() {
-            let n = (BATCH - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
+        if data.len() <= HEADROOM {
+            self.buf.extend_from_slice(&data);
+            drop(data);
+            if self.buf.len() >= BATCH {
+                self.send_batch().await?;
+            }
+            return Ok(());
+        }
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            let n = (BATCH - self.buf.len().min(BATCH)).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
             if self.buf.len() >= BATCH {
                 self.send_batch().await?;
             }
@@ -104,7 +123,7 @@ impl<S: BatchSink> Batcher<S> {
         let Some(mut sink) = self.sink.take() else {
             return Err(FsError::Internal("upload writer lost its file".into()));
         };
-        let spare = self.spare.take().unwrap_or_else(|| BytesMut::with_capacity(BATCH));
+        let spare = self.spare.take().unwrap_or_else(|| BytesMut::with_capacity(BATCH + HEADROOM));
         let batch = std::mem::replace(&mut self.buf, spare);
         self.in_flight = Some(super::identity::spawn_blocking(move || {
             let res = sink.write_batch(&batch);
@@ -145,21 +164,90 @@ mod tests {
         let data: Vec<u8> = (0..BATCH * 3 + 777).map(|i| (i * 31 % 251) as u8).collect();
         let mut b = Batcher::new(recorder(usize::MAX));
         for piece in data.chunks(100_003) {
-            b.push(piece).await.unwrap();
+            b.push(Bytes::copy_from_slice(piece)).await.unwrap();
         }
         let (sink, res) = b.finish().await;
         res.unwrap();
         let sink = sink.unwrap();
-        assert_eq!(sink.sizes, [BATCH, BATCH, BATCH, 777]);
+        // Each batch ends with a whole piece: at least BATCH, less than BATCH plus a piece.
+        let (last, full) = sink.sizes.split_last().unwrap();
+        assert!(full.iter().all(|&n| (BATCH..BATCH + 100_003).contains(&n)), "{:?}", sink.sizes);
+        assert!(*last > 0 && *last < BATCH + 100_003);
         assert!(sink.bytes == data);
+    }
+
+    /// A chunk larger than the headroom goes a batch at a time, in order.
+    #[tokio::test]
+    async fn a_chunk_past_the_headroom_is_cut_into_batches() {
+        let data: Vec<u8> = (0..HEADROOM + BATCH + 5).map(|i| (i * 7 % 253) as u8).collect();
+        let mut b = Batcher::new(recorder(usize::MAX));
+        b.push(Bytes::copy_from_slice(&data[..10])).await.unwrap();
+        b.push(Bytes::copy_from_slice(&data[10..])).await.unwrap();
+        let (sink, res) = b.finish().await;
+        res.unwrap();
+        let sink = sink.unwrap();
+        assert_eq!(sink.sizes, [BATCH, BATCH, BATCH, 5]);
+        assert!(sink.bytes == data);
+    }
+
+    /// Holds each batch until the test lets it through (at most 10 s, so a failing test ends).
+    struct Gated(std::sync::mpsc::Receiver<()>);
+
+    impl BatchSink for Gated {
+        fn write_batch(&mut self, _batch: &[u8]) -> Result<(), FsError> {
+            let _ = self.0.recv_timeout(std::time::Duration::from_secs(10));
+            Ok(())
+        }
+    }
+
+    /// Sets a flag when the chunk's last reference goes.
+    struct Owner(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The network chunk is gone before `push` waits for the write in flight (so hyper can read
+    /// the next one into the same buffer).
+    #[tokio::test]
+    async fn a_chunk_is_dropped_before_waiting_for_the_write_in_flight() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (gate, rx) = std::sync::mpsc::channel();
+        let mut b = Batcher::new(Gated(rx));
+        // The first full batch goes out and is held in the sink.
+        b.push(Bytes::from(vec![1u8; BATCH])).await.unwrap();
+        let dropped = std::sync::Arc::new(AtomicBool::new(false));
+        let chunk = Bytes::from_owner(Owner(vec![2u8; BATCH], dropped.clone()));
+        let mut push = Box::pin(b.push(chunk));
+        // The second batch is full: push waits for the first write.
+        assert!(futures_util::poll!(&mut push).is_pending());
+        let dropped_while_waiting = dropped.load(Ordering::SeqCst);
+        gate.send(()).unwrap();
+        gate.send(()).unwrap();
+        push.await.unwrap();
+        let (_, res) = b.finish().await;
+        res.unwrap();
+        assert!(dropped_while_waiting, "the chunk was kept while waiting for the write");
     }
 
     #[tokio::test]
     async fn nothing_is_written_after_a_failed_batch() {
         let mut b = Batcher::new(recorder(BATCH));
-        let data = vec![7u8; BATCH * 3];
-        assert!(b.push(&data).await.is_err(), "the second batch fails, seen when the third is handed over");
-        assert!(b.push(b"more").await.is_err());
+        assert!(b.push(Bytes::from(vec![7u8; BATCH])).await.is_ok());
+        assert!(
+            b.push(Bytes::from(vec![7u8; BATCH])).await.is_ok(),
+            "the second batch is handed over once the first is written"
+        );
+        assert!(b.push(Bytes::from(vec![7u8; BATCH])).await.is_err(), "the failure of the second shows on the third");
+        assert!(b.push(Bytes::from_static(b"more")).await.is_err());
         let (sink, res) = b.finish().await;
         assert!(res.is_ok(), "the failure was already reported");
         assert_eq!(sink.unwrap().sizes, [BATCH]);

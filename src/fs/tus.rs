@@ -649,7 +649,7 @@ where
             let e = TusError::TooLarge(format!("the chunk is longer than the {left} bytes the upload has left"));
             return (received, Some(e));
         }
-        if let Err(e) = w.push(&chunk).await {
+        if let Err(e) = w.push(chunk).await {
             return (received, Some(e.into()));
         }
     }
@@ -731,7 +731,7 @@ impl ChunkWriter {
         ChunkWriter { batches: Batcher::new(sink), file, path }
     }
 
-    async fn push(&mut self, data: &[u8]) -> Result<(), FsError> {
+    async fn push(&mut self, data: Bytes) -> Result<(), FsError> {
         self.batches.push(data).await
     }
 
@@ -900,7 +900,7 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let mut w = ChunkWriter::new(file, path.clone(), 4, Some(Hasher::new(Algorithm::Sha256)));
         for piece in data.chunks(100_003) {
-            w.push(piece).await.unwrap();
+            w.push(Bytes::copy_from_slice(piece)).await.unwrap();
         }
         let done = w.flush(4, true).await;
         done.result.unwrap();
@@ -921,8 +921,7 @@ mod tests {
         // Read-only: every write fails with EBADF.
         let file = std::fs::File::open(&path).unwrap();
         let mut w = ChunkWriter::new(file, path.clone(), 0, None);
-        let data = vec![7u8; BATCH * 3];
-        let pushed = w.push(&data).await;
+        let pushed = w.push(Bytes::from(vec![7u8; BATCH * 3])).await;
         assert!(pushed.is_err(), "the failed first batch surfaces when the second is handed over");
         let done = w.flush(0, true).await;
         done.result.unwrap();

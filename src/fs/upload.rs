@@ -94,7 +94,7 @@ impl UploadWriter {
 
     /// Queues one chunk; writes a full batch (waiting only for the previous batch's write).
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FsError> {
-        self.batches.push(&chunk).await
+        self.batches.push(chunk).await
     }
 
     /// Completes the file: writes the rest and fsyncs it. It replaces nothing yet.
