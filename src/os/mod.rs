@@ -7,7 +7,10 @@ pub mod pidfd;
 pub mod proc;
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): state written in the same boot survived
-/// at most a process restart, so what was in the page cache then is still there.
+/// at most a process restart, so what was in the page cache then is still there. Read once (a
+/// boot does not change under a running process; it was read per command and per tus chunk).
 pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()))
+        .clone()
 }
