@@ -310,7 +310,7 @@ static ESCAPE: [u8; 256] = {
 
 /// Appends `s` JSON-escaped exactly as serde_json does (without the quotes); runs of plain bytes
 /// are copied at once.
-fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -409,7 +409,7 @@ impl LineWriter {
 }
 
 /// Appends `v` in decimal.
-fn write_u64(buf: &mut Vec<u8>, v: u64) {
+pub(crate) fn write_u64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 

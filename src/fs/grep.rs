@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 
 use super::transfer::TransferPermit;
 use super::{identity, path, FsError};
+use crate::event::{escape_json_str, write_u64};
 
 /// `max_matches` when the request does not say.
 pub const DEFAULT_MAX_MATCHES: u64 = 1000;
@@ -339,6 +340,25 @@ impl Out<'_> {
         self.shared.send(buf)
     }
 
+    /// A match without context, byte for byte as [`Out::write`] writes it (unit test), after the
+    /// file's [`match_head`]: the path is escaped once per file, not once per match (a search
+    /// with many matches spent its time serialising the same path again).
+    fn write_alone(&mut self, head: &[u8], line_number: u64, column: u64, text: &str, truncated: bool) {
+        let buf = &mut self.buf;
+        buf.extend_from_slice(head);
+        write_u64(buf, line_number);
+        buf.extend_from_slice(b",\"column\":");
+        write_u64(buf, column);
+        buf.extend_from_slice(b",\"text\":\"");
+        escape_json_str(buf, text);
+        buf.extend_from_slice(if truncated {
+            b"\",\"truncated_line\":true,\"before\":[],\"after\":[]}\n".as_slice()
+        } else {
+            b"\",\"before\":[],\"after\":[]}\n".as_slice()
+        });
+        self.since.get_or_insert_with(Instant::now);
+    }
+
     fn write(&mut self, m: &MatchLine<'_>) {
         // Strings and numbers only: serialisation cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, m);
@@ -406,6 +426,7 @@ impl<'s> Worker<'s> {
             shared,
             out: &mut self.out,
             path: &path,
+            head: Vec::new(),
             ring: VecDeque::new(),
             pending: VecDeque::new(),
             last_line: 0,
@@ -471,6 +492,8 @@ struct FileSink<'a, 's> {
     shared: &'s Shared,
     out: &'a mut Out<'s>,
     path: &'a str,
+    /// [`match_head`] of `path`, made at the first match without context.
+    head: Vec<u8>,
     /// The last `context` lines seen, for the next match's `before`.
     ring: VecDeque<String>,
     /// Matches whose `after` is not complete yet, in line order.
@@ -528,16 +551,10 @@ impl FileSink<'_, '_> {
         }
         let (text, truncated) = cap_line(line);
         let column = self.column(line);
-        self.out.write(&MatchLine {
-            kind: "match",
-            path: self.path,
-            line_number,
-            column,
-            text: &text,
-            truncated_line: truncated,
-            before: &[],
-            after: &[],
-        });
+        if self.head.is_empty() {
+            self.head = match_head(self.path);
+        }
+        self.out.write_alone(&self.head, line_number, column, &text, truncated);
         !self.shared.stopped() && self.out.maybe_flush()
     }
 
@@ -616,6 +633,16 @@ fn strip_terminator(line: &[u8]) -> &[u8] {
 }
 
 /// The line as text, cut to at most [`LINE_CAP`] bytes at a character boundary; true if cut.
+/// The start of a match line of `path`, up to its line number: `{"type":"match","path":"…",
+/// "line_number":` as serde_json writes [`MatchLine`].
+fn match_head(path: &str) -> Vec<u8> {
+    let mut head = Vec::with_capacity(path.len() + 48);
+    head.extend_from_slice(b"{\"type\":\"match\",\"path\":\"");
+    escape_json_str(&mut head, path);
+    head.extend_from_slice(b"\",\"line_number\":");
+    head
+}
+
 fn cap_line(line: &[u8]) -> (Cow<'_, str>, bool) {
     if line.len() <= LINE_CAP {
         return (String::from_utf8_lossy(line), false);
@@ -631,6 +658,47 @@ fn cap_line(line: &[u8]) -> (Cow<'_, str>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-file head and `write_alone` give what serde_json gives for the whole line.
+    #[test]
+    fn x32_a_match_without_context_is_written_as_serde_writes_it() {
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Shared {
+            tx,
+            matcher: RegexMatcher::new("x").unwrap(),
+            context: 0,
+            max: 0,
+            matches: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            truncated: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        };
+        let cases: &[(&str, u64, u64, &str, bool)] = &[
+            ("/tmp/a.rs", 1, 1, "fn main() {}", false),
+            ("/tmp/q\"uo\\te/\u{7}bell\u{1f}", 42, 7, "tab\there \"quoted\" \\ back", true),
+            ("/tmp/ünï/日本.txt", u64::MAX, 0, "line \u{0} nul \u{7f} del \u{2028} sep", false),
+            ("", 0, 0, "", true),
+        ];
+        for &(path, line_number, column, text, truncated) in cases {
+            let mut fast = Out { shared: &shared, buf: Vec::new(), since: None };
+            fast.write_alone(&match_head(path), line_number, column, text, truncated);
+            let mut slow = Out { shared: &shared, buf: Vec::new(), since: None };
+            slow.write(&MatchLine {
+                kind: "match",
+                path,
+                line_number,
+                column,
+                text,
+                truncated_line: truncated,
+                before: &[],
+                after: &[],
+            });
+            let (fast, slow) = (std::mem::take(&mut fast.buf), std::mem::take(&mut slow.buf));
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+        }
+    }
 
     #[test]
     fn x32_cap_line_keeps_characters_whole() {
