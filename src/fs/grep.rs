@@ -175,18 +175,7 @@ pub fn start(grep: Grep, permit: TransferPermit) -> GrepStream {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get()).min(MAX_THREADS)
         };
-        let shared = Shared {
-            tx,
-            matcher: grep.matcher,
-            context: grep.opts.context,
-            max: grep.opts.max_matches,
-            matches: AtomicU64::new(0),
-            files: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            truncated: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
-        };
+        let shared = Shared::new(tx, grep.matcher, grep.opts.context, grep.opts.max_matches);
         let mut wb = WalkBuilder::new(&grep.root);
         wb.hidden(!grep.opts.hidden)
             .git_ignore(grep.opts.gitignore)
@@ -259,6 +248,21 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(tx: mpsc::Sender<Vec<u8>>, matcher: RegexMatcher, context: usize, max: u64) -> Shared {
+        Shared {
+            tx,
+            matcher,
+            context,
+            max,
+            matches: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            truncated: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        }
+    }
+
     /// Whether the search must stop now; notices a reader that went away.
     fn stopped(&self) -> bool {
         if self.stop.load(Ordering::Relaxed) {
@@ -663,18 +667,7 @@ mod tests {
     #[test]
     fn x32_a_match_without_context_is_written_as_serde_writes_it() {
         let (tx, _rx) = mpsc::channel(1);
-        let shared = Shared {
-            tx,
-            matcher: RegexMatcher::new("x").unwrap(),
-            context: 0,
-            max: 0,
-            matches: AtomicU64::new(0),
-            files: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            truncated: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
-        };
+        let shared = Shared::new(tx, RegexMatcher::new("x").unwrap(), 0, 0);
         let cases: &[(&str, u64, u64, &str, bool)] = &[
             ("/tmp/a.rs", 1, 1, "fn main() {}", false),
             ("/tmp/q\"uo\\te/\u{7}bell\u{1f}", 42, 7, "tab\there \"quoted\" \\ back", true),
