@@ -13,11 +13,15 @@ use super::FsError;
 
 /// Bytes per batch: small enough to stay in the CPU cache between the copy in and the write out
 /// (1 MiB batches made the kernel's copy into the page cache several times slower: a 1 GiB tus
-/// upload in 8 MiB PATCHes took 2–4× as long as the multipart upload).
+/// upload in 8 MiB PATCHes took 2–4× as long as the multipart upload; measured while each chunk
+/// was still held across the wait, which later turned out to slow that copy by itself, see
+/// [`Batcher::push`]). A batch goes out once it holds at least this much.
 pub const BATCH: usize = 256 * 1024;
 
 /// How far past [`BATCH`] a batch may grow to take a chunk whole: hyper's largest read (its
-/// default `max_buf_size`, 8 KiB + 100 × 4 KiB) with room to spare.
+/// default `max_buf_size`, 8 KiB + 100 × 4 KiB) with room to spare. So an upload holds two
+/// buffers of at most 768 KiB (what is touched of them: about 650 KiB each), and `--max-transfers`
+/// uploads at once at most that many pairs.
 pub const HEADROOM: usize = 512 * 1024;
 
 /// Where batches go: one blocking write per batch, in order.
