@@ -281,7 +281,7 @@ impl Journal {
         let idx = crate::state_dir::open_file(&self.inner.idx_path)?;
         let rx = self.inner.progress.subscribe();
         let records = rx.borrow().records;
-        let mut r = ChunkReader { out, idx, rx, pos: from, rec: 0 };
+        let mut r = ChunkReader { out, idx, rx, pos: from, rec: 0, spare: Vec::new() };
         r.rec = r.first_record_ending_after(from, records)?;
         Ok(r)
     }
@@ -626,9 +626,19 @@ pub struct ChunkReader {
     pos: u64,
     /// Next index record to look at.
     rec: u64,
+    /// A chunk's buffer handed back by [`ChunkReader::recycle`], for the next chunk.
+    spare: Vec<u8>,
 }
 
 impl ChunkReader {
+    /// Hands a returned chunk's buffer back for the next one: a fresh 64 KiB buffer per chunk is
+    /// memory musl's allocator maps and unmaps each time (a page fault per 4 KiB touched).
+    pub fn recycle(&mut self, data: Vec<u8>) {
+        if data.capacity() <= READ_CHUNK {
+            self.spare = data;
+        }
+    }
+
     fn record(&self, i: u64) -> io::Result<(StreamKind, u64, i64)> {
         let mut b = [0u8; RECORD as usize];
         self.idx.read_exact_at(&mut b, i * RECORD)?;
@@ -683,7 +693,13 @@ impl ChunkReader {
                     continue;
                 }
                 let n = (end - self.pos).min(READ_CHUNK as u64) as usize;
-                let mut data = vec![0u8; n];
+                let mut data = std::mem::take(&mut self.spare);
+                if data.capacity() < n {
+                    // A power of two up to READ_CHUNK: grows a few times, then stays recyclable.
+                    data = Vec::with_capacity(n.next_power_of_two().min(READ_CHUNK));
+                }
+                data.clear();
+                data.resize(n, 0);
                 self.out.read_exact_at(&mut data, self.pos)?;
                 let chunk = Chunk { kind, start: self.pos, data, timestamp };
                 self.pos += n as u64;
@@ -840,7 +856,9 @@ impl LineEventReader {
         }
         *off += n;
         if *off >= chunk.data.len() {
-            self.pending = None;
+            if let Some((chunk, _)) = self.pending.take() {
+                self.chunks.recycle(chunk.data);
+            }
         }
         true
     }
@@ -919,6 +937,33 @@ mod tests {
             kinds.push(c.kind);
         }
         assert_eq!(kinds, vec![StreamKind::Stdout, StreamKind::Stdin, StreamKind::Stderr]);
+        j.remove_files();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A recycled chunk buffer carries the next chunk (no fresh allocation per chunk), holding
+    /// only that chunk's bytes; one over [`READ_CHUNK`] is not kept.
+    #[tokio::test]
+    async fn a_recycled_chunk_buffer_carries_the_next_chunk() {
+        let dir = tmpdir("recycle");
+        let (j, mut w) = Journal::create(&dir, "r").unwrap();
+        w.append(StreamKind::Stdout, &[b'a'; 3000]).unwrap();
+        w.append(StreamKind::Stderr, &[b'b'; 1000]).unwrap();
+        w.append(StreamKind::Stdout, &[b'c'; 10]).unwrap();
+        w.finish(None);
+        let mut r = j.chunks(0).unwrap();
+        let first = r.next().await.unwrap().unwrap();
+        let (ptr, cap) = (first.data.as_ptr(), first.data.capacity());
+        assert_eq!(cap, 4096, "3000 bytes get a power of two");
+        r.recycle(first.data);
+        let second = r.next().await.unwrap().unwrap();
+        // A fresh buffer for 1000 bytes would have 1024.
+        assert_eq!((second.data.as_ptr(), second.data.capacity()), (ptr, cap), "the recycled buffer was not used");
+        assert_eq!((second.kind, second.start, second.data), (StreamKind::Stderr, 3000, vec![b'b'; 1000]));
+        r.recycle(Vec::with_capacity(READ_CHUNK + 1));
+        let third = r.next().await.unwrap().unwrap();
+        assert_eq!(third.data, vec![b'c'; 10]);
+        assert!(third.data.capacity() <= READ_CHUNK, "an oversized buffer was kept");
         j.remove_files();
         std::fs::remove_dir_all(dir).unwrap();
     }
