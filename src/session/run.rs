@@ -94,16 +94,19 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
                     kill_at = Some(tokio::time::Instant::now() + shutdown_grace);
                     stop = Some(Stop::Shutdown);
                 } else {
+                    tracing::info!(session = %session_id, "session closed (deleted or idle): its run gets SIGKILL");
                     child.kill_group();
                     stop = Some(Stop::Deleted);
                 }
             }
             _ = sleep_until_opt(kill_at) => {
+                tracing::warn!(session = %session_id, "a run still alive after the shutdown grace gets SIGKILL");
                 child.kill_group();
                 kill_at = None;
             }
             _ = tx.closed(), if stop.is_none() => {
                 // Client gone: nobody waits for this run; free the session for the next one.
+                tracing::info!(session = %session_id, "the client of a run went away: the run gets SIGKILL");
                 child.kill_group();
                 stop = Some(Stop::Disconnected);
             }

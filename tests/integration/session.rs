@@ -483,7 +483,9 @@ async fn d15_sigterm_during_a_run_ends_the_stream_and_execd_exits_0() {
     let rest = without_pings(&reader.rest().await);
     let err = &terminal(&rest)["error"];
     assert_eq!(err["evalue"], "-1", "{rest:?}");
-    assert_eq!(err["traceback"], json!(["signal: terminated"]));
+    // The log says which of execd's kills (if any) ended the run (CI run 51 saw "signal: killed"
+    // once with the 10 s grace; not reproduced in 25 runs alone and 6 of the module).
+    assert_eq!(err["traceback"], json!(["signal: terminated"]), "execd log:\n{}", server.log());
 }
 
 #[tokio::test]
