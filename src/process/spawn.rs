@@ -758,9 +758,18 @@ impl GroupChild {
     pub fn leftovers_alive(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
-            None if self.session => !self.members().is_empty(),
+            None if self.session || self.id_taken() => !self.members().is_empty(),
             None => !matches!(killpg(self.pid, None), Err(Errno::ESRCH)),
         }
+    }
+
+    /// Whether the group's id now names someone else's group: once the leader is reaped, the
+    /// kernel keeps its id allocated only while a member of the group (or session) lives, and
+    /// hands it out again after a pid wrap (pid_max 32 768 wrapped every 3–5 minutes in this
+    /// project's CI). So a live process *with that pid* means the group is gone and the id was
+    /// reused, by a new leader whose group (often another command's) must not be signalled.
+    fn id_taken(&self) -> bool {
+        self.outcome().is_some() && crate::os::proc::Stat::read(self.pid.as_raw()).is_some()
     }
 
     /// [`Self::leftovers_alive`] without counting zombies (a `/proc` scan without a leaf).
@@ -773,6 +782,9 @@ impl GroupChild {
 
     /// The live (non-zombie) processes of the group, or of the session for a terminal's command.
     fn members(&self) -> Vec<i32> {
+        if self.id_taken() {
+            return Vec::new();
+        }
         members_of(self.pid.as_raw(), self.session).into_iter().map(|(p, _)| p).collect()
     }
 
@@ -998,6 +1010,26 @@ mod tests {
         assert_eq!(live_group_members(pgid), 0);
         assert_eq!(child.wait().await, ExitOutcome::Signaled(15));
         assert!(child.signal_group(Signal::SIGTERM).is_err(), "no signal after reap");
+    }
+
+    /// A reaped leader's id handed to another group (simulated: pointed at a live leader of a
+    /// group of its own) counts as gone, and that group gets no signal.
+    #[tokio::test]
+    async fn a_reaped_group_id_taken_by_another_group_is_left_alone() {
+        use std::os::unix::process::CommandExt;
+        let mut spec = SpawnSpec::shell("true");
+        spec.env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        let (mut child, _pipes) = spawn(spec).unwrap();
+        assert_eq!(child.wait().await, ExitOutcome::Exited(0));
+        let mut other = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        child.pid = Pid::from_raw(other.id() as i32);
+        let (alive, group) = (child.leftovers_alive(), child.group_alive());
+        child.kill_leftovers(Duration::from_millis(100)).await;
+        let untouched = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!alive && !group, "the other group was taken for this command's leftovers");
+        assert!(untouched, "the other group was signalled");
     }
 
     #[tokio::test]
