@@ -175,7 +175,13 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         let pgid = self.pid();
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        // Once the leader is reaped (a test waited for it), its id stays allocated only while a
+        // member of the group lives; a live process with that pid then leads someone else's
+        // group (the pid space wraps every few minutes under the suite): not ours to kill.
+        let reaped = matches!(self.child.try_wait(), Ok(Some(_)));
+        if !reaped || !std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The group's orphans (fake execd, sleeps) were reparented to this process (subreaper):
