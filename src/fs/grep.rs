@@ -636,7 +636,6 @@ fn strip_terminator(line: &[u8]) -> &[u8] {
     }
 }
 
-/// The line as text, cut to at most [`LINE_CAP`] bytes at a character boundary; true if cut.
 /// The start of a match line of `path`, up to its line number: `{"type":"match","path":"…",
 /// "line_number":` as serde_json writes [`MatchLine`].
 fn match_head(path: &str) -> Vec<u8> {
@@ -647,6 +646,7 @@ fn match_head(path: &str) -> Vec<u8> {
     head
 }
 
+/// The line as text, cut to at most [`LINE_CAP`] bytes at a character boundary; true if cut.
 fn cap_line(line: &[u8]) -> (Cow<'_, str>, bool) {
     if line.len() <= LINE_CAP {
         return (String::from_utf8_lossy(line), false);

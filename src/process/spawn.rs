@@ -758,7 +758,8 @@ impl GroupChild {
     pub fn leftovers_alive(&self) -> bool {
         match &self.leaf {
             Some(leaf) => leaf.populated(),
-            None if self.session || self.id_taken() => !self.members().is_empty(),
+            None if self.id_taken() => false,
+            None if self.session => !self.members().is_empty(),
             None => !matches!(killpg(self.pid, None), Err(Errno::ESRCH)),
         }
     }
