@@ -211,8 +211,39 @@ struct Entry {
     /// Bytes fdatasynced (at most `offset`).
     durable: AtomicU64,
     expires_ms: AtomicU64,
-    /// Held by the one request writing (or terminating).
-    write: tokio::sync::Mutex<()>,
+    /// Held by the one request writing (or terminating); holds the partial file between
+    /// requests, when kept ([`KeptPartial`]).
+    write: tokio::sync::Mutex<Option<KeptPartial>>,
+}
+
+/// Partial files kept open between requests, at most (each is one file descriptor).
+const KEEP_OPEN: usize = 16;
+static KEPT_OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// An upload's partial file kept open for its next `PATCH`: opening it on the blocking pool was
+/// the largest fixed cost of a `PATCH` (p50 0.1 ms, p90 0.9 ms; 41 ms of a 1 GiB upload in 8 MiB
+/// chunks). Reused only by a request of the same identity (the one whose permissions opened it),
+/// and only [`KEEP_OPEN`] are kept at once, so open uploads (up to `--tus-max-uploads`) cannot
+/// hold a descriptor each.
+struct KeptPartial {
+    file: Arc<File>,
+    identity: Option<Arc<super::identity::Identity>>,
+}
+
+impl KeptPartial {
+    /// Keeps `file` if fewer than [`KEEP_OPEN`] are kept.
+    fn keep(file: Arc<File>, identity: Option<Arc<super::identity::Identity>>) -> Option<KeptPartial> {
+        KEPT_OPEN
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < KEEP_OPEN as u64).then_some(n + 1))
+            .ok()
+            .map(|_| KeptPartial { file, identity })
+    }
+}
+
+impl Drop for KeptPartial {
+    fn drop(&mut self) {
+        KEPT_OPEN.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Entry {
@@ -305,7 +336,7 @@ impl TusStore {
                         offset: AtomicU64::new(rec.offset),
                         durable: AtomicU64::new(rec.durable.unwrap_or(rec.offset)),
                         expires_ms: AtomicU64::new(rec.expires_ms),
-                        write: tokio::sync::Mutex::new(()),
+                        write: tokio::sync::Mutex::new(None),
                     };
                     uploads.insert(rec.id, Arc::new(e));
                 }
@@ -367,11 +398,12 @@ impl TusStore {
         let dir = self.0.opts.dir.clone();
         let expires_ms = now_ms() + self.0.opts.expiry.as_millis() as u64;
         let id2 = id.clone();
+        let identity = super::identity::current();
         let entry = super::blocking(move || {
             let target = resolve_target(&req.path)?;
             let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
             let partial = parent.join(partial_name(&id2));
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -388,7 +420,8 @@ impl TusStore {
                 offset: AtomicU64::new(0),
                 durable: AtomicU64::new(0),
                 expires_ms: AtomicU64::new(expires_ms),
-                write: tokio::sync::Mutex::new(()),
+                // Kept for the first chunk, which usually follows at once.
+                write: tokio::sync::Mutex::new(KeptPartial::keep(Arc::new(file), identity)),
             };
             if let Err(e) = save_record(&dir, &entry.record()) {
                 let _ = std::fs::remove_file(&entry.partial);
@@ -411,7 +444,8 @@ impl TusStore {
             return Err(TusError::TooMany(max));
         }
         if entry.length == 0 {
-            let guard = entry.write.lock().await;
+            let mut guard = entry.write.lock().await;
+            *guard = None;
             let status = self.complete(&entry).await;
             drop(guard);
             return Ok((id, status?));
@@ -479,20 +513,31 @@ impl TusStore {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: Into<TusError> + Send + 'static,
     {
-        let guard =
+        let mut guard =
             tokio::time::timeout(LOCK_WAIT, entry.write.lock()).await.map_err(|_| TusError::Busy(entry.id.clone()))?;
         let current = self.check_start(&entry, offset, declared)?;
-        let partial = entry.partial.clone();
-        let file = super::blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&partial)
-                .map_err(|e| FsError::io("opening the partial file", &partial, e))
-        })
-        .await?;
-        let mut w =
-            ChunkWriter::new(file, entry.partial.clone(), current, checksum.as_ref().map(|c| Hasher::new(c.algorithm)));
+        let identity = super::identity::current();
+        let file = match guard.take() {
+            Some(kept) if kept.identity.as_deref() == identity.as_deref() => kept.file.clone(),
+            _ => {
+                let partial = entry.partial.clone();
+                let file = super::blocking(move || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&partial)
+                        .map_err(|e| FsError::io("opening the partial file", &partial, e))
+                })
+                .await?;
+                Arc::new(file)
+            }
+        };
+        let mut w = ChunkWriter::new(
+            file.clone(),
+            entry.partial.clone(),
+            current,
+            checksum.as_ref().map(|c| Hasher::new(c.algorithm)),
+        );
         let (received, failure) = receive(&mut w, body, entry.length - current).await;
         // A checkpoint: enough unsynced bytes (the last chunk's are synced with the whole file
         // when the upload completes).
@@ -500,6 +545,10 @@ impl TusStore {
         let reached = current + received;
         let sync = reached < entry.length && reached - durable >= CHECKPOINT;
         let written = w.flush(current, sync).await;
+        if written.result.is_ok() && reached < entry.length {
+            // Kept for the next chunk (a failed write or sync opens the file afresh).
+            *guard = KeptPartial::keep(file, identity);
+        }
         let written_to = written.at;
         let (keep, failure) = verdict(failure, written, checksum.as_ref());
         let new_offset = if keep { written_to } else { current };
@@ -579,11 +628,12 @@ impl TusStore {
     /// Terminates an upload: removes its partial file and record (DELETE).
     pub async fn terminate(&self, id: &str) -> Result<(), TusError> {
         let entry = self.get(id).await?;
-        let guard =
+        let mut guard =
             tokio::time::timeout(LOCK_WAIT, entry.write.lock()).await.map_err(|_| TusError::Busy(entry.id.clone()))?;
         if !self.map().contains_key(&entry.id) {
             return Err(TusError::NotFound(id.to_string()));
         }
+        *guard = None;
         self.discard(entry.clone()).await;
         drop(guard);
         Ok(())
@@ -617,8 +667,9 @@ impl TusStore {
         let expired: Vec<Arc<Entry>> = self.map().values().filter(|e| e.expired(now)).cloned().collect();
         let mut n = 0;
         for e in expired {
-            let Ok(guard) = e.write.try_lock() else { continue };
+            let Ok(mut guard) = e.write.try_lock() else { continue };
             if self.map().get(&e.id).is_some_and(|cur| Arc::ptr_eq(cur, &e)) {
+                *guard = None;
                 self.discard(e.clone()).await;
                 n += 1;
             }
@@ -725,8 +776,7 @@ struct ChunkWritten {
 }
 
 impl ChunkWriter {
-    fn new(file: File, path: PathBuf, at: u64, hasher: Option<Hasher>) -> ChunkWriter {
-        let file = Arc::new(file);
+    fn new(file: Arc<File>, path: PathBuf, at: u64, hasher: Option<Hasher>) -> ChunkWriter {
         let sink = PartialSink { file: file.clone(), path: path.clone(), at, hasher };
         ChunkWriter { batches: Batcher::new(sink), file, path }
     }
@@ -898,7 +948,7 @@ mod tests {
         std::fs::write(&path, b"head").unwrap();
         let data: Vec<u8> = (0..BATCH * 4 + 1234).map(|i| (i * 31 % 251) as u8).collect();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let mut w = ChunkWriter::new(file, path.clone(), 4, Some(Hasher::new(Algorithm::Sha256)));
+        let mut w = ChunkWriter::new(Arc::new(file), path.clone(), 4, Some(Hasher::new(Algorithm::Sha256)));
         for piece in data.chunks(100_003) {
             w.push(Bytes::copy_from_slice(piece)).await.unwrap();
         }
@@ -920,7 +970,7 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         // Read-only: every write fails with EBADF.
         let file = std::fs::File::open(&path).unwrap();
-        let mut w = ChunkWriter::new(file, path.clone(), 0, None);
+        let mut w = ChunkWriter::new(Arc::new(file), path.clone(), 0, None);
         let pushed = w.push(Bytes::from(vec![7u8; BATCH * 3])).await;
         assert!(pushed.is_err(), "the failed first batch surfaces when the second is handed over");
         let done = w.flush(0, true).await;

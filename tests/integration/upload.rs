@@ -395,6 +395,44 @@ async fn x33_location_resolves_under_the_proxy_prefix() {
     assert_eq!(std::fs::read(&target).unwrap(), b"abcdef");
 }
 
+/// execd's open descriptors on partial files of resumable uploads.
+fn open_partials(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".execd-tus-")))
+        .count()
+}
+
+/// A partial file stays open between chunks (no open per `PATCH`), but only for a bounded number
+/// of uploads: 40 open uploads do not hold 40 descriptors, and finished or terminated ones hold
+/// none.
+#[tokio::test]
+async fn x33_partial_files_kept_open_between_chunks_are_bounded() {
+    let s = TestServer::start();
+    let dir = work(&s);
+    let mut urls = Vec::new();
+    for i in 0..40 {
+        let url = create(&s, &s.base(), &dir.join(format!("f{i}")), 6).await;
+        assert_eq!(patch(&s, &url, 0, b"abc", None).await.status(), StatusCode::NO_CONTENT);
+        urls.push(url);
+    }
+    let open = open_partials(s.pid());
+    assert!((1..=16).contains(&open), "{open} partial files open for 40 unfinished uploads");
+    for (i, url) in urls.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(patch(&s, url, 3, b"def", None).await.status(), StatusCode::NO_CONTENT);
+            assert_eq!(std::fs::read(dir.join(format!("f{i}"))).unwrap(), b"abcdef");
+        } else {
+            let resp = s.client().delete(url).header("Tus-Resumable", TUS).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        }
+    }
+    assert_eq!(open_partials(s.pid()), 0, "finished and terminated uploads keep no descriptor");
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+}
+
 #[tokio::test]
 async fn x33_open_uploads_are_capped() {
     let s = TestServer::options().arg("--tus-max-uploads=2").start();
