@@ -16,7 +16,7 @@ pub mod leaf;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use leaf::{Leaf, Usage};
@@ -155,6 +155,8 @@ pub(crate) struct Cgroups {
     pending: Mutex<Vec<leaf::Dirs>>,
     /// Leaves of commands an earlier execd lost (X50) that still hold processes; see [`adopt_lost`].
     adopted: Mutex<Vec<leaf::Dirs>>,
+    /// Wakes the janitor (waiting on `pending`'s lock), which sleeps while both lists are empty.
+    work: Condvar,
 }
 
 static GLOBAL: OnceLock<Cgroups> = OnceLock::new();
@@ -263,18 +265,28 @@ pub fn shutdown() {
 pub fn adopt_lost(dirs: &[PathBuf]) {
     if let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None && !dirs.is_empty()) {
         cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).push(leaf::Dirs::adopted(dirs));
+        // Under `pending`'s lock, so the janitor cannot miss it between its check and its wait.
+        let _pending = cg.pending.lock().unwrap_or_else(|e| e.into_inner());
+        cg.work.notify_one();
     }
 }
 
 pub(crate) fn pend(dirs: leaf::Dirs) {
     if let Some(cg) = GLOBAL.get() {
         cg.pending.lock().unwrap_or_else(|e| e.into_inner()).push(dirs);
+        cg.work.notify_one();
     }
 }
 
 fn janitor() {
     let Some(cg) = GLOBAL.get() else { return };
     loop {
+        // Nothing to look after: sleep until there is (an idle execd is not woken for nothing).
+        let mut pending = cg.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while pending.is_empty() && cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            pending = cg.work.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(pending);
         std::thread::sleep(JANITOR_PERIOD);
         let mut list = std::mem::take(&mut *cg.pending.lock().unwrap_or_else(|e| e.into_inner()));
         list.retain_mut(|d| {
@@ -313,6 +325,7 @@ fn none() -> Cgroups {
         counter: AtomicU64::new(0),
         pending: Mutex::new(Vec::new()),
         adopted: Mutex::new(Vec::new()),
+        work: Condvar::new(),
     }
 }
 

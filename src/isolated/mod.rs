@@ -248,6 +248,15 @@ struct Inner {
     stopping: AtomicBool,
     /// Told about every run (audit log, metrics, tracing).
     observer: OnceLock<ExecObserver>,
+    /// Wakes the idle collector, which sleeps while there is no session (and ends once this
+    /// is dropped).
+    created: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.created.notify_one();
+    }
 }
 
 /// Starts the session's namespace helper (`init`: stage 1, which forks the session's init and
@@ -421,12 +430,24 @@ impl IsolatedManager {
                 probe: OnceLock::new(),
                 stopping: AtomicBool::new(false),
                 observer: OnceLock::new(),
+                created: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&mgr.inner);
+            let created = mgr.inner.created.clone();
             handle.spawn(async move {
                 loop {
+                    // No session, nothing to collect: an idle execd is not woken twice a second
+                    // for nothing (a creation racing this check leaves a permit, not lost).
+                    let idle = match weak.upgrade() {
+                        None => return,
+                        Some(inner) => inner.sessions.lock().unwrap().is_empty(),
+                    };
+                    if idle {
+                        created.notified().await;
+                        continue;
+                    }
                     tokio::time::sleep(GC_EVERY).await;
                     let Some(inner) = weak.upgrade() else { return };
                     IsolatedManager { inner }.collect_idle().await;
@@ -536,6 +557,7 @@ impl IsolatedManager {
             Ok(s) => {
                 let s = Arc::new(s);
                 self.inner.sessions.lock().unwrap().insert(id, s.clone());
+                self.inner.created.notify_one();
                 Ok(s)
             }
             Err(e) => {

@@ -521,3 +521,63 @@ async fn x51_bootstrap_with_execd_init_runs_execd_as_init() {
     }));
     assert_eq!(status.unwrap().code(), Some(9));
 }
+
+/// Voluntary context switches of every thread of `pid` that lives through both samples, over
+/// `window`: how often the process woke up.
+fn wakeups(pid: u32, window: Duration) -> (u64, Vec<String>) {
+    let sample = || -> std::collections::HashMap<String, (String, u64)> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+                let n = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?.trim().parse().ok()?;
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?.trim().to_string();
+                Some((t.file_name().to_string_lossy().into_owned(), (comm, n)))
+            })
+            .collect()
+    };
+    let before = sample();
+    std::thread::sleep(window);
+    let after = sample();
+    let mut total = 0;
+    let mut who = Vec::new();
+    for (tid, (comm, n)) in &after {
+        if let Some((_, m)) = before.get(tid) {
+            total += n - m;
+            if n > m {
+                who.push(format!("{comm}: {}", n - m));
+            }
+        }
+    }
+    (total, who)
+}
+
+/// An idle execd sleeps: no periodic wake-ups when there is nothing to do (execd sits idle in
+/// every sandbox most of the time). After a command (whose cgroup leaf the janitor removes), its
+/// threads wake at most a couple of times in 3 s; the janitor and the isolated-session collector
+/// used to poll twice a second each.
+#[test]
+fn idle_execd_does_not_wake_up() {
+    let s = TestServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // A fresh client, dropped after: no idle keep-alive connection (with its deadlines) left.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let resp = client.post(s.url("/command")).json(&json!({"command": "true"})).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let events = parse_events(&resp.text().await.unwrap());
+        assert!(events.iter().any(|e| e["type"] == "execution_complete"), "{events:?}");
+    });
+    drop(rt);
+    // The finished command's leaf, if any, is removed by the janitor within a round or two; then
+    // a 3 s window must be quiet (windows are measured until one is, for at most 15 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (n, who) = wakeups(s.pid(), Duration::from_secs(3));
+        if n <= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} wake-ups in the last 3 s of idling: {who:?}");
+    }
+}
