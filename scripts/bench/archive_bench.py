@@ -35,7 +35,7 @@ def timed(cmd, shell=False):
 
 def main():
     runs, tree, execd = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    work = tempfile.mkdtemp(prefix="execd-archive-bench-", dir="/var/tmp")
+    work = tempfile.mkdtemp(prefix="execd-archive-bench-", dir=os.environ.get("EXECD_BENCH_WORK_DIR", "/var/tmp"))
     state = os.path.join(work, "state")
     os.mkdir(state, 0o700)
     proc, port = start_execd(execd, state)
@@ -66,9 +66,15 @@ def main():
         for label, ours, floor in cases:
             a, b = [], []
             for i in range(runs + 1):  # the first round warms the page cache and is not counted
+                # Each side's command (and its fresh directory, the previous round's output
+                # removed) is made right before it runs, after a `sync` (untimed): otherwise the
+                # writeback of the other side's 512 MiB import (and the removal of a 100 000-file
+                # tree) ran inside the next timed run, and always inside execd's.
                 oc = ours() if callable(ours) else ours
-                fc = floor() if callable(floor) else floor
+                subprocess.run(["sync"], check=True)
                 ta = timed(oc, shell=True)
+                fc = floor() if callable(floor) else floor
+                subprocess.run(["sync"], check=True)
                 tb = timed(fc, shell=True)
                 if i:
                     a.append(ta)

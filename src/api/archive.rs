@@ -9,15 +9,22 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::error::{json_response, ApiError};
 use super::extract::QueryPairs;
 use crate::fs::archive::{self, ExportOpts, Format, ImportOpts};
+use crate::fs::bufpool::BufPool;
 use crate::fs::FsError;
 use crate::state::AppState;
 
+/// Buffers an import's pump keeps for the chunks it copies: the channel's eight, the one the
+/// reader holds, one being filled.
+const IMPORT_POOL_KEEP: usize = 10;
+/// A buffer larger than this (hyper reads at most ~400 KiB at once) is freed, not kept.
+const IMPORT_POOL_MAX: usize = 512 * 1024;
 /// After an import is refused, at most this much of the rest of the body is read and discarded
 /// (so that the client, still sending, reads the answer instead of a reset) ...
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -86,8 +93,18 @@ async fn import(State(state): State<AppState>, q: QueryPairs, body: Body) -> Res
     let (tx, rx) = mpsc::channel(8);
     let scratch = state.transfers.scratch().clone();
     let job = archive::import(ImportOpts { dir, format, preserve_owner, scratch }, rx);
+    // Each network chunk is copied into a recycled buffer and dropped at once: a chunk waiting
+    // in the channel kept hyper from reusing its read buffer, so every ~400 KiB of the archive
+    // arrived in a fresh allocation that musl maps and unmaps (1 309 `mmap`s and page faults on
+    // every byte of a 512 MiB import).
+    let pool = BufPool::new(IMPORT_POOL_KEEP, IMPORT_POOL_MAX);
     let pump = async move {
         while let Some(item) = stream.next().await {
+            let item = item.map(|chunk| {
+                let mut buf = pool.take(chunk.len());
+                buf.extend_from_slice(&chunk);
+                Bytes::from_owner(pool.chunk(buf, 0))
+            });
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
                 break;
