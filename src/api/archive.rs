@@ -95,7 +95,7 @@ async fn import(State(state): State<AppState>, q: QueryPairs, body: Body) -> Res
     let job = archive::import(ImportOpts { dir, format, preserve_owner, scratch }, rx);
     // Each network chunk is copied into a recycled buffer and dropped at once: a chunk waiting
     // in the channel kept hyper from reusing its read buffer, so every ~400 KiB of the archive
-    // arrived in a fresh allocation that musl maps and unmaps (1 309 `mmap`s and page faults on
+    // arrived in a fresh allocation that musl maps and unmaps (1 311 `mmap`s and page faults on
     // every byte of a 512 MiB import).
     let pool = BufPool::new(IMPORT_POOL_KEEP, IMPORT_POOL_MAX);
     let pump = async move {
