@@ -17,6 +17,10 @@
 //!   sessions; `isolated::ns` is also a helper mode of the binary). The port proxy is HTTP by nature and
 //!   lives in `api/proxy.rs`.
 
+// The crate's documentation is for its maintainers: module docs link the private items they
+// describe, and are read with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod api;
 pub mod argv;
 pub mod capabilities;

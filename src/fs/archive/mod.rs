@@ -1,14 +1,14 @@
 //! Directory archives (EXTENSIONS X30, X31): streamed export of a directory as tar, tar.gz,
-//! tar.zst or zip ([`export`]), and safe, all-or-nothing import of such an archive into a
-//! directory ([`import`]). No HTTP here: the API hands in plain options and byte channels and maps
+//! tar.zst or zip ([`export()`]), and safe, all-or-nothing import of such an archive into a
+//! directory ([`import()`]). No HTTP here: the API hands in plain options and byte channels and maps
 //! [`ArchiveError`].
 //!
-//! - [`export`]: a walker and an archive writer on one blocking thread, writing into a bounded
+//! - [`export()`]: a walker and an archive writer on one blocking thread, writing into a bounded
 //!   channel ([`pipe::ChannelWriter`]) that the response body reads; memory stays flat whatever
 //!   the tree's size (zip keeps its central directory, about 100 bytes per entry, as the format
 //!   requires). An error mid-stream is sent as an error item, which cuts the body: a client never
 //!   sees a clean end-of-archive after a failure.
-//! - [`import`]: the request body arrives through a bounded channel ([`pipe::ChannelReader`]);
+//! - [`import()`]: the request body arrives through a bounded channel ([`pipe::ChannelReader`]);
 //!   entries are checked one by one and written into a hidden staging directory inside the target
 //!   (same filesystem), with every path walked from directory descriptors that never follow a
 //!   symlink. Only a complete, valid archive is moved into place; any refusal or failure removes
