@@ -21,6 +21,7 @@
 // describe, and are read with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod alloc;
 pub mod api;
 pub mod argv;
 pub mod capabilities;

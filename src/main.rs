@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use execd::config::{help_text, version_text, Config, Invocation};
 
+#[global_allocator]
+static ALLOC: execd::alloc::BlockCache = execd::alloc::BlockCache;
+
 fn main() -> ExitCode {
     // execd re-executed as an isolated session's namespace helper (never a daemon).
     if let Some(code) = execd::isolated::ns::helper_main() {

@@ -272,6 +272,8 @@ impl ConnService {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            // A large body's read buffers may wait in the allocator's cache now.
+            crate::alloc::arm_trimmer();
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 guard.slot.upgraded.store(true, Ordering::Release);
             }
