@@ -44,7 +44,7 @@ fn raw(s: &TestServer, head: &str, body_len: usize, fill: u8) -> (u16, Vec<u8>) 
     let mut buf = [0u8; 64 * 1024];
     // Read until the peer closes (Connection: close) or resets after answering.
     loop {
-        match stream.read(&mut buf) {
+        match common::read_retrying(&mut stream, &mut buf) {
             Ok(0) => break,
             Ok(n) => resp.extend_from_slice(&buf[..n]),
             Err(_) => break,

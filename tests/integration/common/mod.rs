@@ -507,6 +507,19 @@ impl Drop for TestServer {
     }
 }
 
+/// `read`, retried when a signal interrupts it. With a read timeout set, the kernel never
+/// restarts a socket read after a signal handler ran (signal(7)), and this process has one for
+/// SIGCHLD (tokio's, for the tests spawning children): without the retry a child of another test
+/// exiting reads here as the connection closing (as in CI run 63, an idle connection "closed after 430 ms").
+pub fn read_retrying(s: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// One blocking `GET /ping` over a raw socket; true on 200.
 pub fn blocking_ping(port: u16, token: Option<&str>) -> bool {
     use std::io::{Read, Write};
