@@ -237,13 +237,22 @@ impl Leaf {
         Ok(())
     }
 
-    /// Opens the `cgroup.procs` files a child writes `0` into to enter the leaf (before exec; see
-    /// [`enter`]). Close-on-exec.
+    /// Opens the files a child writes `0` into to enter the leaf (before exec; see [`enter`]):
+    /// `cgroup.procs` on v2, `tasks` on v1. Close-on-exec.
+    ///
+    /// On v1 the child moves itself as a thread: it is single-threaded between fork and exec, so
+    /// that moves the whole process, and the kernel (≥ 5.16, "cgroup: Optimize single thread
+    /// migration") skips the global `cgroup_threadgroup_rwsem` for a thread moving itself. A
+    /// write into `cgroup.procs` takes it for writing, and its first writer after a quiet moment
+    /// waits for an RCU grace period: 11.5 ms p50 for five hierarchies against 85 µs through
+    /// `tasks` on this host (a forked child writing `0`, 60 alternating rounds, under load). v2
+    /// moves a thread only within one domain, so there the process is moved.
     pub fn procs_files(&self) -> std::io::Result<Vec<OwnedFd>> {
-        self.dirs()
-            .dirs
+        let d = self.dirs();
+        let file = if d.v2 { "cgroup.procs" } else { "tasks" };
+        d.dirs
             .iter()
-            .map(|(d, _)| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).map(OwnedFd::from))
+            .map(|(dir, _)| std::fs::OpenOptions::new().write(true).open(dir.join(file)).map(OwnedFd::from))
             .collect()
     }
 
@@ -342,7 +351,8 @@ impl Drop for Leaf {
     }
 }
 
-/// Enters the leaf from a forked child: writes `0` (= the caller) into each `cgroup.procs`.
+/// Enters the leaf from a forked child: writes `0` (= the caller) into each file of
+/// [`Leaf::procs_files`].
 /// Async-signal-safe: one `write` per descriptor prepared before the fork.
 pub fn enter(fds: &[OwnedFd]) -> std::io::Result<()> {
     for fd in fds {
