@@ -6,9 +6,12 @@ suite. On cgroup v1 a migration into a cgroup after a quiet moment waits for an 
 (see BENCHMARKS.md, "Commands spaced apart"); back-to-back calls hide that.
 
     scripts/bench/spaced.py OLD_EXECD NEW_EXECD [CALLS] [PAUSE_S]   (default 60 calls, 0.05 s)
+    SPACED_OLD_ARGS="--cgroup-root none" scripts/bench/spaced.py EXECD EXECD   (the cost of a leaf)
 
-A binary may be a wrapper script adding flags (e.g. `exec execd --cgroup-root none "$@"`).
+SPACED_OLD_ARGS / SPACED_NEW_ARGS add execd arguments to one side (as ab.sh's AB_*_ARGS). The
+rows are `floor`, `old` and `new`, each with its binary and arguments.
 """
+import os
 import http.client
 import statistics
 import subprocess
@@ -21,16 +24,18 @@ from benchnet import start_execd
 
 def main():
     bins = sys.argv[1:3]
+    args = [os.environ.get("SPACED_OLD_ARGS", "").split(), os.environ.get("SPACED_NEW_ARGS", "").split()]
+    labels = [f"{side} ({' '.join([b, *a])})" for side, b, a in zip(["old", "new"], bins, args)]
     calls = int(sys.argv[3]) if len(sys.argv) > 3 else 60
     pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.05
     servers = []
     try:
-        for b in bins:
-            proc, port = start_execd(b, tempfile.mkdtemp(prefix="execd-spaced-"))
+        for b, a in zip(bins, args):
+            proc, port = start_execd(b, tempfile.mkdtemp(prefix="execd-spaced-"), *a)
             servers.append((proc, http.client.HTTPConnection("127.0.0.1", port, timeout=30)))
-        res = {name: [] for name in ["floor", *bins]}
+        res = {name: [] for name in ["floor", *labels]}
         for _ in range(calls):
-            for b, (_, conn) in zip(bins, servers):
+            for b, (_, conn) in zip(labels, servers):
                 time.sleep(pause)
                 t0 = time.perf_counter()
                 conn.request("POST", "/command", body=b'{"command":"true"}',

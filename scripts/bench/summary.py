@@ -108,6 +108,13 @@ def session():
         r <= 1.5)
 
 
+def placement():
+    f, none, leaf = row("placement", "floor"), row("placement", "old"), row("placement", "new")
+    r = num(leaf[1]) / num(none[1])
+    add("a cgroup leaf per command: `POST /command true` 50 ms apart, p50", f"{leaf[1]} (leaf)",
+        f"{none[1]} without one (`--cgroup-root none`); `bash -c true`: {f[1]}", f"{r:.2f}×", "≤ 1.1×", r <= 1.1)
+
+
 def isolated():
     b = row("isolated", "(b) isolated")
     a = row("isolated", "(a) isolated")
@@ -181,7 +188,8 @@ def otel():
         f"{lat:.2f}× / {dl:.2f}×", "≥ 0.95×", lat >= 0.95 and dl >= 0.95)
 
 
-for bench, fn in (("startup", startup), ("commands", commands), ("session", session), ("isolated", isolated),
+for bench, fn in (("startup", startup), ("commands", commands), ("session", session),
+                  ("placement", placement), ("isolated", isolated),
                   ("metrics", metrics), ("proxy", proxy), ("fs", fs), ("tus", tus), ("grep", grep),
                   ("archive", archive), ("watch", watch), ("ws_roundtrip", ws), ("otel", otel)):
     if not rows(bench):
