@@ -241,12 +241,12 @@ impl Leaf {
     /// `cgroup.procs` on v2, `tasks` on v1. Close-on-exec.
     ///
     /// On v1 the child moves itself as a thread: it is single-threaded between fork and exec, so
-    /// that moves the whole process, and the kernel (≥ 5.16, "cgroup: Optimize single thread
-    /// migration") skips the global `cgroup_threadgroup_rwsem` for a thread moving itself. A
-    /// write into `cgroup.procs` takes it for writing, and its first writer after a quiet moment
-    /// waits for an RCU grace period: 11.5 ms p50 for five hierarchies against 85 µs through
-    /// `tasks` on this host (a forked child writing `0`, 60 alternating rounds, under load). v2
-    /// moves a thread only within one domain, so there the process is moved.
+    /// that moves the whole process, and the kernel skips the global `cgroup_threadgroup_rwsem`
+    /// for a thread moving itself (commit 9a3284fad42f, "cgroup: Optimize single thread
+    /// migration"). A write into `cgroup.procs` takes it for writing, and its first writer after
+    /// a quiet moment waits for an RCU grace period: 11.5 ms p50 for five hierarchies against
+    /// 85 µs through `tasks` on this host (a forked child writing `0`, 60 alternating rounds,
+    /// under load). v2 moves a thread only within one domain, so there the process is moved.
     pub fn procs_files(&self) -> std::io::Result<Vec<OwnedFd>> {
         let d = self.dirs();
         let file = if d.v2 { "cgroup.procs" } else { "tasks" };
