@@ -47,7 +47,7 @@ fn read_head(s: &mut TcpStream) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
+        match common::read_retrying(s, &mut byte) {
             Ok(1) => head.push(byte[0]),
             other => panic!("no response head ({other:?}); got {:?}", String::from_utf8_lossy(&head)),
         }
@@ -74,7 +74,7 @@ fn read_until_closed(s: &mut TcpStream) -> u64 {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
-        match s.read(&mut buf) {
+        match common::read_retrying(s, &mut buf) {
             Ok(0) => return total,
             Ok(n) => total += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return total,

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -655,7 +655,7 @@ fn raw_head(port: u16, request: &[u8]) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
-        match s.read(&mut byte) {
+        match common::read_retrying(&mut s, &mut byte) {
             Ok(1) => head.push(byte[0]),
             _ => break,
         }
