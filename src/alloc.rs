@@ -9,8 +9,9 @@
 //! 8 MiB tus `PATCH`, measured with `gdb` on `munmap`). [`BlockCache`] keeps up to [`SLOTS`]
 //! freed blocks of [`MIN`]..=[`MAX`] bytes and hands one back to the next allocation of exactly
 //! the same size (in whole pages) and alignment. Once blocks wait there, [`arm_trimmer`] (called
-//! by the server after each request) starts one task that frees them when none was freed or
-//! taken for [`IDLE`], so an idle daemon holds none and wakes up for nothing.
+//! when a response is done, and by the upload buffer pool when it lets its buffers go) starts
+//! one task that frees each block once it waited [`IDLE`], so an idle daemon holds none and
+//! wakes up for nothing.
 
 // An allocator is unsafe code by nature: raw pointers in and out.
 #![allow(unsafe_code)]

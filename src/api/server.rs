@@ -272,8 +272,6 @@ impl ConnService {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            // A large body's read buffers may wait in the allocator's cache now.
-            crate::alloc::arm_trimmer();
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 guard.slot.upgraded.store(true, Ordering::Release);
             }
@@ -290,6 +288,9 @@ struct BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
+        // The request's and the response's large buffers may wait in the allocator's cache now
+        // (the response body, a field before this guard, is already dropped).
+        crate::alloc::arm_trimmer();
         self.slot.idle_since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.slot.busy.fetch_sub(1, Ordering::AcqRel);
     }

@@ -223,6 +223,9 @@ mod pool {
                 if p.last_use.is_none_or(|t| t.elapsed() >= self.idle) {
                     p.bufs = Vec::new();
                     p.trimming = false;
+                    drop(p);
+                    // The buffers just freed wait in the allocator's cache: free them there too.
+                    crate::alloc::arm_trimmer();
                     return;
                 }
             }
