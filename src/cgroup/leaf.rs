@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -72,10 +73,14 @@ impl Dirs {
     /// Pids in the leaf (zombies are not listed).
     pub fn pids(&self) -> Vec<i32> {
         let Some(d) = self.procs_dir() else { return Vec::new() };
-        std::fs::read_to_string(d.join("cgroup.procs"))
+        // execd itself is never a member to signal: one of its threads is in a leaf only while it
+        // spawns the leaf's first process (`Leaf::place_thread`), before anything is signalled.
+        let me = std::process::id() as i32;
+        read_small(&d.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| *p != me)
             .collect()
     }
 
@@ -177,26 +182,75 @@ impl Dirs {
 #[derive(Debug)]
 pub struct Leaf {
     dirs: Option<Dirs>,
+    /// v1: the `tasks` files of execd's own cgroups, one per hierarchy in the order of the leaf's
+    /// directories; empty on v2 or when one could not be opened (no [`Leaf::place_thread`]).
+    home: Vec<Arc<OwnedFd>>,
+    /// The usage and OOM files, opened ahead by [`Leaf::prepare_usage`].
+    usage_files: OnceLock<Vec<(&'static str, OwnedFd)>>,
+    /// A spare leaf's [`Leaf::procs_files`], opened ahead by [`Leaf::prepare_spare`].
+    procs_ready: Mutex<Vec<OwnedFd>>,
 }
+
+/// What [`Leaf::usage`] and [`Leaf::oom_killed`] read on v1: (controller, file).
+const USAGE_FILES_V1: &[(&str, &str)] = &[
+    ("cpuacct", "cpuacct.usage_user"),
+    ("cpuacct", "cpuacct.usage_sys"),
+    ("cpuacct", "cpuacct.usage"),
+    ("memory", "memory.max_usage_in_bytes"),
+    ("memory", "memory.oom_control"),
+    ("pids", "pids.peak"),
+    ("blkio", "blkio.throttle.io_service_bytes"),
+];
+
+/// The same on v2.
+const USAGE_FILES_V2: &[(&str, &str)] = &[
+    ("cpu", "cpu.stat"),
+    ("memory", "memory.peak"),
+    ("memory", "memory.events"),
+    ("pids", "pids.peak"),
+    ("io", "io.stat"),
+];
 
 impl Leaf {
     pub(crate) fn create(cg: &Cgroups, name: &str, limits: &Limits) -> Result<Leaf, CgroupError> {
         let mut dirs = Dirs { v2: cg.mode == Mode::V2, dirs: Vec::new(), tries: 0 };
         let parents: Vec<(PathBuf, Vec<String>)> = match cg.mode {
             Mode::V2 => cg.v2_parent.iter().map(|p| (p.clone(), Vec::new())).collect(),
-            Mode::V1 => cg.v1.iter().map(|h| (h.parent.clone(), h.controllers.clone())).collect(),
+            // A hierarchy holding only `cpu` serves the cpu limit and nothing else (usage comes
+            // from `cpuacct`): without that limit the leaf has no directory there.
+            Mode::V1 => cg
+                .v1
+                .iter()
+                .filter(|h| limits.cpu.is_some() || h.controllers.iter().any(|c| c != "cpu"))
+                .map(|h| (h.parent.clone(), h.controllers.clone()))
+                .collect(),
             Mode::None => Vec::new(),
         };
         for (p, c) in parents {
             let d = p.join(name);
             if let Err(source) = std::fs::create_dir(&d) {
-                let leaf = Leaf { dirs: Some(dirs) };
+                let leaf = Leaf {
+                    dirs: Some(dirs),
+                    home: Vec::new(),
+                    usage_files: OnceLock::new(),
+                    procs_ready: Mutex::default(),
+                };
                 drop(leaf);
                 return Err(CgroupError::Io { op: "mkdir", path: d, source });
             }
             dirs.dirs.push((d, c));
         }
-        let leaf = Leaf { dirs: Some(dirs) };
+        let home = match cg.mode {
+            Mode::V1 => cg
+                .v1
+                .iter()
+                .filter(|h| dirs.dirs.iter().any(|(d, _)| d.parent() == Some(h.parent.as_path())))
+                .map(|h| h.home.clone())
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let leaf = Leaf { dirs: Some(dirs), home, usage_files: OnceLock::new(), procs_ready: Mutex::default() };
         leaf.apply(limits)?;
         Ok(leaf)
     }
@@ -248,12 +302,47 @@ impl Leaf {
     /// 85 µs through `tasks` on this host (a forked child writing `0`, 60 alternating rounds,
     /// under load). v2 moves a thread only within one domain, so there the process is moved.
     pub fn procs_files(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let ready = std::mem::take(&mut *self.procs_ready.lock().unwrap_or_else(|e| e.into_inner()));
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
         let d = self.dirs();
         let file = if d.v2 { "cgroup.procs" } else { "tasks" };
         d.dirs
             .iter()
-            .map(|(dir, _)| std::fs::OpenOptions::new().write(true).open(dir.join(file)).map(OwnedFd::from))
+            .map(|(dir, _)| {
+                rustix::fs::open(dir.join(file), rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, 0.into())
+                    .map_err(std::io::Error::from)
+            })
             .collect()
+    }
+
+    /// Moves the calling thread into the leaf (v1 only: writes `0` into each of `fds`, from
+    /// [`Leaf::procs_files`]) until the returned guard is dropped, which moves it back into execd's
+    /// own cgroups. A process the thread spawns meanwhile starts in the leaf, so it needs no step
+    /// between fork and exec and can be spawned the cheap way (`posix_spawn`, a `vfork`) instead of
+    /// a full `fork` of execd. Like the child's own move, a thread moving itself through `tasks`
+    /// skips the kernel's global migration lock (see [`Leaf::procs_files`]).
+    ///
+    /// `None` on v2 (a thread cannot leave its process's domain there), when execd's own `tasks`
+    /// files could not be opened, or when the move failed (the thread is back home then).
+    pub fn place_thread(&self, fds: &[OwnedFd]) -> Option<ThreadInLeaf<'_>> {
+        if !self.can_place_thread() || fds.len() != self.home.len() {
+            return None;
+        }
+        let guard = ThreadInLeaf { home: &self.home };
+        match enter(fds) {
+            Ok(()) => Some(guard),
+            Err(e) => {
+                tracing::warn!(error = %e, leaf = %self.describe(), "cannot move the spawning thread into the leaf");
+                None
+            }
+        }
+    }
+
+    /// Whether [`Leaf::place_thread`] can be tried (v1, execd's own `tasks` files open).
+    pub fn can_place_thread(&self) -> bool {
+        !self.home.is_empty()
     }
 
     /// Name of the first directory (for logs).
@@ -283,19 +372,81 @@ impl Leaf {
         self.dirs().kill_round()
     }
 
+    /// Opens everything a spawn into this leaf and its end will use ([`Leaf::procs_files`], the
+    /// usage files), for a leaf made ahead of time (see `cgroup::leaf_for_spawn`).
+    pub(crate) fn prepare_spare(&self) -> std::io::Result<()> {
+        let fds = self.procs_files()?;
+        *self.procs_ready.lock().unwrap_or_else(|e| e.into_inner()) = fds;
+        self.prepare_usage();
+        Ok(())
+    }
+
+    /// Gives the leaf the name `name` in every hierarchy (a rename within execd's parent; v1 only,
+    /// where cgroupfs can rename). Open descriptors stay valid. Fails, renaming nothing, when the
+    /// first directory cannot be renamed (a name taken by an earlier execd's leaf); a later
+    /// directory that cannot be renamed keeps its name (logged) and works the same.
+    pub(crate) fn rename(&mut self, name: &str) -> std::io::Result<()> {
+        let Some(dirs) = self.dirs.as_mut() else { return Ok(()) };
+        for (i, (dir, _)) in dirs.dirs.iter_mut().enumerate() {
+            let to = dir.with_file_name(name);
+            match std::fs::rename(&*dir, &to) {
+                Ok(()) => *dir = to,
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => tracing::warn!(error = %e, leaf = %dir.display(), "cannot rename a spare cgroup leaf"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the files [`Leaf::usage`] and [`Leaf::oom_killed`] read, so that reading them when the
+    /// command ends is one `pread` each (a cgroup file read from offset 0 is made anew) instead of
+    /// an `open`, a `read` and a `close`: called while the child runs, this takes ~40 system calls
+    /// off the time between the command's exit and its terminal event. Once; files that cannot be
+    /// opened are read by path later.
+    pub fn prepare_usage(&self) {
+        if self.usage_files.get().is_some() {
+            return;
+        }
+        let d = self.dirs();
+        let files = if d.v2 { USAGE_FILES_V2 } else { USAGE_FILES_V1 };
+        let opened = files
+            .iter()
+            .filter_map(|(ctrl, file)| {
+                let path = d.with(ctrl)?.join(file);
+                let fd =
+                    rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, 0.into()).ok()?;
+                Some((*file, fd))
+            })
+            .collect();
+        let _ = self.usage_files.set(opened);
+    }
+
+    /// `file` of the hierarchy holding `ctrl`: through the descriptor [`Leaf::prepare_usage`]
+    /// opened, else by path.
+    fn read_usage_file(&self, ctrl: &str, file: &str) -> Option<String> {
+        if let Some((_, fd)) = self.usage_files.get().and_then(|f| f.iter().find(|(name, _)| *name == file)) {
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = rustix::io::pread(fd, &mut buf, 0) {
+                if n < buf.len() {
+                    return String::from_utf8(buf[..n].to_vec()).ok();
+                }
+            }
+        }
+        self.dirs().with(ctrl).and_then(|p| read_small(&p.join(file)))
+    }
+
     /// Whether the kernel OOM-killed a process of the leaf.
     pub fn oom_killed(&self) -> bool {
         let d = self.dirs();
-        let Some(m) = d.with("memory") else { return false };
         let file = if d.v2 { "memory.events" } else { "memory.oom_control" };
-        let text = std::fs::read_to_string(m.join(file)).unwrap_or_default();
+        let text = self.read_usage_file("memory", file).unwrap_or_default();
         key_value(&text, "oom_kill").is_some_and(|n| n > 0)
     }
 
     /// CPU, peak memory, io and pids peak so far.
     pub fn usage(&self) -> Usage {
         let d = self.dirs();
-        let read = |ctrl: &str, file: &str| d.with(ctrl).and_then(|p| std::fs::read_to_string(p.join(file)).ok());
+        let read = |ctrl: &str, file: &str| self.read_usage_file(ctrl, file);
         let num = |ctrl: &str, file: &str| read(ctrl, file).and_then(|s| s.trim().parse::<u64>().ok());
         let mut u = Usage::default();
         if d.v2 {
@@ -344,10 +495,40 @@ impl Leaf {
 impl Drop for Leaf {
     fn drop(&mut self) {
         let Some(dirs) = self.dirs.take() else { return };
+        if let Some(cg) = super::GLOBAL.get().filter(|c| c.mode == Mode::V1 && !self.home.is_empty()) {
+            super::refill_later(cg);
+        }
         if !dirs.populated() && dirs.try_remove() {
             return;
         }
         super::pend(dirs);
+    }
+}
+
+/// A thread of execd inside a command's leaf (see [`Leaf::place_thread`]); dropping it moves the
+/// thread back into execd's own cgroups.
+#[must_use]
+pub struct ThreadInLeaf<'a> {
+    home: &'a [Arc<OwnedFd>],
+}
+
+impl Drop for ThreadInLeaf<'_> {
+    fn drop(&mut self) {
+        // Going home cannot meet a limit (execd's own cgroups take it back as they let it go), so
+        // a failure here is a transient allocation failure of the kernel: retried. A thread left
+        // in a leaf would be signalled with it; `Dirs::pids` never lists execd itself anyway.
+        for fd in self.home {
+            let mut tries = 0;
+            // SAFETY: writes one byte from a static buffer to a descriptor execd owns.
+            while unsafe { nix::libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                tries += 1;
+                if tries == 100 {
+                    tracing::error!(error = %std::io::Error::last_os_error(), "a thread of execd could not leave a command's cgroup leaf");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
@@ -363,6 +544,22 @@ pub fn enter(fds: &[OwnedFd]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A cgroup file's text, read the cheap way: `open`, one `read` into a stack buffer, `close` (three
+/// system calls where `read_to_string` on musl makes six: a second `fcntl` for close-on-exec, an
+/// `fstat` for the size and a second `read` for the end). Larger files are read whole as usual.
+/// The usage and OOM files are read between a command's exit and its terminal event.
+fn read_small(path: &Path) -> Option<String> {
+    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, 0.into()).ok()?;
+    let mut buf = [0u8; 1024];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    if n < buf.len() {
+        // A cgroup file is a `seq_file` made whole at the first read: a short read is all of it.
+        return String::from_utf8(buf[..n].to_vec()).ok();
+    }
+    drop(fd);
+    std::fs::read_to_string(path).ok()
 }
 
 /// `total` split in the ratio `user : sys` (both sampled per tick); all user when both are 0.

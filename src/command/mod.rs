@@ -868,6 +868,10 @@ async fn run_to_end(
     if let Some(inner) = weak.upgrade() {
         inner.registry.mark_finished(&entry.id);
     }
+    // Dropping the last handle removes the cgroup leaf (a `cgroup.procs` read and an `rmdir` per
+    // hierarchy): let the response that was just woken write the terminal event first.
+    tokio::task::yield_now().await;
+    drop(child);
 }
 
 #[cfg(test)]

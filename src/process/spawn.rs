@@ -340,7 +340,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     let program = spec.program.display().to_string();
     let exec_err =
         |stage: &'static str, source: io::Error| SpawnError::Exec { program: program.clone(), stage, source };
-    let (leaf, procs_fds) = open_leaf(limits, &program)?;
+    let (leaf, mut procs_fds) = open_leaf(limits, &program)?;
     let mut cmd = std::process::Command::new(&spec.program);
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
@@ -354,7 +354,15 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     }
     // With a pre-exec step (cgroup, credentials) the chdir happens there too, after the switch,
     // as Go does, so a directory the user cannot enter is a start failure (stage `chdir`).
-    let use_hook = !procs_fds.is_empty() || spec.credentials.is_some();
+    // Without limits, credentials or a terminal, a v1 leaf is entered by the spawning thread
+    // itself around the spawn (`Leaf::place_thread`), so the child needs no hook and std spawns
+    // it by `posix_spawn` (a `vfork`) instead of a full `fork` of execd.
+    let thread_placed = !procs_fds.is_empty()
+        && limits.is_empty()
+        && spec.credentials.is_none()
+        && matches!(stdin, StdinMode::Null | StdinMode::Pipe)
+        && leaf.as_ref().is_some_and(|l| l.can_place_thread());
+    let use_hook = (!procs_fds.is_empty() && !thread_placed) || spec.credentials.is_some();
     let chdir_in_hook = match &spec.cwd {
         Some(cwd) if use_hook => Some(
             std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(cwd.as_os_str()))
@@ -375,13 +383,26 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         None => wire_output(&mut cmd, spec.output, &mut pipes)?,
     }
     let stage_pipe = if use_hook {
-        let hook =
-            Hook { procs_fds, strict_cgroup: !limits.is_empty(), creds: spec.credentials.clone(), chdir_in_hook };
+        let hook = Hook {
+            procs_fds: std::mem::take(&mut procs_fds),
+            strict_cgroup: !limits.is_empty(),
+            creds: spec.credentials.clone(),
+            chdir_in_hook,
+        };
         Some(hook.install(&mut cmd)?)
     } else {
         None
     };
-    let spawned = cmd.spawn();
+    let spawned = match (&leaf, thread_placed) {
+        (Some(l), true) => {
+            let placed = l.place_thread(&procs_fds);
+            let spawned = cmd.spawn();
+            drop(placed);
+            spawned
+        }
+        _ => cmd.spawn(),
+    };
+    drop(procs_fds);
     // `cmd` still holds the write ends (and the cgroup descriptors); drop them so EOF arrives
     // when the child's side closes.
     drop(cmd);
@@ -389,6 +410,10 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         Ok(c) => c,
         Err(source) => return Err(exec_err(failed_stage(stage_pipe.as_ref(), spec.cwd.as_deref()), source)),
     };
+    if let Some(l) = &leaf {
+        // While the child runs: its exit then reads the usage without opening files.
+        l.prepare_usage();
+    }
     let pid = child.id();
     // Dropping std's Child neither waits nor kills: we reap through the pidfd below.
     drop(child);
@@ -398,7 +423,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
 /// The command's cgroup leaf and the `cgroup.procs` descriptors its child writes itself into.
 /// Without limits a leaf that cannot be opened only means "process group only".
 fn open_leaf(limits: &Limits, program: &str) -> Result<(Option<crate::cgroup::Leaf>, Vec<OwnedFd>), SpawnError> {
-    let Some(leaf) = crate::cgroup::new_leaf(limits)? else { return Ok((None, Vec::new())) };
+    let Some(leaf) = crate::cgroup::leaf_for_spawn(limits)? else { return Ok((None, Vec::new())) };
     match leaf.procs_files() {
         Ok(fds) => Ok((Some(leaf), fds)),
         Err(e) if limits.is_empty() => {

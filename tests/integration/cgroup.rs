@@ -43,8 +43,17 @@ fn parent_dir(s: &TestServer, v2: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The command leaves under execd's parent `dir` (spare leaves made ahead of time not counted).
 fn leaves(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn run(s: &TestServer, body: Value) -> Vec<Value> {
@@ -257,6 +266,63 @@ async fn x20_many_commands_leak_no_leaf() {
     let text: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
     assert!(text.contains(&format!("pids:/execd-{}/c", s.pid())), "command not placed: {text}");
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
+}
+
+/// The v1 lines (`N:controllers:/path`) of a `/proc/.../cgroup` text, cgroup2's and named
+/// hierarchies' left out.
+fn v1_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        text.lines().filter(|l| !l.starts_with("0::") && !l.contains(":name=")).map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn x20_spawning_threads_go_back_home_and_spare_leaves_stay_bounded() {
+    // Without limits a command's v1 leaf is entered by execd's spawning thread around the spawn
+    // (the child then needs no step between fork and exec), out of leaves made ahead of time.
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let pid = s.pid();
+    let parent = parent_dir(&s, None);
+    let home = v1_lines(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap());
+    let leaf_of = |ev: &[Value]| -> String {
+        let text: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
+        let line = text.lines().find(|l| l.contains(":pids:")).unwrap_or_else(|| panic!("no pids line: {text}"));
+        let leaf = line.rsplit('/').next().unwrap().to_string();
+        assert!(line.contains(&format!("/execd-{pid}/c")), "not in a command leaf of its own: {text}");
+        for l in text.lines().filter(|l| l.contains(":memory:") || l.contains(":freezer:")) {
+            assert!(l.ends_with(&format!("/{leaf}")), "hierarchies disagree: {text}");
+        }
+        leaf
+    };
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        assert!(seen.insert(leaf_of(&run(&s, json!({"command": "cat /proc/self/cgroup"})).await)), "a leaf used twice");
+    }
+    let together = futures_util::future::join_all(
+        (0..8).map(|_| run(&s, json!({"command": "cat /proc/self/cgroup; sleep 0.2"}))).collect::<Vec<_>>(),
+    )
+    .await;
+    for ev in &together {
+        assert!(seen.insert(leaf_of(ev)), "two commands shared a leaf");
+    }
+    // Every thread of execd is back in execd's own cgroups.
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(t.path().join("cgroup")) else { continue };
+        assert_eq!(v1_lines(&text), home, "thread {:?} of execd stayed in a command's leaf", t.file_name());
+    }
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
+    let spares = || {
+        std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(3), || spares() == 2), "spare leaves: {} (want 2)", spares());
 }
 
 #[tokio::test]

@@ -347,7 +347,7 @@ fn v1_leaves_of(pid: u32) -> Vec<std::path::PathBuf> {
     for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         let parent = h.path().join(format!("execd-{pid}"));
         for l in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if l.path().is_dir() {
+            if l.path().is_dir() && !l.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX) {
                 out.push(l.path());
             }
         }

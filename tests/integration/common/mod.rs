@@ -671,7 +671,16 @@ fn proc_status_field(pid: u32, field: &str) -> u64 {
 
 /// Open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    // The files of execd's spare cgroup leaves (a fixed number made ahead of time after the
+    // first command, see `cgroup::leaf_for_spawn`) are not what a leak check looks for.
+    let spare = format!("/{}", execd::cgroup::SPARE_PREFIX);
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(&spare)))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Direct children of `pid` (from /proc/*/stat), with their state letter.
