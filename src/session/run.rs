@@ -146,6 +146,10 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     if stop != Some(Stop::Disconnected) {
         deliver(&tx, pending, terminal, deadline, &session_id).await;
     }
+    // Dropping the child removes its cgroup leaf: let the response write the terminal event first
+    // (as a command's `run_to_end` does).
+    tokio::task::yield_now().await;
+    drop(child);
     Finished { adopted, exit_code: outcome.code(), exit }
 }
 
