@@ -322,8 +322,18 @@ fn refill(cg: &Cgroups) {
             Some(s) if s.len() < SPARES => {}
             _ => return,
         }
-        let name = format!("{SPARE_PREFIX}{}", cg.counter.fetch_add(1, Ordering::Relaxed));
-        let leaf = match Leaf::create(cg, &name, &Limits::default()) {
+        let mut made = Err(CgroupError::Unavailable("spare"));
+        // A name already taken (an earlier execd with this pid, X50): the next one, as `new_leaf`.
+        for _ in 0..64 {
+            let name = format!("{SPARE_PREFIX}{}", cg.counter.fetch_add(1, Ordering::Relaxed));
+            made = Leaf::create(cg, &name, &Limits::default());
+            match &made {
+                Err(CgroupError::Io { op: "mkdir", source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                _ => break,
+            }
+        }
+        let leaf = match made {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot make a spare cgroup leaf");
@@ -554,6 +564,13 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
         let parent = base.join(parent_name);
         if !parent.is_dir() && std::fs::create_dir(&parent).is_err() {
             continue;
+        }
+        // Spare leaves an earlier execd with this pid left (a restart in a fresh PID namespace):
+        // empty, so removed; the others are its commands' (X50).
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(SPARE_PREFIX) {
+                let _ = std::fs::remove_dir(e.path());
+            }
         }
         let home = std::fs::OpenOptions::new()
             .write(true)

@@ -326,6 +326,48 @@ async fn x20_spawning_threads_go_back_home_and_spare_leaves_stay_bounded() {
 }
 
 #[tokio::test]
+async fn x20_x50_spare_names_an_earlier_execd_left_are_skipped() {
+    // An earlier execd with this pid (a restart in a fresh PID namespace) left directories named
+    // like the spare leaves this one makes: it takes the next names and still keeps two ready.
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::start();
+    let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join(format!("execd-{}", s.pid())))
+        .filter(|p| p.is_dir())
+        .collect();
+    let taken: Vec<PathBuf> = parents
+        .iter()
+        .flat_map(|p| (0..12).map(move |n| p.join(format!("{}{n}", execd::cgroup::SPARE_PREFIX))))
+        .collect();
+    for d in &taken {
+        std::fs::create_dir(d).unwrap();
+    }
+    for _ in 0..3 {
+        let ev = run(&s, json!({"command": "cat /proc/self/cgroup"})).await;
+        assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+    }
+    let parent = parent_dir(&s, None);
+    let own_spares = || {
+        std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
+            .filter(|e| !taken.contains(&e.path()))
+            .count()
+    };
+    let ok = wait_until(Duration::from_secs(3), || own_spares() == 2);
+    for d in &taken {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert!(ok, "spare leaves of its own: {} (want 2)", own_spares());
+    assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
+}
+
+#[tokio::test]
 async fn x22_structured_exit_reasons_and_usage() {
     if !v1_ready() {
         return;
