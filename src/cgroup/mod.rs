@@ -231,18 +231,7 @@ pub fn check_limits(limits: &Limits) -> Result<(), CgroupError> {
 pub fn new_leaf(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
     check_limits(limits)?;
     let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None) else { return Ok(None) };
-    let mut created = Leaf::create(cg, &format!("c{}", cg.counter.fetch_add(1, Ordering::Relaxed)), limits);
-    // A name already taken: a leaf an earlier execd with this same pid left populated (X50, kept
-    // while its processes run). Never reuse it; take the next names.
-    for _ in 0..64 {
-        match &created {
-            Err(CgroupError::Io { op: "mkdir", source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                created = Leaf::create(cg, &format!("c{}", cg.counter.fetch_add(1, Ordering::Relaxed)), limits);
-            }
-            _ => break,
-        }
-    }
-    match created {
+    match create_named(cg, "c", limits) {
         Ok(l) => Ok(Some(l)),
         Err(e) if limits.is_empty() => {
             tracing::warn!(error = %e, "cannot create a cgroup leaf; using the process group only");
@@ -250,6 +239,21 @@ pub fn new_leaf(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A new leaf named `<prefix><n>` with the next free `n`. A name already taken is a leaf (or a
+/// spare) an earlier execd with this same pid left (X50, kept while its processes run): never
+/// reused, the next names are tried.
+fn create_named(cg: &Cgroups, prefix: &str, limits: &Limits) -> Result<Leaf, CgroupError> {
+    let mut created = Err(CgroupError::Unavailable("leaf"));
+    for _ in 0..64 {
+        created = Leaf::create(cg, &format!("{prefix}{}", cg.counter.fetch_add(1, Ordering::Relaxed)), limits);
+        match &created {
+            Err(CgroupError::Io { op: "mkdir", source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            _ => break,
+        }
+    }
+    created
 }
 
 /// A leaf for a spawn without limits: on v1 a spare one made ahead of time when one is ready
@@ -322,18 +326,7 @@ fn refill(cg: &Cgroups) {
             Some(s) if s.len() < SPARES => {}
             _ => return,
         }
-        let mut made = Err(CgroupError::Unavailable("spare"));
-        // A name already taken (an earlier execd with this pid, X50): the next one, as `new_leaf`.
-        for _ in 0..64 {
-            let name = format!("{SPARE_PREFIX}{}", cg.counter.fetch_add(1, Ordering::Relaxed));
-            made = Leaf::create(cg, &name, &Limits::default());
-            match &made {
-                Err(CgroupError::Io { op: "mkdir", source, .. })
-                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
-                _ => break,
-            }
-        }
-        let leaf = match made {
+        let leaf = match create_named(cg, SPARE_PREFIX, &Limits::default()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot make a spare cgroup leaf");
