@@ -156,6 +156,14 @@ pub fn write_file(path: &Path, content: &[u8]) -> io::Result<()> {
     io::Write::write_all(&mut create_file(path)?, content)
 }
 
+/// Opens the existing file `path` for writing over it (no create, no truncate), never through a
+/// symlink, and only if it is a regular file execd's uid owns.
+pub fn open_existing(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    checked_owner(&file, path)?;
+    Ok(file)
+}
+
 /// Opens `path` for reading, never through a symlink, and only if execd's uid owns it.
 pub fn open_file(path: &Path) -> io::Result<File> {
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;

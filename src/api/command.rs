@@ -289,9 +289,15 @@ async fn logs(
         return Ok(resp);
     }
     let len = slice.end.saturating_sub(slice.start);
-    let mut file = tokio::fs::File::from_std(slice.file);
-    file.seek(std::io::SeekFrom::Start(slice.start)).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024));
+    let body = match slice.file {
+        Some(file) => {
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(std::io::SeekFrom::Start(slice.start)).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024))
+        }
+        // Nothing was written yet: no file either (lazy journal).
+        None => Body::empty(),
+    };
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

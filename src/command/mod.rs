@@ -93,8 +93,6 @@ pub enum CommandError {
     NoSuchSession,
     #[error("command {0} has no output log")]
     NoLog(String),
-    #[error("error creating output journal for {id}: {source}")]
-    Journal { id: String, source: io::Error },
     #[error("error reading output of {id}: {source}")]
     Read { id: String, source: io::Error },
     #[error("execd is shutting down")]
@@ -184,7 +182,8 @@ impl CommandEvents {
 
 /// Raw output of a command from a cursor (`/logs`).
 pub struct LogSlice {
-    pub file: File,
+    /// The raw output file; none while nothing was written.
+    pub file: Option<File>,
     pub start: u64,
     /// End of the bytes to send (the output length when the request was served).
     pub end: u64,
@@ -319,8 +318,7 @@ impl CommandManager {
                 background: req.background,
             })
         });
-        let (journal, writer) = Journal::create(&self.inner.opts.journal_dir, &id)
-            .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
+        let (journal, writer) = Journal::create(&self.inner.opts.journal_dir, &id);
         let started = Instant::now();
         let stdin_mode = match (req.tty, &req.stdin) {
             (Some((cols, rows)), _) => StdinMode::Tty { cols, rows },
@@ -381,7 +379,7 @@ impl CommandManager {
             child.pid(),
             child.leaf_paths(),
         );
-        if let Err(e) = persist::save(&self.inner.opts.journal_dir, &rec, false) {
+        if let Err(e) = persist::save_new(&self.inner.opts.journal_dir, &rec) {
             tracing::warn!(id = %entry.id, error = %e, "could not write the command record; it will not survive a restart");
         }
     }

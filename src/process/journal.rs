@@ -23,6 +23,14 @@
 //! Readers that show only output (`/logs`, the upstream foreground stream, the bounded view) skip
 //! stdin chunks.
 //! While live, the writer holds two fds; readers open their own, so a finished journal holds none.
+//!
+//! Both files are created with the first chunk, not with the journal: a command that prints
+//! nothing (`true`, `mkdir -p x`, most of an agent's setup steps) creates no file for it, and on a
+//! filesystem where creating a file costs (this host's ext4: ~0.1–0.5 ms each) that stays off its
+//! latency. Readers open the files only once a record is published, so a journal with no record
+//! reads as empty whether its files exist or not; after a restart (X50) a record whose extent is
+//! empty needs none. A failure to create them (a full disk) is the first append's error, as a
+//! failed write is.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -115,6 +123,19 @@ struct Inner {
     output_sha256: std::sync::OnceLock<String>,
 }
 
+impl Inner {
+    /// Creates both files for the writer: 0600, no symlinks (output may hold secrets, issue #13
+    /// finding 2).
+    fn create_files(&self) -> io::Result<(File, File)> {
+        Ok((crate::state_dir::create_file(&self.out_path)?, crate::state_dir::create_file(&self.idx_path)?))
+    }
+
+    /// Opens both files for a reader; only called once a record was published, so they exist.
+    fn open_files(&self) -> io::Result<(File, File)> {
+        Ok((crate::state_dir::open_file(&self.out_path)?, crate::state_dir::open_file(&self.idx_path)?))
+    }
+}
+
 /// A cheap, cloneable handle to a journal (live or finished).
 #[derive(Clone)]
 pub struct Journal {
@@ -136,8 +157,8 @@ pub struct JournalWriter {
 
 /// The files and counters behind the writer; shared with [`InputLog`]s.
 struct Core {
-    out: File,
-    idx: File,
+    /// `.out` and `.idx`, created by the first append.
+    files: Option<(File, File)>,
     len: u64,
     records: u64,
     input: u64,
@@ -149,7 +170,11 @@ impl Core {
         if self.closed || (data.is_empty() && kind != StreamKind::AwaitingInput) {
             return Ok(());
         }
-        self.out.write_all(data)?;
+        let (out, idx) = match &mut self.files {
+            Some(files) => files,
+            None => self.files.insert(journal.inner.create_files()?),
+        };
+        out.write_all(data)?;
         self.len += data.len() as u64;
         if kind == StreamKind::Stdin {
             self.input += data.len() as u64;
@@ -158,7 +183,7 @@ impl Core {
         rec[0] = kind as u8;
         rec[8..16].copy_from_slice(&self.len.to_le_bytes());
         rec[16..24].copy_from_slice(&now_ms().to_le_bytes());
-        self.idx.write_all(&rec)?;
+        idx.write_all(&rec)?;
         self.records += 1;
         let (len, records, input) = (self.len, self.records, self.input);
         journal.inner.progress.send_modify(|p| {
@@ -202,14 +227,11 @@ impl InputLog {
 }
 
 impl Journal {
-    /// Creates `<dir>/<name>.out` and `<dir>/<name>.idx` (truncating) and returns the handle and its
-    /// writer.
-    pub fn create(dir: &Path, name: &str) -> io::Result<(Journal, JournalWriter)> {
+    /// A new journal `<dir>/<name>.out` and `<dir>/<name>.idx` and its writer; the files are
+    /// created (truncating) by the first append (module docs).
+    pub fn create(dir: &Path, name: &str) -> (Journal, JournalWriter) {
         let out_path = dir.join(format!("{name}.out"));
         let idx_path = dir.join(format!("{name}.idx"));
-        // 0600, no symlinks: output may hold secrets (issue #13 finding 2).
-        let out = crate::state_dir::create_file(&out_path)?;
-        let idx = crate::state_dir::create_file(&idx_path)?;
         let (progress, _) = watch::channel(Progress::default());
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -220,9 +242,9 @@ impl Journal {
                 output_sha256: std::sync::OnceLock::new(),
             }),
         };
-        let core = Core { out, idx, len: 0, records: 0, input: 0, closed: false };
+        let core = Core { files: None, len: 0, records: 0, input: 0, closed: false };
         let writer = JournalWriter { journal: journal.clone(), core: Arc::new(Mutex::new(core)) };
-        Ok((journal, writer))
+        (journal, writer)
     }
 
     /// Bytes of output so far.
@@ -268,20 +290,19 @@ impl Journal {
     }
 
     /// The raw output from `from` to the current end: an open file positioned nowhere (read it with
-    /// `read_at`/seek) plus the published end offset. `from` beyond the end gives an empty range.
-    pub fn raw_range(&self, from: u64) -> io::Result<(File, u64, u64)> {
+    /// `read_at`/seek; none while nothing was written) plus the published end offset. `from`
+    /// beyond the end gives an empty range.
+    pub fn raw_range(&self, from: u64) -> io::Result<(Option<File>, u64, u64)> {
         let end = self.len();
-        let file = crate::state_dir::open_file(&self.inner.out_path)?;
+        let file = if end == 0 { None } else { Some(crate::state_dir::open_file(&self.inner.out_path)?) };
         Ok((file, from.min(end), end))
     }
 
     /// A reader of chunks starting at raw offset `from` (mid-chunk offsets give a partial chunk).
     pub fn chunks(&self, from: u64) -> io::Result<ChunkReader> {
-        let out = crate::state_dir::open_file(&self.inner.out_path)?;
-        let idx = crate::state_dir::open_file(&self.inner.idx_path)?;
         let rx = self.inner.progress.subscribe();
         let records = rx.borrow().records;
-        let mut r = ChunkReader { out, idx, rx, pos: from, rec: 0, spare: Vec::new() };
+        let mut r = ChunkReader { inner: self.inner.clone(), files: None, rx, pos: from, rec: 0, spare: Vec::new() };
         r.rec = r.first_record_ending_after(from, records)?;
         Ok(r)
     }
@@ -314,8 +335,15 @@ impl Journal {
     pub fn open_finished(dir: &Path, name: &str, extent: Extent, terminal: Option<ExecEvent>) -> io::Result<Journal> {
         let out_path = dir.join(format!("{name}.out"));
         let idx_path = dir.join(format!("{name}.idx"));
-        let out_len = crate::state_dir::open_file(&out_path)?.metadata()?.len();
-        let idx_len = crate::state_dir::open_file(&idx_path)?.metadata()?.len();
+        let (out_len, idx_len) = if extent == Extent::default() {
+            // Nothing was written: the files were never created (module docs).
+            (0, 0)
+        } else {
+            (
+                crate::state_dir::open_file(&out_path)?.metadata()?.len(),
+                crate::state_dir::open_file(&idx_path)?.metadata()?.len(),
+            )
+        };
         if out_len < extent.len || idx_len < extent.records.saturating_mul(RECORD) || extent.input > extent.len {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "journal files are shorter than their record"));
         }
@@ -340,8 +368,19 @@ impl Journal {
         use std::io::Read;
         let out_path = dir.join(format!("{name}.out"));
         let idx_path = dir.join(format!("{name}.idx"));
-        let out_len = crate::state_dir::open_file(&out_path)?.metadata()?.len();
-        let mut idx = io::BufReader::new(crate::state_dir::open_file(&idx_path)?);
+        let absent = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        // A journal that never got a chunk has no files (module docs).
+        let out_len = match crate::state_dir::open_file(&out_path) {
+            Ok(f) => f.metadata()?.len(),
+            Err(e) if absent(&e) => 0,
+            Err(e) => return Err(e),
+        };
+        let idx = match crate::state_dir::open_file(&idx_path) {
+            Ok(f) => f,
+            Err(e) if absent(&e) => return Ok(Extent::default()),
+            Err(e) => return Err(e),
+        };
+        let mut idx = io::BufReader::new(idx);
         let mut ext = Extent::default();
         let mut rec = [0u8; RECORD as usize];
         loop {
@@ -362,7 +401,11 @@ impl Journal {
         }
         drop(idx);
         for (path, len) in [(&out_path, ext.len), (&idx_path, ext.records * RECORD)] {
-            let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+            let f = match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => continue,
+                Err(e) => return Err(e),
+            };
             if f.metadata()?.len() > len {
                 f.set_len(len)?;
             }
@@ -494,18 +537,20 @@ impl Journal {
 
 /// Random access to a journal's records for [`Journal::output_view`].
 struct RecordMap {
-    out: File,
-    idx: File,
+    /// `.out` and `.idx`; none when there is no record (nothing to read, maybe no files).
+    files: Option<(File, File)>,
     records: u64,
 }
 
 impl RecordMap {
     fn open(j: &Journal, records: u64) -> io::Result<RecordMap> {
-        Ok(RecordMap {
-            out: crate::state_dir::open_file(&j.inner.out_path)?,
-            idx: crate::state_dir::open_file(&j.inner.idx_path)?,
-            records,
-        })
+        let files = if records == 0 { None } else { Some(j.inner.open_files()?) };
+        Ok(RecordMap { files, records })
+    }
+
+    /// The files; only asked for while `i < records`, so they are open.
+    fn files(&self) -> io::Result<&(File, File)> {
+        self.files.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "journal files are not open"))
     }
 
     /// Kind and raw byte range of record `i`.
@@ -513,7 +558,7 @@ impl RecordMap {
         let mut b = [0u8; 2 * RECORD as usize];
         let (at, one) = if i == 0 { (0, true) } else { ((i - 1) * RECORD, false) };
         let n = if one { RECORD as usize } else { 2 * RECORD as usize };
-        self.idx.read_exact_at(&mut b[..n], at)?;
+        self.files()?.1.read_exact_at(&mut b[..n], at)?;
         let rec = if one { &b[..RECORD as usize] } else { &b[RECORD as usize..] };
         let end = u64::from_le_bytes(rec[8..16].try_into().unwrap_or_default());
         let start = if one { 0 } else { u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()) };
@@ -534,7 +579,7 @@ impl RecordMap {
             let n = (end - start).min(want - got.len() as u64) as usize;
             let at = got.len();
             got.resize(at + n, 0);
-            self.out.read_exact_at(&mut got[at..], start)?;
+            self.files()?.0.read_exact_at(&mut got[at..], start)?;
         }
         Ok(got)
     }
@@ -552,7 +597,7 @@ impl RecordMap {
             }
             let n = (end - start).min(want - have);
             let mut piece = vec![0u8; n as usize];
-            self.out.read_exact_at(&mut piece, end - n)?;
+            self.files()?.0.read_exact_at(&mut piece, end - n)?;
             have += n;
             pieces.push(piece);
         }
@@ -572,7 +617,7 @@ impl RecordMap {
             }
             while start < end {
                 let n = (end - start).min(READ_CHUNK as u64) as usize;
-                self.out.read_exact_at(&mut buf[..n], start)?;
+                self.files()?.0.read_exact_at(&mut buf[..n], start)?;
                 h.update(&buf[..n]);
                 start += n as u64;
             }
@@ -619,8 +664,9 @@ enum Ready {
 
 /// Follows a journal from an offset; see [`Journal::chunks`].
 pub struct ChunkReader {
-    out: File,
-    idx: File,
+    inner: Arc<Inner>,
+    /// `.out` and `.idx`, opened at the first record this reader reads (module docs).
+    files: Option<(File, File)>,
     rx: watch::Receiver<Progress>,
     /// Next raw offset to return.
     pos: u64,
@@ -639,16 +685,25 @@ impl ChunkReader {
         }
     }
 
-    fn record(&self, i: u64) -> io::Result<(StreamKind, u64, i64)> {
+    /// The files, opened on first use (only once a record was published, so they exist).
+    fn files(&mut self) -> io::Result<&(File, File)> {
+        let files = match self.files.take() {
+            Some(files) => files,
+            None => self.inner.open_files()?,
+        };
+        Ok(self.files.insert(files))
+    }
+
+    fn record(&mut self, i: u64) -> io::Result<(StreamKind, u64, i64)> {
         let mut b = [0u8; RECORD as usize];
-        self.idx.read_exact_at(&mut b, i * RECORD)?;
+        self.files()?.1.read_exact_at(&mut b, i * RECORD)?;
         let kind = StreamKind::from_byte(b[0]);
         let end = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let ts = i64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
         Ok((kind, end, ts))
     }
 
-    fn first_record_ending_after(&self, offset: u64, records: u64) -> io::Result<u64> {
+    fn first_record_ending_after(&mut self, offset: u64, records: u64) -> io::Result<u64> {
         let (mut lo, mut hi) = (0u64, records);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -700,7 +755,8 @@ impl ChunkReader {
                 }
                 data.clear();
                 data.resize(n, 0);
-                self.out.read_exact_at(&mut data, self.pos)?;
+                let pos = self.pos;
+                self.files()?.0.read_exact_at(&mut data, pos)?;
                 let chunk = Chunk { kind, start: self.pos, data, timestamp };
                 self.pos += n as u64;
                 if self.pos >= end {
@@ -907,7 +963,7 @@ mod tests {
     #[tokio::test]
     async fn x16_view_skips_input_and_hashes_output() {
         let dir = tmpdir("view");
-        let (j, mut w) = Journal::create(&dir, "v").unwrap();
+        let (j, mut w) = Journal::create(&dir, "v");
         let input = w.input_log();
         w.append(StreamKind::Stdout, b"hello ").unwrap();
         input.write_recorded(b"secret", |d| Ok(d.len())).unwrap();
@@ -946,7 +1002,7 @@ mod tests {
     #[tokio::test]
     async fn a_recycled_chunk_buffer_carries_the_next_chunk() {
         let dir = tmpdir("recycle");
-        let (j, mut w) = Journal::create(&dir, "r").unwrap();
+        let (j, mut w) = Journal::create(&dir, "r");
         w.append(StreamKind::Stdout, &[b'a'; 3000]).unwrap();
         w.append(StreamKind::Stderr, &[b'b'; 1000]).unwrap();
         w.append(StreamKind::Stdout, &[b'c'; 10]).unwrap();
@@ -968,6 +1024,42 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A journal gets its files with its first chunk: one without output has none, reads as
+    /// empty, and reopens and recovers (X50) as empty; a reader made before the first chunk
+    /// follows it once the files exist.
+    #[tokio::test]
+    async fn files_come_with_the_first_chunk() {
+        let dir = tmpdir("lazy");
+        let files = |name: &str| ["out", "idx"].map(|ext| dir.join(format!("{name}.{ext}")).exists());
+        let (j, w) = Journal::create(&dir, "quiet");
+        let mut early = j.chunks(0).unwrap();
+        let (file, start, end) = j.raw_range(0).unwrap();
+        assert!(file.is_none() && start == 0 && end == 0);
+        assert_eq!(j.output_view(10, 10).unwrap().total_bytes, 0);
+        w.finish(Some(ExecEvent::complete(1)));
+        assert!(early.next().await.unwrap().is_none());
+        assert_eq!(files("quiet"), [false, false], "a journal without output created files");
+        let view = j.output_view(10, 10).unwrap();
+        assert_eq!((view.head.as_str(), view.total_bytes), ("", 0));
+        assert!(view.sha256.is_some());
+        assert_eq!(Journal::recover(&dir, "quiet").unwrap(), Extent::default());
+        let back = Journal::open_finished(&dir, "quiet", Extent::default(), None).unwrap();
+        assert!(back.chunks(0).unwrap().next().await.unwrap().is_none());
+        // With a chunk, a reader opened before it reads it.
+        let (j, mut w) = Journal::create(&dir, "loud");
+        let mut early = j.chunks(0).unwrap();
+        w.append(StreamKind::Stdout, b"hi").unwrap();
+        assert_eq!(files("loud"), [true, true]);
+        let c = early.next().await.unwrap().unwrap();
+        assert_eq!((c.start, c.data.as_slice()), (0, &b"hi"[..]));
+        w.finish(None);
+        assert!(early.next().await.unwrap().is_none());
+        let (file, _, end) = j.raw_range(0).unwrap();
+        assert!(file.is_some() && end == 2);
+        j.remove_files();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("execd-journal-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
@@ -977,7 +1069,7 @@ mod tests {
     #[tokio::test]
     async fn readers_follow_live_writer_from_any_offset() {
         let dir = tmpdir("follow");
-        let (j, mut w) = Journal::create(&dir, "a").unwrap();
+        let (j, mut w) = Journal::create(&dir, "a");
         let mut r0 = j.chunks(0).unwrap();
         let task = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -1025,7 +1117,7 @@ mod tests {
     #[tokio::test]
     async fn render_writes_what_next_returns() {
         let dir = tmpdir("render");
-        let (j, mut w) = Journal::create(&dir, "r").unwrap();
+        let (j, mut w) = Journal::create(&dir, "r");
         let long = "x".repeat(3000);
         let parts: [(StreamKind, &[u8]); 8] = [
             (StreamKind::Stdout, b"one\ntw"),

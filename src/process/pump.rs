@@ -205,7 +205,7 @@ mod tests {
     async fn x13_marker_follows_output_still_in_the_pipe() {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..10 {
-            let (journal, mut writer) = Journal::create(dir.path(), &format!("m{round}")).unwrap();
+            let (journal, mut writer) = Journal::create(dir.path(), &format!("m{round}"));
             let (child, pipes) = spawn(SpawnSpec::shell("printf 'p> '; exec sleep 30")).unwrap();
             let child = Arc::new(child);
             let comm = format!("/proc/{}/comm", child.pid());
