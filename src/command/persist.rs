@@ -227,6 +227,13 @@ pub fn save(dir: &Path, rec: &Record, fsync: bool) -> io::Result<()> {
     std::fs::rename(&tmp, &path)
 }
 
+/// [`save`] when it can write in place (see there); returns the file to sync, or `None` when the
+/// record has to go through a temporary and a rename instead (nothing written).
+pub fn save_in_place(dir: &Path, rec: &Record) -> io::Result<Option<std::fs::File>> {
+    let mut text = serde_json::to_vec(rec).map_err(io::Error::other)?;
+    overwrite_in_place(&record_path(dir, &rec.id), &mut text)
+}
+
 /// Writes `text` over the existing record at `path` in one `pwrite` at offset 0 when the old and
 /// the padded new text fit in [`IN_PLACE_MAX`]; `None` (nothing written) when there is no such
 /// record or either is larger. Creating a file costs ~0.1–0.5 ms on this host's ext4, reopening

@@ -152,7 +152,9 @@ impl Entry {
     pub fn finish(&self, outcome: ExitOutcome, exit: ExitInfo, finished_at: SystemTime) {
         let mut st = self.lock();
         st.exit = Some(exit);
-        st.leftover = st.child.take().filter(|c| c.leftovers_alive());
+        // Kept until [`Entry::release_leftover_if_gone`] (after the terminal event) or
+        // [`Entry::leftover`] find nothing of it alive.
+        st.leftover = st.child.take();
         st.exit_code = Some(outcome.code());
         st.error = outcome_error(outcome);
         st.finished_at = Some(finished_at);
@@ -170,6 +172,11 @@ impl Entry {
             finished_at: st.finished_at,
             exit: st.exit.clone(),
         }
+    }
+
+    /// Releases the finished command's process handle unless something of it still runs.
+    pub fn release_leftover_if_gone(&self) {
+        let _ = self.leftover();
     }
 
     /// What the finished command left running, if anything is still alive (released when not).
