@@ -37,8 +37,10 @@
 //! - `alias -p` last: an alias restored earlier could rewrite the restore commands after it;
 //! - [`STATE_END`], so execd can tell a complete file from one cut short.
 //!
-//! The save has no loop (bash loops cost milliseconds here). execd then rewrites the raw file into
-//! `state.<gen+1>.sh` with [`compact_state`]: the ~90 option lines become four commands, the
+//! The save has no loop (bash loops cost milliseconds here). execd renames the complete raw file
+//! to `state.<gen+1>.sh` (restoring it as it is works: the entries dropped below are harmless)
+//! and, once the run's terminal event is out, rewrites it in place with [`compact_state`]: the
+//! ~90 option lines become four commands, the
 //! variables are merged into one `declare` per attribute set, and the entries of bash's own
 //! variables ([`SPECIAL_VARS`]: readonly, dynamic or call-stack ones, and the driver's
 //! `__execd_*`) are dropped, by a quote-aware scanner of `declare -p` output (should
@@ -468,5 +470,50 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&orig.stdout));
+    }
+}
+
+/// The raw save bash writes is the session's state from its run's end until it is compacted
+/// (`state.<gen>.sh` in both forms, X50): a run restored from either sees the same variables,
+/// functions, aliases, options, umask and directory.
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    fn run(dir: &Path, state: &Path, command: &str, next: &Path) -> String {
+        let cmd = dir.join("cmd.sh");
+        std::fs::write(&cmd, command_file(command)).unwrap();
+        std::fs::write(next, "").unwrap();
+        let out = std::process::Command::new("bash")
+            .args(["--noprofile", "--norc", "-c", &driver(state, &cmd, next, None)])
+            .env_clear()
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn x50_raw_and_compacted_states_restore_the_same_shell() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let empty = dir.join("state.0.sh");
+        std::fs::write(&empty, STATE_END).unwrap();
+        let raw = dir.join("raw.sh");
+        let setup = "X=$'a\\nb'; export Y=2; declare -a arr=(1 'two words'); f() { echo \"f $1\"; }; \
+                     alias ll='echo ll'; shopt -s extglob; set -o pipefail; umask 027; cd /tmp";
+        run(dir, &empty, setup, &raw);
+        assert!(is_complete(std::fs::read(&raw).unwrap().as_slice()), "the save is not complete");
+        let compacted = dir.join("compacted.sh");
+        compact_state(
+            &mut std::io::BufReader::new(std::fs::File::open(&raw).unwrap()),
+            &mut std::fs::File::create(&compacted).unwrap(),
+        )
+        .unwrap();
+        let probe = "declare -p X Y arr; f x; ll; shopt -p extglob; set -o | grep pipefail; umask; pwd";
+        let from_raw = run(dir, &raw, probe, &dir.join("n1.sh"));
+        let from_compacted = run(dir, &compacted, probe, &dir.join("n2.sh"));
+        assert!(from_raw.contains("declare -x Y=\"2\"") && from_raw.contains("f x\nll\n"), "{from_raw}");
+        assert!(from_raw.contains("shopt -s extglob") && from_raw.contains("0027\n/tmp\n"), "{from_raw}");
+        assert_eq!(from_raw, from_compacted);
     }
 }

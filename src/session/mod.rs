@@ -28,7 +28,8 @@
 //!   session is free for the next run at once. A run's state is kept only if it ended by itself.
 //! - After each run execd reads the saved state once into memory to compact it
 //!   ([`bash::compact_state`]); its size is that of the session's variables and functions.
-//!   The compacted state is renamed into place before the run's terminal event is sent.
+//!   The complete raw save is renamed into place before the run's terminal event is sent; the
+//!   compacted form replaces it after the event, before the next run.
 //! - Sessions survive a restart of execd (X50, [`persist`]): their directories are loaded at
 //!   start (and kept at shutdown); `--fresh-state` removes them instead.
 
@@ -322,7 +323,10 @@ impl SessionManager {
             closed: session.closed.clone(),
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.opts.shutdown_grace,
-            adopt: Box::new(move |keep| files.adopt(keep)),
+            adopt: Box::new(move |keep| {
+                let adopted = files.adopt(keep);
+                (adopted, Box::new(move || files.tidy(adopted)) as run::Tidy)
+            }),
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -565,17 +569,26 @@ impl RunFiles {
     }
 
     /// Adopts the state the run saved, or keeps the old one (killed, exec'd, cut short); returns
-    /// whether it adopted. Removes the run's files either way.
-    fn adopt(self, keep: bool) -> bool {
-        let adopted = keep && run::state_complete(&self.raw) && compact(&self.raw, &self.next).is_ok();
-        let _ = std::fs::remove_file(&self.raw);
+    /// whether it adopted. Adopting is renaming the complete raw save to the next generation: the
+    /// raw form is valid state (compaction only makes it faster to restore), so it is the
+    /// session's from here on, also for a later execd; [`RunFiles::tidy`] compacts it.
+    fn adopt(&self, keep: bool) -> bool {
+        keep && run::state_complete(&self.raw) && std::fs::rename(&self.raw, &self.next).is_ok()
+    }
+
+    /// After the terminal event: compacts the adopted state in place (a temporary renamed over
+    /// it; on failure the raw form stays) and removes the old generation, or removes the unused
+    /// raw save; removes the command file either way.
+    fn tidy(self, adopted: bool) {
         if adopted {
+            if let Err(e) = compact(&self.next, &self.next) {
+                tracing::debug!(file = %self.next.display(), error = %e, "session state left uncompacted");
+            }
             let _ = std::fs::remove_file(&self.state);
         } else {
-            let _ = std::fs::remove_file(&self.next);
+            let _ = std::fs::remove_file(&self.raw);
         }
         let _ = std::fs::remove_file(&self.cmd);
-        adopted
     }
 }
 

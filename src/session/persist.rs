@@ -1,8 +1,10 @@
 //! Bash sessions across an execd restart (EXTENSIONS X50).
 //!
 //! A session never has a process between runs: its whole shell state is the newest complete
-//! `state.<gen>.sh` in `<state_dir>/sessions/<id>/` (see [`super::bash`]), which execd writes
-//! atomically (temporary file + rename: [`write_atomic`]) after every run. So bringing sessions
+//! `state.<gen>.sh` in `<state_dir>/sessions/<id>/` (see [`super::bash`]): after every run that
+//! ended by itself, the complete raw save bash wrote is renamed to it (before the run's terminal
+//! event), and its compacted form is renamed over it (temporary file + rename, after the event);
+//! either form restores the same state. So bringing sessions
 //! back after `kill -9` is loading those directories: [`load`] takes every directory named like a
 //! session id, keeps its newest state file that ends with the end marker, and removes everything
 //! else in it (the command file and raw save of a run cut off by the kill, older or torn state

@@ -44,11 +44,16 @@ pub(super) struct RunCtx {
     pub closed: CancellationToken,
     pub shutdown: CancellationToken,
     pub shutdown_grace: Duration,
-    /// The state handover, run (off the async workers) before the terminal event is sent, with
-    /// whether the run ended by itself; returns whether the saved state was adopted. So a client
-    /// that saw a run end finds its state after any restart (X50).
-    pub adopt: Box<dyn FnOnce(bool) -> bool + Send>,
+    /// The state handover, run before the terminal event is sent, with whether the run ended by
+    /// itself (a check of the saved state's last bytes and a rename); returns whether the saved
+    /// state was adopted, and the tidying (compaction, old files) run on the blocking pool after
+    /// the terminal event, before the next run. So a client that saw a run end finds its state
+    /// after any restart (X50).
+    pub adopt: Box<dyn FnOnce(bool) -> (bool, Tidy) + Send>,
 }
+
+/// File work left after a run's terminal event (see [`RunCtx::adopt`]).
+pub(super) type Tidy = Box<dyn FnOnce() + Send>;
 
 /// Why execd ended a run itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,10 +147,11 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
     let exit = exit_info(stop, outcome, child.report());
     let terminal = terminal_event(stop, outcome, elapsed, timeout).with_exit(exit.clone());
     // The run ended by itself: the state it saved (if complete) becomes the session's.
-    let adopted = tokio::task::spawn_blocking(move || adopt(stop.is_none())).await.unwrap_or(false);
+    let (adopted, tidy) = adopt(stop.is_none());
     if stop != Some(Stop::Disconnected) {
         deliver(&tx, pending, terminal, deadline, &session_id).await;
     }
+    let _ = tokio::task::spawn_blocking(tidy).await;
     // Dropping the child removes its cgroup leaf: let the response write the terminal event first
     // (as a command's `run_to_end` does).
     tokio::task::yield_now().await;
