@@ -76,7 +76,7 @@ impl Dirs {
         // execd itself is never a member to signal: one of its threads is in a leaf only while it
         // spawns the leaf's first process (`Leaf::place_thread`), before anything is signalled.
         let me = std::process::id() as i32;
-        read_small(&d.join("cgroup.procs"))
+        crate::os::read_small(&d.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
@@ -425,14 +425,12 @@ impl Leaf {
     /// opened, else by path.
     fn read_usage_file(&self, ctrl: &str, file: &str) -> Option<String> {
         if let Some((_, fd)) = self.usage_files.get().and_then(|f| f.iter().find(|(name, _)| *name == file)) {
-            let mut buf = [0u8; 1024];
-            if let Ok(n) = rustix::io::pread(fd, &mut buf, 0) {
-                if n < buf.len() {
-                    return String::from_utf8(buf[..n].to_vec()).ok();
-                }
+            let mut buf = [0u8; crate::os::SMALL];
+            if let Some(text) = rustix::io::pread(fd, &mut buf, 0).ok().and_then(|n| crate::os::small_text(&buf, n)) {
+                return Some(text);
             }
         }
-        self.dirs().with(ctrl).and_then(|p| read_small(&p.join(file)))
+        self.dirs().with(ctrl).and_then(|p| crate::os::read_small(&p.join(file)))
     }
 
     /// Whether the kernel OOM-killed a process of the leaf.
@@ -544,22 +542,6 @@ pub fn enter(fds: &[OwnedFd]) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A cgroup file's text, read the cheap way: `open`, one `read` into a stack buffer, `close` (three
-/// system calls where `read_to_string` on musl makes six: a second `fcntl` for close-on-exec, an
-/// `fstat` for the size and a second `read` for the end). Larger files are read whole as usual.
-/// The usage and OOM files are read between a command's exit and its terminal event.
-fn read_small(path: &Path) -> Option<String> {
-    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, 0.into()).ok()?;
-    let mut buf = [0u8; 1024];
-    let n = rustix::io::read(&fd, &mut buf).ok()?;
-    if n < buf.len() {
-        // A cgroup file is a `seq_file` made whole at the first read: a short read is all of it.
-        return String::from_utf8(buf[..n].to_vec()).ok();
-    }
-    drop(fd);
-    std::fs::read_to_string(path).ok()
 }
 
 /// `total` split in the ratio `user : sys` (both sampled per tick); all user when both are 0.

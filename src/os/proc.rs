@@ -24,12 +24,12 @@ pub struct Stat {
 impl Stat {
     /// Reads `/proc/<pid>/stat`; `None` when the process is gone or the file is malformed.
     pub fn read(pid: i32) -> Option<Stat> {
-        Stat::parse(std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        Stat::parse(super::read_small(std::path::Path::new(&format!("/proc/{pid}/stat")))?)
     }
 
     /// Reads this process's `/proc/self/stat`.
     pub fn read_self() -> Option<Stat> {
-        Stat::parse(std::fs::read_to_string("/proc/self/stat").ok()?)
+        Stat::parse(super::read_small(std::path::Path::new("/proc/self/stat"))?)
     }
 
     /// Parses the text of a stat file.
