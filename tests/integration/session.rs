@@ -426,10 +426,29 @@ async fn c180_session_files_do_not_pile_up() {
     }
     run(&server, &id, "exit 3").await;
     run_body(&server, &id, json!({ "command": "sleep 5", "timeout": 100 })).await;
-    // One state file, no per-run leftovers (command files, raw saves). The clean-up follows the
-    // terminal event closely, so poll.
-    let files = || std::fs::read_dir(sessions.join(&id)).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>();
-    assert!(common::wait_until(TIMEOUT, || files().len() == 1), "{:?}", files());
+    // One state file and the next run's command file and raw save, made empty ahead of it; no
+    // other per-run leftovers. The clean-up follows the terminal event closely, so poll.
+    let dir = sessions.join(&id);
+    let files = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let settled = || {
+        let names = files();
+        let states: Vec<&String> = names.iter().filter(|n| n.starts_with("state.")).collect();
+        let Some(generation) =
+            states.first().and_then(|s| s.strip_prefix("state.")?.strip_suffix(".sh")?.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let next = [format!("cmd.{}.sh", generation + 1), format!("save.{}.sh", generation + 1)];
+        states.len() == 1
+            && names.len() == 3
+            && next.iter().all(|n| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.len() == 0))
+    };
+    assert!(common::wait_until(TIMEOUT, settled), "{:?}", files());
     // A deleted session's directory goes too.
     assert_eq!(delete(&server, &id).await.status(), 200);
     assert!(common::wait_until(TIMEOUT, || !sessions.join(&id).exists()));
