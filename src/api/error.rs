@@ -267,6 +267,7 @@ impl From<crate::command::CommandError> for ApiError {
             CommandError::StdinWrite { .. }
             | CommandError::NotRunning(_)
             | CommandError::NoSuchSession
+            | CommandError::Journal { .. }
             | CommandError::Read { .. } => ApiError::runtime(e.to_string()),
         }
     }
@@ -514,6 +515,7 @@ mod tests {
             (CommandError::NotRunning("c".into()).into(), 500, "RUNTIME_ERROR"),
             (CommandError::NoSuchSession.into(), 500, "RUNTIME_ERROR"),
             (CommandError::NoLog("c".into()).into(), 400, "INVALID_REQUEST_BODY"),
+            (CommandError::Journal { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
             (CommandError::Read { id: "c".into(), source: io() }.into(), 500, "RUNTIME_ERROR"),
             (CommandError::ShuttingDown.into(), 503, "RUNTIME_ERROR"),
             (CommandError::LimitsUnavailable("m".into()).into(), 400, "LIMITS_UNAVAILABLE"),

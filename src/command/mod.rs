@@ -93,6 +93,9 @@ pub enum CommandError {
     NoSuchSession,
     #[error("command {0} has no output log")]
     NoLog(String),
+    /// The state directory can take no journal (full or read-only).
+    #[error("error creating output journal for {id}: {source}")]
+    Journal { id: String, source: io::Error },
     #[error("error reading output of {id}: {source}")]
     Read { id: String, source: io::Error },
     #[error("execd is shutting down")]
@@ -301,6 +304,8 @@ impl CommandManager {
         // Validated with the same merged env the command runs with (reference §4.3 recommendation).
         let cwd = checked_cwd(&req.cwd, &env)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
+        crate::state_dir::check_room(&self.inner.opts.journal_dir)
+            .map_err(|source| CommandError::Journal { id: id.clone(), source })?;
         // `/command/status` `content`: the shell text, or the argv as a JSON array (as upstream).
         let content = match &req.argv {
             Some(argv) => serde_json::to_string(argv).unwrap_or_default(),

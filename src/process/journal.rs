@@ -29,8 +29,9 @@
 //! filesystem where creating a file costs (this host's ext4: ~0.1–0.5 ms each) that stays off its
 //! latency. Readers open the files only once a record is published, so a journal with no record
 //! reads as empty whether its files exist or not; after a restart (X50) a record whose extent is
-//! empty needs none. A failure to create them (a full disk) is the first append's error, as a
-//! failed write is.
+//! empty needs none. A failure to create them is the first append's error, as a failed write is;
+//! a command first checks that the state directory has room at all
+//! ([`crate::state_dir::check_room`]), so a full or read-only one refuses it with a clear error.
 
 use std::fs::File;
 use std::io::{self, Write};

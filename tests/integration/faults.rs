@@ -530,3 +530,39 @@ async fn sigkill_then_restart_on_the_same_state_directory_starts_clean() {
     // Clean up what the SIGKILL orphaned (found by marker, signalled by id).
     kill_marked(&marker);
 }
+
+/// D11: a command's journal files are made with its first output, so a state directory that can
+/// take nothing more is checked before the command starts: a clear JSON error, nothing run, and
+/// commands work again once there is room.
+#[tokio::test]
+async fn d11_a_full_state_directory_refuses_a_command_with_a_clear_error() {
+    let Some(fs) = common::SmallTmpfs::mount() else {
+        common::prerequisite_missing(
+            "cannot mount a tmpfs here (needs CAP_SYS_ADMIN); full state directory not tested",
+        );
+        return;
+    };
+    let state = fs.dir.path().join("state");
+    let s = TestServer::options().state_dir(&state).start();
+    async fn output(s: &TestServer, command: &str) -> Vec<Value> {
+        without_pings(&EventReader::new(start(s, json!({ "command": command })).await).rest().await)
+    }
+    assert_eq!(texts(&output(&s, "echo before").await, "stdout"), ["before"]);
+    let marker = fs.dir.path().join("ran");
+    let filler = fs.fill("filler");
+    let resp = s
+        .client()
+        .post(s.url("/command"))
+        .json(&json!({ "command": format!("touch {}; echo hi", marker.display()) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "RUNTIME_ERROR", "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("journal") && msg.contains("no space"), "{msg}");
+    assert!(!marker.exists(), "the command ran although its output could not be kept");
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(texts(&output(&s, "echo after").await, "stdout"), ["after"]);
+}

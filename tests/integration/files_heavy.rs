@@ -236,33 +236,9 @@ async fn concurrent_reader_sees_old_file_or_nothing_never_a_prefix() {
     assert_eq!(std::fs::metadata(&fresh).unwrap().len(), NEW);
 }
 
-/// A 1 MiB tmpfs mounted for the test; unmounted on drop.
-struct SmallTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn mount() -> Option<SmallTmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallTmpfs { dir })
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[tokio::test]
 async fn upload_to_a_full_filesystem_answers_507_and_leaves_nothing() {
-    let Some(fs) = SmallTmpfs::mount() else {
+    let Some(fs) = common::SmallTmpfs::mount() else {
         common::prerequisite_missing("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); 507 not tested");
         return;
     };

@@ -40,6 +40,41 @@ pub fn prerequisite_missing_in(ci: bool, what: &str) {
     eprintln!("SKIPPED: {what}");
 }
 
+/// A 1 MiB tmpfs mounted for the test (a filesystem to fill); unmounted on drop.
+pub struct SmallTmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    /// `None` where mounting is not allowed (needs CAP_SYS_ADMIN).
+    pub fn mount() -> Option<SmallTmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallTmpfs { dir })
+    }
+
+    /// Writes `name` until the filesystem is full; returns its path.
+    pub fn fill(&self, name: &str) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![b'f'; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 /// Whether the tests run as root (namespaces, other uids, cgroups need it).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
