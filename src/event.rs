@@ -101,6 +101,10 @@ pub struct ExitInfo {
     /// `"leader"` when `usage` is the leader's rusage (no cgroup); absent for the leaf's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_scope: Option<&'static str>,
+    /// Output bytes dropped because the state directory could not take them (disk full); absent
+    /// when nothing was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_lost_bytes: Option<u64>,
 }
 
 /// What an [`ExecObserver`] learns when an execution starts: a command, a session run, code in a
@@ -166,6 +170,7 @@ impl ExitInfo {
             stage: None,
             usage: None,
             usage_scope: None,
+            output_lost_bytes: None,
         }
     }
 
@@ -179,6 +184,7 @@ impl ExitInfo {
             stage: Some("execve"),
             usage: None,
             usage_scope: None,
+            output_lost_bytes: None,
         }
     }
 }

@@ -157,7 +157,7 @@ pub fn write_file(path: &Path, content: &[u8]) -> io::Result<()> {
 }
 
 /// Fails when the filesystem of `dir` can take no new file or byte: mounted read-only, or no free
-/// block or inode left (one `statvfs`, ~1 µs). A command checks it before it starts, since its
+/// block or inode left for execd's uid (one `statvfs`, ~1 µs). A command checks it before it starts, since its
 /// journal's files are only created with its first output: a full state directory is a clear
 /// error up front instead of output dropped later.
 pub fn check_room(dir: &Path) -> io::Result<()> {
@@ -168,7 +168,10 @@ pub fn check_room(dir: &Path) -> io::Result<()> {
             format!("{} is on a read-only filesystem", dir.display()),
         ));
     }
-    if st.f_bfree == 0 || (st.f_files > 0 && st.f_ffree == 0) {
+    // The blocks and inodes kept for root are not execd's unless it runs as root.
+    let (blocks, inodes) =
+        if nix::unistd::geteuid().is_root() { (st.f_bfree, st.f_ffree) } else { (st.f_bavail, st.f_favail) };
+    if blocks == 0 || (st.f_files > 0 && inodes == 0) {
         return Err(io::Error::new(io::ErrorKind::StorageFull, format!("no space left for {}", dir.display())));
     }
     Ok(())

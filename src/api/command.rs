@@ -230,6 +230,10 @@ struct StatusBody {
     /// X22 keys (`exit_reason`, `signal`, `usage`, ...) once finished.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     exit: Option<crate::event::ExitInfo>,
+    /// While running, when output was lost (a full state directory); once finished it is among
+    /// the `exit` keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_lost_bytes: Option<u64>,
 }
 
 /// A time as the status routes write it (RFC 3339, UTC, as precise as it is).
@@ -247,6 +251,7 @@ impl From<CommandStatus> for StatusBody {
             error: s.error,
             started_at: rfc3339(s.started_at),
             finished_at: s.finished_at.map(rfc3339),
+            output_lost_bytes: (s.exit.is_none() && s.output_lost_bytes > 0).then_some(s.output_lost_bytes),
             exit: s.exit,
         }
     }

@@ -800,9 +800,14 @@ async fn run_to_end(
     weak: Weak<Inner>,
 ) {
     // A journal write failure (disk full) was logged by the pump, which kept draining the
-    // pipes; the command's own result still stands.
+    // pipes; the command's own result still stands, and says how much output was lost.
     let (result, _write_err) = pump_output(&child, pipes, &mut writer, opts, marks).await;
     let outcome = result.outcome;
+    let lost = writer.report_loss();
+    if lost > 0 {
+        tracing::warn!(id = %entry.id, bytes = lost, "output lost: the state directory could not take it");
+    }
+    let lost = (lost > 0).then_some(lost);
     if let Some(stdin) = entry.stdin() {
         stdin.close();
     }
@@ -813,7 +818,7 @@ async fn run_to_end(
     } else {
         EndedBy::Itself
     };
-    let exit = child.report().map(|r| ExitInfo::from_report(&r, ended_by));
+    let exit = child.report().map(|r| ExitInfo { output_lost_bytes: lost, ..ExitInfo::from_report(&r, ended_by) });
     let terminal = if outcome.success() {
         ExecEvent::complete(started.elapsed().as_millis() as u64)
     } else {
@@ -827,7 +832,7 @@ async fn run_to_end(
     // finished status finds the command finished after any restart.
     let extent = writer.journal().extent();
     let terminal_rec = persist::EventRec::from_event(&terminal);
-    let exit = exit.unwrap_or_else(ExitInfo::lost);
+    let exit = exit.unwrap_or_else(|| ExitInfo { output_lost_bytes: lost, ..ExitInfo::lost() });
     let finished_at = std::time::SystemTime::now();
     let rec = persist::finished_record(
         &entry.id,

@@ -110,6 +110,8 @@ pub struct ExitRec {
     pub stage: Option<String>,
     pub usage: Option<Usage>,
     pub usage_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lost_bytes: Option<u64>,
 }
 
 /// A terminal [`ExecEvent`] as stored.
@@ -139,6 +141,7 @@ impl ExitRec {
             stage: x.stage.map(str::to_string),
             usage: x.usage,
             usage_scope: x.usage_scope.map(str::to_string),
+            output_lost_bytes: x.output_lost_bytes,
         }
     }
 
@@ -152,6 +155,7 @@ impl ExitRec {
             stage: self.stage.as_deref().and_then(|s| intern(s, &crate::process::spawn::STAGES)),
             usage: self.usage,
             usage_scope: self.usage_scope.as_deref().and_then(|s| intern(s, &["leader"])),
+            output_lost_bytes: self.output_lost_bytes,
         }
     }
 }
@@ -528,6 +532,7 @@ mod tests {
             stage: Some("chdir"),
             usage: None,
             usage_scope: Some("leader"),
+            output_lost_bytes: Some(7),
         };
         let ev = ExecEvent::error("CommandExecError", "2", vec!["x".into()]).with_exit(exit.clone()).at(42);
         let back = EventRec::from_event(&ev).to_event().unwrap();

@@ -22,6 +22,9 @@ pub struct CommandStatus {
     pub finished_at: Option<SystemTime>,
     /// X22 keys once finished (or failed to start).
     pub exit: Option<ExitInfo>,
+    /// While running: output bytes lost so far because the state directory is full (once
+    /// finished, `exit` says it).
+    pub output_lost_bytes: u64,
 }
 
 /// One command (running or finished).
@@ -171,6 +174,7 @@ impl Entry {
             started_at: self.started_at,
             finished_at: st.finished_at,
             exit: st.exit.clone(),
+            output_lost_bytes: self.journal.as_ref().map_or(0, |j| j.output_lost()),
         }
     }
 

@@ -34,7 +34,7 @@
 //! ([`crate::state_dir::check_room`]), so a full or read-only one refuses it with a clear error.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -113,6 +113,8 @@ struct Progress {
     closed: bool,
     /// Bytes of `len` that are stdin (X12).
     input: u64,
+    /// Output bytes the writer could not write (see [`Journal::output_lost`]).
+    lost: u64,
 }
 
 struct Inner {
@@ -164,6 +166,10 @@ struct Core {
     records: u64,
     input: u64,
     closed: bool,
+    /// Output bytes that could not be written (the state directory full) in all.
+    lost: u64,
+    /// Of those, the ones not yet reported in the output, and the error that dropped the first.
+    unreported: Option<(u64, String)>,
 }
 
 impl Core {
@@ -171,22 +177,50 @@ impl Core {
         if self.closed || (data.is_empty() && kind != StreamKind::AwaitingInput) {
             return Ok(());
         }
+        // After lost output, the line that marks the gap goes in with the next chunk or not at
+        // all: a disk that takes only the short line (the slack of a page) would otherwise get
+        // one per chunk it refused.
+        let written = match self.unreported.as_ref().map(|(n, why)| loss_notice(*n, why)) {
+            Some(notice) => self.write_chunks(journal, &[(StreamKind::Stderr, notice.as_bytes()), (kind, data)]),
+            None => self.write_chunks(journal, &[(kind, data)]),
+        };
+        match written {
+            Ok(()) => {
+                self.unreported = None;
+                Ok(())
+            }
+            Err(e) => Err(self.lose(journal, kind, data, e)),
+        }
+    }
+
+    /// Writes chunks and publishes them. The writes are positioned at the published ends, and
+    /// the ends move only when all succeeded: a write that failed half way (ENOSPC) leaves
+    /// nothing a reader or a restart could take for output, and the next chunk goes over it.
+    fn write_chunks(&mut self, journal: &Journal, chunks: &[(StreamKind, &[u8])]) -> io::Result<()> {
         let (out, idx) = match &mut self.files {
             Some(files) => files,
             None => self.files.insert(journal.inner.create_files()?),
         };
-        out.write_all(data)?;
-        self.len += data.len() as u64;
-        if kind == StreamKind::Stdin {
-            self.input += data.len() as u64;
+        let (mut len, mut input) = (self.len, self.input);
+        let mut recs = [0u8; 2 * RECORD as usize];
+        let now = now_ms().to_le_bytes();
+        for ((kind, data), rec) in chunks.iter().zip(recs.chunks_exact_mut(RECORD as usize)) {
+            out.write_all_at(data, len)?;
+            len += data.len() as u64;
+            if *kind == StreamKind::Stdin {
+                input += data.len() as u64;
+            }
+            rec[0] = *kind as u8;
+            rec[8..16].copy_from_slice(&len.to_le_bytes());
+            rec[16..24].copy_from_slice(&now);
         }
-        let mut rec = [0u8; RECORD as usize];
-        rec[0] = kind as u8;
-        rec[8..16].copy_from_slice(&self.len.to_le_bytes());
-        rec[16..24].copy_from_slice(&now_ms().to_le_bytes());
-        idx.write_all(&rec)?;
-        self.records += 1;
-        let (len, records, input) = (self.len, self.records, self.input);
+        debug_assert!(chunks.len() <= 2, "a notice and one chunk at most");
+        let n = chunks.len().min(2);
+        idx.write_all_at(&recs[..n * RECORD as usize], self.records * RECORD)?;
+        self.len = len;
+        self.input = input;
+        self.records += n as u64;
+        let records = self.records;
         journal.inner.progress.send_modify(|p| {
             p.len = len;
             p.records = records;
@@ -194,6 +228,26 @@ impl Core {
         });
         Ok(())
     }
+
+    /// Counts `data` as lost when it is output, and gives `e` back.
+    fn lose(&mut self, journal: &Journal, kind: StreamKind, data: &[u8], e: io::Error) -> io::Error {
+        if kind.is_output() {
+            let n = data.len() as u64;
+            self.lost += n;
+            match &mut self.unreported {
+                Some((m, _)) => *m += n,
+                None => self.unreported = Some((n, e.to_string())),
+            }
+            let lost = self.lost;
+            journal.inner.progress.send_modify(|p| p.lost = lost);
+        }
+        e
+    }
+}
+
+/// The stderr line that marks where `n` bytes of output were lost, and why.
+fn loss_notice(n: u64, why: &str) -> String {
+    format!("[execd] {n} bytes of output lost here: {why}\n")
 }
 
 /// Records input (X12) and markers (X13) into a live journal; see the module docs. Cheap to clone;
@@ -243,7 +297,7 @@ impl Journal {
                 output_sha256: std::sync::OnceLock::new(),
             }),
         };
-        let core = Core { files: None, len: 0, records: 0, input: 0, closed: false };
+        let core = Core { files: None, len: 0, records: 0, input: 0, closed: false, lost: 0, unreported: None };
         let writer = JournalWriter { journal: journal.clone(), core: Arc::new(Mutex::new(core)) };
         (journal, writer)
     }
@@ -256,6 +310,12 @@ impl Journal {
     /// Bytes of stdin recorded so far (X12); `len() - input_len()` is the output.
     pub fn input_len(&self) -> u64 {
         self.inner.progress.borrow().input
+    }
+
+    /// Output bytes that were dropped because the state directory could not take them (disk
+    /// full); each gap is marked in the output by a stderr line once a later write succeeds.
+    pub fn output_lost(&self) -> u64 {
+        self.inner.progress.borrow().lost
     }
 
     /// Total length, input bytes among it, and the index records so far, read at one instant.
@@ -348,8 +408,13 @@ impl Journal {
         if out_len < extent.len || idx_len < extent.records.saturating_mul(RECORD) || extent.input > extent.len {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "journal files are shorter than their record"));
         }
-        let (progress, _) =
-            watch::channel(Progress { len: extent.len, records: extent.records, closed: true, input: extent.input });
+        let (progress, _) = watch::channel(Progress {
+            len: extent.len,
+            records: extent.records,
+            closed: true,
+            input: extent.input,
+            lost: 0,
+        });
         Ok(Journal {
             inner: Arc::new(Inner {
                 out_path,
@@ -437,6 +502,18 @@ impl JournalWriter {
     /// A handle that records stdin into this journal while it is live (X12).
     pub fn input_log(&self) -> InputLog {
         InputLog { journal: self.journal.clone(), core: self.core.clone() }
+    }
+
+    /// Marks output lost since the last chunk written (see [`Journal::output_lost`]) if the state
+    /// directory takes the line now; the total lost either way. Called once the command ended.
+    pub fn report_loss(&mut self) -> u64 {
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, why)) = core.unreported.take() {
+            if core.write_chunks(&self.journal, &[(StreamKind::Stderr, loss_notice(n, &why).as_bytes())]).is_err() {
+                core.unreported = Some((n, why));
+            }
+        }
+        core.lost
     }
 
     /// Stores the terminal event and closes the journal; readers end after the last chunk.

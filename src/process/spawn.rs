@@ -966,6 +966,7 @@ impl ExitInfo {
             stage: None,
             usage: Some(report.usage),
             usage_scope: report.leader_only.then_some("leader"),
+            output_lost_bytes: None,
         }
     }
 
@@ -985,6 +986,7 @@ impl ExitInfo {
             stage,
             usage: None,
             usage_scope: None,
+            output_lost_bytes: None,
         }
     }
 }

@@ -566,3 +566,108 @@ async fn d11_a_full_state_directory_refuses_a_command_with_a_clear_error() {
     std::fs::remove_file(filler).unwrap();
     assert_eq!(texts(&output(&s, "echo after").await, "stdout"), ["after"]);
 }
+
+/// D11: output a command writes while the state directory is full is lost, but never garbles
+/// what comes after it: every byte before and after the gap is kept in order, the gap is marked
+/// where it was by one stderr line once the directory takes writes again, and the running
+/// status, the terminal event and the finished status say how many bytes were lost.
+#[tokio::test]
+async fn d11_output_lost_to_a_full_state_directory_is_counted_and_marked_where_it_was() {
+    let Some(fs) = common::SmallTmpfs::mount() else {
+        common::prerequisite_missing("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); lost output not tested");
+        return;
+    };
+    let s = TestServer::options().state_dir(&fs.dir.path().join("state")).start();
+    let flags = tempfile::tempdir().unwrap();
+    let wait_for = |f: &std::path::Path| {
+        format!("i=0; while [ ! -e {} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done", f.display())
+    };
+    let (go1, go2) = (flags.path().join("go1"), flags.path().join("go2"));
+    let command = format!(
+        "echo before; {}; head -c 100000 /dev/zero | tr '\\0' x; {}; echo after",
+        wait_for(&go1),
+        wait_for(&go2)
+    );
+    let (id, mut r) = start_with_id(&s, json!({ "command": command })).await;
+    let first = r.next_non_ping().await.unwrap();
+    assert_eq!((first["type"].as_str(), first["text"].as_str()), (Some("stdout"), Some("before\n")), "{first}");
+
+    let filler = fs.fill("filler");
+    std::fs::write(&go1, "").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let running = loop {
+        let st = common::command_status(&s, &id).await;
+        if st["output_lost_bytes"] == 100_000 {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the lost bytes were never counted: {st}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(running["running"], true, "{running}");
+    std::fs::remove_file(filler).unwrap();
+    std::fs::write(&go2, "").unwrap();
+
+    let events = without_pings(&r.rest().await);
+    let notice = "[execd] 100000 bytes of output lost here: No space left on device (os error 28)";
+    assert_eq!(texts(&events, "stdout"), ["after"], "{events:?}");
+    assert_eq!(texts(&events, "stderr"), [notice], "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "execution_complete", "{last}");
+    assert_eq!(last["output_lost_bytes"], 100_000, "{last}");
+    let done = wait_finished(&s, &id).await;
+    assert_eq!((done["exit_code"].as_i64(), done["output_lost_bytes"].as_u64()), (Some(0), Some(100_000)), "{done}");
+    let logs = s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!(logs, format!("before\n{notice}\nafter\n"));
+}
+
+/// D11 for an execd that is not root: the blocks a filesystem keeps for root are not its, so a
+/// state directory where only those are left refuses a command up front, as a full one does.
+#[tokio::test]
+async fn d11_blocks_kept_for_root_are_no_room_for_an_execd_that_is_not_root() {
+    if !common::is_root() {
+        common::prerequisite_missing("needs root to mount an ext4 image and to run execd as another uid");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let run = |argv: &[&str]| std::process::Command::new(argv[0]).args(&argv[1..]).status().is_ok_and(|s| s.success());
+    let top = tempfile::tempdir().unwrap();
+    let (img, mnt) = (top.path().join("fs.img"), top.path().join("mnt"));
+    std::fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    // Half of the blocks kept for root (`-m 50`).
+    let (img_s, mnt_s) = (img.to_str().unwrap(), mnt.to_str().unwrap());
+    if !run(&["mkfs.ext4", "-q", "-F", "-m", "50", img_s]) || !run(&["mount", "-o", "loop", img_s, mnt_s]) {
+        common::prerequisite_missing("cannot make and loop-mount an ext4 image here");
+        return;
+    }
+    let _mounted = Unmount(mnt.clone());
+    let (state, theirs) = (mnt.join("state"), mnt.join("theirs"));
+    for d in [&state, &theirs] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let s = TestServer::options().wrapper(&nobody).state_dir(&state).start();
+    // Fill what uid 65534 may take: each `dd` ends with ENOSPC, and the sync returns what ext4
+    // held back for delayed allocation, so new files until nothing is left (at most 50).
+    let fill = format!(
+        "i=0; while [ $i -lt 50 ] && [ \"$(stat -f -c %a {0})\" != 0 ]; do \
+         dd if=/dev/zero of={0}/f$i bs=1k 2>/dev/null; sync -f {0}; i=$((i+1)); done",
+        theirs.display()
+    );
+    let _ = std::process::Command::new(nobody[0]).args(&nobody[1..]).args(["sh", "-c", &fill]).status();
+    let st = nix::sys::statvfs::statvfs(&mnt).unwrap();
+    let (free, available) = (st.blocks_free(), st.blocks_available());
+    assert!(available == 0 && free > 0, "not only root's blocks left: {free} free, {available} available");
+
+    let resp = s.client().post(s.url("/command")).json(&json!({ "command": "echo hi" })).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "RUNTIME_ERROR", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no space"), "{v}");
+}
