@@ -52,7 +52,7 @@ const JSON_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Every route execd serves, wrapped in the common layers.
 pub fn router(state: AppState) -> Router {
-    proxy::with_self_dispatch(with_layers(routes(), state))
+    proxy::with_self_dispatch(|context| with_layers(routes(), state, Some(context)))
 }
 
 /// Every route execd serves, without the layers (`api::openapi`'s tests enumerate them against
@@ -85,19 +85,26 @@ fn routes() -> Router<AppState> {
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
-/// request log, and panic → JSON 500 (the daemon keeps serving).
-fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+/// request log, panic → JSON 500 (the daemon keeps serving), and the proxy's context when given.
+fn with_layers(routes: Router<AppState>, state: AppState, proxy: Option<proxy::Context>) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
-        .layer(middleware::from_fn_with_state(state.clone(), otel_layer::trace))
-        .layer(middleware::from_fn(log_request))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::runtime("internal error: the handler panicked").into_response()
-        }))
+        // One layer made of all of them: axum wraps (and boxes) every method of every route once
+        // per `layer` call, so one call instead of seven builds a seventh of the services at
+        // start (BENCHMARKS.md, "One layer instead of seven").
+        .layer(
+            tower::ServiceBuilder::new()
+                .option_layer(proxy)
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    ApiError::runtime("internal error: the handler panicked").into_response()
+                }))
+                .layer(middleware::from_fn(log_request))
+                .layer(middleware::from_fn_with_state(state.clone(), otel_layer::trace))
+                .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
+                .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+                .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+        )
         .with_state(state)
 }
 
@@ -137,7 +144,7 @@ mod tests {
     #[tokio::test]
     async fn panicking_handler_answers_json_500_and_router_keeps_serving() {
         let routes = Router::new().route("/boom", get(|| async { panic!("boom") as &str })).merge(ping::routes());
-        let app = with_layers(routes, state());
+        let app = with_layers(routes, state(), None);
         let resp = app.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();

@@ -94,15 +94,19 @@ pub fn routes() -> Router<AppState> {
         .route("/proxy/{port}/{*rest}", any(proxy))
 }
 
-/// Wraps the complete router so the proxy can reach the upstream client and dispatch requests for
-/// execd's own port back into `app` itself.
-pub fn with_self_dispatch(app: Router) -> Router {
+/// The layer that gives the proxy handler its [`ProxyContext`].
+pub type Context = Extension<ProxyContext>;
+
+/// Builds the complete router with `build` (which installs the context layer it is given) so the
+/// proxy can reach the upstream client and dispatch requests for execd's own port back into the
+/// router itself.
+pub fn with_self_dispatch(build: impl FnOnce(Context) -> Router) -> Router {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
     let ctx = ProxyContext(Arc::new(ContextInner { client, router: OnceLock::new() }));
-    let app = app.layer(Extension(ctx.clone()));
+    let app = build(Extension(ctx.clone()));
     // The router holds the context and the context the router: a cycle that lives as long as the
     // process, like the router itself.
     let _ = ctx.0.router.set(app.clone());
@@ -456,7 +460,7 @@ mod tests {
         config.access_token = "tok".into();
         let state = AppState::new(config).unwrap();
         let routes = Router::new().route("/echo", get(ws_echo)).merge(routes());
-        let app = with_self_dispatch(super::super::with_layers(routes, state.clone()));
+        let app = with_self_dispatch(|context| super::super::with_layers(routes, state.clone(), Some(context)));
         let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
         tokio::spawn(async move { server.await.unwrap() });
 
