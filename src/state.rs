@@ -7,8 +7,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
+/// Everything a handler reaches, behind one `Arc`: axum clones the state into every method of
+/// every route (and each `from_fn_with_state` layer into every one of its services) at start,
+/// and several times per request for `State` extractors; one counter instead of one per manager
+/// (BENCHMARKS.md, "One layer instead of seven").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Managers>);
+
+impl std::ops::Deref for AppState {
+    type Target = Managers;
+
+    fn deref(&self) -> &Managers {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Managers {
     pub config: Arc<Config>,
     /// Cancelled once when shutdown starts; long-lived streams watch it.
     pub shutdown: CancellationToken,
@@ -105,7 +120,7 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let metrics = crate::metrics::MetricsSampler::new(crate::metrics::SysRoot::host(), shutdown.clone());
         start_otel(&observability, &metrics);
-        Ok(AppState {
+        Ok(AppState(Arc::new(Managers {
             config,
             shutdown,
             metrics,
@@ -119,7 +134,7 @@ impl AppState {
             readiness,
             observability,
             watches,
-        })
+        })))
     }
 
     /// Shutdown (DECISIONS D15): every manager stops its processes (SIGTERM, then SIGKILL after the
