@@ -255,6 +255,8 @@ impl ResumableEvents {
 struct Inner {
     opts: CommandOpts,
     registry: Registry,
+    /// Finished records waiting for their `fdatasync` (X50).
+    syncs: Arc<persist::SyncQueue>,
     stopping: AtomicBool,
     observer: std::sync::OnceLock<ExecObserver>,
 }
@@ -286,8 +288,13 @@ impl CommandManager {
         }
         // Retention (D12) holds across restarts: the oldest beyond the cap or the TTL go now.
         registry.evict(Instant::now());
-        let inner =
-            Arc::new(Inner { opts, registry, stopping: AtomicBool::new(false), observer: std::sync::OnceLock::new() });
+        let inner = Arc::new(Inner {
+            opts,
+            registry,
+            stopping: AtomicBool::new(false),
+            observer: std::sync::OnceLock::new(),
+            syncs: Arc::default(),
+        });
         spawn_sweeper(Arc::downgrade(&inner), inner.opts.retention_ttl);
         Ok(CommandManager { inner })
     }
@@ -569,8 +576,14 @@ impl CommandManager {
 
     /// Shutdown (D15): refuse new commands, SIGTERM every running group and what finished
     /// commands left running, SIGKILL after `grace`, and wait (bounded) until every waiter has
-    /// written its terminal event.
+    /// written its terminal event; then sync the finished records still waiting (bounded too).
     pub async fn stop(&self, grace: Duration) {
+        self.stop_commands(grace).await;
+        let syncs = self.inner.syncs.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tokio::task::spawn_blocking(move || syncs.flush())).await;
+    }
+
+    async fn stop_commands(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         let running = self.inner.registry.running();
         let leftovers = self.inner.registry.with_leftovers();
@@ -857,7 +870,9 @@ async fn run_to_end(
         // thread hand-off); a larger one is a temporary and a rename, on the blocking pool.
         match persist::save_in_place(&dir, &rec) {
             Ok(Some(file)) => {
-                tokio::task::spawn_blocking(move || file.sync_data());
+                if let Some(inner) = weak.upgrade() {
+                    inner.syncs.push(file);
+                }
             }
             Ok(None) | Err(_) => {
                 let (saved_tx, saved) = tokio::sync::oneshot::channel();
