@@ -295,46 +295,8 @@ impl ExecEvent {
     }
 }
 
-/// What serde_json writes for each byte of a string: 0 = as is, `u` = `\u00XX`, else `\<that>`.
-/// (serde_json escapes only `"`, `\\` and controls below 0x20; not 0x7F, not U+2028/2029.)
-static ESCAPE: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = b'u';
-        i += 1;
-    }
-    t[0x08] = b'b';
-    t[0x09] = b't';
-    t[0x0A] = b'n';
-    t[0x0C] = b'f';
-    t[0x0D] = b'r';
-    t[b'"' as usize] = b'"';
-    t[b'\\' as usize] = b'\\';
-    t
-};
-
-/// Appends `s` JSON-escaped exactly as serde_json does (without the quotes); runs of plain bytes
-/// are copied at once.
-pub(crate) fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
-        }
-        buf.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
-        } else {
-            buf.extend_from_slice(&[b'\\', esc]);
-        }
-        start = i + 1;
-    }
-    buf.extend_from_slice(&bytes[start..]);
-}
+/// Appends `s` JSON-escaped exactly as serde_json does (without the quotes).
+pub(crate) use json_escape::escape as escape_json_str;
 
 /// The JSON of an event without `results`, `error` or exit keys, as [`ExecEvent::write_json`]
 /// writes it; for writers that hold the parts but no event (a line lent by the splitter).
@@ -448,6 +410,32 @@ mod tests {
 
     fn serde_bytes(e: &ExecEvent) -> Vec<u8> {
         serde_json::to_vec(e).unwrap()
+    }
+
+    /// Every character that needs escaping, and some that do not, at every position of a short
+    /// and a longer text, escaped as serde_json does.
+    #[test]
+    fn escape_equals_serde_at_every_position() {
+        let specials: Vec<char> = (0u8..0x20)
+            .map(char::from)
+            .chain(['"', '\\', '\u{7f}', 'é', '\u{2028}', ' ', '!', '#', '[', ']'])
+            .collect();
+        for c in specials {
+            for pos in 0..20 {
+                for len in [pos + 1, pos + 3, 24] {
+                    let mut text: String = "a".repeat(len);
+                    text.replace_range(pos..pos + 1, &c.to_string());
+                    let mut ours = Vec::new();
+                    escape_json_str(&mut ours, &text);
+                    let theirs = serde_json::to_string(&text).unwrap();
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        theirs[1..theirs.len() - 1],
+                        "{c:?} at {pos} of {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
