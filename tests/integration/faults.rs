@@ -583,14 +583,17 @@ async fn d11_output_lost_to_a_full_state_directory_is_counted_and_marked_where_i
         format!("i=0; while [ ! -e {} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done", f.display())
     };
     let (go1, go2) = (flags.path().join("go1"), flags.path().join("go2"));
+    // The first output fills the journal's first page exactly: a tmpfs takes writes into the
+    // unused rest of a page it already gave a file, full or not.
     let command = format!(
-        "echo before; {}; head -c 100000 /dev/zero | tr '\\0' x; {}; echo after",
+        "head -c 4095 /dev/zero | tr '\\0' b; echo; {}; head -c 100000 /dev/zero | tr '\\0' x; {}; echo after",
         wait_for(&go1),
         wait_for(&go2)
     );
+    let before = format!("{}\n", "b".repeat(4095));
     let (id, mut r) = start_with_id(&s, json!({ "command": command })).await;
     let first = r.next_non_ping().await.unwrap();
-    assert_eq!((first["type"].as_str(), first["text"].as_str()), (Some("stdout"), Some("before\n")), "{first}");
+    assert_eq!((first["type"].as_str(), first["text"].as_str()), (Some("stdout"), Some(before.as_str())), "{first}");
 
     let filler = fs.fill("filler");
     std::fs::write(&go1, "").unwrap();
@@ -617,7 +620,7 @@ async fn d11_output_lost_to_a_full_state_directory_is_counted_and_marked_where_i
     let done = wait_finished(&s, &id).await;
     assert_eq!((done["exit_code"].as_i64(), done["output_lost_bytes"].as_u64()), (Some(0), Some(100_000)), "{done}");
     let logs = s.client().get(s.url(&format!("/command/{id}/logs"))).send().await.unwrap().text().await.unwrap();
-    assert_eq!(logs, format!("before\n{notice}\nafter\n"));
+    assert_eq!(logs, format!("{before}{notice}\nafter\n"));
 }
 
 /// D11 for an execd that is not root: the blocks a filesystem keeps for root are not its, so a
