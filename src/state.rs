@@ -64,7 +64,8 @@ impl AppState {
             retention_count: config.command_retention_count,
             interrupt_grace: std::time::Duration::from_secs(3),
             max_line: crate::process::DEFAULT_MAX_LINE,
-        })?;
+        })
+        .map_err(|e| in_state_dir(&config.state_dir, "commands", e))?;
         let sessions = crate::session::SessionManager::new(crate::session::SessionOpts {
             state_dir: config.state_dir.clone(),
             idle_ttl: config.session_idle_ttl,
@@ -82,12 +83,14 @@ impl AppState {
                 max_concurrent: config.max_transfers,
                 stall_timeout: config.stall_timeout,
             },
-        )?;
+        )
+        .map_err(|e| in_state_dir(&config.state_dir, "uploads", e))?;
         let tus = crate::fs::tus::TusStore::new(crate::fs::tus::TusOpts {
             dir: config.state_dir.join("tus"),
             expiry: config.tus_expiry,
             max_uploads: config.tus_max_uploads,
-        })?;
+        })
+        .map_err(|e| in_state_dir(&config.state_dir, "tus", e))?;
         let isolated = crate::isolated::IsolatedManager::new(crate::isolated::IsolatedOpts {
             state_dir: config.state_dir.clone(),
             enabled: config.isolation,
@@ -175,4 +178,10 @@ fn start_otel(observability: &crate::observability::Observability, sampler: &cra
         }
     };
     let _ = crate::capabilities::OTEL.set(started);
+}
+
+/// `e` from setting up `part` of the state directory `dir`, saying where (execd's start fails
+/// with it: a full disk otherwise reads as a bare "No space left on device").
+fn in_state_dir(dir: &std::path::Path, part: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("state directory {} ({part}): {e}", dir.display()))
 }

@@ -631,40 +631,20 @@ async fn d11_blocks_kept_for_root_are_no_room_for_an_execd_that_is_not_root() {
         common::prerequisite_missing("needs root to mount an ext4 image and to run execd as another uid");
         return;
     }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let run = |argv: &[&str]| std::process::Command::new(argv[0]).args(&argv[1..]).status().is_ok_and(|s| s.success());
-    let top = tempfile::tempdir().unwrap();
-    let (img, mnt) = (top.path().join("fs.img"), top.path().join("mnt"));
-    std::fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
-    std::fs::create_dir(&mnt).unwrap();
-    // Half of the blocks kept for root (`-m 50`).
-    let (img_s, mnt_s) = (img.to_str().unwrap(), mnt.to_str().unwrap());
-    if !run(&["mkfs.ext4", "-q", "-F", "-m", "50", img_s]) || !run(&["mount", "-o", "loop", img_s, mnt_s]) {
+    // Half of the blocks kept for root.
+    let Some(disk) = common::Ext4Image::mount(50) else {
         common::prerequisite_missing("cannot make and loop-mount an ext4 image here");
         return;
-    }
-    let _mounted = Unmount(mnt.clone());
-    let (state, theirs) = (mnt.join("state"), mnt.join("theirs"));
+    };
+    let (state, theirs) = (disk.mnt.join("state"), disk.mnt.join("theirs"));
     for d in [&state, &theirs] {
         std::fs::create_dir(d).unwrap();
         std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
     }
     let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
     let s = TestServer::options().wrapper(&nobody).state_dir(&state).start();
-    // Fill what uid 65534 may take: each `dd` ends with ENOSPC, and the sync returns what ext4
-    // held back for delayed allocation, so new files until nothing is left (at most 50).
-    let fill = format!(
-        "i=0; while [ $i -lt 50 ] && [ \"$(stat -f -c %a {0})\" != 0 ]; do \
-         dd if=/dev/zero of={0}/f$i bs=1k 2>/dev/null; sync -f {0}; i=$((i+1)); done",
-        theirs.display()
-    );
-    let _ = std::process::Command::new(nobody[0]).args(&nobody[1..]).args(["sh", "-c", &fill]).status();
-    let st = nix::sys::statvfs::statvfs(&mnt).unwrap();
+    disk.fill(&nobody, &theirs);
+    let st = nix::sys::statvfs::statvfs(&disk.mnt).unwrap();
     let (free, available) = (st.blocks_free(), st.blocks_available());
     assert!(available == 0 && free > 0, "not only root's blocks left: {free} free, {available} available");
 
@@ -673,4 +653,35 @@ async fn d11_blocks_kept_for_root_are_no_room_for_an_execd_that_is_not_root() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["code"], "RUNTIME_ERROR", "{v}");
     assert!(v["message"].as_str().unwrap().contains("no space"), "{v}");
+}
+
+/// D11 at start: a state directory on a full disk stops execd with an error that names it,
+/// not a bare "No space left on device".
+#[test]
+fn d11_a_full_state_directory_at_start_is_named_in_the_error() {
+    if !common::is_root() {
+        common::prerequisite_missing("needs root to mount an ext4 image");
+        return;
+    }
+    let Some(disk) = common::Ext4Image::mount(0) else {
+        common::prerequisite_missing("cannot make and loop-mount an ext4 image here");
+        return;
+    };
+    let state = disk.mnt.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    disk.fill(&[], &disk.mnt);
+    let mut child = std::process::Command::new(common::execd_bin())
+        .args(["--port", &common::free_port().to_string(), "--cgroup-root", "none", "--state-dir"])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(TIMEOUT, || matches!(child.try_wait(), Ok(Some(_)))), "execd started on a full disk");
+    let out = child.wait_with_output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let named = format!("state directory {}", state.display());
+    assert!(log.contains(&named) && log.contains("No space left on device"), "{log}");
 }

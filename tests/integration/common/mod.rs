@@ -75,6 +75,48 @@ impl Drop for SmallTmpfs {
     }
 }
 
+/// A 4 MiB ext4 image loop-mounted for the test (a disk to fill, with `reserved_pct` of its
+/// blocks kept for root); unmounted on drop.
+pub struct Ext4Image {
+    dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+}
+
+impl Ext4Image {
+    /// `None` where making or loop-mounting it is not possible (needs root and loop devices).
+    pub fn mount(reserved_pct: u8) -> Option<Ext4Image> {
+        let dir = tempfile::tempdir().ok()?;
+        let (img, mnt) = (dir.path().join("fs.img"), dir.path().join("mnt"));
+        std::fs::File::create(&img).ok()?.set_len(4 << 20).ok()?;
+        std::fs::create_dir(&mnt).ok()?;
+        let ok = |c: &mut std::process::Command| c.stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        let pct = reserved_pct.to_string();
+        let made = ok(std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-m", &pct]).arg(&img));
+        (made && ok(std::process::Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt)))
+            .then_some(Ext4Image { dir, mnt })
+    }
+
+    /// Fills what the given command prefix (`[]`: the test's own uid) may write into `dir` (a
+    /// directory it can write): new 1 KiB-block files synced one by one until `statvfs` shows no
+    /// block available (ext4 holds some back for delayed allocation until a sync); at most 50.
+    pub fn fill(&self, as_user: &[&str], dir: &Path) {
+        let script = format!(
+            "i=0; while [ $i -lt 50 ] && [ \"$(stat -f -c %a {0})\" != 0 ]; do \
+             dd if=/dev/zero of={0}/f$i bs=1k 2>/dev/null; sync -f {0}; i=$((i+1)); done",
+            dir.display()
+        );
+        let argv: Vec<&str> = as_user.iter().copied().chain(["sh", "-c", &script]).collect();
+        let _ = std::process::Command::new(argv[0]).args(&argv[1..]).status();
+    }
+}
+
+impl Drop for Ext4Image {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = &self.dir;
+    }
+}
+
 /// Whether the tests run as root (namespaces, other uids, cgroups need it).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
