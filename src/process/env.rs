@@ -14,11 +14,20 @@ pub const INTERNAL_VARS: &[&str] = &["EXECD_ACCESS_TOKEN", "JUPYTER_TOKEN", "_EX
 pub type EnvMap = BTreeMap<String, String>;
 
 /// execd's environment without [`INTERNAL_VARS`]; non-UTF-8 entries are converted lossily.
+///
+/// Read once: execd's own environment does not change after its start (the one `set_var`, the
+/// clone3 re-exec marker, happens before it), and reading, converting and sorting it was ~140 000
+/// instructions of each command start, a fifth of execd's share (callgrind; BENCHMARKS.md,
+/// "Instructions per command").
 pub fn base_env() -> EnvMap {
-    std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .filter(|(k, _)| !INTERNAL_VARS.contains(&k.as_str()))
-        .collect()
+    static BASE: std::sync::OnceLock<EnvMap> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        std::env::vars_os()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+            .filter(|(k, _)| !INTERNAL_VARS.contains(&k.as_str()))
+            .collect()
+    })
+    .clone()
 }
 
 /// Parses an `EXECD_ENVS` file: blank and `#` lines skipped, split at the first `=`, lines without
