@@ -31,6 +31,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     }
+    // The daemon's children inherit its environment as it is from here on (no copy per spawn).
+    execd::process::env::scrub_internal_vars();
     if let Err(e) = execd::telemetry::init(&config) {
         return fail(2, format_args!("cannot open log output: {e}"));
     }

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 use crate::event::COMMAND_EXEC_ERROR;
 use crate::event::{EndedBy, EventKind, ExecDone, ExecEnd, ExecEvent, ExecObserver, ExecStart, ExitInfo};
 use crate::expand::expand_path;
+use crate::process::env::child_env_layers;
 use crate::process::pump::{pump_output, PumpOptions};
 use crate::process::{
-    child_env, resolve_credentials, spawn_io, ChildPipes, ChunkReader, GroupChild, Journal, JournalWriter,
-    LineEventReader, OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
+    resolve_credentials, spawn_io, ChildPipes, ChunkReader, GroupChild, Journal, JournalWriter, LineEventReader,
+    OutputMode, OutputReader, OutputView, SpawnSpec, StdinMode, StreamKind,
 };
 pub use registry::CommandStatus;
 use registry::{Entry, Registry, Retention};
@@ -307,7 +308,7 @@ impl CommandManager {
             return Err(CommandError::ShuttingDown);
         }
         validate(&req)?;
-        let env = child_env(self.inner.opts.envs_file.as_deref(), &req.envs);
+        let env = child_env_layers(self.inner.opts.envs_file.as_deref(), &req.envs);
         // Validated with the same merged env the command runs with (reference §4.3 recommendation).
         let cwd = checked_cwd(&req.cwd, &env)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -748,11 +749,14 @@ fn checked_cwd(cwd: &str, env: &BTreeMap<String, String>) -> Result<Option<PathB
 /// How to spawn the command: its shell text through the shell, or its argv's program found on
 /// `PATH`. An argv executable that cannot be found is a start failure (message and exit),
 /// reported like a failed spawn.
+/// An `env` that is execd's own (borrowed) is inherited as it is when it can be
+/// ([`SpawnSpec::inherit_env`]).
 fn spawn_spec(
     req: &CommandRequest,
-    env: BTreeMap<String, String>,
+    env: std::borrow::Cow<'static, BTreeMap<String, String>>,
     cwd: Option<PathBuf>,
 ) -> Result<SpawnSpec, Box<(String, ExitInfo)>> {
+    let inherit = matches!(env, std::borrow::Cow::Borrowed(_)) && crate::process::env::inheritable();
     let base = match &req.argv {
         Some(argv) => match resolve_executable(&argv[0], cwd.as_deref(), env.get("PATH").map(String::as_str)) {
             Ok(path) => SpawnSpec {
@@ -766,7 +770,8 @@ fn spawn_spec(
         None => SpawnSpec::shell(&req.command),
     };
     Ok(SpawnSpec {
-        env: env.into_iter().collect(),
+        env: if inherit { Vec::new() } else { env.into_owned().into_iter().collect() },
+        inherit_env: inherit,
         cwd,
         credentials: req.uid.map(|u| resolve_credentials(u, req.gid)),
         output: if req.background { OutputMode::Merged } else { OutputMode::Separate },

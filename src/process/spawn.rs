@@ -80,8 +80,11 @@ pub struct SpawnSpec {
     /// The child's `argv[0]`; `None`: `program` as given.
     pub arg0: Option<OsString>,
     pub args: Vec<OsString>,
-    /// The complete environment (the child's env is cleared first).
+    /// The complete environment (the child's env is cleared first), unless `inherit_env`.
     pub env: Vec<(String, String)>,
+    /// The child keeps execd's own environment as it is and `env` is not used: nothing of it is
+    /// copied for the spawn (see [`super::env::inheritable`]).
+    pub inherit_env: bool,
     /// Working directory; `None`: execd's.
     pub cwd: Option<PathBuf>,
     /// Switch to these credentials (needs root); `None`: execd's own.
@@ -98,6 +101,7 @@ impl SpawnSpec {
             arg0: None,
             args: vec!["-c".into(), command.into()],
             env: Vec::new(),
+            inherit_env: false,
             cwd: None,
             credentials: None,
             output: OutputMode::Separate,
@@ -345,7 +349,10 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
     }
-    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&spec.args);
+    if !spec.inherit_env {
+        cmd.env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    }
     let (stdin_pipe, tty) = wire_stdin(&mut cmd, stdin)?;
     // A terminal's child leads a new session (so its own process group, pgid = pid) instead:
     // `setsid` fails in a process that already leads a group.

@@ -636,6 +636,7 @@ fn driver_spec(shell: &Path, driver: String, cwd: Option<PathBuf>) -> SpawnSpec 
         args: vec!["--noprofile".into(), "--norc".into(), "-c".into(), driver.into()],
         // Empty: the state file exports the session's variables (so `unset` persists).
         env: Vec::new(),
+        inherit_env: false,
         cwd,
         credentials: None,
         output: OutputMode::Merged,

@@ -479,6 +479,21 @@ async fn c181_children_do_not_see_the_access_token() {
     assert!(!out.iter().any(|l| l.contains("EXECD_ACCESS_TOKEN") || l.contains("sekrit")), "{out:?}");
 }
 
+/// C181 both ways a child's environment is made: inherited as it is (no envs asked: execd
+/// removed its internal variables from its own environment at start) and built (envs in the
+/// request): neither shows the tokens, and the rest of execd's environment is there.
+#[tokio::test]
+async fn c181_internal_variables_reach_no_child_inherited_or_built() {
+    let s = TestServer::options().token("sekrit").env("JUPYTER_TOKEN", "jupy").env("EXECD_C181_MARK", "kept").start();
+    for body in [json!({ "command": "env" }), json!({ "command": "env", "envs": { "ASKED": "yes" } })] {
+        let out = texts(&without_pings(&run(&s, body.clone()).await), "stdout");
+        assert!(out.iter().any(|l| l == "EXECD_C181_MARK=kept"), "{body}: {out:?}");
+        let leaked =
+            |l: &String| ["sekrit", "jupy", "EXECD_ACCESS_TOKEN", "JUPYTER_TOKEN"].iter().any(|t| l.contains(t));
+        assert!(!out.iter().any(leaked), "{body}: {out:?}");
+    }
+}
+
 const CLONE3_PROBE: &str = "python3 -c 'import ctypes,ctypes.util; l=ctypes.CDLL(None, use_errno=True); \
     r=l.syscall(435, None, 0); print(r, ctypes.get_errno())'";
 
