@@ -1,5 +1,6 @@
 """Driver for scripts/bench/ab.sh: OLD and NEW execd on loopback, `POST /command true` latency in
-interleaved rounds with the `bash -c true` floor; prints a markdown table.
+interleaved rounds with the `bash -c true` floor (old and new alternate at going first); prints a
+markdown table.
 
     python3 ab_bench.py OLD NEW COMMANDS_CLIENT RUNS
 
@@ -39,9 +40,11 @@ def main():
                 procs.append((name, proc, f"127.0.0.1:{port}"))
             for _, _, addr in procs:  # warm-up
                 client(exe, "latency", addr, 50)
-            for _ in range(ROUNDS):
+            for i in range(ROUNDS):
                 rows["floor: spawn `bash -c true`, piped"].append(client(exe, "floor-spawn", runs))
-                for name, _, addr in procs:
+                # Old and new take turns at going first: in a fixed order the second one measured
+                # 0.02-0.03 ms faster at p50 with the same binary on both sides (2026-12-05).
+                for name, _, addr in procs if i % 2 == 0 else procs[::-1]:
                     rows[name].append(client(exe, "latency", addr, runs))
         finally:
             for _, proc, _ in procs:
