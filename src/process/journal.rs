@@ -177,20 +177,33 @@ impl Core {
         if self.closed || (data.is_empty() && kind != StreamKind::AwaitingInput) {
             return Ok(());
         }
-        // After lost output, the line that marks the gap goes in with the next chunk or not at
-        // all: a disk that takes only the short line (the slack of a page) would otherwise get
-        // one per chunk it refused.
-        let written = match self.unreported.as_ref().map(|(n, why)| loss_notice(*n, why)) {
-            Some(notice) => self.write_chunks(journal, &[(StreamKind::Stderr, notice.as_bytes()), (kind, data)]),
-            None => self.write_chunks(journal, &[(kind, data)]),
-        };
-        match written {
-            Ok(()) => {
-                self.unreported = None;
-                Ok(())
+        self.write_after_notice(journal, Some((kind, data))).map_err(|e| self.lose(journal, kind, data, e))
+    }
+
+    /// Writes `chunk` (if any) after the line that marks output lost since the last chunk
+    /// written (if any). The two go in together or not at all: a disk that takes only the short
+    /// line (the slack of a page) would otherwise get one per chunk it refused.
+    fn write_after_notice(&mut self, journal: &Journal, chunk: Option<(StreamKind, &[u8])>) -> io::Result<()> {
+        let notice = self.unreported.as_ref().map(|(n, why)| loss_notice(*n, why));
+        let (one, two);
+        let chunks: &[(StreamKind, &[u8])] = match (&notice, chunk) {
+            (Some(t), Some(c)) => {
+                two = [(StreamKind::Stderr, t.as_bytes()), c];
+                &two
             }
-            Err(e) => Err(self.lose(journal, kind, data, e)),
-        }
+            (Some(t), None) => {
+                one = [(StreamKind::Stderr, t.as_bytes())];
+                &one
+            }
+            (None, Some(c)) => {
+                one = [c];
+                &one
+            }
+            (None, None) => return Ok(()),
+        };
+        self.write_chunks(journal, chunks)?;
+        self.unreported = None;
+        Ok(())
     }
 
     /// Writes chunks and publishes them. The writes are positioned at the published ends, and
@@ -508,11 +521,7 @@ impl JournalWriter {
     /// directory takes the line now; the total lost either way. Called once the command ended.
     pub fn report_loss(&mut self) -> u64 {
         let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((n, why)) = core.unreported.take() {
-            if core.write_chunks(&self.journal, &[(StreamKind::Stderr, loss_notice(n, &why).as_bytes())]).is_err() {
-                core.unreported = Some((n, why));
-            }
-        }
+        let _ = core.write_after_notice(&self.journal, None);
         core.lost
     }
 

@@ -83,8 +83,17 @@ pub struct Ext4Image {
 }
 
 impl Ext4Image {
-    /// `None` where making or loop-mounting it is not possible (needs root and loop devices).
+    /// `None` where making or loop-mounting it is not possible (needs root and loop devices),
+    /// after [`prerequisite_missing`] said so (a failure in CI).
     pub fn mount(reserved_pct: u8) -> Option<Ext4Image> {
+        let image = is_root().then(|| Ext4Image::try_mount(reserved_pct)).flatten();
+        if image.is_none() {
+            prerequisite_missing("cannot make and loop-mount an ext4 image here (needs root and a loop device)");
+        }
+        image
+    }
+
+    fn try_mount(reserved_pct: u8) -> Option<Ext4Image> {
         let dir = tempfile::tempdir().ok()?;
         let (img, mnt) = (dir.path().join("fs.img"), dir.path().join("mnt"));
         std::fs::File::create(&img).ok()?.set_len(4 << 20).ok()?;
