@@ -895,12 +895,15 @@ async fn run_to_end(
             }
         }
     }
-    // Then the journal, so readers see the terminal event no later than the status change.
-    writer.finish(Some(terminal));
     if let Some(done) = observed {
         done(&ExecEnd::of_process(Some(outcome.code()), &exit, started.elapsed()));
     }
+    // Then the status, then the journal's terminal event, as upstream updates the record before
+    // it sends the event (reference §4.2, step 7): a client that saw the terminal event finds
+    // the command finished. (The other way round, a status request right after the event could
+    // still read `running`: x55 under qemu did, 2026-12-05.)
     entry.finish(outcome, exit, finished_at);
+    writer.finish(Some(terminal));
     tracing::info!(id = %entry.id, result = %outcome.describe(), timed_out = result.timed_out, "command finished");
     if let Some(inner) = weak.upgrade() {
         inner.registry.mark_finished(&entry.id);
