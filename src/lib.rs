@@ -76,6 +76,9 @@ pub async fn run(
     cgroup::init(&cgroup::Placement::parse(&config.cgroup_root));
     let state = AppState::new(config)?;
     let app = api::router(state.clone());
+    // Said once everything a request needs is in place (the socket was bound before; requests
+    // that came meanwhile wait in its backlog).
+    tracing::info!(version = %config::version_text(), addr = %listener.local_addr()?, "execd listening");
     let limits = api::server::ServerLimits {
         max_connections: state.config.max_connections,
         header_timeout: state.config.header_timeout,

@@ -105,8 +105,6 @@ fn serve(config: Config) -> ExitCode {
                 return fail(1, format_args!("listen on {addr}: {e}"));
             }
         };
-        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(version = %version_text(), addr = %local, "execd listening");
         match execd::run(config, listener, execd::shutdown::signal()).await {
             Ok(()) => {
                 tracing::info!("execd stopped");

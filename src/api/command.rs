@@ -178,15 +178,7 @@ async fn run_command(
 
 /// Starts `req` and answers with its event stream (or a JSON error before any event).
 pub fn start_stream(commands: &CommandManager, req: CommandRequest) -> Result<Response, ApiError> {
-    let text = match &req.argv {
-        Some(argv) => std::borrow::Cow::Owned(argv.join(" ")),
-        None => std::borrow::Cow::Borrowed(req.command.as_str()),
-    };
-    let command = crate::telemetry::command_excerpt(&text);
-    let command_len = text.len();
-    let background = req.background;
     let started = commands.start(req)?;
-    tracing::info!(id = %started.id, %command, command_len, background, "command started");
     let mut events = started.events;
     // Always there: a command's events start with `init`.
     let init = events.take_init().unwrap_or_else(|| crate::event::ExecEvent::init(&started.id));

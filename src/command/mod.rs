@@ -364,7 +364,19 @@ impl CommandManager {
         self.save_running(&entry, &child);
         // Registered before `init` is produced: a status request right after `init` finds it (C43).
         self.inner.registry.insert(entry.clone());
-        tracing::info!(id = %id, pid = child.pid(), background = req.background, "command started");
+        // One line per command, whichever route started it: the text bounded and scrubbed (§1.4).
+        let text = match &req.argv {
+            Some(argv) => std::borrow::Cow::Owned(argv.join(" ")),
+            None => std::borrow::Cow::Borrowed(req.command.as_str()),
+        };
+        tracing::info!(
+            id = %id,
+            pid = child.pid(),
+            command = %crate::telemetry::command_excerpt(&text),
+            command_len = text.len(),
+            background = req.background,
+            "command started"
+        );
 
         let deadline = (req.timeout_ms > 0).then(|| started + Duration::from_millis(req.timeout_ms as u64));
         let opts = PumpOptions { deadline, kill_group_on_exit: req.background };
@@ -413,7 +425,13 @@ impl CommandManager {
             done(&ExecEnd::of_process(None, &exit, started.elapsed()));
         }
         journal.remove_files();
-        tracing::warn!(id = %id, error = %msg, "command failed to start");
+        tracing::warn!(
+            id = %id,
+            error = %msg,
+            command = %crate::telemetry::command_excerpt(&content),
+            command_len = content.len(),
+            "command failed to start"
+        );
         let terminal = if background {
             let entry = Entry::failed(id.clone(), content, msg.clone(), exit.clone());
             self.save_failed(&entry);

@@ -6,10 +6,12 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
+
+mod lines;
+
+use lines::{JsonLines, Output};
 
 /// Maps upstream's numeric `--log-level` to a tracing filter directive.
 pub fn level_directive(level: i64) -> &'static str {
@@ -32,8 +34,7 @@ fn filter(rust_log: Option<&str>, log_level: i64) -> Targets {
 /// Installs the global subscriber. `RUST_LOG` overrides `--log-level` when set.
 pub fn init(config: &Config) -> std::io::Result<()> {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), config.log_level);
-    let builder = tracing_subscriber::fmt().json().with_current_span(false).with_target(false);
-    match &config.log_file {
+    let output = match &config.log_file {
         Some(path) => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -42,11 +43,11 @@ pub fn init(config: &Config) -> std::io::Result<()> {
             let file =
                 std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
                     .open(path)?;
-            builder.with_writer(std::sync::Mutex::new(file)).finish().with(filter).init();
+            Output::File(std::sync::Mutex::new(file))
         }
-        None => builder.with_writer(std::io::stdout).finish().with(filter).init(),
-    }
-    Ok(())
+        None => Output::Stdout,
+    };
+    tracing::subscriber::set_global_default(JsonLines::new(filter, output)).map_err(std::io::Error::other)
 }
 
 static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
