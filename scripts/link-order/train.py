@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""The workload the link order is learned from (scripts/link-order.sh runs it; not a test).
+
+Starts BINARY (unstripped, the same link as the release build) under callgrind and drives it
+over loopback in three phases, with a callgrind dump at the end of each:
+  1. start until the first `GET /ping` answers (what an orchestrator waits for; the idle memory);
+  2. `POST /command` (the per-command path);
+  3. the rest of the common routes (background commands, status, logs, sessions, files, metrics),
+     then SIGTERM.
+Writes OUT.<pid>.1, OUT.<pid>.2 and OUT.<pid> (callgrind's own names).
+
+usage: train.py BINARY OUT
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+binary, out = sys.argv[1], sys.argv[2]
+work = tempfile.mkdtemp(prefix="execd-link-order-")
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+argv = ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}.%p",
+        binary, "--port", str(port), "--state-dir", os.path.join(work, "state")]
+proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def req(method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status >= 400 and not path.startswith("/nope"):
+        print(f"train: {method} {path} answered {resp.status}: {data[:200]!r}", file=sys.stderr)
+    return resp.status, data
+
+
+def dump():
+    subprocess.run(["callgrind_control", "-d", str(proc.pid)], stdout=subprocess.DEVNULL, check=True)
+
+
+deadline = time.monotonic() + 120
+while True:
+    try:
+        if req("GET", "/ping")[0] == 200:
+            break
+    except OSError:
+        pass
+    if time.monotonic() > deadline or proc.poll() is not None:
+        sys.exit("train: execd did not answer /ping within 120 s")
+    time.sleep(0.05)
+dump()
+
+for command in ["true"] * 10 + ["echo out; echo err >&2"] * 5:
+    _, body = req("POST", "/command", {"command": command})
+    # The path learned must be the one that runs: a spawn that failed takes another.
+    if b'"execution_complete"' not in body:
+        sys.exit(f"train: {command!r} did not complete: {body[-300:]!r}")
+dump()
+
+_, body = req("POST", "/command", {"command": "sleep 0.5; echo bg", "background": True})
+cid = next((json.loads(line[line.index("{"):])["text"] for line in body.decode().splitlines()
+            if '"init"' in line), None)
+if cid:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, st = req("GET", f"/command/status/{cid}")
+        if not json.loads(st).get("running", True):
+            break
+        time.sleep(0.2)
+    req("GET", f"/command/{cid}/logs?cursor=0")
+status, body = req("POST", "/session", {})
+if status == 200:
+    sid = json.loads(body)["session_id"]
+    for _ in range(3):
+        req("POST", f"/session/{sid}/run", {"command": "x=1; cd /tmp; echo $x"})
+    req("DELETE", f"/session/{sid}")
+path = os.path.join(work, "f.txt")
+boundary = "execd-link-order"
+form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"metadata\"\r\n\r\n"
+        + json.dumps({"path": path}) +
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.txt\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\nhello\n\r\n" + f"--{boundary}--\r\n")
+req("POST", "/files/upload", form.encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+req("GET", f"/files/download?path={path}")
+req("GET", f"/files/info?path={path}")
+req("GET", f"/files/search?path={work}&pattern=*.txt")
+req("POST", "/directories", {os.path.join(work, "d"): {"mode": 755}})
+req("DELETE", f"/files?path={path}")
+req("GET", "/metrics")
+req("GET", "/capabilities")
+req("GET", "/nope")
+proc.send_signal(signal.SIGTERM)
+proc.wait(timeout=120)
