@@ -41,13 +41,15 @@ pub struct JsonLines {
     filter: Targets,
     max_level: LevelFilter,
     output: Output,
+    /// The time a line is stamped with (fixed in the tests).
+    clock: fn() -> SystemTime,
 }
 
 impl JsonLines {
     pub fn new(filter: Targets, output: Output) -> JsonLines {
         let max_level =
             filter.iter().map(|(_, level)| level).chain([filter.default_level().unwrap_or(LevelFilter::OFF)]).max();
-        JsonLines { filter, max_level: max_level.unwrap_or(LevelFilter::OFF), output }
+        JsonLines { filter, max_level: max_level.unwrap_or(LevelFilter::OFF), output, clock: SystemTime::now }
     }
 
     /// The line for `event` at `now`, appended to `buf` (with its newline).
@@ -88,7 +90,7 @@ impl Subscriber for JsonLines {
     }
 
     fn event(&self, event: &Event<'_>) {
-        let now = SystemTime::now();
+        let now = (self.clock)();
         LINE.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();
@@ -213,33 +215,14 @@ impl Visit for Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    /// Collects the lines an event produces, through the subscriber's own rendering.
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn event(&self, event: &Event<'_>) {
-            let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_921_155_849_476);
-            JsonLines::render(&mut self.0.lock().unwrap(), at, event);
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-
+    /// The lines `f` logs at every level, stamped 2025-12-05T07:52:35.849476Z.
     fn lines(f: impl FnOnce()) -> String {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        tracing::subscriber::with_default(Capture(out.clone()), f);
-        let bytes = out.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut sub = JsonLines::new("trace".parse().unwrap(), Output::File(Mutex::new(file.reopen().unwrap())));
+        sub.clock = || SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_921_155_849_476);
+        tracing::subscriber::with_default(sub, f);
+        std::fs::read_to_string(file.path()).unwrap()
     }
 
     #[test]
