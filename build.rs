@@ -18,6 +18,9 @@ fn main() {
     // cargo re-run it on every build.
     println!("cargo:rerun-if-changed=assets/terminal");
     println!("cargo:rerun-if-changed=build.rs");
+    // The static build links with this function order (scripts/build-static.sh passes its path
+    // to the linker): a new order must relink, and cargo relinks what depends on a re-run script.
+    println!("cargo:rerun-if-changed=scripts/link-order.txt");
 
     let paths: Vec<_> = FILES.iter().map(|f| vendor.join(format!("{f}.gz"))).collect();
     let complete = paths.iter().all(|p| p.is_file());
