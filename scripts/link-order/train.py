@@ -4,7 +4,8 @@
 Starts BINARY (unstripped, the same link as the release build) under callgrind and drives it
 over loopback in three phases, with a callgrind dump at the end of each:
   1. start until the first `GET /ping` answers (what an orchestrator waits for; the idle memory),
-     and IDLE_S of idling after it;
+     three more as probes send them (`Connection: close`, closed after the status line), and
+     IDLE_S of idling after them;
   2. `POST /command` (the per-command path);
   3. the rest of the common routes (background commands, status, logs, sessions, files, metrics),
      then SIGTERM.
@@ -31,7 +32,7 @@ s.bind(("127.0.0.1", 0))
 port = s.getsockname()[1]
 s.close()
 argv = ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}.%p",
-        binary, "--port", str(port), "--state-dir", os.path.join(work, "state")]
+        binary, "--bind", "127.0.0.1", "--port", str(port), "--state-dir", os.path.join(work, "state")]
 proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -64,6 +65,13 @@ while True:
     if time.monotonic() > deadline or proc.poll() is not None:
         sys.exit("train: execd did not answer /ping within 120 s")
     time.sleep(0.05)
+# Health checks as orchestrators send them: `Connection: close` (the kubelet's probes), the
+# answer read only as far as its status line, the socket closed (scripts/bench/startup.py too).
+for _ in range(3):
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as probe:
+        probe.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        if not probe.recv(256).startswith(b"HTTP/1.1 200"):
+            sys.exit("train: a Connection: close /ping did not answer 200")
 # Work the start leaves to tasks (and the first timers) runs beside the first request natively,
 # but later under callgrind's single-threaded pace: it belongs to the idle daemon's pages too.
 time.sleep(IDLE_S)
