@@ -27,6 +27,12 @@ p = subprocess.Popen([B, "--port", str(port), "--bind", "127.0.0.1", "--state-di
 def rss():
     for l in open(f"/proc/{p.pid}/status"):
         if l.startswith("VmRSS:"): return int(l.split()[1]) / 1024
+def split():
+    f = {}
+    for l in open(f"/proc/{p.pid}/status"):
+        k = l.split(":")[0]
+        if k in ("RssAnon", "RssFile"): f[k] = int(l.split()[1]) / 1024
+    return f"anon {f['RssAnon']:.1f}, file {f['RssFile']:.1f}"
 def threads():
     return len(os.listdir(f"/proc/{p.pid}/task"))
 def req(method, path, body=None, headers={}):
@@ -39,7 +45,7 @@ for _ in range(500):
     except OSError:
         time.sleep(0.02)
 time.sleep(0.5)
-print(f"idle after first ping: {rss():.1f} MiB, {threads()} threads")
+print(f"idle after first ping: {rss():.1f} MiB ({split()}), {threads()} threads")
 def cmds(n):
     for i in range(n):
         req("POST", "/command", json.dumps({"command": "head -c 100000 /dev/urandom | base64"}), {"Content-Type": "application/json"})
@@ -57,7 +63,7 @@ req("GET", "/files/search?path=/usr/share/doc&pattern=*")
 t0 = time.time()
 for at in [0, 1, 5, 12, 20]:
     while time.time() - t0 < at: time.sleep(0.05)
-    print(f"{at:>2} s after the workload: {rss():.1f} MiB, {threads()} threads")
+    print(f"{at:>2} s after the workload: {rss():.1f} MiB ({split()}), {threads()} threads")
 p.terminate()
 p.wait()
 shutil.rmtree(d, ignore_errors=True)

@@ -8,7 +8,8 @@
 //! that asks for [`Limits`] gets [`CgroupError::Unavailable`].
 //!
 //! On v1 a command without limits takes a spare leaf made ahead of time (directories made, files
-//! opened, off the request path) and is placed by the spawning thread itself
+//! opened, off the request path; marked by an empty [`SPARE_MARK`] cgroup inside it while it
+//! waits) and is placed by the spawning thread itself
 //! ([`Leaf::place_thread`]), so its child is spawned by `posix_spawn` rather than a full `fork`.
 //!
 //! A leaf that still holds processes when its command is done (the `&` children of a foreground
@@ -174,8 +175,12 @@ pub(crate) struct Cgroups {
 
 /// How many spare leaves [`leaf_for_spawn`] keeps ready.
 const SPARES: usize = 2;
-/// The name prefix of a spare leaf (renamed to `c<n>` when a command takes it).
-pub const SPARE_PREFIX: &str = "spare-";
+/// The empty child cgroup that marks a spare leaf (`c<n>/spare`, in the `pids` hierarchy or the
+/// first) while it waits, so that anyone looking tells spares from command leaves. A spare has its
+/// final name from the start: renaming it in every hierarchy when a command took it cost ~0.1 ms
+/// of the request (BENCHMARKS.md, "A spare leaf named once"); the mark goes with one `rmdir`
+/// after the spawn.
+pub const SPARE_MARK: &str = "spare";
 
 static GLOBAL: OnceLock<Cgroups> = OnceLock::new();
 
@@ -258,8 +263,8 @@ fn create_named(cg: &Cgroups, prefix: &str, limits: &Limits) -> Result<Leaf, Cgr
 
 /// A leaf for a spawn without limits: on v1 a spare one made ahead of time when one is ready
 /// (its directories made and its files opened off the request path), else a new one as
-/// [`new_leaf`]. A spare, named `spare-<n>` while it waits, is given a command leaf's name
-/// (`c<n>`) when taken.
+/// [`new_leaf`]. A spare still carries its mark: the caller removes it with [`Leaf::unmark`]
+/// once the child is spawned.
 ///
 /// Measured with commands spaced apart (BENCHMARKS.md, "A leaf with nothing left to do on the
 /// request path"): the five `mkdir`s and `open`s are ~0.18 ms of a `true` command's ~2.6 ms.
@@ -267,10 +272,8 @@ pub fn leaf_for_spawn(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
     if limits.is_empty() {
         if let Some(cg) = GLOBAL.get().filter(|c| c.mode == Mode::V1) {
             let spare = cg.spares.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(Vec::pop);
-            if let Some(mut leaf) = spare {
-                if claim(cg, &mut leaf) {
-                    return Ok(Some(leaf));
-                }
+            if let Some(leaf) = spare {
+                return Ok(Some(leaf));
             }
             // None ready (the first command, or a burst): more are made now. Otherwise the
             // spare taken is replaced when its leaf is removed, after the command, so that making
@@ -279,26 +282,6 @@ pub fn leaf_for_spawn(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
         }
     }
     new_leaf(limits)
-}
-
-/// Renames a spare leaf taken by [`leaf_for_spawn`] to a command leaf's name (`c<n>`), before
-/// the child starts: it sees its own leaf's name in `/proc/self/cgroup`, as the command record
-/// (X50) and the logs name it. Five `rename`s cost ~50 µs here, against ~170 µs for the `mkdir`s
-/// and `open`s they stand for.
-/// False when it cannot be renamed (the caller drops it and makes a new leaf).
-fn claim(cg: &Cgroups, leaf: &mut Leaf) -> bool {
-    // A name already taken (an earlier execd with this pid left that leaf, X50): the next one.
-    for _ in 0..64 {
-        match leaf.rename(&format!("c{}", cg.counter.fetch_add(1, Ordering::Relaxed))) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot rename a spare cgroup leaf");
-                return false;
-            }
-            Ok(()) => return true,
-        }
-    }
-    false
 }
 
 pub(crate) fn refill_later(cg: &'static Cgroups) {
@@ -326,7 +309,7 @@ fn refill(cg: &Cgroups) {
             Some(s) if s.len() < SPARES => {}
             _ => return,
         }
-        let leaf = match create_named(cg, SPARE_PREFIX, &Limits::default()) {
+        let mut leaf = match create_named(cg, "c", &Limits::default()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot make a spare cgroup leaf");
@@ -350,12 +333,12 @@ fn refill(cg: &Cgroups) {
 /// and metrics).
 pub fn leaf_count() -> usize {
     let Some(cg) = GLOBAL.get() else { return 0 };
-    let dir = cg.v2_parent.clone().or_else(|| cg.v1.first().map(|h| h.parent.clone()));
+    let dir = cg.v2_parent.clone().or_else(|| mark_parent(&cg.v1).map(Path::to_path_buf));
     dir.and_then(|d| std::fs::read_dir(d).ok())
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                .filter(|e| !e.file_name().to_string_lossy().starts_with(SPARE_PREFIX))
+                .filter(|e| !e.path().join(SPARE_MARK).is_dir())
                 .count()
         })
         .unwrap_or(0)
@@ -368,8 +351,8 @@ pub fn shutdown() {
     // Empty: removed as they drop (after the lock: a dropped leaf looks at the spares).
     let spares = cg.spares.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(spares);
-    let pending = std::mem::take(&mut *cg.pending.lock().unwrap_or_else(|e| e.into_inner()));
-    for dirs in &pending {
+    let mut pending = std::mem::take(&mut *cg.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    for dirs in &mut pending {
         dirs.kill_until_empty(Duration::from_secs(2));
         dirs.remove(Duration::from_millis(500));
     }
@@ -427,7 +410,7 @@ fn janitor() {
         cg.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
         // An adopted leaf's parent is this execd's own when both had the same pid: that one stays.
         let own: Vec<&Path> = cg.v2_parent.iter().chain(cg.v1.iter().map(|h| &h.parent)).map(|p| p.as_path()).collect();
-        cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| {
+        cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).retain_mut(|d| {
             if d.populated() || !d.try_remove() {
                 return true;
             }
@@ -558,13 +541,6 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
         if !parent.is_dir() && std::fs::create_dir(&parent).is_err() {
             continue;
         }
-        // Spare leaves an earlier execd with this pid left (a restart in a fresh PID namespace):
-        // empty, so removed; the others are its commands' (X50).
-        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(SPARE_PREFIX) {
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
         let home = std::fs::OpenOptions::new()
             .write(true)
             .open(base.join("tasks"))
@@ -572,7 +548,28 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
             .map(|f| std::sync::Arc::new(std::os::fd::OwnedFd::from(f)));
         out.push(Hierarchy { parent, controllers: ctrls.clone(), home });
     }
+    // Spare leaves an earlier execd with this pid left (a restart in a fresh PID namespace):
+    // empty, so removed in every hierarchy; the others are its commands' (X50).
+    if let Some(marks) = mark_parent(&out) {
+        for e in std::fs::read_dir(marks).into_iter().flatten().flatten() {
+            if std::fs::remove_dir(e.path().join(SPARE_MARK)).is_ok() && std::fs::remove_dir(e.path()).is_ok() {
+                for h in &out {
+                    let _ = std::fs::remove_dir(h.parent.join(e.file_name()));
+                }
+            }
+        }
+    }
     out
+}
+
+/// The v1 parent directory spare leaves are marked in (see [`SPARE_MARK`]): the `pids`
+/// hierarchy's, else the first a leaf without a cpu limit has a directory in.
+fn mark_parent(v1: &[Hierarchy]) -> Option<&Path> {
+    let has = |h: &&Hierarchy, c: &str| h.controllers.iter().any(|x| x == c);
+    v1.iter()
+        .find(|h| has(h, "pids"))
+        .or_else(|| v1.iter().find(|h| h.controllers.iter().any(|c| c != "cpu")))
+        .map(|h| h.parent.as_path())
 }
 
 /// Removes empty `execd-<pid>` directories (and their empty leaves) of execd processes that died.
@@ -588,6 +585,7 @@ fn sweep_stale(base: &Path) {
         }
         if let Ok(leaves) = std::fs::read_dir(e.path()) {
             for l in leaves.flatten().filter(|l| l.path().is_dir()) {
+                let _ = std::fs::remove_dir(l.path().join(SPARE_MARK));
                 let _ = std::fs::remove_dir(l.path());
             }
         }

@@ -344,7 +344,7 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
     let program = spec.program.display().to_string();
     let exec_err =
         |stage: &'static str, source: io::Error| SpawnError::Exec { program: program.clone(), stage, source };
-    let (leaf, mut procs_fds) = open_leaf(limits, &program)?;
+    let (mut leaf, mut procs_fds) = open_leaf(limits, &program)?;
     let mut cmd = std::process::Command::new(&spec.program);
     if let Some(arg0) = &spec.arg0 {
         cmd.arg0(arg0);
@@ -417,8 +417,10 @@ pub fn spawn_io(spec: SpawnSpec, limits: &Limits, stdin: StdinMode) -> Result<(G
         Ok(c) => c,
         Err(source) => return Err(exec_err(failed_stage(stage_pipe.as_ref(), spec.cwd.as_deref()), source)),
     };
-    if let Some(l) = &leaf {
-        // While the child runs: its exit then reads the usage without opening files.
+    if let Some(l) = &mut leaf {
+        // While the child starts: a spare leaf loses its mark, and the exit reads the usage
+        // without opening files.
+        l.unmark();
         l.prepare_usage();
     }
     let pid = child.id();

@@ -43,16 +43,17 @@ fn parent_dir(s: &TestServer, v2: Option<&Path>) -> PathBuf {
     }
 }
 
-/// The command leaves under execd's parent `dir` (spare leaves made ahead of time not counted).
+/// Whether `leaf` (in the pids hierarchy) is a spare made ahead of time: marked by an empty
+/// child cgroup while it waits.
+fn is_spare(leaf: &Path) -> bool {
+    leaf.join(execd::cgroup::SPARE_MARK).is_dir()
+}
+
+/// The command leaves under execd's parent `dir` in the pids hierarchy (spare leaves made ahead
+/// of time not counted).
 fn leaves(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir() && !is_spare(p)).collect())
         .unwrap_or_default()
 }
 
@@ -315,20 +316,53 @@ async fn x20_spawning_threads_go_back_home_and_spare_leaves_stay_bounded() {
         assert_eq!(v1_lines(&text), home, "thread {:?} of execd stayed in a command's leaf", t.file_name());
     }
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
-    let spares = || {
-        std::fs::read_dir(&parent)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
-            .count()
-    };
+    let spares = || std::fs::read_dir(&parent).unwrap().flatten().filter(|e| is_spare(&e.path())).count();
     assert!(wait_until(Duration::from_secs(3), || spares() == 2), "spare leaves: {} (want 2)", spares());
 }
 
 #[tokio::test]
-async fn x20_x50_spare_names_an_earlier_execd_left_are_skipped() {
+async fn x20_spares_and_empty_leaves_of_a_dead_execd_are_swept_at_start() {
+    // A killed execd leaves its parent with marked spares and empty leaves in every hierarchy:
+    // the next execd removes them all (a marked spare holds a child cgroup, so it is unmarked
+    // first, or neither it nor the parent could be removed).
+    if !v1_ready() {
+        return;
+    }
+    // A pid that is free and will not be handed out again soon (pids are given in rising order).
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap();
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let dead = (1000..max)
+        .map(|k| (last + max - k) % max)
+        .find(|p| *p > 300 && !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let parents = [format!("/sys/fs/cgroup/pids/execd-{dead}"), format!("/sys/fs/cgroup/freezer/execd-{dead}")];
+    let made = [
+        format!("{}/c4", parents[0]),
+        format!("{}/c4/{}", parents[0], execd::cgroup::SPARE_MARK),
+        format!("{}/c5", parents[0]),
+        format!("{}/c4", parents[1]),
+        format!("{}/c5", parents[1]),
+    ];
+    for p in &parents {
+        let _ = std::fs::create_dir(p);
+    }
+    for d in &made {
+        std::fs::create_dir(d).unwrap();
+    }
+    let s = TestServer::start();
+    let left: Vec<&String> = parents.iter().filter(|p| Path::new(p).exists()).collect();
+    for d in made.iter().rev().chain(parents.iter()) {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert!(left.is_empty(), "left by the sweep: {left:?}");
+    assert_eq!(run(&s, json!({"command": "true"})).await.last().unwrap()["type"], "execution_complete");
+}
+
+#[tokio::test]
+async fn x20_x50_leaf_names_an_earlier_execd_left_are_skipped() {
     // An earlier execd with this pid (a restart in a fresh PID namespace) left directories named
-    // like the spare leaves this one makes: it takes the next names and still keeps two ready.
+    // like the leaves this one makes (spares are made under their final names): it takes the
+    // next names, for spares and commands, and still keeps two spares ready.
     if !v1_ready() {
         return;
     }
@@ -339,23 +373,24 @@ async fn x20_x50_spare_names_an_earlier_execd_left_are_skipped() {
         .map(|h| h.path().join(format!("execd-{}", s.pid())))
         .filter(|p| p.is_dir())
         .collect();
-    let taken: Vec<PathBuf> = parents
-        .iter()
-        .flat_map(|p| (0..12).map(move |n| p.join(format!("{}{n}", execd::cgroup::SPARE_PREFIX))))
-        .collect();
+    let taken: Vec<PathBuf> = parents.iter().flat_map(|p| (0..12).map(move |n| p.join(format!("c{n}")))).collect();
     for d in &taken {
         std::fs::create_dir(d).unwrap();
     }
     for _ in 0..3 {
         let ev = run(&s, json!({"command": "cat /proc/self/cgroup"})).await;
         assert_eq!(ev.last().unwrap()["type"], "execution_complete", "{ev:?}");
+        let text: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
+        let line = text.lines().find(|l| l.contains(":pids:")).unwrap_or_else(|| panic!("no pids line: {text}"));
+        let n: u32 = line.rsplit("/c").next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+        assert!(n >= 12, "a command got a name an earlier execd left: {line}");
     }
     let parent = parent_dir(&s, None);
     let own_spares = || {
         std::fs::read_dir(&parent)
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX))
+            .filter(|e| is_spare(&e.path()))
             .filter(|e| !taken.contains(&e.path()))
             .count()
     };

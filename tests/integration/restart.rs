@@ -347,7 +347,11 @@ fn v1_leaves_of(pid: u32) -> Vec<std::path::PathBuf> {
     for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         let parent = h.path().join(format!("execd-{pid}"));
         for l in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if l.path().is_dir() && !l.file_name().to_string_lossy().starts_with(execd::cgroup::SPARE_PREFIX) {
+            let spare = Path::new(&format!("/sys/fs/cgroup/pids/execd-{pid}"))
+                .join(l.file_name())
+                .join(execd::cgroup::SPARE_MARK)
+                .is_dir();
+            if l.path().is_dir() && !spare {
                 out.push(l.path());
             }
         }

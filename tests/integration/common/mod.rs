@@ -758,14 +758,17 @@ fn proc_status_field(pid: u32, field: &str) -> u64 {
 /// Open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     // The files of execd's spare cgroup leaves (a fixed number made ahead of time after the
-    // first command, see `cgroup::leaf_for_spawn`) are not what a leak check looks for.
-    let spare = format!("/{}", execd::cgroup::SPARE_PREFIX);
+    // first command, see `cgroup::leaf_for_spawn`; marked while they wait) are not what a leak
+    // check looks for.
+    let marker = format!("/execd-{pid}/");
+    let spare = |target: &std::path::Path| {
+        let t = target.to_string_lossy();
+        let Some(at) = t.find(&marker) else { return false };
+        let Some(leaf) = t[at + marker.len()..].split('/').next() else { return false };
+        std::path::Path::new(&format!("/sys/fs/cgroup/pids{marker}{leaf}")).join(execd::cgroup::SPARE_MARK).is_dir()
+    };
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| !std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(&spare)))
-                .count()
-        })
+        .map(|d| d.flatten().filter(|e| !std::fs::read_link(e.path()).is_ok_and(|t| spare(&t))).count())
         .unwrap_or(0)
 }
 
