@@ -8,7 +8,10 @@ over loopback in three phases, with a callgrind dump at the end of each:
      IDLE_S of idling after them;
   2. `POST /command` (the per-command path);
   3. the rest of the common routes (background commands, status, logs, sessions, files, metrics),
-     then SIGTERM.
+     with payloads and clients as agents and SDKs bring them (commands of 133 KB output from five
+     clients at once, an 8 MiB upload with a 32-character boundary and `Expect: 100-continue`,
+     its download to a client that reads late, a search over a few hundred files: their paths
+     differ from those of a few bytes from one client), then SIGTERM.
 Writes OUT.<pid>.1, OUT.<pid>.2 and OUT.<pid> (callgrind's own names).
 
 usage: train.py BINARY OUT
@@ -21,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 binary, out = sys.argv[1], sys.argv[2]
@@ -95,11 +99,22 @@ if cid:
             break
         time.sleep(0.2)
     req("GET", f"/command/{cid}/logs?cursor=0")
+def busy_client():
+    for _ in range(3):
+        req("POST", "/command", {"command": "head -c 100000 /dev/urandom | base64"})
+
+
+clients = [threading.Thread(target=busy_client) for _ in range(5)]
+for t in clients:
+    t.start()
+for t in clients:
+    t.join()
 status, body = req("POST", "/session", {})
 if status == 200:
     sid = json.loads(body)["session_id"]
     for _ in range(3):
         req("POST", f"/session/{sid}/run", {"command": "x=1; cd /tmp; echo $x"})
+    req("POST", f"/session/{sid}/run", {"command": "seq 1000"})
     req("DELETE", f"/session/{sid}")
 path = os.path.join(work, "f.txt")
 boundary = "execd-link-order"
@@ -111,6 +126,29 @@ req("POST", "/files/upload", form.encode(), {"Content-Type": f"multipart/form-da
 req("GET", f"/files/download?path={path}")
 req("GET", f"/files/info?path={path}")
 req("GET", f"/files/search?path={work}&pattern=*.txt")
+big = os.path.join(work, "big.bin")
+# As the SDKs' HTTP clients make them: httpx's boundary is 32 hex digits (a long needle takes
+# another search in the multipart parser than a short one), curl asks for 100-continue above 1 MiB.
+boundary = os.urandom(16).hex()
+form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"metadata\"\r\n\r\n"
+        + json.dumps({"path": big}) +
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n").encode() + os.urandom(8 << 20) + f"\r\n--{boundary}--\r\n".encode()
+req("POST", "/files/upload", form, {"Content-Type": f"multipart/form-data; boundary={boundary}", "Expect": "100-continue"})
+# A client that reads late: the server meets a full socket buffer and waits to write.
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+conn.request("GET", f"/files/download?path={big}")
+time.sleep(1.0)
+resp = conn.getresponse()
+if len(resp.read()) != 8 << 20:
+    sys.exit("train: the download came short")
+conn.close()
+tree = os.path.join(work, "tree")
+for i in range(300):
+    os.makedirs(os.path.join(tree, str(i % 10)), exist_ok=True)
+    with open(os.path.join(tree, str(i % 10), f"{i}.txt"), "w") as fh:
+        fh.write("x")
+req("GET", f"/files/search?path={tree}&pattern=*")
 req("POST", "/directories", {os.path.join(work, "d"): {"mode": 755}})
 req("DELETE", f"/files?path={path}")
 req("GET", "/metrics")
