@@ -39,9 +39,10 @@ run() {
 }
 
 run startup scripts/bench/startup.sh 10
+run memory python3 scripts/bench/rss_after_load.py "$execd"
 run commands scripts/bench/commands.sh 200
 run session scripts/bench/session.sh 200
-run placement env SPACED_OLD_ARGS="--cgroup-root none" python3 scripts/bench/spaced.py "$execd" "$execd" 60 0.05
+run placement env SPACED_OLD_ARGS="--cgroup-root none" python3 scripts/bench/spaced.py "$execd" "$execd" 200 0.05
 run isolated scripts/bench/isolated.sh "$execd" 100 10 5
 run metrics scripts/bench/metrics.sh 500
 run proxy scripts/bench/proxy.sh 1

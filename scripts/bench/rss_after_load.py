@@ -49,7 +49,8 @@ for _ in range(500):
     except OSError:
         time.sleep(0.02)
 time.sleep(0.5)
-print(f"idle after first ping: {rss():.1f} MiB ({split()}), {threads()} threads")
+idle = (rss(), split())
+print(f"idle after first ping: {idle[0]:.1f} MiB ({idle[1]}), {threads()} threads")
 failed = []
 def cmds(n):
     for i in range(n):
@@ -83,7 +84,12 @@ if st != 200:
 t0 = time.time()
 for at in [0, 1, 5, 12, 20]:
     while time.time() - t0 < at: time.sleep(0.05)
-    print(f"{at:>2} s after the workload: {rss():.1f} MiB ({split()}), {threads()} threads")
+    last = (rss(), split())
+    print(f"{at:>2} s after the workload: {last[0]:.1f} MiB ({last[1]}), {threads()} threads")
+# The table scripts/bench/summary.py reads.
+print("\n| when | RSS | of which |\n|---|---|---|")
+print(f"| idle after the first `/ping` | {idle[0]:.1f} MiB | {idle[1]} |")
+print(f"| 20 s after the workload | {last[0]:.1f} MiB | {last[1]} |")
 p.terminate()
 p.wait()
 shutil.rmtree(d, ignore_errors=True)

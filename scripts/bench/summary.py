@@ -78,6 +78,13 @@ def startup():
     add("exec → first `/ping` (median)", e[3], f"minimal axum: {m[3]}", f"{r:.2f}×", "≤ 1.5×", r <= 1.5)
 
 
+def memory():
+    idle, after = row("memory", "idle"), row("memory", "20 s")
+    a, i = num(after[1]), num(idle[1])
+    add("RSS 20 s after a mixed workload", f"{after[1]} ({after[2]})", f"idle after the first `/ping`: {idle[1]}",
+        f"{a / i:.1f}× idle", "≤ 4 MiB", a <= 4.0)
+
+
 def commands():
     p50, p99 = row("commands", "`true` → terminal event"), row("commands", "same, p99")
     r50, r99 = num(p50[3]), num(p99[3])
@@ -188,7 +195,7 @@ def otel():
         f"{lat:.2f}× / {dl:.2f}×", "≥ 0.95×", lat >= 0.95 and dl >= 0.95)
 
 
-for bench, fn in (("startup", startup), ("commands", commands), ("session", session),
+for bench, fn in (("startup", startup), ("memory", memory), ("commands", commands), ("session", session),
                   ("placement", placement), ("isolated", isolated),
                   ("metrics", metrics), ("proxy", proxy), ("fs", fs), ("tus", tus), ("grep", grep),
                   ("archive", archive), ("watch", watch), ("ws_roundtrip", ws), ("otel", otel)):
