@@ -565,9 +565,8 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
 /// The v1 parent directory spare leaves are marked in (see [`SPARE_MARK`]): the `pids`
 /// hierarchy's, else the first a leaf without a cpu limit has a directory in.
 fn mark_parent(v1: &[Hierarchy]) -> Option<&Path> {
-    let has = |h: &&Hierarchy, c: &str| h.controllers.iter().any(|x| x == c);
     v1.iter()
-        .find(|h| has(h, "pids"))
+        .find(|h| h.controllers.iter().any(|c| c == "pids"))
         .or_else(|| v1.iter().find(|h| h.controllers.iter().any(|c| c != "cpu")))
         .map(|h| h.parent.as_path())
 }
