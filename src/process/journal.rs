@@ -12,8 +12,9 @@
 //!   binary-search the chunk that contains any offset.
 //!
 //! The writer appends bytes first, then the index record, then publishes the new `(len, records)`
-//! through a `tokio::sync::watch` channel: readers only read what was published, are woken without
-//! polling, and never block the writer (a slow or gone reader just stops reading). When the writer
+//! (a [`Published`] cell: the values under a lock, and a `Notify` that wakes readers waiting for
+//! more): readers only read what was published, are woken without polling, and never block the
+//! writer (a slow or gone reader just stops reading). When the writer
 //! finishes, it stores the terminal event in memory and marks the journal closed; readers end after
 //! the last record. Memory is flat in output size: nothing is buffered beyond one chunk per reader.
 //!
@@ -38,8 +39,6 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::watch;
 
 use super::lines::LineSplitter;
 use crate::event::{now_ms, EventKind, ExecEvent, LineWriter};
@@ -117,10 +116,35 @@ struct Progress {
     lost: u64,
 }
 
+/// The published [`Progress`] of a journal and the readers waiting for more: kept inline in the
+/// journal (a `tokio::sync::watch` channel was a separate ~450-byte allocation per journal,
+/// a quarter of what a finished command keeps in memory).
+#[derive(Default)]
+struct Published {
+    value: Mutex<Progress>,
+    more: tokio::sync::Notify,
+}
+
+impl Published {
+    fn new(p: Progress) -> Published {
+        Published { value: Mutex::new(p), more: tokio::sync::Notify::new() }
+    }
+
+    fn get(&self) -> Progress {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the published values and wakes every reader waiting for more.
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.value.lock().unwrap_or_else(|e| e.into_inner()));
+        self.more.notify_waiters();
+    }
+}
+
 struct Inner {
     out_path: PathBuf,
     idx_path: PathBuf,
-    progress: watch::Sender<Progress>,
+    progress: Published,
     terminal: Mutex<Option<ExecEvent>>,
     /// sha256 of the output (stdin excluded) once computed for a finished journal (X16).
     output_sha256: std::sync::OnceLock<String>,
@@ -234,7 +258,7 @@ impl Core {
         self.input = input;
         self.records += n as u64;
         let records = self.records;
-        journal.inner.progress.send_modify(|p| {
+        journal.inner.progress.update(|p| {
             p.len = len;
             p.records = records;
             p.input = input;
@@ -252,7 +276,7 @@ impl Core {
                 None => self.unreported = Some((n, e.to_string())),
             }
             let lost = self.lost;
-            journal.inner.progress.send_modify(|p| p.lost = lost);
+            journal.inner.progress.update(|p| p.lost = lost);
         }
         e
     }
@@ -300,12 +324,11 @@ impl Journal {
     pub fn create(dir: &Path, name: &str) -> (Journal, JournalWriter) {
         let out_path = dir.join(format!("{name}.out"));
         let idx_path = dir.join(format!("{name}.idx"));
-        let (progress, _) = watch::channel(Progress::default());
         let journal = Journal {
             inner: Arc::new(Inner {
                 out_path,
                 idx_path,
-                progress,
+                progress: Published::default(),
                 terminal: Mutex::new(None),
                 output_sha256: std::sync::OnceLock::new(),
             }),
@@ -317,23 +340,23 @@ impl Journal {
 
     /// Bytes of output so far.
     pub fn len(&self) -> u64 {
-        self.inner.progress.borrow().len
+        self.inner.progress.get().len
     }
 
     /// Bytes of stdin recorded so far (X12); `len() - input_len()` is the output.
     pub fn input_len(&self) -> u64 {
-        self.inner.progress.borrow().input
+        self.inner.progress.get().input
     }
 
     /// Output bytes that were dropped because the state directory could not take them (disk
     /// full); each gap is marked in the output by a stderr line once a later write succeeds.
     pub fn output_lost(&self) -> u64 {
-        self.inner.progress.borrow().lost
+        self.inner.progress.get().lost
     }
 
     /// Total length, input bytes among it, and the index records so far, read at one instant.
     fn snapshot(&self) -> (u64, u64, u64) {
-        let p = *self.inner.progress.borrow();
+        let p = self.inner.progress.get();
         (p.len, p.input, p.records)
     }
 
@@ -344,7 +367,7 @@ impl Journal {
 
     /// Whether the writer has finished.
     pub fn is_closed(&self) -> bool {
-        self.inner.progress.borrow().closed
+        self.inner.progress.get().closed
     }
 
     /// The terminal event stored by [`JournalWriter::finish`].
@@ -359,8 +382,14 @@ impl Journal {
 
     /// Resolves when the writer has finished.
     pub async fn closed(&self) {
-        let mut rx = self.inner.progress.subscribe();
-        let _ = rx.wait_for(|p| p.closed).await;
+        loop {
+            // Created before the check: an update between the check and the wait wakes it.
+            let more = self.inner.progress.more.notified();
+            if self.inner.progress.get().closed {
+                return;
+            }
+            more.await;
+        }
     }
 
     /// The raw output from `from` to the current end: an open file positioned nowhere (read it with
@@ -374,9 +403,8 @@ impl Journal {
 
     /// A reader of chunks starting at raw offset `from` (mid-chunk offsets give a partial chunk).
     pub fn chunks(&self, from: u64) -> io::Result<ChunkReader> {
-        let rx = self.inner.progress.subscribe();
-        let records = rx.borrow().records;
-        let mut r = ChunkReader { inner: self.inner.clone(), files: None, rx, pos: from, rec: 0, spare: Vec::new() };
+        let records = self.inner.progress.get().records;
+        let mut r = ChunkReader { inner: self.inner.clone(), files: None, pos: from, rec: 0, spare: Vec::new() };
         r.rec = r.first_record_ending_after(from, records)?;
         Ok(r)
     }
@@ -399,7 +427,7 @@ impl Journal {
     /// How far the journal got: bytes, index records, stdin bytes among them (what a restart
     /// needs to reopen it with [`Journal::open_finished`]).
     pub fn extent(&self) -> Extent {
-        let p = *self.inner.progress.borrow();
+        let p = self.inner.progress.get();
         Extent { len: p.len, records: p.records, input: p.input }
     }
 
@@ -421,7 +449,7 @@ impl Journal {
         if out_len < extent.len || idx_len < extent.records.saturating_mul(RECORD) || extent.input > extent.len {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "journal files are shorter than their record"));
         }
-        let (progress, _) = watch::channel(Progress {
+        let progress = Published::new(Progress {
             len: extent.len,
             records: extent.records,
             closed: true,
@@ -537,7 +565,7 @@ impl Drop for JournalWriter {
         // Under the lock: an input write racing the end is either recorded before `closed` or not
         // at all.
         self.core.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        self.journal.inner.progress.send_modify(|p| p.closed = true);
+        self.journal.inner.progress.update(|p| p.closed = true);
     }
 }
 
@@ -770,7 +798,6 @@ pub struct ChunkReader {
     inner: Arc<Inner>,
     /// `.out` and `.idx`, opened at the first record this reader reads (module docs).
     files: Option<(File, File)>,
-    rx: watch::Receiver<Progress>,
     /// Next raw offset to return.
     pos: u64,
     /// Next index record to look at.
@@ -826,10 +853,15 @@ impl ChunkReader {
             match self.next_ready()? {
                 Ready::Chunk(c) => return Ok(Some(c)),
                 Ready::End => return Ok(None),
-                // Woken by the writer's next publish; an error means every handle is gone (evicted).
+                // Woken by the writer's next publish. The wait is registered before the second
+                // look, so a publish between the two is not missed.
                 Ready::Wait => {
-                    if self.rx.changed().await.is_err() {
-                        return Ok(None);
+                    let inner = self.inner.clone();
+                    let more = inner.progress.more.notified();
+                    match self.next_ready()? {
+                        Ready::Chunk(c) => return Ok(Some(c)),
+                        Ready::End => return Ok(None),
+                        Ready::Wait => more.await,
                     }
                 }
             }
@@ -839,7 +871,7 @@ impl ChunkReader {
     /// The next chunk if the writer published one, without waiting.
     fn next_ready(&mut self) -> io::Result<Ready> {
         loop {
-            let p = *self.rx.borrow_and_update();
+            let p = self.inner.progress.get();
             if self.rec < p.records {
                 let (kind, end, timestamp) = self.record(self.rec)?;
                 if kind == StreamKind::AwaitingInput && self.pos == end {
