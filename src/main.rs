@@ -97,6 +97,11 @@ fn serve(config: Config) -> ExitCode {
         Err(e) => return fail(1, format_args!("cannot start runtime: {e}")),
     };
     runtime.block_on(async move {
+        // Before the socket is bound: once a client can see execd answer, SIGTERM stops it.
+        let signals = match execd::shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(1, format_args!("cannot install the SIGTERM and SIGINT handlers: {e}")),
+        };
         let addr = SocketAddr::from((config.bind, config.port));
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -105,7 +110,7 @@ fn serve(config: Config) -> ExitCode {
                 return fail(1, format_args!("listen on {addr}: {e}"));
             }
         };
-        match execd::run(config, listener, execd::shutdown::signal()).await {
+        match execd::run(config, listener, signals.recv()).await {
             Ok(()) => {
                 tracing::info!("execd stopped");
                 ExitCode::SUCCESS
