@@ -194,6 +194,14 @@ async fn sigterm_exits_zero_promptly() {
 #[test]
 fn d15_sigterm_once_the_port_listens_or_after_the_first_ping_stops_execd_gracefully() {
     const STARTS: usize = 20;
+    /// Killed and reaped when a failed assertion unwinds.
+    struct Execd(std::process::Child);
+    impl Drop for Execd {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut i = 0;
     let mut port_taken = 0;
@@ -203,7 +211,7 @@ fn d15_sigterm_once_the_port_listens_or_after_the_first_ping_stops_execd_gracefu
         // start is made again with another port.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(dir.path().join("execd.log")).unwrap();
-        let mut child = Command::new(execd_bin())
+        let child = Command::new(execd_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--state-dir"])
             .arg(dir.path().join("state"))
             .env_remove("EXECD_ACCESS_TOKEN")
@@ -213,14 +221,15 @@ fn d15_sigterm_once_the_port_listens_or_after_the_first_ping_stops_execd_gracefu
             .stderr(log)
             .spawn()
             .unwrap();
-        let pid = child.id();
+        let mut child = Execd(child);
+        let pid = child.0.id();
         let read_log = || std::fs::read_to_string(dir.path().join("execd.log")).unwrap_or_default();
         let deadline = std::time::Instant::now() + common::TIMEOUT;
         let listening = loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break true;
             }
-            if matches!(child.try_wait(), Ok(Some(_))) {
+            if matches!(child.0.try_wait(), Ok(Some(_))) {
                 break false;
             }
             assert!(std::time::Instant::now() < deadline, "start {i}: execd never listened");
@@ -246,12 +255,9 @@ fn d15_sigterm_once_the_port_listens_or_after_the_first_ping_stops_execd_gracefu
             }
         }
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let stopped = common::wait_until(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_))));
-        if !stopped {
-            let _ = child.kill();
-        }
-        let status = child.wait().unwrap();
+        let stopped = common::wait_until(Duration::from_secs(5), || matches!(child.0.try_wait(), Ok(Some(_))));
         assert!(stopped, "start {i}: execd ignored SIGTERM; log:\n{}", read_log());
+        let status = child.0.wait().unwrap();
         assert_eq!(status.code(), Some(0), "start {i}: {status:?}; log:\n{}", read_log());
         i += 1;
     }
