@@ -10,6 +10,18 @@ pub const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "cpuacct", "free
 /// The v2 controllers execd enables for its leaves (each only if the parent offers it).
 pub const V2_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "io"];
 
+/// A `/proc` or cgroupfs text file, read in one `read` when it fits 16 KiB (they report size 0,
+/// so `fs::read_to_string` reads them 32 bytes first and doubles: 8 reads for mountinfo at every
+/// start, each of which the kernel generates again up to its offset); empty when unreadable.
+pub fn read_text(path: impl AsRef<Path>) -> String {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(16 << 10);
+    match std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf)) {
+        Ok(_) => String::from_utf8(buf).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// One cgroup mount from mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {

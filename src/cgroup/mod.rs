@@ -383,7 +383,15 @@ pub(crate) fn pend(dirs: leaf::Dirs) {
 }
 
 fn janitor() {
-    let Some(cg) = GLOBAL.get() else { return };
+    // Spawned while `GLOBAL` is being set: wait for it rather than miss it.
+    let cg = GLOBAL.wait();
+    // Parents dead execds left, once the start is done (sweeping beside it slowed it: measured
+    // in BENCHMARKS.md, "exec → first `/ping` taken apart"). Nothing of this execd's is among them.
+    std::thread::sleep(JANITOR_PERIOD);
+    let bases = cg.v2_parent.iter().chain(cg.v1.iter().map(|h| &h.parent)).filter_map(|p| p.parent());
+    for base in bases {
+        sweep_stale(base);
+    }
     loop {
         // Nothing to look after: sleep until there is (an idle execd is not woken for nothing).
         let mut pending = cg.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -450,8 +458,8 @@ fn setup(placement: &Placement) -> Cgroups {
             })
         }
         Placement::Auto => {
-            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let mounts = detect::read_text("/proc/self/mountinfo");
+            let own = detect::read_text("/proc/self/cgroup");
             let mounts = detect::parse_mountinfo(&mounts);
             let (v2_path, v1_paths) = detect::parse_self_cgroup(&own);
             // v2 with real controllers first (production), then v1 hierarchies, then a bare v2.
@@ -459,7 +467,7 @@ fn setup(placement: &Placement) -> Cgroups {
                 .as_deref()
                 .and_then(|p| mounts.iter().find(|m| m.controllers.is_none()).and_then(|m| detect::dir_of(m, p)));
             let v2_rich = v2_root.as_ref().is_some_and(|r| {
-                let c = std::fs::read_to_string(r.join("cgroup.controllers")).unwrap_or_default();
+                let c = detect::read_text(r.join("cgroup.controllers"));
                 c.split_whitespace().any(|c| c == "memory" || c == "pids")
             });
             if let (Some(r), true) = (&v2_root, v2_rich) {
@@ -501,7 +509,6 @@ fn setup_v2(root: &Path, parent_name: &str, move_self: bool) -> Result<Cgroups, 
         let path = path.to_path_buf();
         move |source| CgroupError::Io { op, path, source }
     };
-    sweep_stale(root);
     if move_self {
         let d = root.join("execd.daemon");
         if !d.is_dir() {
@@ -510,8 +517,9 @@ fn setup_v2(root: &Path, parent_name: &str, move_self: bool) -> Result<Cgroups, 
         write(&d.join("cgroup.procs"), &std::process::id().to_string()).map_err(io("enter", &d))?;
     }
     let parent = root.join(parent_name);
-    if !parent.is_dir() {
-        std::fs::create_dir(&parent).map_err(io("mkdir", &parent))?;
+    match std::fs::create_dir(&parent) {
+        Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && parent.is_dir()) => Err(io("mkdir", &parent)(e))?,
+        _ => {}
     }
     for dir in [root, parent.as_path()] {
         let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
@@ -529,6 +537,8 @@ fn setup_v2(root: &Path, parent_name: &str, move_self: bool) -> Result<Cgroups, 
 
 fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], parent_name: &str) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
+    // Whether a parent was there already: left by an earlier execd with this pid.
+    let mut existed = false;
     for m in mounts {
         let Some(ctrls) = &m.controllers else { continue };
         if ctrls.is_empty() || out.iter().any(|h| h.controllers == *ctrls) {
@@ -536,10 +546,11 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
         }
         let Some((_, path)) = own.iter().find(|(c, _)| ctrls.iter().all(|x| c.contains(x))) else { continue };
         let Some(base) = detect::dir_of(m, path) else { continue };
-        sweep_stale(&base);
         let parent = base.join(parent_name);
-        if !parent.is_dir() && std::fs::create_dir(&parent).is_err() {
-            continue;
+        match std::fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && parent.is_dir() => existed = true,
+            Err(_) => continue,
         }
         let home = std::fs::OpenOptions::new()
             .write(true)
@@ -550,8 +561,9 @@ fn setup_v1(mounts: &[detect::CgroupMount], own: &[(Vec<String>, String)], paren
     }
     // Spare leaves an earlier execd with this pid left (a restart in a fresh PID namespace):
     // empty, so removed in every hierarchy; the others are its commands' (X50).
-    if let Some(marks) = mark_parent(&out) {
-        for e in std::fs::read_dir(marks).into_iter().flatten().flatten() {
+    if let Some(marks) = mark_parent(&out).filter(|_| existed) {
+        let dirs = std::fs::read_dir(marks).into_iter().flatten().flatten();
+        for e in dirs.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
             if std::fs::remove_dir(e.path().join(SPARE_MARK)).is_ok() && std::fs::remove_dir(e.path()).is_ok() {
                 for h in &out {
                     let _ = std::fs::remove_dir(h.parent.join(e.file_name()));
