@@ -31,8 +31,8 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 /// ... for at most this long.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/files/archive", get(export).post(import))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/files/archive", get(export).post(import))
 }
 
 fn format(q: &QueryPairs) -> Result<Format, ApiError> {

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::error::json_response;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/capabilities", get(capabilities))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/capabilities", get(capabilities))
 }
 
 async fn capabilities() -> Response {

@@ -21,9 +21,8 @@ use crate::state::AppState;
 /// Languages served by a Jupyter kernel (reference §6.1).
 pub const JUPYTER_LANGUAGES: &[&str] = &["python", "java", "javascript", "typescript", "go", "bash"];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/code", post(run_code).delete(interrupt))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/code", post(run_code).delete(interrupt))
         .route("/code/context", post(create_context))
         .route("/code/contexts", get(list_contexts).delete(delete_contexts))
         .route("/code/contexts/{id}", get(get_context).delete(delete_context))

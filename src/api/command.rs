@@ -22,9 +22,8 @@ use crate::state::AppState;
 /// Header carrying the next `/logs` cursor (Go spells it `Execd-Commands-Tail-Cursor`).
 pub const TAIL_CURSOR: &str = "EXECD-COMMANDS-TAIL-CURSOR";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/command", post(run_command).delete(interrupt))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/command", post(run_command).delete(interrupt))
         .route("/command/status/{id}", get(status))
         .route("/command/{id}/logs", get(logs))
         .route("/command/{id}/events", get(events))

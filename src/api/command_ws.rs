@@ -81,8 +81,8 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
 
 /// The WebSocket exec routes (X15).
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/command/ws", get(exec_ws)).route("/command/{id}/ws", get(attach_ws))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/command/ws", get(exec_ws)).route("/command/{id}/ws", get(attach_ws))
 }
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;

@@ -14,10 +14,8 @@ use super::files::{admit_stream, json_array, read_json};
 use crate::fs::{self, ops::Permission};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/directories/list", get(list))
-        .route("/directories", axum::routing::post(make_dirs).delete(remove_dirs))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/directories/list", get(list)).route("/directories", axum::routing::post(make_dirs).delete(remove_dirs))
 }
 
 /// `GET /directories/list?path=<dir>&depth=<n>` (depth defaults to 1; 0 gives `[]`).

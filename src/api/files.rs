@@ -55,13 +55,12 @@ const IDENTITY_PREFIX: &str = "/v1/filesystem/{uid}/{gid}";
 /// with those credentials ([`fs::identity`]): same handlers, same limits; only the identity (and
 /// so the kernel's permission checks, the owner of what is created, and how paths resolve)
 /// differs.
-pub fn identity_routes() -> Router<AppState> {
-    let inner = routes()
-        .merge(super::directories::routes())
-        .merge(super::grep::routes())
-        .merge(super::upload_raw::routes())
+pub fn identity_routes(r: Router<AppState>) -> Router<AppState> {
+    let inner = [routes, super::directories::routes, super::grep::routes, super::upload_raw::routes]
+        .into_iter()
+        .fold(Router::new(), |r, add| add(r))
         .route_layer(middleware::from_fn(with_identity));
-    Router::new().nest(IDENTITY_PREFIX, inner)
+    r.nest(IDENTITY_PREFIX, inner)
 }
 
 /// Parses one id of the prefix: decimal digits only, 0..=4294967294.
@@ -125,9 +124,8 @@ async fn drain_body(body: Body) {
     let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/files", axum::routing::delete(remove_files))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/files", axum::routing::delete(remove_files))
         .route("/files/info", get(info))
         .route("/files/permissions", post(permissions))
         .route("/files/mv", post(move_files))

@@ -19,8 +19,8 @@ use super::extract::QueryPairs;
 use crate::fs::{self, grep};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/files/grep", get(grep_files))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/files/grep", get(grep_files))
 }
 
 /// `application/x-ndjson`: one JSON object per line.

@@ -16,8 +16,8 @@ use crate::command::inventory::{InventoryPage, InventoryQuery, RunningFilter, DE
 use crate::command::CommandStatus;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/command", get(list))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/command", get(list))
 }
 
 /// One listed command: the status keys of `GET /command/status/{id}` without `content`.

@@ -30,9 +30,8 @@ pub const TAIL_CURSOR: &str = "EXECD-ISOLATED-TAIL-CURSOR";
 /// Largest metadata part of an upload.
 const METADATA_LIMIT: usize = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/isolated/capabilities", get(capabilities))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/v1/isolated/capabilities", get(capabilities))
         .route("/v1/isolated/session", post(create))
         .route("/v1/isolated/sessions", get(list))
         .route("/v1/isolated/session/{sid}", get(get_session).delete(delete_session))

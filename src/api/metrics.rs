@@ -16,8 +16,8 @@ use super::error::{json_response, ApiError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics)).route("/metrics/watch", get(watch))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/metrics", get(metrics)).route("/metrics/watch", get(watch))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {

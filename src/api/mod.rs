@@ -56,32 +56,36 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every route execd serves, without the layers (`api::openapi`'s tests enumerate them against
-/// the OpenAPI document).
+/// the OpenAPI document). Each module adds its routes to the one router: merging a router per
+/// module inserted every route twice and was a third of the start's instructions (BENCHMARKS.md,
+/// "exec → first `/ping` taken apart").
 fn routes() -> Router<AppState> {
-    Router::new()
-        .merge(ping::routes())
-        .merge(command::routes())
-        .merge(command_ws::routes())
-        .merge(inventory::routes())
-        .merge(ready::routes())
-        .merge(session::routes())
-        .merge(code::routes())
-        .merge(metrics::routes())
-        .merge(prometheus::routes())
-        .merge(proxy::routes())
-        .merge(pty::routes())
-        .merge(files::routes())
-        .merge(archive::routes())
-        .merge(grep::routes())
-        .merge(upload_raw::routes())
-        .merge(tus::routes())
-        .merge(directories::routes())
-        .merge(openapi::routes())
-        .merge(capabilities::routes())
-        .merge(isolated::routes())
-        .merge(files::identity_routes())
-        .merge(watch::routes())
-        .merge(terminal::routes())
+    let modules: [fn(Router<AppState>) -> Router<AppState>; 23] = [
+        ping::routes,
+        command::routes,
+        command_ws::routes,
+        inventory::routes,
+        ready::routes,
+        session::routes,
+        code::routes,
+        metrics::routes,
+        prometheus::routes,
+        proxy::routes,
+        pty::routes,
+        files::routes,
+        archive::routes,
+        grep::routes,
+        upload_raw::routes,
+        tus::routes,
+        directories::routes,
+        openapi::routes,
+        capabilities::routes,
+        isolated::routes,
+        files::identity_routes,
+        watch::routes,
+        terminal::routes,
+    ];
+    modules.into_iter().fold(Router::new(), |r, add| add(r))
 }
 
 /// The common layers around `routes`: JSON 404 for unknown paths and methods, body limit, auth,
@@ -143,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn panicking_handler_answers_json_500_and_router_keeps_serving() {
-        let routes = Router::new().route("/boom", get(|| async { panic!("boom") as &str })).merge(ping::routes());
+        let routes = ping::routes(Router::new().route("/boom", get(|| async { panic!("boom") as &str })));
         let app = with_layers(routes, state(), None);
         let resp = app.clone().oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -14,8 +14,8 @@ use crate::state::AppState;
 /// The document, as kept in the repository.
 pub const DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(document))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/openapi.json", get(document))
 }
 
 async fn document() -> Response {

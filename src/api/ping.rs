@@ -7,8 +7,8 @@ use axum::Router;
 use super::error::empty_ok;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/ping", get(ping))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/ping", get(ping))
 }
 
 async fn ping() -> Response {

@@ -13,8 +13,8 @@ use crate::state::AppState;
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics/prometheus", get(prometheus))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/metrics/prometheus", get(prometheus))
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {

@@ -85,9 +85,8 @@ struct ContextInner {
 struct SelfDepth(u8);
 
 /// The proxy routes; the handler needs [`with_self_dispatch`] around the final router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/proxy/", any(missing_port))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/proxy/", any(missing_port))
         .route("/proxy//{*rest}", any(missing_port))
         .route("/proxy/{port}", any(proxy))
         .route("/proxy/{port}/", any(proxy))
@@ -459,7 +458,7 @@ mod tests {
         config.port = port;
         config.access_token = "tok".into();
         let state = AppState::new(config).unwrap();
-        let routes = Router::new().route("/echo", get(ws_echo)).merge(routes());
+        let routes = routes(Router::new().route("/echo", get(ws_echo)));
         let app = with_self_dispatch(|context| super::super::with_layers(routes, state.clone(), Some(context)));
         let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
         tokio::spawn(async move { server.await.unwrap() });

@@ -45,11 +45,8 @@ const NOT_WEBSOCKET: &str =
     "websocket: the client is not using the websocket protocol: 'upgrade' token not found in 'Connection' header";
 
 /// The `/pty` routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/pty", post(create))
-        .route("/pty/{id}", get(status).delete(delete))
-        .route("/pty/{id}/ws", get(websocket))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/pty", post(create)).route("/pty/{id}", get(status).delete(delete)).route("/pty/{id}/ws", get(websocket))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,8 +13,8 @@ use super::error::json_response;
 use crate::readiness::{Report, DEADLINE};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/ready", get(ready))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/ready", get(ready))
 }
 
 #[derive(Serialize)]

@@ -16,11 +16,8 @@ use super::sse;
 use crate::session::RunRequest;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/session", post(create))
-        .route("/session/{id}/run", post(run))
-        .route("/session/{id}", delete(remove))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/session", post(create)).route("/session/{id}/run", post(run)).route("/session/{id}", delete(remove))
 }
 
 /// `POST /session` body: optional; an empty body or `{}` is fine (C70).

@@ -36,8 +36,8 @@ pub const NOT_BUILT: &str =
     "the terminal page is not built into this execd: run scripts/fetch-xterm.sh, then build execd again";
 
 /// The `/terminal` routes.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/terminal", get(page)).route("/terminal/{asset}", get(asset))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/terminal", get(page)).route("/terminal/{asset}", get(asset))
 }
 
 /// Whether a request that is not a WebSocket upgrade may carry the token as `?access_token=`: a

@@ -46,11 +46,11 @@ const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
 const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/files/tus", post(create).options(options))
-        .route("/files/tus/{id}", patch(append).head(head).delete(terminate))
-        .route_layer(middleware::from_fn(tus_headers))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    // The protocol headers on these two routes only (the router given holds others).
+    let tus = || middleware::from_fn(tus_headers);
+    r.route("/files/tus", post(create).options(options).route_layer(tus()))
+        .route("/files/tus/{id}", patch(append).head(head).delete(terminate).route_layer(tus()))
 }
 
 /// Checks the client's protocol version (412 otherwise, OPTIONS exempt) and puts

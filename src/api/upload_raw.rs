@@ -31,8 +31,8 @@ use crate::state::AppState;
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/files/content", put(put_content))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/files/content", put(put_content))
 }
 
 /// The expected SHA-256 from a `Content-Digest` field (an RFC 8941 dictionary such as

@@ -19,9 +19,8 @@ use crate::watch::{WatchEvent, WatchEvents, WatchSpec};
 /// Largest batch of ready events written at once.
 const BATCH_BYTES: usize = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/files/watches", post(create).get(list))
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/files/watches", post(create).get(list))
         .route("/files/watches/{id}", delete(remove))
         .route("/files/watches/{id}/events", get(events))
         .route("/files/watches/{id}/changes", get(changes))
