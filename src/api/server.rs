@@ -8,11 +8,12 @@
 //!   `header_timeout` of hyper starting to read it; hyper starts that clock when it waits for a
 //!   head, so the same deadline closes idle keep-alive connections.
 //! - **Connection cap.** At most `max_connections` connections (including upgraded WebSockets)
-//!   are open, and never more than half the process's file-descriptor limit, so commands, journals
-//!   and files always find descriptors. When the cap is reached, the connection that has been idle
-//!   longest (no request in progress: a keep-alive connection between requests, or one that has
-//!   not finished sending its first head, which is what a slowloris client looks like) is closed
-//!   to make room; if every connection is busy, accepting pauses until one ends (at most
+//!   are open, and never more than half of what the process's file-descriptor limit leaves after
+//!   [`FD_RESERVE`], so commands, journals and files always find descriptors. When the cap is
+//!   reached, the connection that has been idle longest (no request in progress: a keep-alive
+//!   connection between requests, or one that has not finished sending its first head, which is
+//!   what a slowloris client looks like) is closed to make room, and accepting waits until its
+//!   socket is closed; if every connection is busy, accepting pauses until one ends (at most
 //!   `header_timeout`, after which the new connection is dropped).
 //! - **Stall deadlines.** A request body that delivers no byte for `stall_timeout` while a handler
 //!   reads it fails with a timeout; a write to the socket that makes no progress for
@@ -61,12 +62,18 @@ pub struct ServerLimits {
     pub stall_timeout: Duration,
 }
 
+/// Descriptors kept out of the connections' share of `RLIMIT_NOFILE`: what execd holds besides
+/// them (~20 of its own, and on cgroup v1 two spare leaves of 12 each) and a command's pipes,
+/// journal, record and leaf. Halving the whole limit left a command 22 of 128 (measured), and it
+/// failed to start with `EMFILE` under a slowloris burst.
+pub const FD_RESERVE: u64 = 64;
+
 impl ServerLimits {
-    /// `max_connections` lowered to half the soft `RLIMIT_NOFILE` (the other half is kept for
-    /// commands, pipes, journals and files), and at least 1.
+    /// `max_connections` lowered to half of the soft `RLIMIT_NOFILE` less [`FD_RESERVE`] (the rest
+    /// is kept for commands, pipes, journals and files), and at least 1.
     pub fn effective_max_connections(&self) -> usize {
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        let fd_room = nofile.map(|n| (n / 2) as usize).unwrap_or(usize::MAX);
+        let fd_room = nofile.map(|n| (n.saturating_sub(FD_RESERVE) / 2) as usize).unwrap_or(usize::MAX);
         self.max_connections.min(fd_room).max(1)
     }
 }
@@ -215,30 +222,35 @@ impl Registry {
     }
 
     /// Below `cap` open connections: true at once. At the cap: closes the connection idle the
-    /// longest and returns true; with none idle, waits (up to `wait`) for one to close or go idle.
+    /// longest and waits until its socket is closed; with none idle, waits (up to `wait`) for one
+    /// to close or go idle. An evicted connection counts until its task has dropped the socket
+    /// (its slot goes then, [`ConnIo`]'s drop): taking it off at once let a burst of connections
+    /// be accepted faster than the evicted ones closed, past the descriptor limit (`EMFILE` for
+    /// `accept` and for a command's pipes, measured with 300 half-sent requests and 128 fds).
     async fn make_room(&self, cap: usize, wait: Duration, shutdown: &CancellationToken) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.freed.notified();
             {
-                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
                 if slots.len() < cap {
                     return true;
                 }
-                let victim = slots
-                    .values()
-                    .filter(|s| s.busy.load(Ordering::Acquire) == 0 && !s.upgraded.load(Ordering::Acquire))
-                    .min_by_key(|s| s.idle_since.load(Ordering::Relaxed))
-                    .map(|s| s.id);
-                if let Some(id) = victim {
-                    if let Some(s) = slots.remove(&id) {
+                // No more evicted than it takes to get below the cap.
+                let closing = slots.values().filter(|s| s.evict.is_cancelled()).count();
+                if closing <= slots.len() - cap {
+                    let victim = slots
+                        .values()
+                        .filter(|s| !s.evict.is_cancelled())
+                        .filter(|s| s.busy.load(Ordering::Acquire) == 0 && !s.upgraded.load(Ordering::Acquire))
+                        .min_by_key(|s| s.idle_since.load(Ordering::Relaxed));
+                    if let Some(s) = victim {
                         s.evict.cancel();
                     }
-                    return true;
                 }
             }
-            // Every connection is busy: a request ending or a connection closing may free one;
-            // poll as well, since a request finishing does not notify.
+            // An evicted connection closing, a request ending or a connection closing may free
+            // one; poll as well, since a request finishing does not notify.
             tokio::select! {
                 _ = freed => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
