@@ -25,8 +25,8 @@
 //!   (RFC 9112 section 9.6). Closed at once with body bytes unread or still arriving, the socket
 //!   is reset by the kernel: the client's remaining writes fail (a client that sends its whole
 //!   body before reading, as Python's `http.client` does, never sees the answer) and whatever of
-//!   the answer was not yet sent is thrown away. At most [`MAX_LINGERING`] sockets linger at
-//!   once; beyond that they close at once as before.
+//!   the answer was not yet sent is thrown away. At most [`MAX_LINGERING`] sockets, and half
+//!   the connection cap, linger at once; beyond that they close at once as before.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` as `axum::serve` gave it.
 
@@ -86,6 +86,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         next: AtomicU64::new(0),
         freed: Default::default(),
         lingering: Default::default(),
+        linger_cap: AtomicUsize::new(MAX_LINGERING),
     });
     let epoch = Instant::now();
     // Every connection task holds a receiver; `closed()` on the sender resolves when all are gone.
@@ -109,6 +110,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         };
         // Read each time: the descriptor limit can change under a running process (prlimit).
         let cap = limits.effective_max_connections();
+        conns.linger_cap.store(MAX_LINGERING.min(cap / 2), Ordering::Relaxed);
         if !conns.make_room(cap, limits.header_timeout, &shutdown).await {
             tracing::warn!(%peer, max_connections = cap, "every connection is busy; dropping a new one");
             continue;
@@ -168,6 +170,10 @@ struct Registry {
     freed: tokio::sync::Notify,
     /// Closed connections still draining what their client sends ([`Registry::linger`]).
     lingering: AtomicUsize,
+    /// Most of them at once: [`MAX_LINGERING`], and at most half the connection cap, since they
+    /// hold descriptors outside it (a client closing 64 connections with `Connection: close`
+    /// and sending nothing more would otherwise hold 64 more than the cap).
+    linger_cap: AtomicUsize,
 }
 
 /// How long a closed connection keeps reading (and dropping) what its client still sends.
@@ -211,10 +217,10 @@ impl Registry {
 
     /// Reads and drops what the client of a connection whose write side is shut still sends,
     /// until it closes, fails or [`LINGER`] passes; then closes the socket (see the module
-    /// documentation). Closes at once when [`MAX_LINGERING`] sockets already linger.
+    /// documentation). Closes at once when `linger_cap` sockets already linger.
     async fn linger(&self, mut tcp: TcpStream) {
         use tokio::io::AsyncReadExt;
-        if self.lingering.fetch_add(1, Ordering::AcqRel) < MAX_LINGERING {
+        if self.lingering.fetch_add(1, Ordering::AcqRel) < self.linger_cap.load(Ordering::Relaxed) {
             let mut buf = vec![0u8; 16 * 1024];
             let _ = tokio::time::timeout(LINGER, async { while let Ok(1..) = tcp.read(&mut buf).await {} }).await;
         }
