@@ -522,14 +522,14 @@ fn setup_v2(root: &Path, parent_name: &str, move_self: bool) -> Result<Cgroups, 
         _ => {}
     }
     for dir in [root, parent.as_path()] {
-        let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let offered = detect::read_text(dir.join("cgroup.controllers"));
         for c in detect::V2_CONTROLLERS {
             if offered.split_whitespace().any(|o| o == c) {
                 let _ = write(&dir.join("cgroup.subtree_control"), &format!("+{c}"));
             }
         }
     }
-    let enabled = std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    let enabled = detect::read_text(parent.join("cgroup.subtree_control"));
     let limits =
         ["memory", "pids", "cpu"].into_iter().filter(|c| enabled.split_whitespace().any(|e| e == *c)).collect();
     Ok(Cgroups { mode: Mode::V2, v2_parent: Some(parent), limits, ..none() })

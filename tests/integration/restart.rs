@@ -347,11 +347,7 @@ fn v1_leaves_of(pid: u32) -> Vec<std::path::PathBuf> {
     for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         let parent = h.path().join(format!("execd-{pid}"));
         for l in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let spare = Path::new(&format!("/sys/fs/cgroup/pids/execd-{pid}"))
-                .join(l.file_name())
-                .join(execd::cgroup::SPARE_MARK)
-                .is_dir();
-            if l.path().is_dir() && !spare {
+            if l.path().is_dir() && !common::is_spare_leaf(pid, &l.file_name().to_string_lossy()) {
                 out.push(l.path());
             }
         }

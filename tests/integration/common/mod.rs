@@ -755,6 +755,15 @@ fn proc_status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether leaf `name` of execd `pid` (cgroup v1) is a spare made ahead of time: marked by an
+/// empty `execd::cgroup::SPARE_MARK` cgroup in the `pids` hierarchy while it waits.
+pub fn is_spare_leaf(pid: u32, name: &str) -> bool {
+    std::path::Path::new(&format!("/sys/fs/cgroup/pids/execd-{pid}"))
+        .join(name)
+        .join(execd::cgroup::SPARE_MARK)
+        .is_dir()
+}
+
 /// Open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     // The files of execd's spare cgroup leaves (a fixed number made ahead of time after the
@@ -764,8 +773,7 @@ pub fn fd_count(pid: u32) -> usize {
     let spare = |target: &std::path::Path| {
         let t = target.to_string_lossy();
         let Some(at) = t.find(&marker) else { return false };
-        let Some(leaf) = t[at + marker.len()..].split('/').next() else { return false };
-        std::path::Path::new(&format!("/sys/fs/cgroup/pids{marker}{leaf}")).join(execd::cgroup::SPARE_MARK).is_dir()
+        t[at + marker.len()..].split('/').next().is_some_and(|leaf| is_spare_leaf(pid, leaf))
     };
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.flatten().filter(|e| !std::fs::read_link(e.path()).is_ok_and(|t| spare(&t))).count())
