@@ -75,7 +75,7 @@ pub async fn run(
     let grace = config.graceful_shutdown_timeout;
     cgroup::init(&cgroup::Placement::parse(&config.cgroup_root));
     let state = AppState::new(config)?;
-    let app = api::router(state.clone());
+    let app = api::app(state.clone());
     // Said once everything a request needs is in place (the socket was bound before; requests
     // that came meanwhile wait in its backlog).
     tracing::info!(version = %config::version_text(), addr = %listener.local_addr()?, "execd listening");

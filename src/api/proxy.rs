@@ -42,6 +42,7 @@ use tower::ServiceExt;
 
 use super::auth::{Authenticated, TOKEN_HEADER};
 use super::error::ApiError;
+use super::App;
 use crate::state::AppState;
 
 /// Bound on connecting to the upstream port (loopback: refusals are immediate; this only bounds a
@@ -76,8 +77,8 @@ pub struct ProxyContext(Arc<ContextInner>);
 
 struct ContextInner {
     client: Client<HttpConnector, Body>,
-    /// The complete router (all layers); set once right after it is built.
-    router: OnceLock<Router>,
+    /// The complete API (all layers); set once right after it is made.
+    router: OnceLock<App>,
 }
 
 /// How many in-process dispatches this request has been through.
@@ -96,10 +97,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// The layer that gives the proxy handler its [`ProxyContext`].
 pub type Context = Extension<ProxyContext>;
 
-/// Builds the complete router with `build` (which installs the context layer it is given) so the
+/// Makes the complete API with `build` (which installs the context layer it is given) so the
 /// proxy can reach the upstream client and dispatch requests for execd's own port back into the
-/// router itself.
-pub fn with_self_dispatch(build: impl FnOnce(Context) -> Router) -> Router {
+/// API itself.
+pub fn with_self_dispatch(build: impl FnOnce(Context) -> App) -> App {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
@@ -458,8 +459,15 @@ mod tests {
         config.port = port;
         config.access_token = "tok".into();
         let state = AppState::new(config).unwrap();
-        let routes = routes(Router::new().route("/echo", get(ws_echo)));
-        let app = with_self_dispatch(|context| super::super::with_layers(routes, state.clone(), Some(context)));
+        fn echo(r: Router<AppState>) -> Router<AppState> {
+            r.route("/echo", get(ws_echo))
+        }
+        static AREAS: &[super::super::Area] = &[
+            super::super::Area { segment: "proxy", modules: &[routes] },
+            super::super::Area { segment: "echo", modules: &[echo] },
+        ];
+        let app = with_self_dispatch(|context| super::super::App::with_areas(AREAS, state.clone(), Some(context)));
+        let app = Router::new().fallback_service(app);
         let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
         tokio::spawn(async move { server.await.unwrap() });
 

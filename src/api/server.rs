@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
-use axum::Router;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -52,6 +51,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+
+use super::App;
 
 /// The limits the accept loop enforces (flags `--max-connections`, `--header-timeout`,
 /// `--stall-timeout`).
@@ -78,9 +79,9 @@ impl ServerLimits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
+/// Serves `app` on `listener` until `shutdown` is cancelled; then stops accepting, asks every
 /// connection to finish its current request, and returns when all have closed.
-pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, app: App, limits: ServerLimits, shutdown: CancellationToken) {
     let conns = Arc::new(Registry {
         slots: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
@@ -118,8 +119,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         let _ = tcp.set_nodelay(true);
         let slot = conns.register(epoch);
         let io = ConnIo::new(tcp, limits.stall_timeout, Arc::clone(&conns), Arc::clone(&slot));
-        let svc =
-            ConnService { router: router.clone(), peer, slot: Arc::clone(&slot), epoch, stall: limits.stall_timeout };
+        let svc = ConnService { app: app.clone(), peer, slot: Arc::clone(&slot), epoch, stall: limits.stall_timeout };
         let shutdown = shutdown.clone();
         let done = all_done_rx.clone();
         let header_timeout = limits.header_timeout;
@@ -271,7 +271,7 @@ impl Registry {
 /// has been sent, applies the request body stall deadline, adds `ConnectInfo`.
 #[derive(Clone)]
 struct ConnService {
-    router: Router,
+    app: App,
     peer: SocketAddr,
     slot: Arc<Slot>,
     epoch: Instant,
@@ -284,9 +284,9 @@ impl ConnService {
         let guard = BusyGuard { slot: Arc::clone(&self.slot), epoch: self.epoch };
         let mut req = req.map(|b| Body::new(StallBody::new(b, self.stall)));
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        let router = self.router;
+        let app = self.app;
         async move {
-            let resp = match tower::ServiceExt::oneshot(router, req).await {
+            let resp = match tower::ServiceExt::oneshot(app, req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
