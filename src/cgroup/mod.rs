@@ -194,7 +194,7 @@ pub fn init(placement: &Placement) -> Mode {
     let cg = GLOBAL.get_or_init(|| {
         let cg = setup(placement);
         if cg.mode != Mode::None {
-            std::thread::Builder::new().name("cgroup-janitor".into()).spawn(janitor).ok();
+            start_janitor();
         }
         tracing::info!(mode = cg.mode.as_str(), limits = ?cg.limits, "cgroup placement");
         cg
@@ -382,12 +382,30 @@ pub(crate) fn pend(dirs: leaf::Dirs) {
     }
 }
 
-fn janitor() {
-    // Spawned while `GLOBAL` is being set: wait for it rather than miss it.
+/// Starts the janitor [`JANITOR_PERIOD`] from now, once the start is done: sweeping beside the
+/// start slowed it, and so did making the thread (~0.05 ms; BENCHMARKS.md, "exec → first
+/// `/ping` taken apart"). Leaves that wait meanwhile are in its lists when it starts. Without a
+/// runtime (unit tests) the thread starts now and waits the period itself.
+fn start_janitor() {
+    let spawn = |delay: Duration| {
+        std::thread::Builder::new().name("cgroup-janitor".into()).spawn(move || janitor(delay)).ok();
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                tokio::time::sleep(JANITOR_PERIOD).await;
+                spawn(Duration::ZERO);
+            });
+        }
+        Err(_) => spawn(JANITOR_PERIOD),
+    }
+}
+
+fn janitor(delay: Duration) {
+    // Started while `GLOBAL` may still be being set: wait for it rather than miss it.
     let cg = GLOBAL.wait();
-    // Parents dead execds left, once the start is done (sweeping beside it slowed it: measured
-    // in BENCHMARKS.md, "exec → first `/ping` taken apart"). Nothing of this execd's is among them.
-    std::thread::sleep(JANITOR_PERIOD);
+    std::thread::sleep(delay);
+    // Parents dead execds left. Nothing of this execd's is among them.
     let bases = cg.v2_parent.iter().chain(cg.v1.iter().map(|h| &h.parent)).filter_map(|p| p.parent());
     for base in bases {
         sweep_stale(base);
