@@ -64,7 +64,7 @@ const SECRET_SHAPES: [(&str, &str); 3] = [
 /// [`SECRET_SHAPES`] compiled on the first logged command, with ASCII classes (`\s`, `\b`, case)
 /// and no literal prefilter: as `regex::Regex`es (Unicode classes, prefilters over every case
 /// variant of the keywords) they took ~4 ms to build under musl's allocator, most of the first
-/// command's latency (BENCHMARKS.md, "The first command"); ~0.4 ms now, and a command's text is
+/// command's latency (BENCHMARKS.md, "The first command"); ~0.3 ms now, and a command's text is
 /// still matched in ~0.1–0.2 µs per pattern. ASCII classes scrub at least as much: a run of
 /// non-ASCII-whitespace bytes is a secret's value, and a non-ASCII letter is a word boundary.
 static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
@@ -72,7 +72,9 @@ static SECRET_PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| 
         .iter()
         .map(|(pattern, rest)| {
             let re = Regex::builder()
-                .configure(Regex::config().auto_prefilter(false))
+                // Nor a full or one-pass DFA: matching is the lazy DFA's either way, and a
+                // match's groups (rare) are the PikeVM's.
+                .configure(Regex::config().auto_prefilter(false).dfa(false).onepass(false))
                 .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
                 .build(pattern)
                 .expect("valid regex");
