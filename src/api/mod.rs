@@ -2,7 +2,8 @@
 //! routes and handlers; handlers extract, call one domain function and map the result.
 //!
 //! Layers, outermost first: panic → JSON 500, request log, tracing (X60), observation (metrics, audit: X61/X62),
-//! access token, route (or JSON 404).
+//! access token, route (or JSON 404). A request goes first to its area (its first path segment:
+//! [`AREAS`]), whose table of routes and layers is built on the area's first request ([`App`]).
 
 use std::time::Instant;
 

@@ -66,7 +66,7 @@ pub enum ProxyError {
     TooDeep,
     #[error("invalid proxy target path: {0}")]
     BadPath(String),
-    #[error("the proxy is not initialised (router built without api::proxy::with_self_dispatch)")]
+    #[error("the proxy is not initialised (the API made without api::proxy::with_self_dispatch)")]
     NotInitialised,
 }
 
@@ -78,7 +78,7 @@ pub struct ProxyContext(Arc<ContextInner>);
 struct ContextInner {
     client: Client<HttpConnector, Body>,
     /// The complete API (all layers); set once right after it is made.
-    router: OnceLock<App>,
+    app: OnceLock<App>,
 }
 
 /// How many in-process dispatches this request has been through.
@@ -105,11 +105,11 @@ pub fn with_self_dispatch(build: impl FnOnce(Context) -> App) -> App {
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
-    let ctx = ProxyContext(Arc::new(ContextInner { client, router: OnceLock::new() }));
+    let ctx = ProxyContext(Arc::new(ContextInner { client, app: OnceLock::new() }));
     let app = build(Extension(ctx.clone()));
-    // The router holds the context and the context the router: a cycle that lives as long as the
-    // process, like the router itself.
-    let _ = ctx.0.router.set(app.clone());
+    // The API holds the context and the context the API: a cycle that lives as long as the
+    // process, like the API itself.
+    let _ = ctx.0.app.set(app.clone());
     app
 }
 
@@ -391,7 +391,7 @@ async fn dispatch_to_self(
     if depth >= MAX_SELF_DEPTH {
         return Err(ProxyError::TooDeep);
     }
-    let router = ctx.0.router.get().cloned().ok_or(ProxyError::NotInitialised)?;
+    let app = ctx.0.app.get().cloned().ok_or(ProxyError::NotInitialised)?;
     let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let (parts, body) = req.into_parts();
     let mut inner = Request::new(body);
@@ -412,7 +412,7 @@ async fn dispatch_to_self(
     if let Some(u) = on_upgrade {
         ext.insert(u);
     }
-    Ok(router.oneshot(inner).await.unwrap_or_else(|never| match never {}))
+    Ok(app.oneshot(inner).await.unwrap_or_else(|never| match never {}))
 }
 
 /// `e` and its sources, joined (hyper's top-level messages alone say little).
