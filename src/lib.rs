@@ -73,7 +73,8 @@ pub async fn run(
     // own port by it.
     config.port = listener.local_addr()?.port();
     let grace = config.graceful_shutdown_timeout;
-    cgroup::init(&cgroup::Placement::parse(&config.cgroup_root));
+    // Prepared off the path to the first answer (see `cgroup::configure`).
+    cgroup::configure(cgroup::Placement::parse(&config.cgroup_root));
     let state = AppState::new(config)?;
     let app = api::app(state.clone());
     // Said once everything a request needs is in place (the socket was bound before; requests
@@ -86,6 +87,7 @@ pub async fn run(
     };
     let server = api::server::serve(listener, app, limits, state.shutdown.clone());
     let mut server = tokio::spawn(server);
+    cgroup::init_later();
     tokio::select! {
         res = &mut server => return res.map_err(std::io::Error::other),
         _ = shutdown => {}

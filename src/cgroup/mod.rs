@@ -4,8 +4,9 @@
 //! usage read-out and limits. Knows no ids and no HTTP; `process::spawn` places children here.
 //!
 //! Nothing here ever makes a command fail because cgroups are missing: without a writable
-//! hierarchy [`init`] reports [`Mode::None`] and spawns fall back to process groups. Only a request
-//! that asks for [`Limits`] gets [`CgroupError::Unavailable`].
+//! hierarchy the detection reports [`Mode::None`] and spawns fall back to process groups. Only a
+//! request that asks for [`Limits`] gets [`CgroupError::Unavailable`]. The detection runs once,
+//! after the start or on the first call that needs it ([`configure`]).
 //!
 //! On v1 a command without limits takes a spare leaf made ahead of time (directories made, files
 //! opened, off the request path; marked by an empty [`SPARE_MARK`] cgroup inside it while it
@@ -150,7 +151,7 @@ pub(crate) struct Hierarchy {
     pub home: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
-/// The detected setup, fixed at [`init`].
+/// The detected setup, fixed on first use ([`cgroups`]).
 #[derive(Debug)]
 pub(crate) struct Cgroups {
     pub mode: Mode,
@@ -189,25 +190,54 @@ const JANITOR_PERIOD: Duration = Duration::from_millis(500);
 /// An empty leaf that cannot be removed is retried this many times, then forgotten (logged).
 const MAX_REMOVE_TRIES: u32 = 20;
 
-/// Detects and prepares the placement once per process (later calls return the first result).
-pub fn init(placement: &Placement) -> Mode {
-    let cg = GLOBAL.get_or_init(|| {
-        let cg = setup(placement);
+/// Where [`configure`] said to place commands; read once, by [`cgroups`].
+static PLACEMENT: OnceLock<Placement> = OnceLock::new();
+
+/// How long after the start [`init_later`] prepares the placement when nothing needed it before:
+/// after the first `/ping` of an orchestrator polling a new container (~1 ms), before an agent's
+/// first command as a rule.
+const WARM_UP: Duration = Duration::from_millis(20);
+
+/// Says where commands are to be placed (`--cgroup-root`), at start. Nothing is looked at yet:
+/// the hierarchies are found and execd's parent made by the first call that needs them (a spawn,
+/// a limits check, `/capabilities`) or by [`init_later`], whichever comes first. Done on the
+/// path to the first answer, this was ~0.4 ms of the start on a v1 host (six `mkdir`s), which
+/// the kernel's cgroup work made no shorter on another thread beside the start (BENCHMARKS.md,
+/// "The placement after the first answer").
+pub fn configure(placement: Placement) {
+    let _ = PLACEMENT.set(placement);
+}
+
+/// The placement prepared ([`cgroups`]) [`WARM_UP`] after now on the runtime's blocking pool,
+/// unless something needed it before. Without a runtime, nothing: the first call that needs the
+/// placement prepares it.
+pub fn init_later() {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    rt.spawn(async move {
+        tokio::time::sleep(WARM_UP).await;
+        if GLOBAL.get().is_none() {
+            let _ = tokio::task::spawn_blocking(cgroups).await;
+        }
+    });
+}
+
+/// The placement [`configure`] gave (none without it), detected and prepared once per process
+/// on the first call; later calls return the first result.
+fn cgroups() -> &'static Cgroups {
+    GLOBAL.get_or_init(|| {
+        let cg = setup(PLACEMENT.get().unwrap_or(&Placement::Off));
         if cg.mode != Mode::None {
             start_janitor();
         }
         tracing::info!(mode = cg.mode.as_str(), limits = ?cg.limits, "cgroup placement");
         cg
-    });
-    cg.mode
+    })
 }
 
-/// The mode and usable limits (`none` and no limits before [`init`]).
+/// The mode and usable limits (the placement is prepared first if it was not yet).
 pub fn capabilities() -> Capabilities {
-    match GLOBAL.get() {
-        Some(c) => Capabilities { cgroup: c.mode.as_str(), limits: c.limits.clone() },
-        None => Capabilities { cgroup: "none", limits: Vec::new() },
-    }
+    let c = cgroups();
+    Capabilities { cgroup: c.mode.as_str(), limits: c.limits.clone() }
 }
 
 /// Checks that every limit in `limits` can be applied here.
@@ -235,7 +265,10 @@ pub fn check_limits(limits: &Limits) -> Result<(), CgroupError> {
 /// (then only a request with limits fails).
 pub fn new_leaf(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
     check_limits(limits)?;
-    let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None) else { return Ok(None) };
+    let cg = cgroups();
+    if cg.mode == Mode::None {
+        return Ok(None);
+    }
     match create_named(cg, "c", limits) {
         Ok(l) => Ok(Some(l)),
         Err(e) if limits.is_empty() => {
@@ -269,17 +302,16 @@ fn create_named(cg: &Cgroups, prefix: &str, limits: &Limits) -> Result<Leaf, Cgr
 /// Measured with commands spaced apart (BENCHMARKS.md, "A leaf with nothing left to do on the
 /// request path"): the five `mkdir`s and `open`s are ~0.18 ms of a `true` command's ~2.6 ms.
 pub fn leaf_for_spawn(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
-    if limits.is_empty() {
-        if let Some(cg) = GLOBAL.get().filter(|c| c.mode == Mode::V1) {
-            let spare = cg.spares.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(Vec::pop);
-            if let Some(leaf) = spare {
-                return Ok(Some(leaf));
-            }
-            // None ready (the first command, or a burst): more are made now. Otherwise the
-            // spare taken is replaced when its leaf is removed, after the command, so that making
-            // it does not compete with the command for the CPU.
-            refill_later(cg);
+    let cg = cgroups();
+    if limits.is_empty() && cg.mode == Mode::V1 {
+        let spare = cg.spares.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(Vec::pop);
+        if let Some(leaf) = spare {
+            return Ok(Some(leaf));
         }
+        // None ready (a burst, or a command before the warm-up): more are made now. Otherwise
+        // the spare taken is replaced when its leaf is removed, after the command, so that
+        // making it does not compete with the command for the CPU.
+        refill_later(cg);
     }
     new_leaf(limits)
 }
@@ -347,7 +379,9 @@ pub fn leaf_count() -> usize {
 /// Shutdown (D15): kill everything left in pending leaves (left-behind children of finished
 /// commands), remove the leaves and execd's parent directories.
 pub fn shutdown() {
-    let Some(cg) = GLOBAL.get() else { return };
+    // Never prepared: nothing to remove, and nothing is made after this (a placement asked for
+    // later finds none).
+    let cg = GLOBAL.get_or_init(none);
     // Empty: removed as they drop (after the lock: a dropped leaf looks at the spares).
     let spares = cg.spares.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(spares);
@@ -367,7 +401,11 @@ pub fn shutdown() {
 /// janitor removes the leaf once it is empty, then its `execd-<pid>` parent when nothing else is
 /// left in it. Without placement here (no janitor) a later start's sweep removes it.
 pub fn adopt_lost(dirs: &[PathBuf]) {
-    if let Some(cg) = GLOBAL.get().filter(|c| c.mode != Mode::None && !dirs.is_empty()) {
+    if dirs.is_empty() {
+        return;
+    }
+    let cg = cgroups();
+    if cg.mode != Mode::None {
         cg.adopted.lock().unwrap_or_else(|e| e.into_inner()).push(leaf::Dirs::adopted(dirs));
         // Under `pending`'s lock, so the janitor cannot miss it between its check and its wait.
         let _pending = cg.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -269,6 +269,26 @@ async fn x20_many_commands_leak_no_leaf() {
     assert!(wait_until(Duration::from_secs(3), || leaves(&parent).is_empty()), "leaked: {:?}", leaves(&parent));
 }
 
+#[tokio::test]
+async fn x20_placement_is_prepared_after_execd_listens_without_a_request() {
+    // Off the path to the first answer: execd listens first and prepares its parent ~20 ms
+    // later, with no request asking for it; a command then lands in a leaf under it.
+    if !v1_ready() {
+        return;
+    }
+    let s = TestServer::options().ping_only().start();
+    let parent = parent_dir(&s, None);
+    assert!(wait_until(TIMEOUT, || parent.is_dir()), "no parent {} without a request", parent.display());
+    let log = s.log();
+    let (listening, placed) = (log.find("execd listening"), log.find("cgroup placement"));
+    assert!(listening.is_some() && placed.is_some(), "log lines missing: {log}");
+    assert!(listening < placed, "the placement was prepared before execd listened: {log}");
+    assert!(log.contains(r#""mode":"v1""#), "{log}");
+    let ev = run(&s, json!({"command": "cat /proc/self/cgroup"})).await;
+    let text: String = ev.iter().filter(|e| e["type"] == "stdout").map(|e| e["text"].as_str().unwrap()).collect();
+    assert!(text.contains(&format!("pids:/execd-{}/c", s.pid())), "command not placed: {text}");
+}
+
 /// The v1 lines (`N:controllers:/path`) of a `/proc/.../cgroup` text, cgroup2's and named
 /// hierarchies' left out.
 fn v1_lines(text: &str) -> Vec<String> {

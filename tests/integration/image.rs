@@ -234,7 +234,9 @@ fn c7_sigterm_to_bootstrap_is_forwarded_to_the_user_command_only() {
     let sent = Instant::now();
     kill(Pid::from_raw(b.pid()), Signal::SIGTERM).unwrap();
     let marker = f.path("user.term");
-    assert!(wait_until(Duration::from_secs(3), || marker.exists()), "the user command got no SIGTERM within 3 s");
+    // The whole line: `echo >` creates the file before it writes.
+    let got = wait_until(Duration::from_secs(3), || read(&marker).ends_with('\n'));
+    assert!(got, "the user command got no SIGTERM within 3 s");
     let took = sent.elapsed();
     assert_eq!(read(&marker).trim(), "got-term");
 

@@ -250,6 +250,10 @@ pub struct ServerOptions {
     pub state_dir: Option<PathBuf>,
     /// Serve from this test process ([`InProcess`]) instead of the binary.
     pub in_process: bool,
+    /// Return once `/ping` answers, without asking for `/capabilities` (which prepares the cgroup
+    /// placement execd otherwise prepares 20 ms after its start: tests that count execd's
+    /// descriptors and threads take their baselines with it in place).
+    pub ping_only: bool,
 }
 
 impl ServerOptions {
@@ -263,6 +267,10 @@ impl ServerOptions {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
+        self
+    }
+    pub fn ping_only(mut self) -> Self {
+        self.ping_only = true;
         self
     }
     pub fn port(mut self, p: u16) -> Self {
@@ -418,6 +426,10 @@ impl TestServer {
             in_process: None,
         };
         if server.wait_ready(opts.ready_timeout.unwrap_or(TIMEOUT)) {
+            if !opts.ping_only {
+                // Any answer will do (another build may not have the route).
+                blocking_get(server.port, opts.token.as_deref(), "/capabilities");
+            }
             return server;
         }
         let log = server.log();
@@ -608,11 +620,16 @@ pub fn read_retrying(s: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Res
 
 /// One blocking `GET /ping` over a raw socket; true on 200.
 pub fn blocking_ping(port: u16, token: Option<&str>) -> bool {
+    blocking_get(port, token, "/ping")
+}
+
+/// One `GET path` on a fresh connection; true on a 200.
+pub fn blocking_get(port: u16, token: Option<&str>, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let auth = token.map(|t| format!("X-EXECD-ACCESS-TOKEN: {t}\r\n")).unwrap_or_default();
-    if s.write_all(format!("GET /ping HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut buf = String::new();
