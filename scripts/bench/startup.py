@@ -3,10 +3,10 @@
 
 For each server binary: file size, exec -> first successful `GET /ping` (median and p90 of N
 runs), and resident memory (VmRSS) SETTLE_S after that first ping (execd prepares its cgroup
-placement 20 ms after the start, off the path to the first answer: that memory is counted). Each binary is first dropped
-from the page cache and started once uncounted (see `evict`). The floor row is the same binary
-run with `--version`-style no-op arguments measured exec -> exit, i.e. what the kernel and the
-loader cost before any server code runs.
+placement 20 ms after the start, off the path to the first answer: that memory is counted).
+Each binary is first dropped from the page cache and started once uncounted (see `evict`). The
+floor row is the same binary run with `--version`-style no-op arguments measured exec -> exit,
+i.e. what the kernel and the loader cost before any server code runs.
 
 usage: startup.py RUNS NAME=BINARY[,ENV=VAL...] ...   (the first server is the subject; the last is
 the reference the ratios are taken against)

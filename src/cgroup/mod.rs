@@ -308,7 +308,7 @@ pub fn leaf_for_spawn(limits: &Limits) -> Result<Option<Leaf>, CgroupError> {
         if let Some(leaf) = spare {
             return Ok(Some(leaf));
         }
-        // None ready (a burst, or a command before the warm-up): more are made now. Otherwise
+        // None ready (the first command, or a burst): more are made now. Otherwise
         // the spare taken is replaced when its leaf is removed, after the command, so that
         // making it does not compete with the command for the CPU.
         refill_later(cg);
