@@ -4,6 +4,8 @@
 //! - `floor-spawn N`: spawn `bash -c true` with piped stdout/stderr, read both to EOF, wait; N times.
 //! - `latency ADDR N`: N sequential `POST /command {"command":"true"}` on one keep-alive connection,
 //!   timed until the terminal event has arrived.
+//! - `ping ADDR N`: N sequential `GET /ping` on one keep-alive connection: the HTTP round trip of
+//!   this client with no work behind it, for reading the `latency` figures.
 //! - `floor-pipe CMD`: `bash -c CMD` with stdout piped, read to EOF (the `cat`-like floor).
 //! - `stream ADDR CMD MODE`: one foreground command; MODE `lines` counts `text + "\n"` per stdout
 //!   event, `raw` counts `text`; reports bytes and MiB/s.
@@ -148,6 +150,32 @@ fn main() {
                 let s = Instant::now();
                 let o = run_command(&mut conn, &body, false);
                 assert_eq!(o.terminal, "execution_complete");
+                t.push(s.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("{{\"median_ms\":{:.3},\"p99_ms\":{:.3}}}", pct(&mut t, 0.5), pct(&mut t, 0.99));
+        }
+        "ping" => {
+            let n: usize = args[2].parse().unwrap();
+            let mut conn = connect(&args[1]);
+            let mut t = Vec::with_capacity(n);
+            let mut line = String::new();
+            for _ in 0..n {
+                let s = Instant::now();
+                conn.get_mut().write_all(b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
+                let mut len = 0;
+                loop {
+                    line.clear();
+                    conn.read_line(&mut line).unwrap();
+                    let l = line.trim_end().to_ascii_lowercase();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; len];
+                conn.read_exact(&mut body).unwrap();
                 t.push(s.elapsed().as_secs_f64() * 1e3);
             }
             println!("{{\"median_ms\":{:.3},\"p99_ms\":{:.3}}}", pct(&mut t, 0.5), pct(&mut t, 0.99));
