@@ -279,6 +279,8 @@ async fn x20_placement_is_prepared_after_execd_listens_without_a_request() {
     let s = TestServer::options().ping_only().start();
     let parent = parent_dir(&s, None);
     assert!(wait_until(TIMEOUT, || parent.is_dir()), "no parent {} without a request", parent.display());
+    // Its log line comes once every hierarchy is done, after the first parent directory.
+    assert!(wait_until(TIMEOUT, || s.log().contains("cgroup placement")), "no placement line: {}", s.log());
     let log = s.log();
     let (listening, placed) = (log.find("execd listening"), log.find("cgroup placement"));
     assert!(listening.is_some() && placed.is_some(), "log lines missing: {log}");
