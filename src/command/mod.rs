@@ -10,6 +10,7 @@
 
 pub mod inventory;
 pub mod persist;
+mod record_json;
 pub mod registry;
 pub mod stdin;
 

@@ -204,7 +204,7 @@ const IN_PLACE_MAX: usize = 4096;
 /// empty or partial file, which [`load`] removes with its journal, as it would a command with no
 /// record at all (the record is written after the spawn either way).
 pub fn save_new(dir: &Path, rec: &Record) -> io::Result<()> {
-    let text = serde_json::to_vec(rec).map_err(io::Error::other)?;
+    let text = super::record_json::to_vec(rec)?;
     io::Write::write_all(&mut crate::state_dir::create_file(&record_path(dir, &rec.id))?, &text)
 }
 
@@ -214,7 +214,7 @@ pub fn save_new(dir: &Path, rec: &Record) -> io::Result<()> {
 /// `fsync` the data is synced before this returns.
 pub fn save(dir: &Path, rec: &Record, fsync: bool) -> io::Result<()> {
     let path = record_path(dir, &rec.id);
-    let mut text = serde_json::to_vec(rec).map_err(io::Error::other)?;
+    let mut text = super::record_json::to_vec(rec)?;
     if let Some(f) = overwrite_in_place(&path, &mut text)? {
         if fsync {
             f.sync_data()?;
@@ -234,7 +234,7 @@ pub fn save(dir: &Path, rec: &Record, fsync: bool) -> io::Result<()> {
 /// [`save`] when it can write in place (see there); returns the file to sync, or `None` when the
 /// record has to go through a temporary and a rename instead (nothing written).
 pub fn save_in_place(dir: &Path, rec: &Record) -> io::Result<Option<std::fs::File>> {
-    let mut text = serde_json::to_vec(rec).map_err(io::Error::other)?;
+    let mut text = super::record_json::to_vec(rec)?;
     overwrite_in_place(&record_path(dir, &rec.id), &mut text)
 }
 
