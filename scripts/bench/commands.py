@@ -118,23 +118,19 @@ def main():
         # (this host's ext4 has no journal, so every file created scans for recently deleted
         # inodes) and no cgroup leaf (cgroup v1 here); and what any HTTP endpoint costs: the
         # minimal axum SSE server running the same `true` (no journal, no record, no leaf).
-        bare = Execd(execd_bin, "/dev/shm" if os.path.isdir("/dev/shm") else None, "--cgroup-root", "none")
-        try:
-            client(exe, "latency", bare.addr, 20)
-            lb = client(exe, "latency", bare.addr, runs)
-        finally:
-            bare.stop()
-        rows.append(("  same, state on tmpfs and no cgroup leaf", f"{lb['median_ms']:.2f} ms",
-                     f"{floor['median_ms']:.2f} ms", f"{lb['median_ms'] / floor['median_ms']:.2f}×"))
+        refs = [("  same, state on tmpfs and no cgroup leaf",
+                 lambda: Execd(execd_bin, "/dev/shm" if os.path.isdir("/dev/shm") else None, "--cgroup-root", "none"))]
         if floor_bin:
-            f = SseFloor(floor_bin)
+            refs.append(("  same through a minimal axum SSE endpoint", lambda: SseFloor(floor_bin)))
+        for label, start in refs:
+            server = start()
             try:
-                client(exe, "latency", f.addr, 20)
-                la = client(exe, "latency", f.addr, runs)
+                client(exe, "latency", server.addr, 20)
+                ref = client(exe, "latency", server.addr, runs)
             finally:
-                f.stop()
-            rows.append(("  same through a minimal axum SSE endpoint", f"{la['median_ms']:.2f} ms",
-                         f"{floor['median_ms']:.2f} ms", f"{la['median_ms'] / floor['median_ms']:.2f}×"))
+                server.stop()
+            rows.append((label, f"{ref['median_ms']:.2f} ms", f"{floor['median_ms']:.2f} ms",
+                         f"{ref['median_ms'] / floor['median_ms']:.2f}×"))
         for name, cmd, mode in (("100-byte lines, 200 MiB", LINES_CMD, "lines"),
                                 ("no newlines (1 MiB events), 200 MiB", RAW_CMD, "raw")):
             fl = client(exe, "floor-pipe", cmd)

@@ -86,12 +86,24 @@ impl Json {
         self.raw(if v { "true" } else { "false" });
     }
 
-    fn time(&mut self, t: Time) {
-        self.raw("{\"secs\":");
-        self.u64(t.secs);
-        self.raw(",\"nanos\":");
-        self.u64(t.nanos.into());
+    /// An object of numbers, the fields that are `None` left out.
+    fn numbers(&mut self, fields: &[(&str, Option<u64>)]) {
+        self.raw("{");
+        let mut first = true;
+        for (key, v) in fields {
+            if let Some(v) = v {
+                self.raw(if first { "\"" } else { ",\"" });
+                self.raw(key);
+                self.raw("\":");
+                self.u64(*v);
+                first = false;
+            }
+        }
         self.raw("}");
+    }
+
+    fn time(&mut self, t: Time) {
+        self.numbers(&[("secs", Some(t.secs)), ("nanos", Some(t.nanos.into()))]);
     }
 
     fn running(&mut self, r: &Running) -> io::Result<()> {
@@ -166,32 +178,18 @@ impl Json {
     }
 
     fn usage(&mut self, u: &Usage) {
-        self.raw("{\"cpu_user_ms\":");
-        self.u64(u.cpu_user_ms);
-        self.raw(",\"cpu_system_ms\":");
-        self.u64(u.cpu_system_ms);
-        for (key, v) in [
-            (",\"peak_memory_bytes\":", u.peak_memory_bytes),
-            (",\"io_read_bytes\":", u.io_read_bytes),
-            (",\"io_write_bytes\":", u.io_write_bytes),
-            (",\"pids_peak\":", u.pids_peak),
-        ] {
-            if let Some(v) = v {
-                self.raw(key);
-                self.u64(v);
-            }
-        }
-        self.raw("}");
+        self.numbers(&[
+            ("cpu_user_ms", Some(u.cpu_user_ms)),
+            ("cpu_system_ms", Some(u.cpu_system_ms)),
+            ("peak_memory_bytes", u.peak_memory_bytes),
+            ("io_read_bytes", u.io_read_bytes),
+            ("io_write_bytes", u.io_write_bytes),
+            ("pids_peak", u.pids_peak),
+        ]);
     }
 
     fn extent(&mut self, e: &Extent) {
-        self.raw("{\"len\":");
-        self.u64(e.len);
-        self.raw(",\"records\":");
-        self.u64(e.records);
-        self.raw(",\"input\":");
-        self.u64(e.input);
-        self.raw("}");
+        self.numbers(&[("len", Some(e.len)), ("records", Some(e.records)), ("input", Some(e.input))]);
     }
 
     fn event(&mut self, e: &EventRec) {
