@@ -278,11 +278,23 @@ impl ExecEvent {
         v
     }
 
-    /// Appends the compact JSON object to `buf`. Events without `results`/`error` (every output
-    /// line) are written by hand, byte-identical to serde_json (see the tests); the rest by serde.
+    /// Appends the compact JSON object to `buf`. Events without `results` (every output line,
+    /// every command's terminal event) are written by hand, byte-identical to serde_json (see
+    /// the tests); the rest by serde. (serde writes an event with `exit` through its `flatten`
+    /// map, ~7 000 instructions at opt-level "z" per terminal event, callgrind 2026-12-06.)
     pub fn write_json(&self, buf: &mut Vec<u8>) {
-        if self.results.is_none() && self.error.is_none() && self.exit.is_none() {
+        if self.results.is_none() {
             write_plain_json(buf, self.kind, &self.text, self.execution_count, self.execution_time, self.timestamp);
+            if self.error.is_some() || self.exit.is_some() {
+                buf.pop(); // the closing brace: the keys below go inside
+                if let Some(e) = &self.error {
+                    write_error_key(buf, e);
+                }
+                if let Some(x) = &self.exit {
+                    write_exit_keys(buf, x);
+                }
+                buf.push(b'}');
+            }
             return;
         }
         let start = buf.len();
@@ -379,6 +391,94 @@ impl LineWriter {
 /// Appends `v` in decimal.
 pub(crate) fn write_u64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends `s` as a JSON string.
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    escape_json_str(buf, s);
+    buf.push(b'"');
+}
+
+/// Appends an object of numbers, leaving out the fields that are `None`, as serde_json writes a
+/// struct of numbers whose optional fields skip `None`.
+pub(crate) fn write_numbers(buf: &mut Vec<u8>, fields: &[(&str, Option<u64>)]) {
+    buf.push(b'{');
+    let mut first = true;
+    for (key, v) in fields {
+        if let Some(v) = v {
+            if !first {
+                buf.push(b',');
+            }
+            write_str(buf, key);
+            buf.push(b':');
+            write_u64(buf, *v);
+            first = false;
+        }
+    }
+    buf.push(b'}');
+}
+
+/// Appends a [`crate::cgroup::Usage`] object as its `Serialize` writes it.
+pub(crate) fn write_usage(buf: &mut Vec<u8>, u: &crate::cgroup::Usage) {
+    write_numbers(
+        buf,
+        &[
+            ("cpu_user_ms", Some(u.cpu_user_ms)),
+            ("cpu_system_ms", Some(u.cpu_system_ms)),
+            ("peak_memory_bytes", u.peak_memory_bytes),
+            ("io_read_bytes", u.io_read_bytes),
+            ("io_write_bytes", u.io_write_bytes),
+            ("pids_peak", u.pids_peak),
+        ],
+    );
+}
+
+/// Appends `,"error":{...}` as serde_json writes the event's `error`.
+fn write_error_key(buf: &mut Vec<u8>, e: &EventError) {
+    buf.extend_from_slice(b",\"error\":{\"ename\":");
+    write_str(buf, &e.ename);
+    buf.extend_from_slice(b",\"evalue\":");
+    write_str(buf, &e.evalue);
+    buf.extend_from_slice(b",\"traceback\":[");
+    for (i, line) in e.traceback.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, line);
+    }
+    buf.extend_from_slice(b"]}");
+}
+
+/// Appends the X22 keys of `x`, each after a comma, as serde_json writes them flattened into
+/// the event (the `None` ones left out).
+fn write_exit_keys(buf: &mut Vec<u8>, x: &ExitInfo) {
+    let text = |buf: &mut Vec<u8>, key: &[u8], v: Option<&str>| {
+        if let Some(v) = v {
+            buf.extend_from_slice(key);
+            write_str(buf, v);
+        }
+    };
+    text(buf, b",\"exit_reason\":", Some(x.exit_reason));
+    text(buf, b",\"signal\":", x.signal.as_deref());
+    if let Some(errno) = x.errno {
+        buf.extend_from_slice(b",\"errno\":");
+        if errno < 0 {
+            buf.push(b'-');
+        }
+        write_u64(buf, errno.unsigned_abs().into());
+    }
+    text(buf, b",\"errno_name\":", x.errno_name.as_deref());
+    text(buf, b",\"stage\":", x.stage);
+    if let Some(u) = &x.usage {
+        buf.extend_from_slice(b",\"usage\":");
+        write_usage(buf, u);
+    }
+    text(buf, b",\"usage_scope\":", x.usage_scope);
+    if let Some(n) = x.output_lost_bytes {
+        buf.extend_from_slice(b",\"output_lost_bytes\":");
+        write_u64(buf, n);
+    }
 }
 
 #[cfg(test)]
@@ -478,6 +578,47 @@ mod tests {
         }
         let e = ExecEvent::error("E", "v\"", vec!["a\u{1}".into()]).at(3);
         assert_eq!(e.to_json(), serde_bytes(&e));
+    }
+
+    /// Terminal events (X22 keys flattened in, with or without `error`) written by hand are
+    /// serde_json's, every optional key present and absent, negative numbers, odd strings.
+    #[test]
+    fn hand_written_terminal_json_equals_serde() {
+        let full = crate::cgroup::Usage {
+            cpu_user_ms: 3,
+            cpu_system_ms: u64::MAX,
+            peak_memory_bytes: Some(0),
+            io_read_bytes: Some(2),
+            io_write_bytes: Some(9),
+            pids_peak: Some(1),
+        };
+        let odd = "q\"\\\n\u{1}é🦀\u{2028}";
+        let mut exits = vec![ExitInfo::lost(), ExitInfo::reason("exited"), ExitInfo::not_found()];
+        for errno in [None, Some(-7), Some(2), Some(i32::MIN)] {
+            for usage in [None, Some(full), Some(crate::cgroup::Usage { peak_memory_bytes: None, ..full })] {
+                exits.push(ExitInfo {
+                    exit_reason: "spawn_failed",
+                    signal: errno.map(|_| odd.to_string()),
+                    errno,
+                    errno_name: Some(odd.into()),
+                    stage: errno.map(|_| "chdir"),
+                    usage,
+                    usage_scope: usage.map(|_| "leader"),
+                    output_lost_bytes: errno.map(|e| e.unsigned_abs().into()),
+                });
+            }
+        }
+        for exit in exits {
+            let events = [
+                ExecEvent::complete(0).at(5).with_exit(exit.clone()),
+                ExecEvent::complete(12).at(-5).with_exit(exit.clone()),
+                ExecEvent::error("CommandExecError", "1", vec![]).at(7).with_exit(exit.clone()),
+                ExecEvent::error(odd, odd, vec![odd.into(), String::new()]).at(i64::MIN).with_exit(exit.clone()),
+            ];
+            for e in events {
+                assert_eq!(String::from_utf8(e.to_json()).unwrap(), String::from_utf8(serde_bytes(&e)).unwrap());
+            }
+        }
     }
 
     #[test]

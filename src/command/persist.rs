@@ -38,7 +38,8 @@ use crate::process::Journal;
 /// Format version of a record file.
 const VERSION: u32 = 1;
 
-/// One command record file.
+/// One command record file. Written by `record_json` byte for byte as this derived `Serialize`
+/// would write it (the derive is that writer's test oracle), read back through `Deserialize`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
     pub v: u32,

@@ -13,8 +13,7 @@ use std::io;
 use std::path::Path;
 
 use super::persist::{EventRec, ExitRec, Finished, Record, Running, Time};
-use crate::cgroup::Usage;
-use crate::event::{escape_json_str, write_u64};
+use crate::event::{escape_json_str, write_numbers, write_u64, write_usage};
 use crate::process::journal::Extent;
 
 /// The record as JSON; fails only for a cgroup path that is not UTF-8 (as serde_json does).
@@ -86,20 +85,8 @@ impl Json {
         self.raw(if v { "true" } else { "false" });
     }
 
-    /// An object of numbers, the fields that are `None` left out.
     fn numbers(&mut self, fields: &[(&str, Option<u64>)]) {
-        self.raw("{");
-        let mut first = true;
-        for (key, v) in fields {
-            if let Some(v) = v {
-                self.raw(if first { "\"" } else { ",\"" });
-                self.raw(key);
-                self.raw("\":");
-                self.u64(*v);
-                first = false;
-            }
-        }
-        self.raw("}");
+        write_numbers(&mut self.0, fields);
     }
 
     fn time(&mut self, t: Time) {
@@ -165,7 +152,7 @@ impl Json {
         self.opt_str(x.stage.as_deref());
         self.raw(",\"usage\":");
         match &x.usage {
-            Some(u) => self.usage(u),
+            Some(u) => write_usage(&mut self.0, u),
             None => self.raw("null"),
         }
         self.raw(",\"usage_scope\":");
@@ -175,17 +162,6 @@ impl Json {
             self.u64(n);
         }
         self.raw("}");
-    }
-
-    fn usage(&mut self, u: &Usage) {
-        self.numbers(&[
-            ("cpu_user_ms", Some(u.cpu_user_ms)),
-            ("cpu_system_ms", Some(u.cpu_system_ms)),
-            ("peak_memory_bytes", u.peak_memory_bytes),
-            ("io_read_bytes", u.io_read_bytes),
-            ("io_write_bytes", u.io_write_bytes),
-            ("pids_peak", u.pids_peak),
-        ]);
     }
 
     fn extent(&mut self, e: &Extent) {
@@ -235,6 +211,7 @@ fn utf8(p: &Path) -> io::Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::Usage;
     use proptest::prelude::*;
     use std::path::PathBuf;
 
