@@ -752,8 +752,47 @@ impl GroupChild {
         }
     }
 
-    /// Interrupt (C44): SIGTERM to the group, then SIGKILL if it is still there after `grace`.
-    /// Returns when the group is gone or, after the SIGKILL, about one more second passed.
+    /// SIGTERM to every process of the command that has not had one from this call yet: the first
+    /// call (`termed` empty) signals the group and the leaf as [`GroupChild::signal_group`] does;
+    /// each later one the processes born since, found in the leaf or the group. A shell that
+    /// traps EXIT or TERM (a session run's bash, D20) and takes the first SIGTERM just before it
+    /// forks its next command runs that command to its end before its trap: the command, born
+    /// after the signal, never had one, and would hold the whole grace period (`sleep 30` after
+    /// `echo up`: CI runs 51 and 127). Callers repeat this while they wait out the grace.
+    pub fn terminate_new(&self, termed: &mut Vec<i32>) {
+        if termed.is_empty() {
+            let before = self.live_pids();
+            if self.signal_group(Signal::SIGTERM).is_ok() || self.leaf.is_some() {
+                termed.push(self.pid.as_raw());
+                termed.extend(before);
+            }
+            return;
+        }
+        // Under the lock, as every group signal: never after the leader was reaped.
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.outcome.is_some() {
+            return;
+        }
+        for p in self.live_pids() {
+            if !termed.contains(&p) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+                termed.push(p);
+            }
+        }
+    }
+
+    /// The processes of the command now: its leaf's, else the members of its process group (and,
+    /// for a terminal's command, of its session), from `/proc`.
+    fn live_pids(&self) -> Vec<i32> {
+        match &self.leaf {
+            Some(leaf) => leaf.pids(),
+            None => members_of(self.pid.as_raw(), self.session).into_iter().map(|(p, _)| p).collect(),
+        }
+    }
+
+    /// Interrupt (C44): SIGTERM to the group (and to what it forks during the grace, once each:
+    /// [`GroupChild::terminate_new`]), then SIGKILL if it is still there after `grace`. Returns
+    /// when the group is gone or, after the SIGKILL, about one more second passed.
     pub async fn terminate_group(&self, grace: Duration) {
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -764,22 +803,21 @@ impl GroupChild {
         }
         // Released on drop, so a cancelled interrupt (client gone) never blocks the reap.
         let _hold = HoldGuard(self);
-        let _ = self.signal_group(Signal::SIGTERM);
-        let gone = self.wait_group_gone(Instant::now() + grace).await;
-        if !gone {
-            self.kill_all(AFTER_KILL_WAIT).await;
-        }
-    }
-
-    async fn wait_group_gone(&self, deadline: Instant) -> bool {
-        loop {
+        let mut termed = Vec::new();
+        self.terminate_new(&mut termed);
+        let deadline = Instant::now() + grace;
+        let gone = loop {
             if !self.group_alive() {
-                return true;
+                break true;
             }
             if Instant::now() >= deadline {
-                return false;
+                break false;
             }
             tokio::time::sleep(GROUP_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+            self.terminate_new(&mut termed);
+        };
+        if !gone {
+            self.kill_all(AFTER_KILL_WAIT).await;
         }
     }
 

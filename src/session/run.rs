@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
@@ -32,6 +31,8 @@ const MAX_PENDING_BYTES: usize = 4 << 20;
 /// After the group of a lingering run was killed, how long its pipe may stay open (holders that
 /// left the group) before execd stops reading it.
 const LINGER_AFTER_KILL: Duration = Duration::from_secs(2);
+/// During a shutdown's grace, how often a run's processes born since the SIGTERM get theirs.
+const RETERM_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything [`drive`] needs.
 pub(super) struct RunCtx {
@@ -82,6 +83,10 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
         LineReader { buf: vec![0u8; READ_BUF], splitter: LineSplitter::default(), pending: Pending::default() };
     let mut stop: Option<Stop> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    // During a shutdown's grace: the run's processes that had a SIGTERM, and the next look for
+    // ones born since (`GroupChild::terminate_new`).
+    let mut termed: Vec<i32> = Vec::new();
+    let mut reterm_at: Option<tokio::time::Instant> = None;
 
     loop {
         // Every branch is cancel-safe: readiness, exit, timers and `reserve` hold no data, so
@@ -94,8 +99,10 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
             }
             _ = closed.cancelled(), if stop.is_none() => {
                 if shutdown.is_cancelled() {
-                    // D15: SIGTERM first, SIGKILL after the grace period.
-                    let _ = child.signal_group(Signal::SIGTERM);
+                    // D15: SIGTERM first (and to what the run forks during the grace), SIGKILL
+                    // after the grace period.
+                    child.terminate_new(&mut termed);
+                    reterm_at = Some(tokio::time::Instant::now() + RETERM_EVERY);
                     kill_at = Some(tokio::time::Instant::now() + shutdown_grace);
                     stop = Some(Stop::Shutdown);
                 } else {
@@ -104,10 +111,15 @@ pub(super) async fn drive(ctx: RunCtx, tx: mpsc::Sender<ExecEvent>) -> Finished 
                     stop = Some(Stop::Deleted);
                 }
             }
+            _ = sleep_until_opt(reterm_at) => {
+                child.terminate_new(&mut termed);
+                reterm_at = kill_at.map(|_| tokio::time::Instant::now() + RETERM_EVERY);
+            }
             _ = sleep_until_opt(kill_at) => {
                 tracing::warn!(session = %session_id, "a run still alive after the shutdown grace gets SIGKILL");
                 child.kill_group();
                 kill_at = None;
+                reterm_at = None;
             }
             _ = tx.closed(), if stop.is_none() => {
                 // Client gone: nobody waits for this run; free the session for the next one.

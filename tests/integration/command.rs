@@ -376,6 +376,24 @@ async fn c44_interrupt_terminates_the_group_and_the_stream_ends_with_minus_1() {
     assert_eq!(terminal(&ev)["error"]["traceback"], json!(["signal: killed"]));
 }
 
+/// C44: what the command forks after the SIGTERM gets one too, within the grace: here the TERM
+/// trap's `sleep 30` (a shell that takes the signal just before forking its next command does
+/// the same). It ends, so the trap's `exit 7` ends the command long before the 3 s grace would
+/// have SIGKILLed it.
+#[tokio::test]
+async fn c44_what_the_command_forks_after_the_sigterm_gets_one_too() {
+    let s = TestServer::start();
+    let cmd = "trap 'sleep 30; exit 7' TERM; echo up; while :; do sleep 0.05; done";
+    let (id, mut r) = start_and_get_id(&s, json!({ "command": cmd })).await;
+    assert_eq!(r.next_non_ping().await.unwrap()["text"], "up\n");
+    let t = Instant::now();
+    let resp = s.client().delete(s.url(&format!("/command?id={id}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(t.elapsed() < Duration::from_millis(2500), "the trap's sleep held the grace: {:?}", t.elapsed());
+    let ev = without_pings(&r.rest().await);
+    assert_eq!(terminal(&ev)["error"]["evalue"], "7", "{ev:?}");
+}
+
 #[tokio::test]
 async fn c45_interrupt_of_finished_unknown_or_missing_id() {
     let s = TestServer::start();

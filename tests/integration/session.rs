@@ -487,6 +487,25 @@ async fn d10_large_output_streams_completely_in_order() {
     assert!(lines.iter().enumerate().all(|(i, l)| l == &(i + 1).to_string()));
 }
 
+/// D15: what a run forks after execd's SIGTERM gets one too, within the grace (the race of CI
+/// runs 51 and 127 below, made certain): the run's TERM trap starts `sleep 30`, which ends, so
+/// the trap's `exit 7` ends the run and execd exits long before the 10 s grace.
+#[tokio::test]
+async fn d15_what_a_run_forks_after_the_sigterm_gets_one_too() {
+    let mut server = TestServer::options().arg("--graceful-shutdown-timeout").arg("10s").start();
+    let id = create(&server, None).await;
+    let cmd = "trap 'sleep 30; exit 7' TERM; echo up; while :; do sleep 0.05; done";
+    let mut reader = EventReader::new(start(&server, &id, json!({ "command": cmd })).await);
+    assert_eq!(reader.next_non_ping().await.unwrap()["type"], "init");
+    assert_eq!(reader.next_non_ping().await.unwrap()["text"], "up\n");
+    let t = Instant::now();
+    let status = server.terminate().expect("execd exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(5), "the trap's sleep held the grace: {:?}", t.elapsed());
+    let rest = without_pings(&reader.rest().await);
+    assert_eq!(terminal(&rest)["error"]["evalue"], "7", "{rest:?}\nexecd log:\n{}", server.log());
+}
+
 #[tokio::test]
 async fn d15_sigterm_during_a_run_ends_the_stream_and_execd_exits_0() {
     // A grace long enough that the SIGTERM, not the SIGKILL after it, ends the run even on a
