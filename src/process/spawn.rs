@@ -761,6 +761,8 @@ impl GroupChild {
     /// `echo up`: CI runs 51 and 127). Callers repeat this while they wait out the grace.
     pub fn terminate_new(&self, termed: &mut Vec<i32>) {
         if termed.is_empty() {
+            // Listed before the signal: one born in between gets a second SIGTERM at the next
+            // call rather than none (listed after, it could be counted without having had one).
             let before = self.live_pids();
             if self.signal_group(Signal::SIGTERM).is_ok() || self.leaf.is_some() {
                 termed.push(self.pid.as_raw());
