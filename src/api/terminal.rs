@@ -152,14 +152,26 @@ fn asset_from(
     if if_none_match(headers, etag) {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
-    if accepts_gzip(headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("")) {
+    let body = gzip_or_plain(gz, headers, &mut h)
+        .map_err(|e| ApiError::runtime(format!("embedded terminal asset {name} is not valid gzip: {e}")))?;
+    Ok((StatusCode::OK, h, body).into_response())
+}
+
+/// The body of an embedded gzipped file: the gzip as it is, with `Content-Encoding: gzip`, for
+/// a client whose `Accept-Encoding` takes it, else decompressed. Adds `Vary: Accept-Encoding`.
+pub(crate) fn gzip_or_plain(
+    gz: &'static [u8],
+    request: &HeaderMap,
+    h: &mut HeaderMap,
+) -> std::io::Result<axum::body::Body> {
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if accepts_gzip(request.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("")) {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        return Ok((StatusCode::OK, h, gz).into_response());
+        return Ok(axum::body::Body::from(gz));
     }
     let mut plain = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut plain)
-        .map_err(|e| ApiError::runtime(format!("embedded terminal asset {name} is not valid gzip: {e}")))?;
-    Ok((StatusCode::OK, h, plain).into_response())
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut plain)?;
+    Ok(axum::body::Body::from(plain))
 }
 
 /// Whether `If-None-Match` lists `etag` (or is `*`).

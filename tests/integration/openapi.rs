@@ -149,9 +149,27 @@ async fn x1_openapi_json_is_the_repository_document_behind_the_token() {
     let resp = client.get(server.url("/openapi.json")).header("X-EXECD-ACCESS-TOKEN", TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json; charset=utf-8");
+    assert!(resp.headers().get("content-encoding").is_none(), "no gzip for a client that did not ask for it");
     let served: Value = resp.json().await.unwrap();
     assert_eq!(served, repo_document());
     assert_eq!(served["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    // Gzipped as embedded for a client that takes gzip, the same document once decompressed.
+    let resp = client
+        .get(server.url("/openapi.json"))
+        .header("X-EXECD-ACCESS-TOKEN", TOKEN)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert_eq!(resp.headers()["vary"], "Accept-Encoding");
+    let gz = resp.bytes().await.unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), repo_document());
+    assert!(gz.len() * 5 < plain.len(), "{} bytes gzipped of {}", gz.len(), plain.len());
 }
 
 #[tokio::test]
