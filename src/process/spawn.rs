@@ -752,7 +752,7 @@ impl GroupChild {
         }
     }
 
-    /// SIGTERM to every process of the command that has not had one from this call yet: the first
+    /// SIGTERM to every process of the command that has not had one from these calls yet: the first
     /// call (`termed` empty) signals the group and the leaf as [`GroupChild::signal_group`] does;
     /// each later one the processes born since, found in the leaf or the group. A shell that
     /// traps EXIT or TERM (a session run's bash, D20) and takes the first SIGTERM just before it
