@@ -394,7 +394,7 @@ pub(crate) fn write_u64(buf: &mut Vec<u8>, v: u64) {
 }
 
 /// Appends `s` as a JSON string.
-fn write_str(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     escape_json_str(buf, s);
     buf.push(b'"');

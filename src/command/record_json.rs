@@ -13,7 +13,7 @@ use std::io;
 use std::path::Path;
 
 use super::persist::{EventRec, ExitRec, Finished, Record, Running, Time};
-use crate::event::{escape_json_str, write_numbers, write_u64, write_usage};
+use crate::event::{write_numbers, write_str, write_u64, write_usage};
 use crate::process::journal::Extent;
 
 /// The record as JSON; fails only for a cgroup path that is not UTF-8 (as serde_json does).
@@ -51,9 +51,7 @@ impl Json {
     }
 
     fn str(&mut self, s: &str) {
-        self.0.push(b'"');
-        escape_json_str(&mut self.0, s);
-        self.0.push(b'"');
+        write_str(&mut self.0, s);
     }
 
     fn opt_str(&mut self, s: Option<&str>) {
